@@ -1,0 +1,95 @@
+//! What a file descriptor is, as far as replication cares. The shim classifies every descriptor it
+//! sees; each event stores the kind of its descriptor, because a backup treats kinds differently:
+//! local state is re-executed, everything else is handed back from the record.
+
+/// The kind of a descriptor. Stored in the low four bits of an event's flags.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum FdKind {
+    /// Not classified yet (inherited, or created by a call the shim does not see).
+    Unknown = 0,
+    /// Regular file or directory.
+    File = 1,
+    /// Character device without input of its own (`/dev/null`, `/dev/zero`).
+    Device = 2,
+    /// `/dev/urandom`, `/dev/random`.
+    Random = 3,
+    /// Files under `/proc` and `/sys`: their contents change under the program.
+    Pseudo = 4,
+    Tty = 5,
+    /// Pipe or FIFO.
+    Pipe = 6,
+    /// Socket that `listen` was called on.
+    Listener = 7,
+    /// Any other socket.
+    Socket = 8,
+    /// One end of a `socketpair`.
+    SocketPair = 9,
+    Eventfd = 10,
+    Epoll = 11,
+    /// tandem's own descriptor (the shared-memory region).
+    Shim = 12,
+    /// Anything else (timerfd, signalfd, inotify, ...).
+    Other = 13,
+}
+
+impl FdKind {
+    pub const MASK: u16 = 0x0f;
+
+    pub const fn from_bits(bits: u16) -> FdKind {
+        match bits & Self::MASK {
+            1 => FdKind::File,
+            2 => FdKind::Device,
+            3 => FdKind::Random,
+            4 => FdKind::Pseudo,
+            5 => FdKind::Tty,
+            6 => FdKind::Pipe,
+            7 => FdKind::Listener,
+            8 => FdKind::Socket,
+            9 => FdKind::SocketPair,
+            10 => FdKind::Eventfd,
+            11 => FdKind::Epoll,
+            12 => FdKind::Shim,
+            13 => FdKind::Other,
+            _ => FdKind::Unknown,
+        }
+    }
+
+    /// Local state: a backup executes calls on these for real, in sequence order, and compares
+    /// results. Everything else is input or output of the outside world (or of the program's own
+    /// channels, which a backup replays from the record as well).
+    pub const fn is_local_state(self) -> bool {
+        matches!(self, FdKind::File | FdKind::Device | FdKind::Epoll)
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            FdKind::Unknown => "unknown",
+            FdKind::File => "file",
+            FdKind::Device => "device",
+            FdKind::Random => "random",
+            FdKind::Pseudo => "pseudo",
+            FdKind::Tty => "tty",
+            FdKind::Pipe => "pipe",
+            FdKind::Listener => "listener",
+            FdKind::Socket => "socket",
+            FdKind::SocketPair => "socketpair",
+            FdKind::Eventfd => "eventfd",
+            FdKind::Epoll => "epoll",
+            FdKind::Shim => "shim",
+            FdKind::Other => "other",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_round_trip() {
+        for b in 0..14u16 {
+            assert_eq!(FdKind::from_bits(b) as u16, b);
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! tandem's event log: the record every intercepted call becomes, the shared-memory rings that
+//! carry records out of the program, and the log files they end up in.
+
+pub mod call;
+pub mod digest;
+pub mod env;
+pub mod fdkind;
+pub mod ids;
+#[cfg(feature = "host")]
+pub mod logfile;
+#[cfg(feature = "host")]
+pub mod merge;
+pub mod record;
+pub mod ring;
+
+pub use call::{Call, Family};
+pub use fdkind::FdKind;
+pub use ids::{IncarnationToken, LogicalPid, LogicalTid, Seq};
+pub use record::{Event, EventHeader};

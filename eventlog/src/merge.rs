@@ -1,0 +1,300 @@
+//! Restores the global order: events arrive in one ring per thread, each ring in sequence order;
+//! the merger hands them out strictly by sequence number, waiting when the next one has been
+//! taken by a thread that has not finished writing it.
+
+use crate::call::Call;
+use crate::record::{encode_into, EventHeader};
+use crate::ring::{Region, SLOT_ACTIVE, SLOT_CLOSED, SLOT_FREE};
+
+pub struct Merger {
+    region: Region,
+    next_seq: u64,
+    /// Slots that were not free at the last refresh.
+    live: Vec<u32>,
+    /// The slot the previous event came from (threads write in bursts).
+    last: Option<u32>,
+}
+
+impl Merger {
+    pub fn new(region: Region) -> Merger {
+        Merger {
+            region,
+            next_seq: 1,
+            live: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// The sequence number the merge is waiting for.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    fn refresh(&mut self) {
+        self.live.clear();
+        for i in 0..self.region.geometry().ring_count {
+            if self.region.slot_view(i).state != SLOT_FREE {
+                self.live.push(i);
+            }
+        }
+    }
+
+    /// Moves the event numbered `next_seq` out of slot `index`, if it is at that ring's head.
+    fn take_from(&mut self, index: u32, out: &mut Vec<u8>) -> bool {
+        let v = self.region.slot_view(index);
+        if v.state != SLOT_ACTIVE && v.state != SLOT_CLOSED {
+            return false;
+        }
+        let Some(h) = self.region.peek_header(index, v.head, v.tail) else {
+            return false;
+        };
+        if h.seq != self.next_seq {
+            return false;
+        }
+        let len = h.record_len();
+        self.region.copy_record(index, v.head, len, out);
+        self.region.advance_head(index, v.head + len as u64);
+        self.next_seq += 1;
+        true
+    }
+
+    /// Appends events in sequence order to `out` until it holds `max_bytes` or the next event is
+    /// not available yet. Returns how many events were appended.
+    pub fn drain(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> u32 {
+        self.refresh();
+        let mut n = 0;
+        'events: while out.len() < max_bytes {
+            if let Some(last) = self.last {
+                if self.take_from(last, out) {
+                    n += 1;
+                    continue;
+                }
+            }
+            for k in 0..self.live.len() {
+                let i = self.live[k];
+                if Some(i) != self.last && self.take_from(i, out) {
+                    self.last = Some(i);
+                    n += 1;
+                    continue 'events;
+                }
+            }
+            break;
+        }
+        n
+    }
+
+    /// Closes every active slot whose owner `is_alive` says is gone, and frees drained closed
+    /// slots. Returns how many slots were closed for dead owners.
+    pub fn reap(&mut self, is_alive: impl Fn(i32, i32) -> bool) -> usize {
+        let mut closed = 0;
+        for i in 0..self.region.geometry().ring_count {
+            let v = self.region.slot_view(i);
+            if v.state == SLOT_ACTIVE
+                && !is_alive(v.owner_pid, v.owner_tid)
+                && self.region.close_orphan(i)
+            {
+                closed += 1;
+            }
+            if self.region.slot_view(i).state == SLOT_CLOSED {
+                self.region.free_slot(i);
+            }
+        }
+        closed
+    }
+
+    /// While producers still run: if the next number was taken by a thread that died before
+    /// writing its event, appends a `lost` event for it (and for any that follow the same way).
+    /// Returns how many.
+    pub fn fill_dead_writer_gap(
+        &mut self,
+        out: &mut Vec<u8>,
+        is_alive: impl Fn(i32, i32) -> bool,
+    ) -> u64 {
+        let mut filled = 0;
+        loop {
+            self.refresh();
+            let at_head = self.live.iter().any(|&i| {
+                let v = self.region.slot_view(i);
+                self.region
+                    .peek_header(i, v.head, v.tail)
+                    .is_some_and(|h| h.seq == self.next_seq)
+            });
+            let dead_holder = !at_head
+                && self.live.iter().any(|&i| {
+                    let v = self.region.slot_view(i);
+                    v.reserved == self.next_seq
+                        && (v.state == SLOT_CLOSED || !is_alive(v.owner_pid, v.owner_tid))
+                });
+            if !dead_holder {
+                return filled;
+            }
+            push_lost(out, self.next_seq);
+            self.next_seq += 1;
+            filled += 1;
+        }
+    }
+
+    /// After every producer is gone: if the next event will never come (its writer died between
+    /// taking the number and writing), appends a `lost` event for each missing number up to the
+    /// lowest one still in a ring, and returns how many. 0 when nothing is missing.
+    pub fn fill_gap(&mut self, out: &mut Vec<u8>) -> u64 {
+        self.refresh();
+        let lowest = self
+            .live
+            .iter()
+            .filter_map(|&i| {
+                let v = self.region.slot_view(i);
+                self.region.peek_header(i, v.head, v.tail).map(|h| h.seq)
+            })
+            .min();
+        let Some(lowest) = lowest else { return 0 };
+        let missing = lowest.saturating_sub(self.next_seq);
+        for seq in self.next_seq..lowest {
+            push_lost(out, seq);
+        }
+        self.next_seq = lowest.max(self.next_seq);
+        missing
+    }
+
+    /// Whether any ring still holds unread bytes.
+    pub fn pending(&self) -> bool {
+        (0..self.region.geometry().ring_count).any(|i| {
+            let v = self.region.slot_view(i);
+            v.state != SLOT_FREE && v.head != v.tail
+        })
+    }
+}
+
+fn push_lost(out: &mut Vec<u8>, seq: u64) {
+    let h = EventHeader {
+        seq,
+        pid: 0,
+        tid: 0,
+        call: Call::Lost as u16,
+        flags: 0,
+        fd: -1,
+        result: 0,
+        errno: 0,
+        payload_len: 0,
+        digest: 0,
+        aux: [0; 2],
+    };
+    encode_into(out, &h, &[]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Event;
+    use crate::ring::{Geometry, Mode, Producer, SharedRegion, MIN_RING_BYTES};
+    use std::sync::Arc;
+
+    fn header(seq: u64, tid: u32) -> EventHeader {
+        EventHeader {
+            seq,
+            pid: 1,
+            tid,
+            call: Call::MutexLock as u16,
+            flags: 0,
+            fd: -1,
+            result: 0,
+            errno: 0,
+            payload_len: 0,
+            digest: 0,
+            aux: [0; 2],
+        }
+    }
+
+    fn seqs(bytes: &[u8]) -> Vec<u64> {
+        let mut rest = bytes;
+        let mut v = Vec::new();
+        while !rest.is_empty() {
+            let (e, r) = Event::parse(rest).unwrap();
+            v.push(e.header.seq);
+            rest = r;
+        }
+        v
+    }
+
+    #[test]
+    fn threads_merge_into_one_gapless_order() {
+        let shared = Arc::new(
+            SharedRegion::create(
+                Geometry {
+                    ring_count: 8,
+                    ring_bytes: MIN_RING_BYTES,
+                },
+                Mode::Record,
+            )
+            .unwrap(),
+        );
+        let region = shared.region();
+        let writers: Vec<_> = (0..4u32)
+            .map(|t| {
+                let keep = shared.clone();
+                std::thread::spawn(move || {
+                    let _keep = keep;
+                    let mut p = Producer::claim(region, 1, t as i32, 1, t).unwrap();
+                    for _ in 0..20_000 {
+                        let seq = p.take_seq();
+                        p.write(&header(seq, t), &[]);
+                    }
+                    p.close();
+                })
+            })
+            .collect();
+        let mut merger = Merger::new(region);
+        let mut out = Vec::new();
+        let mut all = Vec::new();
+        while all.len() < 80_000 {
+            out.clear();
+            merger.drain(&mut out, 1 << 20);
+            all.extend(seqs(&out));
+            merger.reap(|_, _| true);
+        }
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(all, (1..=80_000).collect::<Vec<_>>());
+        merger.reap(|_, _| true);
+        assert!(!merger.pending());
+    }
+
+    #[test]
+    fn merge_waits_for_a_reserved_number_then_fills_a_dead_writers_gap() {
+        let shared = SharedRegion::create(
+            Geometry {
+                ring_count: 2,
+                ring_bytes: MIN_RING_BYTES,
+            },
+            Mode::Record,
+        )
+        .unwrap();
+        let region = shared.region();
+        let mut a = Producer::claim(region, 1, 1, 1, 0).unwrap();
+        let b = Producer::claim(region, 1, 2, 1, 1).unwrap();
+        let s1 = a.take_seq();
+        let _reserved_by_b = b.take_seq();
+        let s3 = a.take_seq();
+        a.write(&header(s1, 0), &[]);
+        a.write(&header(s3, 0), &[]);
+        let mut merger = Merger::new(region);
+        let mut out = Vec::new();
+        assert_eq!(merger.drain(&mut out, 1 << 20), 1);
+        assert_eq!(
+            merger.drain(&mut out, 1 << 20),
+            0,
+            "seq 2 is not written yet"
+        );
+        assert_eq!(
+            merger.fill_dead_writer_gap(&mut out, |_, _| true),
+            0,
+            "b is alive: wait"
+        );
+        // b dies without writing seq 2.
+        assert_eq!(merger.fill_dead_writer_gap(&mut out, |_, tid| tid != 2), 1);
+        assert_eq!(merger.drain(&mut out, 1 << 20), 1);
+        assert_eq!(seqs(&out), vec![1, 2, 3]);
+        assert_eq!(merger.fill_gap(&mut out), 0);
+    }
+}

@@ -1,0 +1,562 @@
+//! Shared-memory rings between the shim (producers) and the agent (consumer).
+//!
+//! One memfd holds a header page, a table of slot headers and one ring per slot. Each thread of
+//! the program claims a slot and is the only writer of its ring, so recording needs no lock: a
+//! thread takes its sequence number with one atomic add on the header and copies its event into
+//! its own ring. The agent merges the rings back into sequence order. The region is mapped
+//! `MAP_SHARED`, so forked children keep using it, and its descriptor survives `exec`.
+//!
+//! Layout (offsets from the start of the region):
+//!
+//! ```text
+//! 0                 ShmHeader (one page)
+//! PAGE              SlotHeader[ring_count], 128 bytes each, rounded up to a page
+//! rings_offset      ring data, ring_bytes per slot
+//! ```
+
+pub mod sys;
+
+use crate::record::{record_len, EventHeader, HEADER_LEN};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+pub const MAGIC: u64 = u64::from_le_bytes(*b"TNDMSHM\0");
+/// Bump whenever any layout in this module changes.
+pub const VERSION: u32 = 1;
+pub const PAGE: usize = 4096;
+/// Largest payload one event may carry; bigger reads are cut to this size by the shim (a short
+/// read is always legal for the descriptors whose bytes are recorded).
+pub const MAX_PAYLOAD: usize = 1 << 20;
+/// Smallest ring that can hold the largest event twice over.
+pub const MIN_RING_BYTES: u32 = 4 << 20;
+
+/// What the program under the shim is doing.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u32)]
+pub enum Mode {
+    Record = 1,
+}
+
+/// The first page of the region.
+#[repr(C, align(64))]
+pub struct ShmHeader {
+    pub magic: u64,
+    pub version: u32,
+    pub ring_count: u32,
+    pub ring_bytes: u32,
+    pub mode: u32,
+    pub slots_offset: u64,
+    pub rings_offset: u64,
+    pub total_len: u64,
+    _pad0: [u8; 16],
+    /// The next sequence number to hand out. Alone on its cache line: every event touches it.
+    pub next_seq: AtomicU64,
+    _pad1: [u8; 56],
+    /// The next logical pid to hand out (fork, spawn).
+    pub next_lpid: AtomicU32,
+    /// Futex word the agent sleeps on; producers bump it to wake the agent.
+    pub doorbell: AtomicU32,
+    /// Non-zero while the agent sleeps on `doorbell`.
+    pub agent_sleeping: AtomicU32,
+    _pad2: [u8; 52],
+    _reserved: [u8; PAGE - 192],
+}
+
+const _: () = assert!(core::mem::size_of::<ShmHeader>() == PAGE);
+
+/// Slot states.
+pub const SLOT_FREE: u32 = 0;
+pub const SLOT_CLAIMING: u32 = 1;
+pub const SLOT_ACTIVE: u32 = 2;
+/// The owner is gone; the agent frees the slot once it has drained the ring.
+pub const SLOT_CLOSED: u32 = 3;
+
+/// Per-ring control block. The first cache line is written by the producer, the second by the
+/// consumer, so neither side's writes bounce the other's line on every event.
+#[repr(C, align(64))]
+pub struct SlotHeader {
+    /// Bytes ever written (monotonic across owners).
+    pub tail: AtomicU64,
+    pub state: AtomicU32,
+    /// Real pid and tid of the owner, for diagnostics and for reclaiming a dead owner's slot.
+    pub owner_pid: AtomicI32,
+    pub owner_tid: AtomicI32,
+    pub lpid: AtomicU32,
+    pub ltid: AtomicU32,
+    /// Non-zero while the producer sleeps on `head_wake` for room.
+    pub producer_waiting: AtomicU32,
+    /// The last sequence number the producer took. If the merge waits for that number and the
+    /// owner is dead, the event is lost rather than late.
+    pub reserved: AtomicU64,
+    _pad0: [u8; 24],
+    /// Bytes ever consumed (monotonic across owners).
+    pub head: AtomicU64,
+    /// Futex word the consumer bumps after advancing `head`.
+    pub head_wake: AtomicU32,
+    _pad1: [u8; 52],
+}
+
+const _: () = assert!(core::mem::size_of::<SlotHeader>() == 128);
+
+/// Why a mapping is not a usable region.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LayoutError {
+    TooSmall { len: usize },
+    Misaligned,
+    BadMagic,
+    Version { found: u32 },
+    Geometry,
+}
+
+impl core::fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            LayoutError::TooSmall { len } => write!(f, "shared region of {len} bytes is too small"),
+            LayoutError::Misaligned => f.write_str("shared region is not page aligned"),
+            LayoutError::BadMagic => f.write_str("shared region has no tandem header"),
+            LayoutError::Version { found } => {
+                write!(
+                    f,
+                    "shared region has layout version {found}, this build uses {VERSION}"
+                )
+            }
+            LayoutError::Geometry => f.write_str("shared region's ring geometry is inconsistent"),
+        }
+    }
+}
+
+/// Geometry of a region.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Geometry {
+    pub ring_count: u32,
+    pub ring_bytes: u32,
+}
+
+impl Geometry {
+    pub fn slots_offset(&self) -> usize {
+        PAGE
+    }
+
+    pub fn rings_offset(&self) -> usize {
+        let slots = self.ring_count as usize * core::mem::size_of::<SlotHeader>();
+        PAGE + slots.div_ceil(PAGE) * PAGE
+    }
+
+    pub fn total_len(&self) -> usize {
+        self.rings_offset() + self.ring_count as usize * self.ring_bytes as usize
+    }
+
+    pub fn is_valid(&self) -> bool {
+        self.ring_count > 0
+            && self.ring_count <= 4096
+            && self.ring_bytes.is_power_of_two()
+            && self.ring_bytes >= MIN_RING_BYTES
+    }
+}
+
+/// A mapped region. Cheap to copy: it does not own the mapping.
+#[derive(Clone, Copy)]
+pub struct Region {
+    base: NonNull<u8>,
+    geometry: Geometry,
+}
+
+// SAFETY: all shared state in the region is accessed through atomics, and ring bytes are only
+// written by the slot's single producer before it publishes `tail` (release) and only read by the
+// consumer below the published `tail` (acquire).
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Writes a fresh header and zeroed slot table into `base`.
+    ///
+    /// # Safety
+    /// `base` must point to `geometry.total_len()` writable bytes, page aligned, zero-filled (a
+    /// new memfd), not yet shared with any other user.
+    pub unsafe fn init(
+        base: *mut u8,
+        geometry: Geometry,
+        mode: Mode,
+    ) -> Result<Region, LayoutError> {
+        if !geometry.is_valid() {
+            return Err(LayoutError::Geometry);
+        }
+        let header = base as *mut ShmHeader;
+        // SAFETY: the caller guarantees `base` is valid, aligned and exclusively ours; a zeroed
+        // ShmHeader is a valid value (atomics and integers), so writing its fields is sound.
+        unsafe {
+            (*header).ring_count = geometry.ring_count;
+            (*header).ring_bytes = geometry.ring_bytes;
+            (*header).mode = mode as u32;
+            (*header).slots_offset = geometry.slots_offset() as u64;
+            (*header).rings_offset = geometry.rings_offset() as u64;
+            (*header).total_len = geometry.total_len() as u64;
+            (*header).next_seq.store(1, Ordering::Relaxed);
+            (*header)
+                .next_lpid
+                .store(crate::ids::FIRST_PID + 1, Ordering::Relaxed);
+            (*header).version = VERSION;
+            (*header).magic = MAGIC;
+        }
+        // SAFETY: the header was just written and checked by `attach`.
+        unsafe { Region::attach(base, geometry.total_len()) }
+    }
+
+    /// Validates an existing region.
+    ///
+    /// # Safety
+    /// `base` must point to `len` bytes mapped shared and readable/writable for as long as the
+    /// returned `Region` (or any copy) is used.
+    pub unsafe fn attach(base: *mut u8, len: usize) -> Result<Region, LayoutError> {
+        if len < PAGE {
+            return Err(LayoutError::TooSmall { len });
+        }
+        if !(base as usize).is_multiple_of(PAGE) {
+            return Err(LayoutError::Misaligned);
+        }
+        let header = base as *const ShmHeader;
+        // SAFETY: at least one page is mapped (checked above); the caller vouches for validity.
+        let (magic, version, ring_count, ring_bytes) = unsafe {
+            (
+                (*header).magic,
+                (*header).version,
+                (*header).ring_count,
+                (*header).ring_bytes,
+            )
+        };
+        if magic != MAGIC {
+            return Err(LayoutError::BadMagic);
+        }
+        if version != VERSION {
+            return Err(LayoutError::Version { found: version });
+        }
+        let geometry = Geometry {
+            ring_count,
+            ring_bytes,
+        };
+        if !geometry.is_valid() {
+            return Err(LayoutError::Geometry);
+        }
+        if geometry.total_len() > len {
+            return Err(LayoutError::TooSmall { len });
+        }
+        let base = NonNull::new(base).ok_or(LayoutError::TooSmall { len: 0 })?;
+        Ok(Region { base, geometry })
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    pub fn header(&self) -> &ShmHeader {
+        // SAFETY: validated in `attach`; the header lives as long as the mapping.
+        unsafe { &*(self.base.as_ptr() as *const ShmHeader) }
+    }
+
+    /// The slot header of ring `index` (panics if out of range).
+    pub fn slot(&self, index: u32) -> &SlotHeader {
+        assert!(index < self.geometry.ring_count);
+        let off =
+            self.geometry.slots_offset() + index as usize * core::mem::size_of::<SlotHeader>();
+        // SAFETY: in bounds of the validated slot table; SlotHeader is all atomics and padding.
+        unsafe { &*(self.base.as_ptr().add(off) as *const SlotHeader) }
+    }
+
+    fn ring_data(&self, index: u32) -> *mut u8 {
+        let off = self.geometry.rings_offset() + index as usize * self.geometry.ring_bytes as usize;
+        // SAFETY: in bounds of the validated mapping.
+        unsafe { self.base.as_ptr().add(off) }
+    }
+
+    /// Takes the next sequence number.
+    #[inline(always)]
+    pub fn take_seq(&self) -> u64 {
+        self.header().next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Hands out a logical pid.
+    pub fn take_lpid(&self) -> u32 {
+        self.header().next_lpid.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Wakes the agent if it sleeps.
+    pub fn ring_doorbell(&self) {
+        let h = self.header();
+        h.doorbell.fetch_add(1, Ordering::Release);
+        if h.agent_sleeping.load(Ordering::Acquire) != 0 {
+            sys::futex_wake(&h.doorbell, 1);
+        }
+    }
+
+    /// Agent side: sleeps until a producer rings or `timeout_ns` passes.
+    pub fn wait_doorbell(&self, seen: u32, timeout_ns: u64) {
+        let h = self.header();
+        h.agent_sleeping.store(1, Ordering::SeqCst);
+        sys::futex_wait(&h.doorbell, seen, timeout_ns);
+        h.agent_sleeping.store(0, Ordering::Relaxed);
+    }
+
+    /// Copies `len` bytes from ring `index` at stream position `pos` (wrapping) into `out`.
+    fn copy_out(&self, index: u32, pos: u64, out: &mut [u8]) {
+        let size = self.geometry.ring_bytes as usize;
+        let start = (pos as usize) & (size - 1);
+        let first = out.len().min(size - start);
+        let data = self.ring_data(index);
+        // SAFETY: `start + first <= size` and the remainder starts at 0 and is at most `size`
+        // bytes (callers never ask for more than a ring holds); these bytes lie below the
+        // producer's published tail, so the producer no longer writes them.
+        unsafe {
+            core::ptr::copy_nonoverlapping(data.add(start), out.as_mut_ptr(), first);
+            core::ptr::copy_nonoverlapping(data, out.as_mut_ptr().add(first), out.len() - first);
+        }
+    }
+}
+
+/// A thread's write end of its ring. Lives in the thread's own memory (not shared), so the
+/// cached positions cost no shared-memory traffic.
+#[derive(Clone, Copy)]
+pub struct Producer {
+    region: Region,
+    index: u32,
+    data: *mut u8,
+    mask: u64,
+    tail: u64,
+    cached_head: u64,
+}
+
+// SAFETY: a Producer is the single writer of its slot; moving it to another thread moves that
+// role with it. It is deliberately not Sync: two threads must never write through one Producer.
+unsafe impl Send for Producer {}
+
+impl Producer {
+    /// Claims a free slot for a thread. Returns `None` when every slot is taken.
+    pub fn claim(
+        region: Region,
+        owner_pid: i32,
+        owner_tid: i32,
+        lpid: u32,
+        ltid: u32,
+    ) -> Option<Producer> {
+        for index in 0..region.geometry.ring_count {
+            let slot = region.slot(index);
+            if slot
+                .state
+                .compare_exchange(
+                    SLOT_FREE,
+                    SLOT_CLAIMING,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            slot.owner_pid.store(owner_pid, Ordering::Relaxed);
+            slot.owner_tid.store(owner_tid, Ordering::Relaxed);
+            slot.lpid.store(lpid, Ordering::Relaxed);
+            slot.ltid.store(ltid, Ordering::Relaxed);
+            slot.producer_waiting.store(0, Ordering::Relaxed);
+            let tail = slot.tail.load(Ordering::Relaxed);
+            let head = slot.head.load(Ordering::Acquire);
+            slot.state.store(SLOT_ACTIVE, Ordering::Release);
+            return Some(Producer {
+                region,
+                index,
+                data: region.ring_data(index),
+                mask: region.geometry.ring_bytes as u64 - 1,
+                tail,
+                cached_head: head,
+            });
+        }
+        None
+    }
+
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    pub fn region(&self) -> Region {
+        self.region
+    }
+
+    fn slot(&self) -> &SlotHeader {
+        self.region.slot(self.index)
+    }
+
+    /// Takes the next sequence number for this thread's next event.
+    #[inline(always)]
+    pub fn take_seq(&self) -> u64 {
+        let seq = self.region.take_seq();
+        self.slot().reserved.store(seq, Ordering::Relaxed);
+        seq
+    }
+
+    /// Appends one event: the header, then the payload parts back to back. The caller sets
+    /// `header.payload_len` to the parts' total, which must not exceed [`MAX_PAYLOAD`].
+    /// Blocks (sleeping, never spinning) while the ring is full.
+    #[inline]
+    pub fn write(&mut self, header: &EventHeader, parts: &[&[u8]]) {
+        let payload_len = header.payload_len as usize;
+        debug_assert!(payload_len <= MAX_PAYLOAD);
+        let len = record_len(payload_len) as u64;
+        let cap = self.mask + 1;
+        if self.tail + len - self.cached_head > cap / 2 {
+            self.make_room(len);
+        }
+        let mut pos = self.tail;
+        pos = self.put(pos, bytemuck::bytes_of(header));
+        for part in parts {
+            pos = self.put(pos, part);
+        }
+        let pad = (len - HEADER_LEN as u64 - payload_len as u64) as usize;
+        if pad > 0 {
+            pos = self.put(pos, &[0u8; 8][..pad]);
+        }
+        debug_assert_eq!(pos, self.tail + len);
+        self.tail = pos;
+        self.slot().tail.store(pos, Ordering::Release);
+    }
+
+    #[inline(always)]
+    fn put(&mut self, pos: u64, bytes: &[u8]) -> u64 {
+        let size = (self.mask + 1) as usize;
+        let start = (pos & self.mask) as usize;
+        let first = bytes.len().min(size - start);
+        // SAFETY: `[start, start+first)` and `[0, len-first)` are inside this slot's ring, and
+        // `make_room` guaranteed the consumer has finished with these bytes; this thread is the
+        // slot's only producer.
+        unsafe {
+            core::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data.add(start), first);
+            if first < bytes.len() {
+                core::ptr::copy_nonoverlapping(
+                    bytes.as_ptr().add(first),
+                    self.data,
+                    bytes.len() - first,
+                );
+            }
+        }
+        pos + bytes.len() as u64
+    }
+
+    /// Slow path: the ring is at least half full by our cached view. Refresh the view, wake the
+    /// agent so it drains, and sleep until the record fits.
+    #[cold]
+    fn make_room(&mut self, len: u64) {
+        let cap = self.mask + 1;
+        let slot = self.region.slot(self.index);
+        self.cached_head = slot.head.load(Ordering::Acquire);
+        if self.tail + len - self.cached_head <= cap / 2 {
+            return;
+        }
+        self.region.ring_doorbell();
+        while self.tail + len - self.cached_head > cap {
+            let seen = slot.head_wake.load(Ordering::Acquire);
+            slot.producer_waiting.store(1, Ordering::SeqCst);
+            self.cached_head = slot.head.load(Ordering::Acquire);
+            if self.tail + len - self.cached_head <= cap {
+                break;
+            }
+            self.region.ring_doorbell();
+            sys::futex_wait(&slot.head_wake, seen, 10_000_000);
+            self.cached_head = slot.head.load(Ordering::Acquire);
+        }
+        slot.producer_waiting.store(0, Ordering::Relaxed);
+    }
+
+    /// Gives the slot back: the agent frees it after draining what is left.
+    pub fn close(&self) {
+        self.slot().state.store(SLOT_CLOSED, Ordering::Release);
+        self.region.ring_doorbell();
+    }
+}
+
+/// Consumer side of one slot, as seen by the agent.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SlotView {
+    pub state: u32,
+    pub reserved: u64,
+    pub head: u64,
+    pub tail: u64,
+    pub owner_pid: i32,
+    pub owner_tid: i32,
+    pub lpid: u32,
+    pub ltid: u32,
+}
+
+impl Region {
+    /// A snapshot of slot `index`: what the agent needs to decide whether to read it.
+    pub fn slot_view(&self, index: u32) -> SlotView {
+        let s = self.slot(index);
+        let state = s.state.load(Ordering::Acquire);
+        SlotView {
+            state,
+            reserved: s.reserved.load(Ordering::Relaxed),
+            head: s.head.load(Ordering::Relaxed),
+            tail: s.tail.load(Ordering::Acquire),
+            owner_pid: s.owner_pid.load(Ordering::Relaxed),
+            owner_tid: s.owner_tid.load(Ordering::Relaxed),
+            lpid: s.lpid.load(Ordering::Relaxed),
+            ltid: s.ltid.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Reads the event header at `head` of ring `index`; `tail` is the published tail the caller
+    /// observed (so the header is complete). Returns `None` if the ring is empty.
+    pub fn peek_header(&self, index: u32, head: u64, tail: u64) -> Option<EventHeader> {
+        if tail.saturating_sub(head) < HEADER_LEN as u64 {
+            return None;
+        }
+        let mut buf = [0u8; HEADER_LEN];
+        self.copy_out(index, head, &mut buf);
+        Some(bytemuck::pod_read_unaligned(&buf))
+    }
+
+    /// Appends the record of `len` bytes at `head` of ring `index` to `out`.
+    #[cfg(feature = "host")]
+    pub fn copy_record(&self, index: u32, head: u64, len: usize, out: &mut Vec<u8>) {
+        let at = out.len();
+        out.resize(at + len, 0);
+        self.copy_out(index, head, &mut out[at..]);
+    }
+
+    /// Marks `new_head` consumed on ring `index` and wakes its producer if it waits for room.
+    pub fn advance_head(&self, index: u32, new_head: u64) {
+        let s = self.slot(index);
+        s.head.store(new_head, Ordering::Release);
+        s.head_wake.fetch_add(1, Ordering::Release);
+        if s.producer_waiting.load(Ordering::SeqCst) != 0 {
+            sys::futex_wake(&s.head_wake, 1);
+        }
+    }
+
+    /// Frees a closed slot whose ring is drained, so a new thread can claim it.
+    pub fn free_slot(&self, index: u32) -> bool {
+        let s = self.slot(index);
+        s.head.load(Ordering::Acquire) == s.tail.load(Ordering::Acquire)
+            && s.state
+                .compare_exchange(SLOT_CLOSED, SLOT_FREE, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Closes a slot whose owner died without closing it (killed, or gone through `exec`).
+    pub fn close_orphan(&self, index: u32) -> bool {
+        self.slot(index)
+            .state
+            .compare_exchange(
+                SLOT_ACTIVE,
+                SLOT_CLOSED,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+}
+
+#[cfg(feature = "host")]
+mod host;
+#[cfg(feature = "host")]
+pub use host::SharedRegion;
+
+#[cfg(test)]
+mod tests;

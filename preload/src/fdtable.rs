@@ -1,0 +1,230 @@
+//! The shim's view of the program's descriptors: what each one is (replay treats kinds
+//! differently), a per-descriptor lock for calls whose order must equal their sequence order, and
+//! each descriptor's epoll registrations (the program's `epoll_data` is replaced by the fd number in
+//! the kernel, so `epoll_wait` results can be recorded as fds and translated back).
+
+use crate::sys;
+use core::ffi::c_int;
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use eventlog::FdKind;
+
+/// Descriptors above this are classified on every call and cannot be in epoll sets.
+pub const MAX_FDS: usize = 65536;
+/// Epoll sets one descriptor can be registered in at once.
+pub const EPOLL_REGS: usize = 4;
+
+struct EpollReg {
+    /// epoll fd + 1 (0: unused).
+    epfd_plus1: AtomicI32,
+    data: AtomicU64,
+}
+
+struct FdEntry {
+    kind: AtomicU8,
+    /// Owner's real pid, plus WAITERS. A pid other than ours means the lock was held in the
+    /// parent when this process forked: nobody here holds it.
+    lock: AtomicU32,
+    epoll: [EpollReg; EPOLL_REGS],
+}
+
+const WAITERS: u32 = 1 << 31;
+
+impl FdEntry {
+    const fn new() -> FdEntry {
+        FdEntry {
+            kind: AtomicU8::new(0),
+            lock: AtomicU32::new(0),
+            epoll: [const {
+                EpollReg {
+                    epfd_plus1: AtomicI32::new(0),
+                    data: AtomicU64::new(0),
+                }
+            }; EPOLL_REGS],
+        }
+    }
+}
+
+static TABLE: [FdEntry; MAX_FDS] = [const { FdEntry::new() }; MAX_FDS];
+/// Real pid of this process, for the per-descriptor locks (updated in a fork child).
+static MY_PID: AtomicU32 = AtomicU32::new(0);
+
+fn entry(fd: c_int) -> Option<&'static FdEntry> {
+    usize::try_from(fd).ok().and_then(|i| TABLE.get(i))
+}
+
+/// Called by the constructor and in a fork child.
+pub fn set_process(pid: i32) {
+    MY_PID.store(pid as u32, Ordering::Relaxed);
+}
+
+/// The kind of `fd`, classifying it on first sight.
+#[inline]
+pub fn kind(fd: c_int) -> FdKind {
+    let Some(e) = entry(fd) else {
+        return classify(fd, None);
+    };
+    match e.kind.load(Ordering::Relaxed) {
+        0 => {
+            let k = classify(fd, None);
+            e.kind.store(k as u8, Ordering::Relaxed);
+            k
+        }
+        k => FdKind::from_bits(k as u16),
+    }
+}
+
+pub fn set(fd: c_int, kind: FdKind) {
+    if let Some(e) = entry(fd) {
+        e.kind.store(kind as u8, Ordering::Relaxed);
+        for r in &e.epoll {
+            r.epfd_plus1.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Forgets `fd` (closed).
+pub fn clear(fd: c_int) {
+    set(fd, FdKind::Unknown);
+}
+
+/// Classifies a descriptor the program just opened by `path` (None: look it up).
+pub fn classify_opened(fd: c_int, path: Option<&[u8]>) {
+    if fd >= 0 {
+        let k = classify(fd, path);
+        set(fd, k);
+    }
+}
+
+/// Works out what `fd` is from the kernel's view of it.
+pub fn classify(fd: c_int, path: Option<&[u8]>) -> FdKind {
+    let Some(st) = sys::fstat(fd) else {
+        return FdKind::Unknown;
+    };
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG | libc::S_IFDIR => {
+            let mut buf = [0u8; 256];
+            let p = match path {
+                Some(p) if p.first() == Some(&b'/') => p,
+                _ => sys::fd_path(fd, &mut buf),
+            };
+            if p.starts_with(b"/proc/") || p.starts_with(b"/sys/") {
+                FdKind::Pseudo
+            } else {
+                FdKind::File
+            }
+        }
+        libc::S_IFCHR => {
+            let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+            match (major, minor) {
+                (1, 8) | (1, 9) => FdKind::Random,
+                (4, _) | (5, 0..=2) | (136..=143, _) => FdKind::Tty,
+                _ => FdKind::Device,
+            }
+        }
+        libc::S_IFIFO => FdKind::Pipe,
+        libc::S_IFSOCK => match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) {
+            Some(1) => FdKind::Listener,
+            _ => FdKind::Socket,
+        },
+        _ => {
+            let mut buf = [0u8; 64];
+            match sys::fd_path(fd, &mut buf) {
+                b"anon_inode:[eventpoll]" => FdKind::Epoll,
+                b"anon_inode:[eventfd]" => FdKind::Eventfd,
+                _ => FdKind::Other,
+            }
+        }
+    }
+}
+
+/// Holds `fd`'s lock: calls on the same descriptor take their sequence numbers in the order they
+/// really happened.
+pub struct FdLock(Option<&'static FdEntry>);
+
+pub fn lock(fd: c_int) -> FdLock {
+    let Some(e) = entry(fd) else {
+        return FdLock(None);
+    };
+    let me = MY_PID.load(Ordering::Relaxed);
+    let mut want = me;
+    loop {
+        let cur = e.lock.load(Ordering::Relaxed);
+        let holder = cur & !WAITERS;
+        if holder != me {
+            // Free, or held by the parent we were forked from.
+            if e.lock
+                .compare_exchange(cur, want, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return FdLock(Some(e));
+            }
+            continue;
+        }
+        if cur & WAITERS == 0
+            && e.lock
+                .compare_exchange(cur, cur | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            continue;
+        }
+        sys::futex_wait_private(&e.lock, cur | WAITERS);
+        // Having slept, take the lock marked as contended so other sleepers get woken too.
+        want = me | WAITERS;
+    }
+}
+
+impl Drop for FdLock {
+    fn drop(&mut self) {
+        if let Some(e) = self.0 {
+            if e.lock.swap(0, Ordering::Release) & WAITERS != 0 {
+                sys::futex_wake_private(&e.lock, 1);
+            }
+        }
+    }
+}
+
+/// Records that `fd` is in epoll set `epfd` with the program's `data`. False if the descriptor
+/// is out of range or already in [`EPOLL_REGS`] other sets.
+pub fn epoll_register(epfd: c_int, fd: c_int, data: u64) -> bool {
+    let Some(e) = entry(fd) else { return false };
+    let tag = epfd + 1;
+    let mut free = None;
+    for r in &e.epoll {
+        match r.epfd_plus1.load(Ordering::Relaxed) {
+            t if t == tag => {
+                r.data.store(data, Ordering::Relaxed);
+                return true;
+            }
+            0 if free.is_none() => free = Some(r),
+            t if free.is_none() && kind(t - 1) != FdKind::Epoll => free = Some(r),
+            _ => {}
+        }
+    }
+    match free {
+        Some(r) => {
+            r.data.store(data, Ordering::Relaxed);
+            r.epfd_plus1.store(tag, Ordering::Release);
+            true
+        }
+        None => false,
+    }
+}
+
+pub fn epoll_unregister(epfd: c_int, fd: c_int) {
+    if let Some(e) = entry(fd) {
+        for r in &e.epoll {
+            let _ =
+                r.epfd_plus1
+                    .compare_exchange(epfd + 1, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The program's `epoll_data` for `fd` in set `epfd`.
+pub fn epoll_data(epfd: c_int, fd: c_int) -> Option<u64> {
+    let e = entry(fd)?;
+    e.epoll
+        .iter()
+        .find(|r| r.epfd_plus1.load(Ordering::Acquire) == epfd + 1)
+        .map(|r| r.data.load(Ordering::Relaxed))
+}

@@ -1,0 +1,601 @@
+//! Bytes through descriptors.
+//!
+//! Local files (and devices such as /dev/null) are re-executed on a backup: their calls run under
+//! the descriptor's lock, so sequence order equals the order of effects, and record only a digest.
+//! Everything else (sockets, pipes, ttys, random devices, /proc) is input a backup cannot
+//! reproduce: the bytes read are the payload. Writes record a digest of the bytes the program
+//! tried to write, so a backup can check that it produces the same output.
+
+use super::bytes;
+use crate::fdtable;
+use crate::real;
+use crate::state::{Ev, Hook};
+use core::ffi::{c_int, c_void};
+use eventlog::digest::{digest, digest_parts};
+use eventlog::ring::MAX_PAYLOAD;
+use eventlog::Call;
+use libc::{iovec, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t};
+
+/// Most iovecs a recorded vector read uses (more are legal to leave unfilled: a short read).
+const MAX_IOV: usize = 64;
+
+/// A read into one buffer. `real` performs the call for at most the given byte count.
+///
+/// # Safety
+/// `buf` is valid for `count` bytes, as the real call requires.
+#[inline(always)]
+pub unsafe fn read_into(
+    call: Call,
+    fd: c_int,
+    buf: *mut c_void,
+    count: usize,
+    real: impl FnOnce(usize) -> isize,
+) -> isize {
+    let Some(hook) = Hook::enter() else {
+        return real(count);
+    };
+    let kind = fdtable::kind(fd);
+    if kind.is_local_state() {
+        let _order = fdtable::lock(fd);
+        let r = real(count);
+        let ev = Ev::new(call)
+            .fd(fd, kind)
+            .result(r as i64)
+            .aux(count as u64, 0);
+        // SAFETY: the kernel filled `r` bytes of `buf`.
+        hook.emit(ev.digest(digest(unsafe { bytes(buf, r) })), &[]);
+        r
+    } else {
+        let r = real(count.min(MAX_PAYLOAD));
+        let ev = Ev::new(call)
+            .fd(fd, kind)
+            .result(r as i64)
+            .aux(count as u64, 0);
+        // SAFETY: as above.
+        hook.emit(ev, &[unsafe { bytes(buf, r) }]);
+        r
+    }
+}
+
+/// A write of one buffer (`real` performs it).
+///
+/// # Safety
+/// `buf` is valid for `count` bytes.
+#[inline(always)]
+pub unsafe fn write_from(
+    call: Call,
+    fd: c_int,
+    buf: *const c_void,
+    count: usize,
+    aux1: u64,
+    real: impl FnOnce() -> isize,
+) -> isize {
+    let Some(hook) = Hook::enter() else {
+        return real();
+    };
+    let kind = fdtable::kind(fd);
+    // SAFETY: per the caller.
+    let d = digest(unsafe { bytes(buf, count as isize) });
+    let _order = kind.is_local_state().then(|| fdtable::lock(fd));
+    let r = real();
+    hook.emit(
+        Ev::new(call)
+            .fd(fd, kind)
+            .result(r as i64)
+            .digest(d)
+            .aux(count as u64, aux1),
+        &[],
+    );
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
+    // SAFETY: forwarding the program's own arguments.
+    unsafe { read_into(Call::Read, fd, buf, count, |n| real::read(fd, buf, n)) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __read_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    count: size_t,
+    buflen: size_t,
+) -> ssize_t {
+    // SAFETY: as above; the real __read_chk keeps its overflow check.
+    unsafe {
+        read_into(Call::Read, fd, buf, count, |n| {
+            real::__read_chk(fd, buf, n, buflen)
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pread(fd: c_int, buf: *mut c_void, count: size_t, off: off_t) -> ssize_t {
+    // SAFETY: as above.
+    unsafe {
+        read_into(Call::Pread, fd, buf, count, |n| {
+            real::pread(fd, buf, n, off)
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pread64(
+    fd: c_int,
+    buf: *mut c_void,
+    count: size_t,
+    off: off_t,
+) -> ssize_t {
+    // SAFETY: as above (off_t is 64-bit here).
+    unsafe { pread(fd, buf, count, off) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __pread_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    count: size_t,
+    off: off_t,
+    buflen: size_t,
+) -> ssize_t {
+    // SAFETY: as above.
+    unsafe {
+        read_into(Call::Pread, fd, buf, count, |n| {
+            real::__pread_chk(fd, buf, n, off, buflen)
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __pread64_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    count: size_t,
+    off: off_t,
+    buflen: size_t,
+) -> ssize_t {
+    // SAFETY: as above.
+    unsafe { __pread_chk(fd, buf, count, off, buflen) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, count: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: as above.
+    unsafe {
+        read_into(Call::Recv, fd, buf, count, |n| {
+            real::recv(fd, buf, n, flags)
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __recv_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    count: size_t,
+    buflen: size_t,
+    flags: c_int,
+) -> ssize_t {
+    // SAFETY: as above.
+    unsafe {
+        read_into(Call::Recv, fd, buf, count, |n| {
+            real::__recv_chk(fd, buf, n, buflen, flags)
+        })
+    }
+}
+
+/// recvfrom: the payload is the data followed by the source address (its length in aux[1]).
+///
+/// # Safety
+/// As for recvfrom(2).
+unsafe fn recvfrom_with(
+    fd: c_int,
+    buf: *mut c_void,
+    count: usize,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    real: impl FnOnce(usize) -> isize,
+) -> isize {
+    let Some(hook) = Hook::enter() else {
+        return real(count);
+    };
+    let kind = fdtable::kind(fd);
+    let r = real(count.min(MAX_PAYLOAD));
+    // SAFETY: the kernel filled `r` bytes of `buf` and `*len` bytes of `addr` (if given).
+    unsafe {
+        let alen = if r >= 0 && !addr.is_null() && !len.is_null() {
+            (*len as usize).min(128)
+        } else {
+            0
+        };
+        let ev = Ev::new(Call::Recvfrom)
+            .fd(fd, kind)
+            .result(r as i64)
+            .aux(count as u64, alen as u64);
+        hook.emit(ev, &[bytes(buf, r), bytes(addr, alen as isize)]);
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    count: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> ssize_t {
+    // SAFETY: forwarding the program's own arguments.
+    unsafe {
+        recvfrom_with(fd, buf, count, addr, len, |n| {
+            real::recvfrom(fd, buf, n, flags, addr, len)
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __recvfrom_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    count: size_t,
+    buflen: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> ssize_t {
+    // SAFETY: as above.
+    unsafe {
+        recvfrom_with(fd, buf, count, addr, len, |n| {
+            real::__recvfrom_chk(fd, buf, n, buflen, flags, addr, len)
+        })
+    }
+}
+
+/// The slices of `iov` that `filled` bytes occupy, into `parts`; returns how many.
+///
+/// # Safety
+/// `iov` holds `cnt` valid iovecs whose first `filled` bytes were written.
+unsafe fn filled_parts(
+    iov: *const iovec,
+    cnt: usize,
+    mut filled: usize,
+    parts: &mut [&[u8]; MAX_IOV],
+) -> usize {
+    let mut n = 0;
+    while filled > 0 && n < cnt.min(MAX_IOV) {
+        // SAFETY: per the caller.
+        let v = unsafe { &*iov.add(n) };
+        let take = v.iov_len.min(filled);
+        // SAFETY: per the caller.
+        parts[n] = unsafe { bytes(v.iov_base, take as isize) };
+        filled -= take;
+        n += 1;
+    }
+    n
+}
+
+/// Copies up to MAX_IOV iovecs, trimmed so they hold at most MAX_PAYLOAD bytes.
+///
+/// # Safety
+/// `iov` holds `cnt` valid iovecs.
+unsafe fn capped_iov(iov: *const iovec, cnt: c_int, out: &mut [iovec; MAX_IOV]) -> usize {
+    let mut room = MAX_PAYLOAD;
+    let mut n = 0;
+    while n < (cnt.max(0) as usize).min(MAX_IOV) && room > 0 {
+        // SAFETY: per the caller.
+        let v = unsafe { *iov.add(n) };
+        out[n] = iovec {
+            iov_base: v.iov_base,
+            iov_len: v.iov_len.min(room),
+        };
+        room -= out[n].iov_len;
+        n += 1;
+    }
+    n
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    // SAFETY: forwarding the program's own arguments; the slices cover only filled bytes.
+    unsafe {
+        let Some(hook) = Hook::enter() else {
+            return real::readv(fd, iov, cnt);
+        };
+        let kind = fdtable::kind(fd);
+        let mut parts: [&[u8]; MAX_IOV] = [&[]; MAX_IOV];
+        if kind.is_local_state() {
+            let _order = fdtable::lock(fd);
+            let r = real::readv(fd, iov, cnt);
+            let n = filled_parts(iov, cnt.max(0) as usize, r.max(0) as usize, &mut parts);
+            let ev = Ev::new(Call::Readv)
+                .fd(fd, kind)
+                .result(r as i64)
+                .digest(digest_parts(parts[..n].iter().copied()));
+            hook.emit(ev.aux(cnt as u64, 0), &[]);
+            r
+        } else {
+            let mut capped = [iovec {
+                iov_base: core::ptr::null_mut(),
+                iov_len: 0,
+            }; MAX_IOV];
+            let used = capped_iov(iov, cnt, &mut capped);
+            let r = real::readv(fd, capped.as_ptr(), used as c_int);
+            let n = filled_parts(capped.as_ptr(), used, r.max(0) as usize, &mut parts);
+            hook.emit(
+                Ev::new(Call::Readv)
+                    .fd(fd, kind)
+                    .result(r as i64)
+                    .aux(cnt as u64, 0),
+                &parts[..n],
+            );
+            r
+        }
+    }
+}
+
+/// recvmsg: payload = [name_len u32, control_len u32, msg_flags i32, 0u32] name control data.
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    // SAFETY: forwarding the program's own arguments; we read back only what the kernel filled.
+    unsafe {
+        let Some(hook) = Hook::enter() else {
+            return real::recvmsg(fd, msg, flags);
+        };
+        let kind = fdtable::kind(fd);
+        let m = &mut *msg;
+        let mut capped = [iovec {
+            iov_base: core::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_IOV];
+        let used = capped_iov(m.msg_iov, m.msg_iovlen as c_int, &mut capped);
+        let (orig_iov, orig_len) = (m.msg_iov, m.msg_iovlen);
+        m.msg_iov = capped.as_mut_ptr();
+        m.msg_iovlen = used as _;
+        let r = real::recvmsg(fd, msg, flags);
+        m.msg_iov = orig_iov;
+        m.msg_iovlen = orig_len;
+        let mut parts: [&[u8]; MAX_IOV] = [&[]; MAX_IOV];
+        let ok = r >= 0;
+        let name_len = if ok && !m.msg_name.is_null() {
+            (m.msg_namelen as usize).min(128)
+        } else {
+            0
+        };
+        let control_len = if ok && !m.msg_control.is_null() {
+            m.msg_controllen.min(4096)
+        } else {
+            0
+        };
+        let meta: [u32; 4] = [
+            name_len as u32,
+            control_len as u32,
+            if ok { m.msg_flags as u32 } else { 0 },
+            0,
+        ];
+        parts[0] = bytes(meta.as_ptr(), 16);
+        parts[1] = bytes(m.msg_name, name_len as isize);
+        parts[2] = bytes(m.msg_control, control_len as isize);
+        let mut data: [&[u8]; MAX_IOV] = [&[]; MAX_IOV];
+        let n = filled_parts(capped.as_ptr(), used, r.max(0) as usize, &mut data);
+        let n = n.min(MAX_IOV - 3);
+        parts[3..3 + n].copy_from_slice(&data[..n]);
+        hook.emit(
+            Ev::new(Call::Recvmsg)
+                .fd(fd, kind)
+                .result(r as i64)
+                .aux(flags as u64, 0),
+            &parts[..3 + n],
+        );
+        r
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
+    // SAFETY: forwarding the program's own arguments.
+    unsafe {
+        write_from(Call::Write, fd, buf, count, 0, || {
+            real::write(fd, buf, count)
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pwrite(
+    fd: c_int,
+    buf: *const c_void,
+    count: size_t,
+    off: off_t,
+) -> ssize_t {
+    // SAFETY: as above.
+    unsafe {
+        write_from(Call::Pwrite, fd, buf, count, off as u64, || {
+            real::pwrite(fd, buf, count, off)
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pwrite64(
+    fd: c_int,
+    buf: *const c_void,
+    count: size_t,
+    off: off_t,
+) -> ssize_t {
+    // SAFETY: as above.
+    unsafe { pwrite(fd, buf, count, off) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn send(
+    fd: c_int,
+    buf: *const c_void,
+    count: size_t,
+    flags: c_int,
+) -> ssize_t {
+    // SAFETY: as above.
+    unsafe {
+        write_from(Call::Send, fd, buf, count, flags as u64, || {
+            real::send(fd, buf, count, flags)
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    count: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> ssize_t {
+    // SAFETY: as above; the destination goes into the event's aux as a digest.
+    unsafe {
+        let dest = digest(bytes(addr, if addr.is_null() { 0 } else { len as isize }));
+        write_from(Call::Sendto, fd, buf, count, dest, || {
+            real::sendto(fd, buf, count, flags, addr, len)
+        })
+    }
+}
+
+/// The bytes of `cnt` iovecs as slices (at most MAX_IOV; the digest covers them all).
+///
+/// # Safety
+/// `iov` holds `cnt` valid iovecs.
+unsafe fn iov_digest(iov: *const iovec, cnt: usize) -> (u64, usize) {
+    // SAFETY: per the caller.
+    let vs = unsafe { core::slice::from_raw_parts(iov, cnt) };
+    // SAFETY: each iovec is valid for its length.
+    let d = digest_parts(
+        vs.iter()
+            .map(|v| unsafe { bytes(v.iov_base, v.iov_len as isize) }),
+    );
+    (d, vs.iter().map(|v| v.iov_len).sum())
+}
+
+/// A vector write (`writev`, `sendmsg`).
+///
+/// # Safety
+/// `iov` holds `cnt` valid iovecs.
+unsafe fn write_vec(
+    call: Call,
+    fd: c_int,
+    iov: *const iovec,
+    cnt: usize,
+    aux1: u64,
+    real: impl FnOnce() -> isize,
+) -> isize {
+    let Some(hook) = Hook::enter() else {
+        return real();
+    };
+    let kind = fdtable::kind(fd);
+    // SAFETY: per the caller.
+    let (d, total) = if iov.is_null() {
+        (digest(&[]), 0)
+    } else {
+        unsafe { iov_digest(iov, cnt) }
+    };
+    let _order = kind.is_local_state().then(|| fdtable::lock(fd));
+    let r = real();
+    hook.emit(
+        Ev::new(call)
+            .fd(fd, kind)
+            .result(r as i64)
+            .digest(d)
+            .aux(total as u64, aux1),
+        &[],
+    );
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    // SAFETY: forwarding the program's own arguments.
+    unsafe {
+        write_vec(Call::Writev, fd, iov, cnt.max(0) as usize, 0, || {
+            real::writev(fd, iov, cnt)
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    // SAFETY: as above.
+    unsafe {
+        let (iov, cnt) = if msg.is_null() {
+            (core::ptr::null(), 0)
+        } else {
+            ((*msg).msg_iov as *const iovec, (*msg).msg_iovlen)
+        };
+        write_vec(Call::Sendmsg, fd, iov, cnt, flags as u64, || {
+            real::sendmsg(fd, msg, flags)
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn lseek(fd: c_int, off: off_t, whence: c_int) -> off_t {
+    let Some(hook) = Hook::enter() else {
+        // SAFETY: forwarding the program's own arguments.
+        return unsafe { real::lseek(fd, off, whence) };
+    };
+    let kind = fdtable::kind(fd);
+    let _order = fdtable::lock(fd);
+    // SAFETY: as above.
+    let r = unsafe { real::lseek(fd, off, whence) };
+    hook.emit(
+        Ev::new(Call::Lseek)
+            .fd(fd, kind)
+            .result(r)
+            .aux(off as u64, whence as u64),
+        &[],
+    );
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn lseek64(fd: c_int, off: off_t, whence: c_int) -> off_t {
+    // SAFETY: as above.
+    unsafe { lseek(fd, off, whence) }
+}
+
+/// A call on a descriptor whose result is all there is to record.
+///
+/// # Safety
+/// `real` is the call's real implementation with the program's arguments.
+#[inline(always)]
+pub unsafe fn simple_fd_call(
+    call: Call,
+    fd: c_int,
+    aux: [u64; 2],
+    real: impl FnOnce() -> c_int,
+) -> c_int {
+    let Some(hook) = Hook::enter() else {
+        return real();
+    };
+    let kind = fdtable::kind(fd);
+    let r = real();
+    hook.emit(
+        Ev::new(call)
+            .fd(fd, kind)
+            .result(r as i64)
+            .aux(aux[0], aux[1]),
+        &[],
+    );
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn fsync(fd: c_int) -> c_int {
+    // SAFETY: forwarding the program's own arguments.
+    unsafe { simple_fd_call(Call::Fsync, fd, [0; 2], || real::fsync(fd)) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn fdatasync(fd: c_int) -> c_int {
+    // SAFETY: as above.
+    unsafe { simple_fd_call(Call::Fdatasync, fd, [0; 2], || real::fdatasync(fd)) }
+}

@@ -1,0 +1,568 @@
+//! Processes: fork, exec, spawn, exit, wait.
+//!
+//! A child's logical pid is handed out by the fork or spawn event that creates it (recorded in
+//! aux[0]), so a backup creates the same ids. exec keeps the logical pid; the shim survives it by
+//! putting `LD_PRELOAD` and the `TANDEM_*` variables back into whatever environment the program
+//! passes.
+
+use super::{bytes, cstr, PATH_MAX_RECORDED};
+use crate::msg::write_decimal;
+use crate::real;
+use crate::state::{self, Ev, Hook, LPID};
+use crate::sys;
+use core::ffi::{c_char, c_int};
+use core::sync::atomic::Ordering;
+use eventlog::digest::digest_parts;
+use eventlog::{env, Call};
+use libc::{pid_t, posix_spawn_file_actions_t, posix_spawnattr_t, rusage};
+
+extern "C" {
+    static environ: *const *const c_char;
+}
+
+fn current_environ() -> *const *const c_char {
+    // SAFETY: reading the libc global; it is only replaced, never freed, while we read it.
+    unsafe { environ }
+}
+
+/// The shim's own path, for `LD_PRELOAD` in the environments it rebuilds. Set by the constructor.
+pub static mut PRELOAD_PATH: [u8; 1024] = [0; 1024];
+pub static PRELOAD_LEN: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+fn preload_path() -> &'static [u8] {
+    let n = PRELOAD_LEN.load(Ordering::Acquire);
+    // SAFETY: written once by the constructor before PRELOAD_LEN is published.
+    unsafe { &(&*core::ptr::addr_of!(PRELOAD_PATH))[..n] }
+}
+
+/// An environment rebuilt for exec/spawn, in one anonymous mapping: the pointer array, then the
+/// strings the shim adds. Entries of the original environment are reused in place.
+struct EnvBlock {
+    base: *mut u8,
+    len: usize,
+}
+
+impl EnvBlock {
+    /// `base` minus any `TANDEM_*`/`LD_PRELOAD`, plus ours for logical pid `lpid` owned by
+    /// `owner` (0: whichever process starts with it).
+    ///
+    /// # Safety
+    /// `base` is null or a valid NULL-terminated environment array.
+    unsafe fn build(base: *const *const c_char, lpid: u32, owner: i32) -> Option<EnvBlock> {
+        // SAFETY: per the caller; we only read entries up to the terminating NULL.
+        unsafe {
+            let mut n = 0usize;
+            let mut their_preload: &[u8] = &[];
+            while !base.is_null() && !(*base.add(n)).is_null() {
+                let e = cstr(*base.add(n), 1 << 20);
+                if let Some(v) = e.strip_prefix(b"LD_PRELOAD=") {
+                    their_preload = v;
+                }
+                n += 1;
+            }
+            let ours = preload_path();
+            let strings = 11 + ours.len() + 1 + their_preload.len() + 1 + 64 * 4;
+            let len = (n + 6) * 8 + strings;
+            let block = EnvBlock {
+                base: sys::mmap_anon(len)?,
+                len,
+            };
+            let ptrs = block.base as *mut *const c_char;
+            let mut w = Writer {
+                at: block.base.add((n + 6) * 8),
+                end: block.base.add(len),
+            };
+            let mut k = 0;
+            for i in 0..n {
+                let e = *base.add(i);
+                let s = cstr(e, 64);
+                if s.starts_with(b"TANDEM_") || s.starts_with(b"LD_PRELOAD=") {
+                    continue;
+                }
+                *ptrs.add(k) = e;
+                k += 1;
+            }
+            let mut num = [0u8; 20];
+            // LD_PRELOAD: ours first, then whatever the program asked for.
+            let already = their_preload
+                .split(|&c| c == b' ' || c == b':')
+                .any(|p| p == ours);
+            *ptrs.add(k) = w.entry(&[
+                b"LD_PRELOAD=",
+                ours,
+                if already || their_preload.is_empty() {
+                    b""
+                } else {
+                    b" "
+                },
+                if already { b"" } else { their_preload },
+            ]);
+            k += 1;
+            let fd = state::SHM_FD.load(Ordering::Relaxed);
+            let nlen = write_decimal(&mut num, fd as i64);
+            *ptrs.add(k) = w.entry(&[env::SHM_FD.as_bytes(), b"=", &num[..nlen]]);
+            k += 1;
+            *ptrs.add(k) = w.entry(&[env::MODE.as_bytes(), b"=", state::mode_name()]);
+            k += 1;
+            let nlen = write_decimal(&mut num, lpid as i64);
+            *ptrs.add(k) = w.entry(&[env::LPID.as_bytes(), b"=", &num[..nlen]]);
+            k += 1;
+            let mut owner_digits = [b'0'; env::OWNER_WIDTH];
+            let nlen = write_decimal(&mut num, owner as i64);
+            owner_digits[env::OWNER_WIDTH - nlen..].copy_from_slice(&num[..nlen]);
+            *ptrs.add(k) = w.entry(&[env::LPID_OWNER.as_bytes(), b"=", &owner_digits]);
+            k += 1;
+            *ptrs.add(k) = core::ptr::null();
+            Some(block)
+        }
+    }
+
+    fn envp(&self) -> *const *const c_char {
+        self.base as *const *const c_char
+    }
+}
+
+impl Drop for EnvBlock {
+    fn drop(&mut self) {
+        sys::munmap(self.base, self.len);
+    }
+}
+
+struct Writer {
+    at: *mut u8,
+    end: *mut u8,
+}
+
+impl Writer {
+    /// Writes the concatenation of `parts` and a NUL; returns its start.
+    ///
+    /// # Safety
+    /// The block was sized for everything written into it.
+    unsafe fn entry(&mut self, parts: &[&[u8]]) -> *const c_char {
+        let start = self.at;
+        for p in parts {
+            // SAFETY: `build` sized the block for these strings.
+            unsafe {
+                debug_assert!(self.at.add(p.len()) < self.end);
+                core::ptr::copy_nonoverlapping(p.as_ptr(), self.at, p.len());
+                self.at = self.at.add(p.len());
+            }
+        }
+        // SAFETY: as above; one byte for the NUL.
+        unsafe {
+            *self.at = 0;
+            self.at = self.at.add(1);
+        }
+        start as *const c_char
+    }
+}
+
+/// Digest of a program path and its argument vector.
+///
+/// # Safety
+/// `argv` is null or a valid NULL-terminated array.
+unsafe fn exec_digest(path: &[u8], argv: *const *const c_char) -> u64 {
+    let mut i = 0;
+    let args = core::iter::from_fn(|| {
+        // SAFETY: per the caller.
+        unsafe {
+            if argv.is_null() || (*argv.add(i)).is_null() {
+                return None;
+            }
+            let a = cstr(*argv.add(i), 1 << 16);
+            i += 1;
+            Some(a)
+        }
+    });
+    digest_parts(core::iter::once(path).chain(args))
+}
+
+/// Every exec goes through here: record, close the ring, exec with our environment; if the exec
+/// fails, take a ring again and record the failure.
+///
+/// # Safety
+/// `path` and `argv` as for execve; `envp` null or valid.
+unsafe fn exec_with(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    real: impl FnOnce(*const *const c_char) -> c_int,
+) -> c_int {
+    let Some(hook) = Hook::enter() else {
+        return real(envp);
+    };
+    // SAFETY: per the caller.
+    let block = unsafe { EnvBlock::build(envp, LPID.load(Ordering::Relaxed), sys::getpid()) };
+    let env_to_pass = block.as_ref().map_or(envp, EnvBlock::envp);
+    // SAFETY: per the caller.
+    let p = unsafe { cstr(path, PATH_MAX_RECORDED) };
+    // SAFETY: per the caller.
+    hook.emit(
+        Ev::new(Call::Execve).digest(unsafe { exec_digest(p, argv) }),
+        &[p],
+    );
+    let ctx = hook.ctx();
+    ctx.finish();
+    let r = real(env_to_pass);
+    let errno = sys::errno();
+    ctx.start(ctx.ltid.get());
+    hook.emit(Ev::new(Call::ExecFailed).failed(errno), &[]);
+    drop(block);
+    sys::set_errno(errno);
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn execve(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    // SAFETY: forwarding the program's own arguments.
+    unsafe { exec_with(path, argv, envp, |e| real::execve(path, argv, e)) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
+    // SAFETY: as above.
+    unsafe {
+        exec_with(path, argv, current_environ(), |e| {
+            real::execve(path, argv, e)
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn execvpe(
+    file: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    // SAFETY: as above; libc's execvpe does the PATH search with the environment we give it.
+    unsafe { exec_with(file, argv, envp, |e| real::execvpe(file, argv, e)) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
+    // SAFETY: as above.
+    unsafe {
+        exec_with(file, argv, current_environ(), |e| {
+            real::execvpe(file, argv, e)
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn fexecve(
+    fd: c_int,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    // SAFETY: as above; the path recorded is empty (the program is named by its descriptor).
+    unsafe { exec_with(c"".as_ptr(), argv, envp, |e| real::fexecve(fd, argv, e)) }
+}
+
+/// execl/execlp/execle: the variadic argument list, spilled by the trampolines below into an
+/// array (`argv`); for execle the environment follows argv's NULL.
+#[cfg(target_arch = "x86_64")]
+mod variadic_exec {
+    use super::*;
+
+    /// # Safety
+    /// `argv` is the spilled, NULL-terminated argument list.
+    unsafe extern "C" fn execl_impl(path: *const c_char, argv: *const *const c_char) -> c_int {
+        // SAFETY: per the caller.
+        unsafe { execv(path, argv) }
+    }
+
+    /// # Safety
+    /// As above.
+    unsafe extern "C" fn execlp_impl(file: *const c_char, argv: *const *const c_char) -> c_int {
+        // SAFETY: per the caller.
+        unsafe { execvp(file, argv) }
+    }
+
+    /// # Safety
+    /// As above, with the environment pointer right after the NULL.
+    unsafe extern "C" fn execle_impl(path: *const c_char, argv: *const *const c_char) -> c_int {
+        // SAFETY: per the caller.
+        unsafe {
+            let mut i = 0;
+            while !(*argv.add(i)).is_null() {
+                i += 1;
+            }
+            let envp = *argv.add(i + 1) as *const *const c_char;
+            execve(path, argv, envp)
+        }
+    }
+
+    // Each trampoline turns `f(path, arg0, ...)` into `impl(path, &arg0)`: it takes the return
+    // address off the stack, pushes the five register-passed arguments (rsi, rdx, rcx, r8, r9) so
+    // they sit directly below the caller's stack-passed ones, calls the implementation with a
+    // pointer to that array, then restores the stack and returns.
+    macro_rules! spill_trampoline {
+        ($name:ident => $imp:ident) => {
+            #[unsafe(naked)]
+            #[no_mangle]
+            pub unsafe extern "C" fn $name(path: *const c_char, arg0: *const c_char) -> c_int {
+                core::arch::naked_asm!(
+                    "pop rax",
+                    "push r9",
+                    "push r8",
+                    "push rcx",
+                    "push rdx",
+                    "push rsi",
+                    "mov rsi, rsp",
+                    "push rax",
+                    "call {imp}",
+                    "pop rcx",
+                    "add rsp, 32",
+                    "mov qword ptr [rsp], rcx",
+                    "ret",
+                    imp = sym $imp,
+                )
+            }
+        };
+    }
+
+    spill_trampoline!(execl => execl_impl);
+    spill_trampoline!(execlp => execlp_impl);
+    spill_trampoline!(execle => execle_impl);
+}
+
+/// posix_spawn/posix_spawnp: the child is a new process with the logical pid in aux[0].
+///
+/// # Safety
+/// As for posix_spawn(3).
+unsafe fn spawn_with(
+    pid: *mut pid_t,
+    envp: *const *mut c_char,
+    real: impl FnOnce(*const *mut c_char) -> c_int,
+) -> c_int {
+    let Some(hook) = Hook::enter() else {
+        return real(envp);
+    };
+    let Some(region) = state::region() else {
+        return real(envp);
+    };
+    let child = region.take_lpid();
+    let base = if envp.is_null() {
+        current_environ()
+    } else {
+        envp as *const *const c_char
+    };
+    // SAFETY: per the caller.
+    let block = unsafe { EnvBlock::build(base, child, 0) };
+    let env_to_pass = block
+        .as_ref()
+        .map_or(envp, |b| b.envp() as *const *mut c_char);
+    let seq = hook.reserve();
+    let r = real(env_to_pass);
+    // SAFETY: on success the real call stored the child's pid.
+    let child_pid = if r == 0 && !pid.is_null() {
+        unsafe { *pid }
+    } else {
+        -1
+    };
+    hook.emit_at(
+        seq,
+        Ev::new(Call::PosixSpawn)
+            .status(r)
+            .aux(child as u64, child_pid as i64 as u64),
+        &[],
+    );
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn(
+    pid: *mut pid_t,
+    path: *const c_char,
+    fa: *const posix_spawn_file_actions_t,
+    attr: *const posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    // SAFETY: forwarding the program's own arguments.
+    unsafe {
+        spawn_with(pid, envp, |e| {
+            real::posix_spawn(pid, path, fa, attr, argv, e)
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawnp(
+    pid: *mut pid_t,
+    file: *const c_char,
+    fa: *const posix_spawn_file_actions_t,
+    attr: *const posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    // SAFETY: as above.
+    unsafe {
+        spawn_with(pid, envp, |e| {
+            real::posix_spawnp(pid, file, fa, attr, argv, e)
+        })
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn fork() -> pid_t {
+    let Some(hook) = Hook::enter() else {
+        // SAFETY: plain fork.
+        return unsafe { real::fork() };
+    };
+    let Some(region) = state::region() else {
+        // SAFETY: as above.
+        return unsafe { real::fork() };
+    };
+    let child = region.take_lpid();
+    let seq = hook.reserve();
+    // SAFETY: as above.
+    let pid = unsafe { real::fork() };
+    if pid == 0 {
+        state::become_child(child);
+        return 0;
+    }
+    hook.emit_at(
+        seq,
+        Ev::new(Call::Fork).result(pid as i64).aux(child as u64, 0),
+        &[],
+    );
+    pid
+}
+
+/// vfork's shared-memory child cannot run the shim's bookkeeping; a real fork is equivalent for
+/// every program that uses vfork correctly (exec or _exit right away).
+#[no_mangle]
+pub extern "C" fn vfork() -> pid_t {
+    fork()
+}
+
+#[no_mangle]
+pub extern "C" fn exit(status: c_int) -> ! {
+    if let Some(hook) = Hook::enter() {
+        hook.emit(Ev::new(Call::Exit).aux(status as u64, 0), &[]);
+    }
+    // SAFETY: never returns; atexit handlers run (and are recorded) as usual.
+    unsafe { real::exit(status) };
+    super::thread::unreachable_exit()
+}
+
+#[no_mangle]
+pub extern "C" fn _exit(status: c_int) -> ! {
+    if let Some(hook) = Hook::enter() {
+        hook.emit(Ev::new(Call::ExitNow).aux(status as u64, 0), &[]);
+    }
+    // SAFETY: never returns.
+    unsafe { real::_exit(status) };
+    super::thread::unreachable_exit()
+}
+
+#[no_mangle]
+pub extern "C" fn _Exit(status: c_int) -> ! {
+    _exit(status)
+}
+
+/// wait-like calls: the result is the primary's child pid, aux[0] the status; wait4's rusage is
+/// the payload.
+///
+/// # Safety
+/// `status` null or valid; `ru` null or valid.
+unsafe fn wait_with(
+    call: Call,
+    pid: pid_t,
+    status: *mut c_int,
+    options: c_int,
+    ru: *mut rusage,
+    real: impl FnOnce() -> pid_t,
+) -> pid_t {
+    let Some(hook) = Hook::enter() else {
+        return real();
+    };
+    let r = real();
+    // SAFETY: filled on success.
+    let st = if r > 0 && !status.is_null() {
+        unsafe { *status }
+    } else {
+        0
+    };
+    let ru_len = if r > 0 && !ru.is_null() {
+        core::mem::size_of::<rusage>() as isize
+    } else {
+        0
+    };
+    let ev = Ev::new(call).result(r as i64).aux(
+        st as u32 as u64,
+        (pid as u32 as u64) | ((options as u32 as u64) << 32),
+    );
+    // SAFETY: as above.
+    hook.emit(ev, &[unsafe { bytes(ru, ru_len) }]);
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn waitpid(pid: pid_t, status: *mut c_int, options: c_int) -> pid_t {
+    // SAFETY: forwarding the program's own arguments.
+    unsafe {
+        wait_with(
+            Call::Waitpid,
+            pid,
+            status,
+            options,
+            core::ptr::null_mut(),
+            || real::waitpid(pid, status, options),
+        )
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn wait(status: *mut c_int) -> pid_t {
+    // SAFETY: as above.
+    unsafe {
+        wait_with(Call::Waitpid, -1, status, 0, core::ptr::null_mut(), || {
+            real::wait(status)
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn wait4(
+    pid: pid_t,
+    status: *mut c_int,
+    options: c_int,
+    ru: *mut rusage,
+) -> pid_t {
+    // SAFETY: as above.
+    unsafe {
+        wait_with(Call::Wait4, pid, status, options, ru, || {
+            real::wait4(pid, status, options, ru)
+        })
+    }
+}
+
+// Sending a signal is a boundary: a signal the program sends itself is delivered before the call
+// returns, as without the shim.
+
+#[no_mangle]
+pub unsafe extern "C" fn raise(sig: c_int) -> c_int {
+    let _hook = Hook::enter();
+    // SAFETY: forwarding the program's own argument.
+    unsafe { real::raise(sig) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn kill(pid: pid_t, sig: c_int) -> c_int {
+    let _hook = Hook::enter();
+    // SAFETY: forwarding the program's own arguments.
+    unsafe { real::kill(pid, sig) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_kill(t: libc::pthread_t, sig: c_int) -> c_int {
+    let _hook = Hook::enter();
+    // SAFETY: forwarding the program's own arguments.
+    unsafe { real::pthread_kill(t, sig) }
+}

@@ -1,0 +1,342 @@
+//! Asynchronous signals become events at call boundaries.
+//!
+//! `signal`/`sigaction` install a wrapper in place of the program's handler. The wrapper only
+//! notes the signal as pending (with its siginfo); the program's handler runs when the thread next
+//! leaves a hook, after that hook's event, and the delivery itself is an event. So a handler runs
+//! at the same point of the program on every host. Faults (SIGSEGV, SIGBUS, SIGILL, SIGFPE,
+//! SIGTRAP) are synchronous to an instruction and go to the handler at once.
+
+use crate::real;
+use crate::state::{active, ctx, Ev, Hook, ThreadCtx};
+use crate::sys;
+use core::ffi::{c_int, c_void};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use eventlog::Call;
+use libc::{sighandler_t, siginfo_t};
+
+const NSIG: usize = 65;
+const SIGINFO_LEN: usize = core::mem::size_of::<siginfo_t>();
+
+/// The program's own disposition of a signal we wrap.
+struct Action {
+    handler: AtomicUsize,
+    flags: AtomicU64,
+    mask: AtomicU64,
+}
+
+static ACTIONS: [Action; NSIG] = [const {
+    Action {
+        handler: AtomicUsize::new(0),
+        flags: AtomicU64::new(0),
+        mask: AtomicU64::new(0),
+    }
+}; NSIG];
+/// Bit (sig - 1) set while our wrapper is installed for sig.
+static WRAPPED: AtomicU64 = AtomicU64::new(0);
+/// Process-directed signals waiting for a boundary in any thread.
+static PROC_PENDING: AtomicU64 = AtomicU64::new(0);
+/// The last siginfo seen for each signal (standard signals coalesce in the kernel as well).
+static INFO: [[AtomicU64; SIGINFO_LEN / 8]; NSIG] =
+    [const { [const { AtomicU64::new(0) }; SIGINFO_LEN / 8] }; NSIG];
+
+const fn bit(sig: c_int) -> u64 {
+    1u64 << (sig - 1)
+}
+
+#[inline(always)]
+pub fn any_pending(ctx: &ThreadCtx) -> bool {
+    (ctx.pending_signals.load(Ordering::Relaxed) | PROC_PENDING.load(Ordering::Relaxed)) != 0
+}
+
+fn is_fault(sig: c_int) -> bool {
+    matches!(
+        sig,
+        libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP
+    )
+}
+
+/// Calls the program's handler for `sig` the way the kernel would have.
+///
+/// # Safety
+/// `info` and `uctx` are what the handler may receive (valid or null).
+unsafe fn call_handler(
+    sig: c_int,
+    handler: usize,
+    flags: u64,
+    info: *mut siginfo_t,
+    uctx: *mut c_void,
+) {
+    if flags & libc::SA_SIGINFO as u64 != 0 {
+        // SAFETY: the program installed `handler` with SA_SIGINFO, so it has this signature.
+        let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) =
+            unsafe { core::mem::transmute(handler) };
+        f(sig, info, uctx);
+    } else {
+        // SAFETY: without SA_SIGINFO the handler takes the signal number only.
+        let f: extern "C" fn(c_int) = unsafe { core::mem::transmute(handler) };
+        f(sig);
+    }
+}
+
+extern "C" fn on_signal(sig: c_int, info: *mut siginfo_t, uctx: *mut c_void) {
+    if !(1..NSIG as c_int).contains(&sig) {
+        return;
+    }
+    let saved_errno = sys::errno();
+    let a = &ACTIONS[sig as usize];
+    if is_fault(sig) {
+        // SAFETY: forwarding the kernel's own arguments to the program's handler.
+        unsafe {
+            call_handler(
+                sig,
+                a.handler.load(Ordering::Relaxed),
+                a.flags.load(Ordering::Relaxed),
+                info,
+                uctx,
+            )
+        };
+    } else {
+        let mut code = 0;
+        if !info.is_null() {
+            // SAFETY: the kernel passes a valid siginfo of SIGINFO_LEN bytes.
+            let words = unsafe { core::slice::from_raw_parts(info as *const u64, SIGINFO_LEN / 8) };
+            for (slot, w) in INFO[sig as usize].iter().zip(words) {
+                slot.store(*w, Ordering::Relaxed);
+            }
+            // SAFETY: as above.
+            code = unsafe { (*info).si_code };
+        }
+        if code == libc::SI_TKILL {
+            ctx().pending_signals.fetch_or(bit(sig), Ordering::Relaxed);
+        } else {
+            PROC_PENDING.fetch_or(bit(sig), Ordering::Relaxed);
+        }
+    }
+    sys::set_errno(saved_errno);
+}
+
+/// A fork child does not inherit its parent's pending signals.
+pub fn reset_after_fork() {
+    PROC_PENDING.store(0, Ordering::Relaxed);
+    ctx().pending_signals.store(0, Ordering::Relaxed);
+}
+
+/// Delivers every pending, unblocked signal: one event each, then the program's handler with
+/// the mask it asked for. Runs when a thread leaves a hook.
+#[cold]
+pub fn deliver_pending() {
+    loop {
+        let Some(hook) = Hook::enter() else { return };
+        let ctx = hook.ctx();
+        let blocked = sys::current_sigmask();
+        let mine = ctx.pending_signals.load(Ordering::Relaxed) & !blocked;
+        let shared = PROC_PENDING.load(Ordering::Relaxed) & !blocked;
+        let (set, bits) = if mine != 0 {
+            (&ctx.pending_signals, mine)
+        } else {
+            (&PROC_PENDING, shared)
+        };
+        if bits == 0 {
+            leave_quietly(hook);
+            return;
+        }
+        let sig = bits.trailing_zeros() as c_int + 1;
+        if set.fetch_and(!bit(sig), Ordering::AcqRel) & bit(sig) == 0 {
+            leave_quietly(hook);
+            continue; // another thread took it
+        }
+        let mut info = [0u64; SIGINFO_LEN / 8];
+        for (w, slot) in info.iter_mut().zip(&INFO[sig as usize]) {
+            *w = slot.load(Ordering::Relaxed);
+        }
+        let a = &ACTIONS[sig as usize];
+        let (handler, flags, mask) = (
+            a.handler.load(Ordering::Relaxed),
+            a.flags.load(Ordering::Relaxed),
+            a.mask.load(Ordering::Relaxed),
+        );
+        hook.emit(
+            Ev::new(Call::Signal).aux(sig as u64, 0),
+            &[bytemuck_words(&info)],
+        );
+        leave_quietly(hook);
+        if handler == libc::SIG_IGN {
+            continue;
+        }
+        if handler == libc::SIG_DFL {
+            // The program reset the disposition after we caught the signal: let the kernel act.
+            reraise_default(sig);
+            continue;
+        }
+        let mut run_mask = blocked | mask;
+        if flags & libc::SA_NODEFER as u64 == 0 {
+            run_mask |= bit(sig);
+        }
+        if flags & libc::SA_RESETHAND as u64 != 0 {
+            a.handler.store(libc::SIG_DFL, Ordering::Relaxed);
+        }
+        let old = sys::set_sigmask(run_mask);
+        // SAFETY: the program's handler, called with the saved siginfo; there is no interrupted
+        // context to hand over, so ucontext is null.
+        unsafe {
+            call_handler(
+                sig,
+                handler,
+                flags,
+                info.as_mut_ptr() as *mut siginfo_t,
+                core::ptr::null_mut(),
+            )
+        };
+        sys::set_sigmask(old);
+    }
+}
+
+fn bytemuck_words(words: &[u64; SIGINFO_LEN / 8]) -> &[u8] {
+    // SAFETY: u64 has no padding and any byte is a valid u8; the length is exact.
+    unsafe { core::slice::from_raw_parts(words.as_ptr() as *const u8, SIGINFO_LEN) }
+}
+
+/// Leaves a hook without delivering signals (we are the delivery).
+fn leave_quietly(hook: Hook) {
+    crate::state::leave_without_delivery(hook);
+}
+
+fn reraise_default(sig: c_int) {
+    // SAFETY: all-zero sigaction with SIG_DFL is valid; raw tgkill to ourselves.
+    unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = libc::SIG_DFL;
+        real::sigaction(sig, &sa, core::ptr::null_mut());
+    }
+    WRAPPED.fetch_and(!bit(sig), Ordering::Relaxed);
+    sys::tgkill(sys::getpid(), sys::gettid(), sig);
+}
+
+/// Installs `act` for `sig` as the program asked, with our wrapper standing in for a handler.
+///
+/// # Safety
+/// `act` and `old` are null or valid, as for sigaction(2).
+pub unsafe fn install(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
+    // SAFETY: the caller vouches for the pointers; real::sigaction has the libc contract.
+    unsafe {
+        if !active()
+            || !(1..NSIG as c_int).contains(&sig)
+            || sig == libc::SIGKILL
+            || sig == libc::SIGSTOP
+        {
+            return real::sigaction(sig, act, old);
+        }
+        if sig == libc::SIGSYS && crate::seccomp::owns_sigsys() {
+            return crate::seccomp::program_sigsys_action(act, old);
+        }
+        let a = &ACTIONS[sig as usize];
+        let was_wrapped = WRAPPED.load(Ordering::Relaxed) & bit(sig) != 0;
+        let prev = (
+            a.handler.load(Ordering::Relaxed),
+            a.flags.load(Ordering::Relaxed),
+            a.mask.load(Ordering::Relaxed),
+        );
+        let mut kernel_old: libc::sigaction = core::mem::zeroed();
+        let r = if act.is_null() {
+            real::sigaction(sig, core::ptr::null(), &mut kernel_old)
+        } else {
+            let want = *act;
+            let handler = want.sa_sigaction;
+            if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+                let r = real::sigaction(sig, act, &mut kernel_old);
+                if r == 0 {
+                    WRAPPED.fetch_and(!bit(sig), Ordering::Relaxed);
+                    a.handler.store(handler, Ordering::Relaxed);
+                }
+                r
+            } else {
+                a.handler.store(handler, Ordering::Relaxed);
+                a.flags.store(want.sa_flags as u64, Ordering::Relaxed);
+                a.mask.store(sigset_low64(&want.sa_mask), Ordering::Relaxed);
+                let mut ours = want;
+                ours.sa_sigaction = on_signal as *const () as sighandler_t;
+                ours.sa_flags = want.sa_flags | libc::SA_SIGINFO;
+                let r = real::sigaction(sig, &ours, &mut kernel_old);
+                if r == 0 {
+                    WRAPPED.fetch_or(bit(sig), Ordering::Relaxed);
+                } else {
+                    a.handler.store(prev.0, Ordering::Relaxed);
+                    a.flags.store(prev.1, Ordering::Relaxed);
+                    a.mask.store(prev.2, Ordering::Relaxed);
+                }
+                r
+            }
+        };
+        if r == 0 && !old.is_null() {
+            *old = kernel_old;
+            if was_wrapped {
+                (*old).sa_sigaction = prev.0;
+                (*old).sa_flags = prev.1 as c_int;
+                set_sigset_low64(&mut (*old).sa_mask, prev.2);
+            }
+        }
+        r
+    }
+}
+
+fn sigset_low64(set: &libc::sigset_t) -> u64 {
+    // SAFETY: sigset_t is at least 8 bytes of plain integers; the first 64 bits are signals 1-64.
+    unsafe { *(set as *const libc::sigset_t as *const u64) }
+}
+
+fn set_sigset_low64(set: &mut libc::sigset_t, bits: u64) {
+    // SAFETY: as above.
+    unsafe { *(set as *mut libc::sigset_t as *mut u64) = bits }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sigaction(
+    sig: c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> c_int {
+    // SAFETY: same contract as ours.
+    unsafe { install(sig, act, old) }
+}
+
+/// BSD semantics, as glibc's `signal`: restart interrupted calls, block the signal in its handler.
+#[no_mangle]
+pub unsafe extern "C" fn signal(sig: c_int, handler: sighandler_t) -> sighandler_t {
+    // SAFETY: a zeroed sigaction is valid; the pointers passed to install are live locals.
+    unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = handler;
+        sa.sa_flags = libc::SA_RESTART;
+        if (1..NSIG as c_int).contains(&sig) {
+            set_sigset_low64(&mut sa.sa_mask, bit(sig));
+        }
+        let mut old: libc::sigaction = core::mem::zeroed();
+        if install(sig, &sa, &mut old) != 0 {
+            return libc::SIG_ERR;
+        }
+        old.sa_sigaction
+    }
+}
+
+/// Changing the mask is a boundary: signals it unblocks are delivered on the way out.
+#[no_mangle]
+pub unsafe extern "C" fn sigprocmask(
+    how: c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> c_int {
+    let _hook = Hook::enter();
+    // SAFETY: same contract as ours.
+    unsafe { real::sigprocmask(how, set, old) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_sigmask(
+    how: c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> c_int {
+    let _hook = Hook::enter();
+    // SAFETY: same contract as ours.
+    unsafe { real::pthread_sigmask(how, set, old) }
+}

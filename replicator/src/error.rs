@@ -1,0 +1,43 @@
+//! What can go wrong in the `tandem` command, each with the exit status it maps to.
+
+use eventlog::logfile::LogError;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The program cannot be run under the shim (static, Go, setuid, 32-bit...).
+    #[error("{program}: {why}")]
+    Refused { program: PathBuf, why: String },
+    #[error("{0}: command not found (searched PATH)")]
+    NotFound(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Log { path: PathBuf, source: LogError },
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl Error {
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Io { what, source }
+    }
+
+    /// Exit status for this failure, following the shell's conventions: 127 not found, 126
+    /// cannot be executed (here: cannot be executed under tandem), 125 tandem itself failed, 1 a
+    /// bad log.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::NotFound(_) => 127,
+            Error::Refused { .. } => 126,
+            Error::Log { .. } => 1,
+            Error::Io { .. } | Error::Setup(_) => 125,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

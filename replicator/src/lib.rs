@@ -1,0 +1,8 @@
+//! The tandem agent: launches programs under the shim, drains their events, keeps logs.
+
+pub mod describe;
+pub mod elfcheck;
+pub mod error;
+pub mod launch;
+pub mod recorder;
+pub mod show;

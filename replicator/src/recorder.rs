@@ -1,0 +1,213 @@
+//! `tandem record`: run a program under the shim and write every event it produces, in sequence
+//! order, to a log file.
+
+use crate::error::{Error, Result};
+use crate::launch::Launch;
+use eventlog::logfile::LogWriter;
+use eventlog::merge::Merger;
+use eventlog::ring::{Geometry, Mode, SharedRegion};
+use eventlog::IncarnationToken;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A batch is cut at this size (or when the rings run dry).
+const BATCH_BYTES: usize = 1 << 20;
+/// How long the agent sleeps when the rings are empty, unless a producer rings.
+const IDLE_WAIT: Duration = Duration::from_millis(2);
+/// How often dead threads' rings are looked for.
+const REAP_EVERY: Duration = Duration::from_millis(50);
+
+pub struct RecordOptions {
+    pub out: PathBuf,
+    pub geometry: Geometry,
+}
+
+/// What a finished recording amounts to.
+#[derive(Debug)]
+pub struct Recording {
+    /// The program's exit status as a shell reports it (128 + signal if killed).
+    pub exit_code: i32,
+    pub events: u64,
+    /// Events whose writer died before writing them (recorded as `lost`).
+    pub lost: u64,
+}
+
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Whether thread `tid` of process `pid` still runs (a zombie does not).
+pub fn thread_alive(pid: i32, tid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit(')')
+                .next()
+                .and_then(|s| s.trim_start().chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(_) => false,
+    }
+}
+
+/// Writes merged events into log batches.
+struct Sink {
+    writer: LogWriter<BufWriter<File>>,
+    batch: Vec<u8>,
+    events: u64,
+}
+
+impl Sink {
+    fn flush_batch(&mut self, count: u32) -> std::io::Result<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        let first = self.writer.next_seq().unwrap_or(1);
+        self.writer
+            .write_batch(&self.batch, first, count, now_ns())?;
+        self.events += count as u64;
+        self.batch.clear();
+        Ok(())
+    }
+}
+
+pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
+    let out_name = || opts.out.display().to_string();
+    let file =
+        File::create(&opts.out).map_err(Error::io(format!("cannot create {}", out_name())))?;
+    let writer = LogWriter::create(
+        BufWriter::with_capacity(1 << 20, file),
+        IncarnationToken::NONE,
+        now_ns(),
+    )
+    .map_err(Error::io(out_name()))?;
+    let shared = SharedRegion::create(opts.geometry, Mode::Record)
+        .map_err(Error::io("cannot create the shared event region"))?;
+    let region = shared.region();
+    let mut child = launch.spawn(&shared)?;
+    let top = Pid::from_raw(child.id() as i32);
+    let forwarder = forward_signals(top);
+
+    let mut merger = Merger::new(region);
+    let mut sink = Sink {
+        writer,
+        batch: Vec::with_capacity(2 * BATCH_BYTES),
+        events: 0,
+    };
+    let write_err = |e| Error::Io {
+        what: out_name(),
+        source: e,
+    };
+    let mut exit_code = None;
+    let mut last_reap = Instant::now();
+    let mut lost = 0;
+    loop {
+        let seen = region
+            .header()
+            .doorbell
+            .load(std::sync::atomic::Ordering::Acquire);
+        let n = merger.drain(&mut sink.batch, BATCH_BYTES);
+        sink.flush_batch(n).map_err(write_err)?;
+        if n > 0 {
+            continue;
+        }
+        let all_gone = reap_children(top, &mut exit_code);
+        if all_gone {
+            // Every process is gone: close what is left open, take the rest, fill gaps.
+            merger.reap(|_, _| false);
+            loop {
+                let n = merger.drain(&mut sink.batch, BATCH_BYTES);
+                sink.flush_batch(n).map_err(write_err)?;
+                if n == 0 {
+                    let missing = merger.fill_gap(&mut sink.batch);
+                    if missing == 0 {
+                        break;
+                    }
+                    lost += missing;
+                    sink.flush_batch(missing as u32).map_err(write_err)?;
+                }
+            }
+            break;
+        }
+        if last_reap.elapsed() >= REAP_EVERY {
+            merger.reap(thread_alive);
+            let missing = merger.fill_dead_writer_gap(&mut sink.batch, thread_alive);
+            lost += missing;
+            sink.flush_batch(missing as u32).map_err(write_err)?;
+            last_reap = Instant::now();
+        }
+        sink.writer.flush().map_err(write_err)?;
+        region.wait_doorbell(seen, IDLE_WAIT.as_nanos() as u64);
+    }
+    let events = sink.events;
+    let mut out = sink.writer.finish(now_ns()).map_err(write_err)?;
+    out.flush().map_err(write_err)?;
+    out.get_ref().sync_all().map_err(write_err)?;
+    drop(forwarder);
+    let _ = child.try_wait();
+    Ok(Recording {
+        exit_code: exit_code.unwrap_or(125),
+        events,
+        lost,
+    })
+}
+
+/// Reaps every exited descendant (we are their subreaper). Records the top process's status.
+/// Returns true once no descendant is left.
+fn reap_children(top: Pid, exit_code: &mut Option<i32>) -> bool {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(pid, code)) => {
+                if pid == top {
+                    *exit_code = Some(code);
+                }
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                if pid == top {
+                    *exit_code = Some(128 + sig as i32);
+                }
+            }
+            Ok(WaitStatus::StillAlive) => return false,
+            Ok(_) => {}
+            Err(nix::errno::Errno::ECHILD) => return true,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Passes termination signals sent to tandem on to the program, so it can shut down (and be
+/// recorded doing so) instead of being orphaned.
+fn forward_signals(top: Pid) -> Option<signal_hook::iterator::Handle> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGQUIT]).ok()?;
+    let handle = signals.handle();
+    std::thread::Builder::new()
+        .name("tandem-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+                    let _ = nix::sys::signal::kill(top, s);
+                }
+            }
+        })
+        .ok()?;
+    Some(handle)
+}
+
+/// Opens a log for reading (shared by `log show`, `log stats` and replay).
+pub fn open_log(path: &Path) -> Result<eventlog::logfile::LogReader<std::io::BufReader<File>>> {
+    let f = File::open(path).map_err(Error::io(path.display().to_string()))?;
+    eventlog::logfile::LogReader::open(std::io::BufReader::with_capacity(1 << 20, f)).map_err(
+        |source| Error::Log {
+            path: path.to_path_buf(),
+            source,
+        },
+    )
+}

@@ -1,0 +1,181 @@
+//! `tandem log show` and `tandem log stats`.
+
+use crate::describe;
+use crate::error::{Error, Result};
+use crate::recorder::open_log;
+use eventlog::{Call, Event};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+/// Visits every event of a log in sequence order. Events of a batch are only visited once the
+/// whole batch has been verified; a damaged batch ends the walk with an error naming it.
+pub fn for_each_event(
+    path: &Path,
+    mut f: impl FnMut(&Event) -> std::io::Result<()>,
+) -> Result<LogSummary> {
+    let mut reader = open_log(path)?;
+    let mut summary = LogSummary {
+        created_ns: reader.header().created_unix_ns,
+        ..LogSummary::default()
+    };
+    let log_err = |source| Error::Log {
+        path: path.to_path_buf(),
+        source,
+    };
+    while let Some(batch) = reader.next_batch().map_err(log_err)? {
+        summary.batches += 1;
+        summary.last_batch_ns = batch.wall_ns;
+        for e in batch.events() {
+            f(&e).map_err(Error::io("cannot write output"))?;
+        }
+    }
+    summary.end_ns = reader.end_wall_ns();
+    Ok(summary)
+}
+
+#[derive(Default, Debug)]
+pub struct LogSummary {
+    pub batches: u64,
+    pub created_ns: u64,
+    pub last_batch_ns: u64,
+    pub end_ns: Option<u64>,
+}
+
+pub fn show(path: &Path, json: bool, out: &mut impl Write) -> Result<()> {
+    for_each_event(path, |e| {
+        if json {
+            writeln!(out, "{}", json_line(e))
+        } else {
+            writeln!(out, "{}", describe::line(e))
+        }
+    })?;
+    out.flush().map_err(Error::io("cannot write output"))
+}
+
+pub fn json_line(e: &Event) -> serde_json::Value {
+    let h = &e.header;
+    serde_json::json!({
+        "seq": h.seq,
+        "pid": h.pid,
+        "tid": h.tid,
+        "call": h.call().map_or("?", Call::name),
+        "result": h.result,
+        "errno": h.errno,
+        "len": h.payload_len,
+        "fd": h.fd,
+        "fd_kind": h.fd_kind().name(),
+        "digest": format!("{:016x}", h.digest),
+        "aux": h.aux,
+    })
+}
+
+#[derive(Default)]
+struct Tally {
+    events: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, e: &Event) {
+        self.events += 1;
+        self.bytes += e.payload.len() as u64;
+    }
+}
+
+pub fn stats(path: &Path, out: &mut impl Write) -> Result<()> {
+    let mut by_call: BTreeMap<&'static str, Tally> = BTreeMap::new();
+    let mut by_thread: BTreeMap<(u32, u32), Tally> = BTreeMap::new();
+    let mut by_process: BTreeMap<u32, Tally> = BTreeMap::new();
+    let mut total = Tally::default();
+    let (mut first_seq, mut last_seq) = (None, 0);
+    let summary = for_each_event(path, |e| {
+        let h = &e.header;
+        by_call
+            .entry(h.call().map_or("?", Call::name))
+            .or_default()
+            .add(e);
+        by_thread.entry((h.pid, h.tid)).or_default().add(e);
+        by_process.entry(h.pid).or_default().add(e);
+        total.add(e);
+        first_seq.get_or_insert(h.seq);
+        last_seq = h.seq;
+        Ok(())
+    })?;
+    let file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let end = summary.end_ns.unwrap_or(summary.last_batch_ns);
+    let secs = end.saturating_sub(summary.created_ns) as f64 / 1e9;
+    let w = |out: &mut dyn Write, s: String| {
+        writeln!(out, "{s}").map_err(Error::io("cannot write output"))
+    };
+    w(out, format!("log       {}", path.display()))?;
+    w(
+        out,
+        format!(
+            "events    {} (seq {}..={})",
+            total.events,
+            first_seq.unwrap_or(0),
+            last_seq
+        ),
+    )?;
+    w(out, format!("batches   {}", summary.batches))?;
+    w(
+        out,
+        format!(
+            "bytes     {} in the file, {} of payload",
+            file_bytes, total.bytes
+        ),
+    )?;
+    w(
+        out,
+        format!(
+            "duration  {secs:.3} s ({:.0} events/s)",
+            if secs > 0.0 {
+                total.events as f64 / secs
+            } else {
+                0.0
+            }
+        ),
+    )?;
+    w(out, String::new())?;
+    let mut calls: Vec<_> = by_call.into_iter().collect();
+    calls.sort_by(|a, b| b.1.events.cmp(&a.1.events).then(a.0.cmp(b.0)));
+    w(
+        out,
+        format!("{:<26} {:>10} {:>12}", "call", "events", "bytes"),
+    )?;
+    for (name, t) in calls {
+        w(
+            out,
+            format!("{:<26} {:>10} {:>12}", name, t.events, t.bytes),
+        )?;
+    }
+    w(out, String::new())?;
+    w(
+        out,
+        format!("{:<26} {:>10} {:>12}", "process", "events", "bytes"),
+    )?;
+    for (pid, t) in by_process {
+        w(out, format!("{:<26} {:>10} {:>12}", pid, t.events, t.bytes))?;
+    }
+    w(out, String::new())?;
+    w(
+        out,
+        format!(
+            "{:<26} {:>10} {:>12}",
+            "thread (pid.tid)", "events", "bytes"
+        ),
+    )?;
+    for ((pid, tid), t) in by_thread {
+        w(
+            out,
+            format!(
+                "{:<26} {:>10} {:>12}",
+                format!("{pid}.{tid}"),
+                t.events,
+                t.bytes
+            ),
+        )?;
+    }
+    out.flush().map_err(Error::io("cannot write output"))
+}
