@@ -183,6 +183,7 @@ real_fns! {
     fn posix_spawn(pid: *mut pid_t, path: *const c_char, fa: *const posix_spawn_file_actions_t, attr: *const posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int;
     fn posix_spawnp(pid: *mut pid_t, file: *const c_char, fa: *const posix_spawn_file_actions_t, attr: *const posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int;
     fn exit(status: c_int) -> ();
+    fn __libc_start_main(main: extern "C" fn(c_int, *mut *mut c_char, *mut *mut c_char) -> c_int, argc: c_int, argv: *mut *mut c_char, init: usize, fini: usize, rtld_fini: usize, stack_end: usize) -> c_int;
     fn _exit(status: c_int) -> ();
     fn waitpid(pid: pid_t, status: *mut c_int, options: c_int) -> pid_t;
     fn wait4(pid: pid_t, status: *mut c_int, options: c_int, ru: *mut rusage) -> pid_t;

@@ -566,3 +566,30 @@ pub unsafe extern "C" fn pthread_kill(t: libc::pthread_t, sig: c_int) -> c_int {
     // SAFETY: forwarding the program's own arguments.
     unsafe { real::pthread_kill(t, sig) }
 }
+
+/// The program's `main`, wrapped so that returning from it goes through the `exit` hook (libc's
+/// own call to exit after main is internal and would not be seen).
+static PROGRAM_MAIN: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+type MainFn = extern "C" fn(c_int, *mut *mut c_char, *mut *mut c_char) -> c_int;
+
+extern "C" fn main_then_exit(argc: c_int, argv: *mut *mut c_char, envp: *mut *mut c_char) -> c_int {
+    // SAFETY: set by __libc_start_main below to the program's main before it calls us.
+    let main: MainFn = unsafe { core::mem::transmute(PROGRAM_MAIN.load(Ordering::Relaxed)) };
+    exit(main(argc, argv, envp))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __libc_start_main(
+    main: MainFn,
+    argc: c_int,
+    argv: *mut *mut c_char,
+    init: usize,
+    fini: usize,
+    rtld_fini: usize,
+    stack_end: usize,
+) -> c_int {
+    PROGRAM_MAIN.store(main as usize, Ordering::Relaxed);
+    // SAFETY: forwarding the loader's arguments with our wrapper in place of main.
+    unsafe { real::__libc_start_main(main_then_exit, argc, argv, init, fini, rtld_fini, stack_end) }
+}
