@@ -9,17 +9,37 @@ use crate::ring::{Region, SLOT_ACTIVE, SLOT_CLOSED, SLOT_FREE};
 pub struct Merger {
     region: Region,
     next_seq: u64,
+    /// Per slot: how far we have read, and the producer's tail as last seen. The tail is
+    /// re-read only when we catch up with it, so a busy producer's cache line is not pulled over
+    /// on every event.
+    cursors: Vec<Cursor>,
     /// Slots that were not free at the last refresh.
     live: Vec<u32>,
     /// The slot the previous event came from (threads write in bursts).
     last: Option<u32>,
 }
 
+#[derive(Clone, Copy, Default)]
+struct Cursor {
+    head: u64,
+    tail: u64,
+}
+
 impl Merger {
     pub fn new(region: Region) -> Merger {
+        let cursors = (0..region.geometry().ring_count)
+            .map(|i| {
+                let v = region.slot_view(i);
+                Cursor {
+                    head: v.head,
+                    tail: v.head,
+                }
+            })
+            .collect();
         Merger {
             region,
             next_seq: 1,
+            cursors,
             live: Vec::new(),
             last: None,
         }
@@ -39,23 +59,36 @@ impl Merger {
         }
     }
 
-    /// Moves the event numbered `next_seq` out of slot `index`, if it is at that ring's head.
-    fn take_from(&mut self, index: u32, out: &mut Vec<u8>) -> bool {
-        let v = self.region.slot_view(index);
-        if v.state != SLOT_ACTIVE && v.state != SLOT_CLOSED {
-            return false;
+    /// The seq of the record at slot `index`'s head, if there is one.
+    fn head_seq(&mut self, index: u32) -> Option<u64> {
+        let c = &mut self.cursors[index as usize];
+        if c.tail - c.head < crate::record::HEADER_LEN as u64 {
+            c.tail = self.region.published_tail(index);
         }
-        let Some(h) = self.region.peek_header(index, v.head, v.tail) else {
-            return false;
-        };
-        if h.seq != self.next_seq {
-            return false;
+        self.region
+            .peek_header(index, c.head, c.tail)
+            .map(|h| h.seq)
+    }
+
+    /// Moves the run of consecutive events starting at `next_seq` out of slot `index`.
+    fn take_run(&mut self, index: u32, out: &mut Vec<u8>, max_bytes: usize) -> u32 {
+        let mut n = 0;
+        while out.len() < max_bytes && self.head_seq(index) == Some(self.next_seq) {
+            let c = &mut self.cursors[index as usize];
+            let Some(h) = self.region.peek_header(index, c.head, c.tail) else {
+                break;
+            };
+            let len = h.record_len();
+            self.region.copy_record(index, c.head, len, out);
+            c.head += len as u64;
+            self.next_seq += 1;
+            n += 1;
         }
-        let len = h.record_len();
-        self.region.copy_record(index, v.head, len, out);
-        self.region.advance_head(index, v.head + len as u64);
-        self.next_seq += 1;
-        true
+        if n > 0 {
+            self.region
+                .advance_head(index, self.cursors[index as usize].head);
+        }
+        n
     }
 
     /// Appends events in sequence order to `out` until it holds `max_bytes` or the next event is
@@ -63,19 +96,19 @@ impl Merger {
     pub fn drain(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> u32 {
         self.refresh();
         let mut n = 0;
-        'events: while out.len() < max_bytes {
+        'runs: while out.len() < max_bytes {
             if let Some(last) = self.last {
-                if self.take_from(last, out) {
-                    n += 1;
+                let got = self.take_run(last, out, max_bytes);
+                if got > 0 {
+                    n += got;
                     continue;
                 }
             }
             for k in 0..self.live.len() {
                 let i = self.live[k];
-                if Some(i) != self.last && self.take_from(i, out) {
+                if Some(i) != self.last && self.head_seq(i) == Some(self.next_seq) {
                     self.last = Some(i);
-                    n += 1;
-                    continue 'events;
+                    continue 'runs;
                 }
             }
             break;
@@ -113,14 +146,12 @@ impl Merger {
         let mut filled = 0;
         loop {
             self.refresh();
-            let at_head = self.live.iter().any(|&i| {
-                let v = self.region.slot_view(i);
-                self.region
-                    .peek_header(i, v.head, v.tail)
-                    .is_some_and(|h| h.seq == self.next_seq)
-            });
+            let live = self.live.clone();
+            let at_head = live
+                .iter()
+                .any(|&i| self.head_seq(i) == Some(self.next_seq));
             let dead_holder = !at_head
-                && self.live.iter().any(|&i| {
+                && live.iter().any(|&i| {
                     let v = self.region.slot_view(i);
                     v.reserved == self.next_seq
                         && (v.state == SLOT_CLOSED || !is_alive(v.owner_pid, v.owner_tid))
@@ -139,14 +170,8 @@ impl Merger {
     /// lowest one still in a ring, and returns how many. 0 when nothing is missing.
     pub fn fill_gap(&mut self, out: &mut Vec<u8>) -> u64 {
         self.refresh();
-        let lowest = self
-            .live
-            .iter()
-            .filter_map(|&i| {
-                let v = self.region.slot_view(i);
-                self.region.peek_header(i, v.head, v.tail).map(|h| h.seq)
-            })
-            .min();
+        let live = self.live.clone();
+        let lowest = live.iter().filter_map(|&i| self.head_seq(i)).min();
         let Some(lowest) = lowest else { return 0 };
         let missing = lowest.saturating_sub(self.next_seq);
         for seq in self.next_seq..lowest {
@@ -160,7 +185,7 @@ impl Merger {
     pub fn pending(&self) -> bool {
         (0..self.region.geometry().ring_count).any(|i| {
             let v = self.region.slot_view(i);
-            v.state != SLOT_FREE && v.head != v.tail
+            v.state != SLOT_FREE && self.cursors[i as usize].head != v.tail
         })
     }
 }

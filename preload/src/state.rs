@@ -4,7 +4,7 @@ use crate::sys;
 use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use eventlog::ring::{Producer, Region};
-use eventlog::{Call, EventHeader, FdKind};
+use eventlog::{Call, FdKind};
 
 /// Hooks pass straight through (not launched by tandem, or before the constructor).
 pub const MODE_OFF: u32 = 0;
@@ -130,16 +130,16 @@ impl ThreadCtx {
         }
     }
 
-    /// Runs `f` on this thread's ring, claiming one first if needed.
+    /// Runs `f` on this thread's ring, claiming one first if needed (`None`: no region).
     #[inline(always)]
-    fn with_producer<R>(&self, f: impl FnOnce(&mut Producer) -> R) -> Option<R> {
+    fn with_producer<R>(&self, f: impl FnOnce(Option<&mut Producer>) -> R) -> R {
         // SAFETY: only this thread touches its producer; hooks do not nest (the in_hook guard),
         // and signal handlers never touch it; `f` cannot reach this cell.
         unsafe {
             if (*self.producer.get()).is_none() {
                 self.claim();
             }
-            (*self.producer.get()).as_mut().map(f)
+            f((*self.producer.get()).as_mut())
         }
     }
 }
@@ -243,7 +243,7 @@ impl Hook {
     /// its start (releases, creations).
     #[inline(always)]
     pub fn reserve(&self) -> u64 {
-        self.ctx.with_producer(|p| p.take_seq()).unwrap_or(0)
+        self.ctx.with_producer(|p| p.map_or(0, |p| p.take_seq()))
     }
 
     /// Records `ev` with a new sequence number; `payload` parts are stored back to back.
@@ -251,16 +251,38 @@ impl Hook {
     pub fn emit(&self, ev: Ev, payload: &[&[u8]]) {
         let ctx = self.ctx;
         ctx.with_producer(|p| {
-            let seq = p.take_seq();
-            write(p, ctx, seq, ev, payload)
+            if let Some(p) = p {
+                let seq = p.take_seq();
+                write(p, ctx, seq, ev, payload)
+            }
         });
+    }
+
+    /// A release (unlock, post, close): takes the sequence number before `call` runs (the
+    /// resource is still held), runs it, and records the event `call` describes.
+    #[inline(always)]
+    pub fn release<R>(&self, call: impl FnOnce() -> (R, Ev)) -> R {
+        let ctx = self.ctx;
+        ctx.with_producer(|p| match p {
+            Some(p) => {
+                let seq = p.take_seq();
+                let (r, ev) = call();
+                write(p, ctx, seq, ev, &[]);
+                r
+            }
+            None => call().0,
+        })
     }
 
     /// Records `ev` under a sequence number taken earlier with [`Hook::reserve`].
     #[inline(always)]
     pub fn emit_at(&self, seq: u64, ev: Ev, payload: &[&[u8]]) {
         let ctx = self.ctx;
-        ctx.with_producer(|p| write(p, ctx, seq, ev, payload));
+        ctx.with_producer(|p| {
+            if let Some(p) = p {
+                write(p, ctx, seq, ev, payload)
+            }
+        });
     }
 }
 
@@ -270,20 +292,23 @@ fn write(p: &mut Producer, ctx: &ThreadCtx, seq: u64, ev: Ev, payload: &[&[u8]])
     for part in payload {
         len += part.len();
     }
-    let header = EventHeader {
-        seq,
-        pid: LPID.load(Ordering::Relaxed),
-        tid: ctx.ltid.get(),
-        call: ev.call as u16,
-        flags: ev.flags,
-        fd: ev.fd,
-        result: ev.result,
-        errno: ev.errno,
-        payload_len: len as u32,
-        digest: ev.digest,
-        aux: ev.aux,
-    };
-    p.write(&header, payload);
+    let (pid, tid) = (LPID.load(Ordering::Relaxed), ctx.ltid.get());
+    p.write_with(
+        len,
+        |h| {
+            h.seq = seq;
+            h.pid = pid;
+            h.tid = tid;
+            h.call = ev.call as u16;
+            h.flags = ev.flags;
+            h.fd = ev.fd;
+            h.result = ev.result;
+            h.errno = ev.errno;
+            h.digest = ev.digest;
+            h.aux = ev.aux;
+        },
+        payload,
+    );
 }
 
 impl Drop for Hook {

@@ -43,7 +43,6 @@ fn check_depth(program: &Path, depth: u32) -> Result<()> {
         }
         let line = head[2..n].split(|&c| c == b'\n').next().unwrap_or_default();
         let interp = String::from_utf8_lossy(line)
-            .trim()
             .split_whitespace()
             .next()
             .unwrap_or("")

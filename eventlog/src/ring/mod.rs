@@ -17,6 +17,7 @@
 pub mod sys;
 
 use crate::record::{record_len, EventHeader, HEADER_LEN};
+use bytemuck::Zeroable;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
@@ -249,12 +250,14 @@ impl Region {
         self.geometry
     }
 
+    #[inline(always)]
     pub fn header(&self) -> &ShmHeader {
         // SAFETY: validated in `attach`; the header lives as long as the mapping.
         unsafe { &*(self.base.as_ptr() as *const ShmHeader) }
     }
 
     /// The slot header of ring `index` (panics if out of range).
+    #[inline(always)]
     pub fn slot(&self, index: u32) -> &SlotHeader {
         assert!(index < self.geometry.ring_count);
         let off =
@@ -319,10 +322,13 @@ impl Region {
 pub struct Producer {
     region: Region,
     index: u32,
+    slot: *const SlotHeader,
     data: *mut u8,
     mask: u64,
     tail: u64,
-    cached_head: u64,
+    /// Writes that end at or below this need no look at the consumer's head: it is at most the
+    /// last head seen plus the ring's size, so nothing unread is overwritten.
+    check_at: u64,
 }
 
 // SAFETY: a Producer is the single writer of its slot; moving it to another thread moves that
@@ -363,10 +369,11 @@ impl Producer {
             return Some(Producer {
                 region,
                 index,
+                slot,
                 data: region.ring_data(index),
                 mask: region.geometry.ring_bytes as u64 - 1,
                 tail,
-                cached_head: head,
+                check_at: head + region.geometry.ring_bytes as u64 / 2,
             });
         }
         None
@@ -376,12 +383,15 @@ impl Producer {
         self.index
     }
 
+    #[inline(always)]
     pub fn region(&self) -> Region {
         self.region
     }
 
+    #[inline(always)]
     fn slot(&self) -> &SlotHeader {
-        self.region.slot(self.index)
+        // SAFETY: `slot` points into the region's slot table, which lives as long as `region`.
+        unsafe { &*self.slot }
     }
 
     /// Takes the next sequence number for this thread's next event.
@@ -392,30 +402,71 @@ impl Producer {
         seq
     }
 
-    /// Appends one event: the header, then the payload parts back to back. The caller sets
-    /// `header.payload_len` to the parts' total, which must not exceed [`MAX_PAYLOAD`].
-    /// Blocks (sleeping, never spinning) while the ring is full.
-    #[inline]
-    pub fn write(&mut self, header: &EventHeader, parts: &[&[u8]]) {
-        let payload_len = header.payload_len as usize;
+    /// Appends one event: `fill` sets the header's fields (written in place, straight into the
+    /// ring), then the payload parts follow back to back. `payload_len` is the parts' total and
+    /// must not exceed [`MAX_PAYLOAD`]. Blocks (sleeping, never spinning) while the ring is full.
+    #[inline(always)]
+    pub fn write_with(
+        &mut self,
+        payload_len: usize,
+        fill: impl FnOnce(&mut EventHeader),
+        parts: &[&[u8]],
+    ) {
         debug_assert!(payload_len <= MAX_PAYLOAD);
         let len = record_len(payload_len) as u64;
         let cap = self.mask + 1;
-        if self.tail + len - self.cached_head > cap / 2 {
+        if self.tail + len > self.check_at {
             self.make_room(len);
         }
-        let mut pos = self.tail;
-        pos = self.put(pos, bytemuck::bytes_of(header));
-        for part in parts {
-            pos = self.put(pos, part);
+        let start = (self.tail & self.mask) as usize;
+        if start + len as usize <= cap as usize {
+            // SAFETY: the record fits before the end of the ring, `make_room` guaranteed the
+            // consumer is done with these bytes, and ring offsets are multiples of 8, so the
+            // header is aligned; every bit pattern is a valid EventHeader (Pod). This thread is
+            // the slot's only producer.
+            unsafe {
+                let dst = self.data.add(start);
+                let header = &mut *(dst as *mut EventHeader);
+                fill(header);
+                header.payload_len = payload_len as u32;
+                if payload_len > 0 {
+                    let mut at = dst.add(HEADER_LEN);
+                    for part in parts {
+                        core::ptr::copy_nonoverlapping(part.as_ptr(), at, part.len());
+                        at = at.add(part.len());
+                    }
+                    core::ptr::write_bytes(at, 0, dst.add(len as usize).offset_from(at) as usize);
+                }
+            }
+        } else {
+            let mut header = EventHeader::zeroed();
+            fill(&mut header);
+            header.payload_len = payload_len as u32;
+            let mut pos = self.put(self.tail, bytemuck::bytes_of(&header));
+            for part in parts {
+                pos = self.put(pos, part);
+            }
+            let pad = (len - HEADER_LEN as u64 - payload_len as u64) as usize;
+            self.put(pos, &[0u8; 8][..pad]);
         }
-        let pad = (len - HEADER_LEN as u64 - payload_len as u64) as usize;
-        if pad > 0 {
-            pos = self.put(pos, &[0u8; 8][..pad]);
-        }
-        debug_assert_eq!(pos, self.tail + len);
-        self.tail = pos;
-        self.slot().tail.store(pos, Ordering::Release);
+        self.tail += len;
+        self.slot().tail.store(self.tail, Ordering::Release);
+        // Ask for the lines the next records go to now: the consumer last read them on another
+        // core, and a store that misses would otherwise stall the next sequence-number add.
+        prefetch_for_write(
+            self.data
+                .wrapping_add(((self.tail + 128) & self.mask) as usize),
+        );
+        prefetch_for_write(
+            self.data
+                .wrapping_add(((self.tail + 192) & self.mask) as usize),
+        );
+    }
+
+    /// Appends a ready-made header and its payload parts (see [`Producer::write_with`]).
+    #[inline]
+    pub fn write(&mut self, header: &EventHeader, parts: &[&[u8]]) {
+        self.write_with(header.payload_len as usize, |h| *h = *header, parts);
     }
 
     #[inline(always)]
@@ -439,35 +490,51 @@ impl Producer {
         pos + bytes.len() as u64
     }
 
-    /// Slow path: the ring is at least half full by our cached view. Refresh the view, wake the
-    /// agent so it drains, and sleep until the record fits.
+    /// Slow path, at most once per eighth of the ring written: look at the consumer's head. Past
+    /// half full, wake the agent; when full, sleep until the record fits.
     #[cold]
     fn make_room(&mut self, len: u64) {
         let cap = self.mask + 1;
-        let slot = self.region.slot(self.index);
-        self.cached_head = slot.head.load(Ordering::Acquire);
-        if self.tail + len - self.cached_head <= cap / 2 {
-            return;
+        // SAFETY: see `slot()`; a separate reference so `self` stays free to update.
+        let slot = unsafe { &*self.slot };
+        let mut head = slot.head.load(Ordering::Acquire);
+        if self.tail + len - head > cap / 2 {
+            self.region.ring_doorbell();
         }
-        self.region.ring_doorbell();
-        while self.tail + len - self.cached_head > cap {
+        while self.tail + len - head > cap {
             let seen = slot.head_wake.load(Ordering::Acquire);
             slot.producer_waiting.store(1, Ordering::SeqCst);
-            self.cached_head = slot.head.load(Ordering::Acquire);
-            if self.tail + len - self.cached_head <= cap {
+            head = slot.head.load(Ordering::Acquire);
+            if self.tail + len - head <= cap {
                 break;
             }
             self.region.ring_doorbell();
             sys::futex_wait(&slot.head_wake, seen, 10_000_000);
-            self.cached_head = slot.head.load(Ordering::Acquire);
+            head = slot.head.load(Ordering::Acquire);
         }
         slot.producer_waiting.store(0, Ordering::Relaxed);
+        self.check_at = (head + cap).min(self.tail + cap / 8).max(self.tail + len);
     }
 
     /// Gives the slot back: the agent frees it after draining what is left.
     pub fn close(&self) {
         self.slot().state.store(SLOT_CLOSED, Ordering::Release);
         self.region.ring_doorbell();
+    }
+}
+
+/// Hints that the cache line at `p` is about to be written. Never faults, whatever `p` is.
+#[inline(always)]
+fn prefetch_for_write(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetchw only hints the cache; it has no architectural effect and cannot fault.
+    unsafe {
+        core::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: as above, for the ARM store prefetch.
+    unsafe {
+        core::arch::asm!("prfm pstl1keep, [{}]", in(reg) p, options(nostack, preserves_flags, readonly));
     }
 }
 
@@ -501,6 +568,12 @@ impl Region {
         }
     }
 
+    /// The producer's published tail of ring `index`.
+    #[inline]
+    pub fn published_tail(&self, index: u32) -> u64 {
+        self.slot(index).tail.load(Ordering::Acquire)
+    }
+
     /// Reads the event header at `head` of ring `index`; `tail` is the published tail the caller
     /// observed (so the header is complete). Returns `None` if the ring is empty.
     pub fn peek_header(&self, index: u32, head: u64, tail: u64) -> Option<EventHeader> {
@@ -530,7 +603,8 @@ impl Region {
         }
     }
 
-    /// Frees a closed slot whose ring is drained, so a new thread can claim it.
+    /// Frees a closed slot whose ring is drained (`head` as the consumer last advanced it equals
+    /// the tail), so a new thread can claim it.
     pub fn free_slot(&self, index: u32) -> bool {
         let s = self.slot(index);
         s.head.load(Ordering::Acquire) == s.tail.load(Ordering::Acquire)

@@ -155,16 +155,16 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         return unsafe { real::close(fd) };
     };
     let kind = fdtable::kind(fd);
-    let seq = hook.reserve();
-    let r = if is_shim_fd(fd) {
-        0
-    } else {
-        fdtable::clear(fd);
-        // SAFETY: as above.
-        unsafe { real::close(fd) }
-    };
-    hook.emit_at(seq, Ev::new(Call::Close).fd(fd, kind).result(r as i64), &[]);
-    r
+    hook.release(|| {
+        let r = if is_shim_fd(fd) {
+            0
+        } else {
+            fdtable::clear(fd);
+            // SAFETY: as above.
+            unsafe { real::close(fd) }
+        };
+        (r, Ev::new(Call::Close).fd(fd, kind).result(r as i64))
+    })
 }
 
 #[no_mangle]
@@ -411,8 +411,8 @@ unsafe fn accept_with(
     };
     let r = real();
     fdtable::set(r, FdKind::Socket);
-    // SAFETY: on success the kernel wrote `*len` bytes of address.
     let alen = if r >= 0 && !addr.is_null() && !len.is_null() {
+        // SAFETY: on success the kernel wrote `*len` bytes of address.
         unsafe { (*len as usize).min(128) }
     } else {
         0

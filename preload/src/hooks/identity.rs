@@ -45,8 +45,8 @@ unsafe fn hostname_with(name: *mut c_char, len: size_t, real: impl FnOnce() -> c
         return real();
     };
     let r = real();
-    // SAFETY: on success `name` holds a string of at most `len` bytes.
     let s = if r == 0 {
+        // SAFETY: on success `name` holds a string of at most `len` bytes.
         unsafe { cstr(name, len) }
     } else {
         &[]

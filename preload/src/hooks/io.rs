@@ -492,10 +492,10 @@ unsafe fn write_vec(
         return real();
     };
     let kind = fdtable::kind(fd);
-    // SAFETY: per the caller.
     let (d, total) = if iov.is_null() {
         (digest(&[]), 0)
     } else {
+        // SAFETY: per the caller.
         unsafe { iov_digest(iov, cnt) }
     };
     let _order = kind.is_local_state().then(|| fdtable::lock(fd));

@@ -358,8 +358,8 @@ unsafe fn spawn_with(
         .map_or(envp, |b| b.envp() as *const *mut c_char);
     let seq = hook.reserve();
     let r = real(env_to_pass);
-    // SAFETY: on success the real call stored the child's pid.
     let child_pid = if r == 0 && !pid.is_null() {
+        // SAFETY: on success the real call stored the child's pid.
         unsafe { *pid }
     } else {
         -1
@@ -483,8 +483,8 @@ unsafe fn wait_with(
         return real();
     };
     let r = real();
-    // SAFETY: filled on success.
     let st = if r > 0 && !status.is_null() {
+        // SAFETY: filled on success.
         unsafe { *status }
     } else {
         0

@@ -27,8 +27,8 @@ pub unsafe extern "C" fn clock_gettime(clk: clockid_t, tp: *mut timespec) -> c_i
     };
     // SAFETY: as above.
     let r = unsafe { real::clock_gettime(clk, tp) };
-    // SAFETY: filled on success.
     let (s, ns) = if r == 0 {
+        // SAFETY: filled on success.
         unsafe { ((*tp).tv_sec as u64, (*tp).tv_nsec as u64) }
     } else {
         (0, 0)
@@ -51,8 +51,8 @@ pub unsafe extern "C" fn gettimeofday(tv: *mut timeval, tz: *mut c_void) -> c_in
     };
     // SAFETY: as above.
     let r = unsafe { real::gettimeofday(tv, tz) };
-    // SAFETY: filled on success when given.
     let (s, us) = if r == 0 && !tv.is_null() {
+        // SAFETY: filled on success when given.
         unsafe { ((*tv).tv_sec as u64, (*tv).tv_usec as u64) }
     } else {
         (0, 0)
