@@ -18,7 +18,7 @@ pub struct EventHeader {
     pub pid: LogicalPid,
     pub tid: LogicalTid,
     pub call: u16,
-    /// Low four bits: [`FdKind`] of `fd`; the rest: [`flags`].
+    /// Low four bits: [`FdKind`] of `fd`; the rest are zero (reserved).
     pub flags: u16,
     /// The descriptor the call was made on (or the first one it created), -1 if none.
     pub fd: i32,
@@ -34,14 +34,6 @@ pub struct EventHeader {
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 64);
 const _: () = assert!(core::mem::align_of::<EventHeader>() == 8);
-
-/// Flag bits above the descriptor kind.
-pub mod flags {
-    /// The payload holds fewer bytes than the call moved (never set for data a backup needs).
-    pub const PAYLOAD_CUT: u16 = 1 << 4;
-    /// The call ran with `O_NONBLOCK` semantics (socket/pipe flags or `MSG_DONTWAIT`).
-    pub const NONBLOCK: u16 = 1 << 5;
-}
 
 pub const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
 

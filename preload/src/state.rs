@@ -130,16 +130,21 @@ impl ThreadCtx {
         }
     }
 
-    /// Runs `f` on this thread's ring, claiming one first if needed (`None`: no region).
+    /// This thread's ring, claiming one first if needed; null when there is no region.
+    ///
+    /// The pointer is only dereferenced by the `Hook` methods of this thread, one at a time: hooks
+    /// do not nest (the in_hook guard) and signal handlers never touch the ring.
     #[inline(always)]
-    fn with_producer<R>(&self, f: impl FnOnce(Option<&mut Producer>) -> R) -> R {
-        // SAFETY: only this thread touches its producer; hooks do not nest (the in_hook guard),
-        // and signal handlers never touch it; `f` cannot reach this cell.
+    fn producer(&self) -> *mut Producer {
+        // SAFETY: only this thread touches its producer cell (see above).
         unsafe {
             if (*self.producer.get()).is_none() {
                 self.claim();
             }
-            f((*self.producer.get()).as_mut())
+            match &mut *self.producer.get() {
+                Some(p) => p,
+                None => core::ptr::null_mut(),
+            }
         }
     }
 }
@@ -239,50 +244,50 @@ impl Hook {
         self.ctx
     }
 
+    /// This thread's ring for the duration of one hook.
+    #[inline(always)]
+    fn ring(&self) -> Option<&mut Producer> {
+        // SAFETY: see `ThreadCtx::producer`: the only live reference, for this hook only.
+        unsafe { self.ctx.producer().as_mut() }
+    }
+
     /// Takes a sequence number now, for an event written after a call that must be ordered by
-    /// its start (releases, creations).
+    /// its start (creations).
     #[inline(always)]
     pub fn reserve(&self) -> u64 {
-        self.ctx.with_producer(|p| p.map_or(0, |p| p.take_seq()))
+        self.ring().map_or(0, |p| p.take_seq())
     }
 
     /// Records `ev` with a new sequence number; `payload` parts are stored back to back.
     #[inline(always)]
     pub fn emit(&self, ev: Ev, payload: &[&[u8]]) {
-        let ctx = self.ctx;
-        ctx.with_producer(|p| {
-            if let Some(p) = p {
-                let seq = p.take_seq();
-                write(p, ctx, seq, ev, payload)
-            }
-        });
+        if let Some(p) = self.ring() {
+            let seq = p.take_seq();
+            write(p, self.ctx, seq, ev, payload);
+        }
     }
 
     /// A release (unlock, post, close): takes the sequence number before `call` runs (the
     /// resource is still held), runs it, and records the event `call` describes.
     #[inline(always)]
     pub fn release<R>(&self, call: impl FnOnce() -> (R, Ev)) -> R {
-        let ctx = self.ctx;
-        ctx.with_producer(|p| match p {
+        match self.ring() {
             Some(p) => {
                 let seq = p.take_seq();
                 let (r, ev) = call();
-                write(p, ctx, seq, ev, &[]);
+                write(p, self.ctx, seq, ev, &[]);
                 r
             }
             None => call().0,
-        })
+        }
     }
 
     /// Records `ev` under a sequence number taken earlier with [`Hook::reserve`].
     #[inline(always)]
     pub fn emit_at(&self, seq: u64, ev: Ev, payload: &[&[u8]]) {
-        let ctx = self.ctx;
-        ctx.with_producer(|p| {
-            if let Some(p) = p {
-                write(p, ctx, seq, ev, payload)
-            }
-        });
+        if let Some(p) = self.ring() {
+            write(p, self.ctx, seq, ev, payload);
+        }
     }
 }
 

@@ -287,3 +287,27 @@ fn unknown_program_is_reported() {
         "tandem: no-such-program-xyz: command not found (searched PATH)"
     );
 }
+
+#[test]
+fn program_closing_every_descriptor_keeps_being_recorded() {
+    let program = fixture("closes_all", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("c.tlog");
+    let out = record(&log, &program, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let calls: Vec<_> = read_log(&log).unwrap().iter().map(|e| e.call()).collect();
+    let after_close: Vec<_> = calls
+        .iter()
+        .skip_while(|c| **c != eventlog::Call::CloseRange)
+        .collect();
+    for c in [
+        eventlog::Call::ClockGettime,
+        eventlog::Call::Open,
+        eventlog::Call::Write,
+    ] {
+        assert!(
+            after_close.contains(&&c),
+            "{c} missing after closefrom: {calls:?}"
+        );
+    }
+}

@@ -599,3 +599,11 @@ pub unsafe extern "C" fn fclose(f: *mut FILE) -> c_int {
         r
     }
 }
+
+/// closefrom closes through an internal close_range; route it through ours so the shim's own
+/// descriptor survives and the table stays true.
+#[no_mangle]
+pub unsafe extern "C" fn closefrom(lowfd: c_int) {
+    // SAFETY: closing every descriptor from `lowfd` up, as the program asked.
+    unsafe { close_range(lowfd.max(0) as c_uint, c_uint::MAX, 0) };
+}

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Benchmarks that BENCHMARKS.md reports. Each figure is measured against native in the same run.
+#   scripts/bench.sh calls   added cost per intercepted call (clock_gettime, mutex lock/unlock)
+#   scripts/bench.sh redis   redis-benchmark SET throughput under `tandem record` vs native
+#   scripts/bench.sh drain   events per second the agent sustains from one busy thread
+#   scripts/bench.sh         all of them
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+tandem=$PWD/target/release/tandem
+work=$(mktemp -d /tmp/tandem-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+rounds=${ROUNDS:-9}
+
+median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+
+calls() {
+    gcc -O2 -pthread -o "$work/call_cost" bench/call_cost.c
+    gcc -O2 -shared -fPIC -o "$work/bare.so" bench/bare_interposer.c -ldl
+    # The program runs on core 1, the agent on core 0, so the figures are the hook's own cost.
+    for i in $(seq "$rounds"); do
+        taskset -c 1 "$work/call_cost" 2000 | sed 's/^/native /'
+        LD_PRELOAD="$work/bare.so" taskset -c 1 "$work/call_cost" 2000 | sed 's/^/bare /'
+        taskset -c 0 "$tandem" record --out "$work/calls.tlog" -- taskset -c 1 "$work/call_cost" 2000 | sed 's/^/tandem /'
+    done > "$work/calls.txt"
+    echo "Per-call cost, ns (median of $rounds runs, each the median of 2000 batches of 1000 calls)"
+    printf '%-16s %8s %8s %8s %14s %14s\n' workload native bare tandem "bare added" "tandem added"
+    for w in clock_gettime mutex_pair; do
+        n=$(awk -v w=$w '$1=="native" && $2==w {print $3}' "$work/calls.txt" | median)
+        b=$(awk -v w=$w '$1=="bare" && $2==w {print $3}' "$work/calls.txt" | median)
+        t=$(awk -v w=$w '$1=="tandem" && $2==w {print $3}' "$work/calls.txt" | median)
+        printf '%-16s %8.1f %8.1f %8.1f %14.1f %14.1f\n' $w "$n" "$b" "$t" "$(echo "$b - $n" | bc)" "$(echo "$t - $n" | bc)"
+    done
+    echo "(mutex_pair is one lock and one unlock: two intercepted calls)"
+    echo
+    instructions
+}
+
+# callgrind counts instructions, so this figure is the same whatever else the machine does.
+instructions() {
+    command -v valgrind >/dev/null || { echo "(valgrind not installed: no instruction counts)"; return; }
+    gcc -O2 -pthread -o "$work/instr_count" bench/instr_count.c
+    count() { # what, under tandem?
+        local out="$work/cg.$1.$2" n=100000
+        if [ "$2" = tandem ]; then
+            "$tandem" record --out "$work/cg.tlog" -- valgrind --tool=callgrind --callgrind-out-file="$out" "$work/instr_count" $n "$1" 2>/dev/null
+        else
+            valgrind --tool=callgrind --callgrind-out-file="$out" "$work/instr_count" $n "$1" 2>/dev/null
+        fi
+        grep -E '^summary:' "$out" | awk '{print $2}'
+    }
+    echo "Instructions per iteration, callgrind, 100000 iterations"
+    printf '%-16s %10s %10s %10s\n' workload native tandem added
+    for w in 0 1; do
+        base=$(count $w native); empty=$(count 2 native)
+        withs=$(count $w tandem); emptys=$(count 2 tandem)
+        n=$(( (base - empty) / 100000 )); t=$(( (withs - emptys) / 100000 ))
+        printf '%-16s %10d %10d %10d\n' "$([ $w = 0 ] && echo clock_gettime || echo mutex_pair)" $n $t $((t - n))
+    done
+}
+
+redis_rps() { # port
+    redis-benchmark -p "$1" -c 50 -n 200000 -t set -q 2>/dev/null | grep -oE 'SET: [0-9.]+' | awk '{print $2}'
+}
+
+wait_ping() {
+    for _ in $(seq 200); do redis-cli -p "$1" ping 2>/dev/null | grep -q PONG && return; sleep 0.05; done
+    echo "redis on port $1 did not start" >&2; exit 1
+}
+
+redis() {
+    for i in $(seq "$rounds"); do
+        port=$(( 21000 + i ))
+        redis-server --port $port --save '' --appendonly no --dir "$work" >/dev/null 2>&1 &
+        wait_ping $port
+        echo "native $(redis_rps $port)"
+        redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true
+        wait
+        port=$(( 22000 + i ))
+        "$tandem" record --out "$work/redis.tlog" -- redis-server --port $port --save '' --appendonly no --dir "$work" >/dev/null 2>&1 &
+        wait_ping $port
+        echo "record $(redis_rps $port)"
+        redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true
+        wait
+    done > "$work/redis.txt"
+    n=$(awk '$1=="native" {print $2}' "$work/redis.txt" | median)
+    r=$(awk '$1=="record" {print $2}' "$work/redis.txt" | median)
+    echo "redis-benchmark -c 50 -n 200000 -t set (requests/s, median of $rounds alternating runs)"
+    printf '%-22s %12s %8s\n' mode "requests/s" ratio
+    printf '%-22s %12.0f %8s\n' native "$n" 1.00
+    printf '%-22s %12.0f %8.2f\n' "tandem record" "$r" "$(echo "scale=4; $r / $n" | bc)"
+}
+
+drain() {
+    gcc -O2 -o "$work/tight_loop" bench/tight_loop.c
+    for i in $(seq "$rounds"); do
+        "$tandem" record --out "$work/drain.tlog" -- "$work/tight_loop" 10000000
+        "$tandem" log stats "$work/drain.tlog" | awk '/^duration/ {gsub(/[(]/, "", $4); print $4}'
+    done > "$work/drain.txt"
+    bytes=$(stat -c %s "$work/drain.tlog")
+    echo "Agent drain rate: one thread making 10,000,000 clock_gettime calls (median of $rounds runs)"
+    printf '%-22s %14s %10s\n' "" "events/s" "MiB/s"
+    e=$(median < "$work/drain.txt")
+    printf '%-22s %14.0f %10.0f\n' "tandem record" "$e" "$(echo "$e * $bytes / 10000003 / 1048576" | bc)"
+}
+
+case "${1:-all}" in
+    calls) calls ;;
+    redis) redis ;;
+    drain) drain ;;
+    all) calls; echo; redis; echo; drain ;;
+    *) echo "usage: scripts/bench.sh [calls|redis|drain]" >&2; exit 2 ;;
+esac
