@@ -244,24 +244,19 @@ impl Hook {
         self.ctx
     }
 
-    /// This thread's ring for the duration of one hook.
-    #[inline(always)]
-    fn ring(&self) -> Option<&mut Producer> {
-        // SAFETY: see `ThreadCtx::producer`: the only live reference, for this hook only.
-        unsafe { self.ctx.producer().as_mut() }
-    }
-
     /// Takes a sequence number now, for an event written after a call that must be ordered by
     /// its start (creations).
     #[inline(always)]
     pub fn reserve(&self) -> u64 {
-        self.ring().map_or(0, |p| p.take_seq())
+        // SAFETY: see `ThreadCtx::producer`: the only live reference, for this hook only.
+        unsafe { self.ctx.producer().as_mut() }.map_or(0, |p| p.take_seq())
     }
 
     /// Records `ev` with a new sequence number; `payload` parts are stored back to back.
     #[inline(always)]
     pub fn emit(&self, ev: Ev, payload: &[&[u8]]) {
-        if let Some(p) = self.ring() {
+        // SAFETY: see `ThreadCtx::producer`: the only live reference, for this hook only.
+        if let Some(p) = unsafe { self.ctx.producer().as_mut() } {
             let seq = p.take_seq();
             write(p, self.ctx, seq, ev, payload);
         }
@@ -271,7 +266,8 @@ impl Hook {
     /// resource is still held), runs it, and records the event `call` describes.
     #[inline(always)]
     pub fn release<R>(&self, call: impl FnOnce() -> (R, Ev)) -> R {
-        match self.ring() {
+        // SAFETY: see `ThreadCtx::producer`: the only live reference, for this hook only.
+        match unsafe { self.ctx.producer().as_mut() } {
             Some(p) => {
                 let seq = p.take_seq();
                 let (r, ev) = call();
@@ -285,7 +281,8 @@ impl Hook {
     /// Records `ev` under a sequence number taken earlier with [`Hook::reserve`].
     #[inline(always)]
     pub fn emit_at(&self, seq: u64, ev: Ev, payload: &[&[u8]]) {
-        if let Some(p) = self.ring() {
+        // SAFETY: see `ThreadCtx::producer`: the only live reference, for this hook only.
+        if let Some(p) = unsafe { self.ctx.producer().as_mut() } {
             write(p, self.ctx, seq, ev, payload);
         }
     }
