@@ -447,17 +447,11 @@ mod tests {
 
     fn event(seq: u64, payload: &[u8]) -> (EventHeader, Vec<u8>) {
         let h = EventHeader {
-            seq,
             pid: 1,
-            tid: 0,
-            call: Call::Read as u16,
-            flags: 0,
             fd: 3,
             result: payload.len() as i64,
-            errno: 0,
             payload_len: payload.len() as u32,
-            digest: 0,
-            aux: [0; 2],
+            ..EventHeader::new(seq, Call::Read)
         };
         (h, payload.to_vec())
     }

@@ -191,20 +191,7 @@ impl Merger {
 }
 
 fn push_lost(out: &mut Vec<u8>, seq: u64) {
-    let h = EventHeader {
-        seq,
-        pid: 0,
-        tid: 0,
-        call: Call::Lost as u16,
-        flags: 0,
-        fd: -1,
-        result: 0,
-        errno: 0,
-        payload_len: 0,
-        digest: 0,
-        aux: [0; 2],
-    };
-    encode_into(out, &h, &[]);
+    encode_into(out, &EventHeader::new(seq, Call::Lost), &[]);
 }
 
 #[cfg(test)]
@@ -216,17 +203,9 @@ mod tests {
 
     fn header(seq: u64, tid: u32) -> EventHeader {
         EventHeader {
-            seq,
             pid: 1,
             tid,
-            call: Call::MutexLock as u16,
-            flags: 0,
-            fd: -1,
-            result: 0,
-            errno: 0,
-            payload_len: 0,
-            digest: 0,
-            aux: [0; 2],
+            ..EventHeader::new(seq, Call::MutexLock)
         }
     }
 

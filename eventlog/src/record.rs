@@ -43,6 +43,23 @@ pub const fn record_len(payload_len: usize) -> usize {
 }
 
 impl EventHeader {
+    /// A header for `call` numbered `seq`, everything else empty (no descriptor, no payload).
+    pub fn new(seq: Seq, call: Call) -> EventHeader {
+        EventHeader {
+            seq,
+            pid: 0,
+            tid: 0,
+            call: call as u16,
+            flags: 0,
+            fd: -1,
+            result: 0,
+            errno: 0,
+            payload_len: 0,
+            digest: 0,
+            aux: [0; 2],
+        }
+    }
+
     pub fn call(&self) -> Option<Call> {
         Call::from_id(self.call)
     }
@@ -139,17 +156,13 @@ mod tests {
 
     fn header(seq: u64, payload_len: u32) -> EventHeader {
         EventHeader {
-            seq,
             pid: 1,
             tid: 2,
-            call: Call::Read as u16,
             flags: FdKind::Socket as u16,
             fd: 5,
             result: payload_len as i64,
-            errno: 0,
             payload_len,
-            digest: 0,
-            aux: [0; 2],
+            ..EventHeader::new(seq, Call::Read)
         }
     }
 

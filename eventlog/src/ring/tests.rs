@@ -11,17 +11,11 @@ fn geometry() -> Geometry {
 
 fn header(seq: u64, payload_len: u32) -> EventHeader {
     EventHeader {
-        seq,
         pid: 1,
-        tid: 0,
-        call: Call::Write as u16,
-        flags: 0,
         fd: 1,
         result: payload_len as i64,
-        errno: 0,
         payload_len,
-        digest: 0,
-        aux: [0; 2],
+        ..EventHeader::new(seq, Call::Write)
     }
 }
 
