@@ -75,6 +75,7 @@ calls! {
     20 PthreadCreate "pthread_create" Thread,
     21 PthreadJoin "pthread_join" Thread,
     22 PthreadExit "pthread_exit" Thread,
+    23 PthreadCreateFailed "pthread_create_failed" Thread,
     // synchronisation
     40 MutexLock "pthread_mutex_lock" Sync,
     41 MutexTrylock "pthread_mutex_trylock" Sync,
@@ -95,6 +96,7 @@ calls! {
     56 SemTrywait "sem_trywait" Sync,
     57 SemTimedwait "sem_timedwait" Sync,
     58 SemPost "sem_post" Sync,
+    59 CondWaitRelease "cond_wait_release" Sync, // the mutex a condition wait releases, as it starts
     // time
     70 ClockGettime "clock_gettime" Time,
     71 Gettimeofday "gettimeofday" Time,
@@ -169,6 +171,10 @@ calls! {
     226 EpollPwait "epoll_pwait" Poll,
     // signals
     240 Signal "signal" Signal,
+    241 Kill "kill" Signal,
+    242 Raise "raise" Signal,
+    243 PthreadKill "pthread_kill" Signal,
+    244 Sigprocmask "sigprocmask" Signal,
     // refusals and markers
     250 IoUringSetup "io_uring_setup" Misc,
     251 Unsupported "unsupported" Misc,

@@ -25,10 +25,7 @@ mod tests {
     #[test]
     fn parts_equal_whole() {
         let whole = b"hello, replicated world";
-        assert_eq!(
-            digest(whole),
-            digest_parts([&whole[..5], &whole[5..9], &whole[9..]])
-        );
+        assert_eq!(digest(whole), digest_parts([&whole[..5], &whole[5..9], &whole[9..]]));
         assert_ne!(digest(b"a"), digest(b"b"));
     }
 }

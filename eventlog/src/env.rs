@@ -6,6 +6,15 @@
 pub const SHM_FD: &str = "TANDEM_SHM_FD";
 /// `record` (and later modes).
 pub const MODE: &str = "TANDEM_MODE";
+/// Read by the agent, passed to the shim through the shared region (never through the program's
+/// environment): upper bound, in microseconds, of a random pause the shim makes before each call,
+/// to perturb schedules in tests (set independently on a primary and its backup).
+pub const JITTER_US: &str = "TANDEM_JITTER_US";
+/// Read by the agent like `JITTER_US`: `1` makes a backup print every event it takes to stderr.
+pub const TRACE: &str = "TANDEM_TRACE";
+/// Width `LD_PRELOAD`'s value is padded to (with extra `/`s): the program's environment strings
+/// must have the same lengths on hosts that install the shim in different places.
+pub const PRELOAD_WIDTH: usize = 512;
 /// Logical pid the process image should take.
 pub const LPID: &str = "TANDEM_LPID";
 /// Real pid that owns `TANDEM_LPID`, as `OWNER_WIDTH` zero-padded digits; all zeros for a

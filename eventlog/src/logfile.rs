@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! FileHeader (64 bytes)
+//! LaunchHeader (24 bytes, magic "TLCH") body: the program's argv, environment and cwd
 //! BatchHeader (40 bytes, magic "TBAT")  body: event records, body_len bytes
 //! ...
 //! BatchHeader (magic "TEND", no body)   written when the recording finished cleanly
@@ -16,7 +17,8 @@ use std::io::{self, Read, Write};
 
 pub const FILE_MAGIC: [u8; 8] = *b"TNDMLOG\0";
 /// Bump whenever the file, batch or event layout changes.
-pub const FILE_VERSION: u32 = 1;
+pub const FILE_VERSION: u32 = 2;
+pub const LAUNCH_MAGIC: u32 = u32::from_le_bytes(*b"TLCH");
 pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"TBAT");
 pub const END_MAGIC: u32 = u32::from_le_bytes(*b"TEND");
 /// Upper bound on one batch body; a larger length is treated as corruption, not allocated.
@@ -54,6 +56,50 @@ pub struct BatchHeader {
 }
 
 const _: () = assert!(core::mem::size_of::<BatchHeader>() == 40);
+
+/// How the program was started: a backup must start it the same way. The environment matters as
+/// much as the arguments (programs copy and size things after it).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Launch {
+    pub argv: Vec<Vec<u8>>,
+    pub env: Vec<Vec<u8>>,
+    pub cwd: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct LaunchHeader {
+    pub magic: u32,
+    pub argc: u32,
+    pub envc: u32,
+    pub body_len: u32,
+    pub body_crc: u32,
+    /// crc32c of the 20 bytes before it.
+    pub header_crc: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<LaunchHeader>() == 24);
+
+impl Launch {
+    /// argv, then env, then cwd, each NUL-terminated.
+    fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::new();
+        for s in self.argv.iter().chain(&self.env).chain(core::iter::once(&self.cwd)) {
+            body.extend_from_slice(s);
+            body.push(0);
+        }
+        body
+    }
+
+    fn decode(argc: u32, envc: u32, body: &[u8]) -> Option<Launch> {
+        let mut parts = body.split(|&b| b == 0);
+        let mut take = |n: u32| (0..n).map(|_| parts.next().map(<[u8]>::to_vec)).collect::<Option<Vec<_>>>();
+        let argv = take(argc)?;
+        let env = take(envc)?;
+        let cwd = take(1)?.pop()?;
+        (parts.next() == Some(&[][..]) && parts.next().is_none()).then_some(Launch { argv, env, cwd })
+    }
+}
 
 impl FileHeader {
     pub fn new(incarnation: IncarnationToken, created_unix_ns: u64) -> FileHeader {
@@ -94,34 +140,13 @@ pub enum LogError {
     #[error("log header at offset 0 is corrupted (checksum mismatch)")]
     HeaderChecksum,
     #[error("batch {batch} at offset {offset}: truncated: its {what} needs {needed} bytes, the file has {available}")]
-    Truncated {
-        batch: u64,
-        offset: u64,
-        what: &'static str,
-        needed: u64,
-        available: u64,
-    },
+    Truncated { batch: u64, offset: u64, what: &'static str, needed: u64, available: u64 },
     #[error("batch {batch} at offset {offset}: {what} checksum mismatch (corrupted)")]
-    Checksum {
-        batch: u64,
-        offset: u64,
-        what: &'static str,
-    },
+    Checksum { batch: u64, offset: u64, what: &'static str },
     #[error("batch {batch} at offset {offset}: corrupted: {detail}")]
-    Corrupt {
-        batch: u64,
-        offset: u64,
-        detail: String,
-    },
-    #[error(
-        "batch {batch} at offset {offset}: sequence gap: expected seq {expected}, found {found}"
-    )]
-    SeqGap {
-        batch: u64,
-        offset: u64,
-        expected: u64,
-        found: u64,
-    },
+    Corrupt { batch: u64, offset: u64, detail: String },
+    #[error("batch {batch} at offset {offset}: sequence gap: expected seq {expected}, found {found}")]
+    SeqGap { batch: u64, offset: u64, expected: u64, found: u64 },
     #[error("log ends at offset {offset} after batch {batch} without an end marker: the recording was cut short")]
     Unterminated { batch: u64, offset: u64 },
 }
@@ -139,26 +164,32 @@ impl<W: Write> LogWriter<W> {
         mut out: W,
         incarnation: IncarnationToken,
         created_unix_ns: u64,
+        launch: &Launch,
     ) -> io::Result<Self> {
         let header = FileHeader::new(incarnation, created_unix_ns);
         out.write_all(bytemuck::bytes_of(&header))?;
-        Ok(LogWriter {
-            out,
-            offset: header.header_len as u64,
-            batches: 0,
-            next_seq: None,
-        })
+        let body = launch.encode();
+        let body_len = u32::try_from(body.len()).ok().filter(|&l| l <= MAX_BATCH_BODY).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "program arguments and environment too large")
+        })?;
+        let mut lh = LaunchHeader {
+            magic: LAUNCH_MAGIC,
+            argc: launch.argv.len() as u32,
+            envc: launch.env.len() as u32,
+            body_len,
+            body_crc: crc32c::crc32c(&body),
+            header_crc: 0,
+        };
+        lh.header_crc = crc32c::crc32c(&bytemuck::bytes_of(&lh)[..20]);
+        out.write_all(bytemuck::bytes_of(&lh))?;
+        out.write_all(&body)?;
+        let offset = header.header_len as u64 + 24 + body.len() as u64;
+        Ok(LogWriter { out, offset, batches: 0, next_seq: None })
     }
 
     /// Appends a batch of `event_count` encoded events starting at `first_seq`. Sequence numbers
     /// must continue where the previous batch stopped.
-    pub fn write_batch(
-        &mut self,
-        body: &[u8],
-        first_seq: u64,
-        event_count: u32,
-        wall_ns: u64,
-    ) -> io::Result<()> {
+    pub fn write_batch(&mut self, body: &[u8], first_seq: u64, event_count: u32, wall_ns: u64) -> io::Result<()> {
         if let Some(expected) = self.next_seq {
             if expected != first_seq {
                 return Err(io::Error::new(
@@ -252,6 +283,7 @@ impl Batch {
 pub struct LogReader<R: Read> {
     input: R,
     header: FileHeader,
+    launch: Launch,
     offset: u64,
     batch: u64,
     next_seq: Option<u64>,
@@ -290,26 +322,23 @@ impl<R: Read> LogReader<R> {
         }
         let header: FileHeader = bytemuck::pod_read_unaligned(&buf);
         if header.version != FILE_VERSION {
-            return Err(LogError::Version {
-                found: header.version,
-                supported: FILE_VERSION,
-            });
+            return Err(LogError::Version { found: header.version, supported: FILE_VERSION });
         }
         if header.crc != crc32c::crc32c(&buf[..60]) {
             return Err(LogError::HeaderChecksum);
         }
-        Ok(LogReader {
-            input,
-            header,
-            offset: 64,
-            batch: 0,
-            next_seq: None,
-            end_wall_ns: None,
-        })
+        let launch = read_launch(&mut input)?;
+        let offset = 64 + 24 + launch.1;
+        Ok(LogReader { input, header, launch: launch.0, offset, batch: 0, next_seq: None, end_wall_ns: None })
     }
 
     pub fn header(&self) -> &FileHeader {
         &self.header
+    }
+
+    /// How the primary started the program.
+    pub fn launch(&self) -> &Launch {
+        &self.launch
     }
 
     /// Wall time of the end marker, once it has been read.
@@ -326,34 +355,17 @@ impl<R: Read> LogReader<R> {
         let mut buf = [0u8; 40];
         let got = read_full(&mut self.input, &mut buf)?;
         if got == 0 {
-            return Err(LogError::Unterminated {
-                batch: self.batch,
-                offset,
-            });
+            return Err(LogError::Unterminated { batch: self.batch, offset });
         }
         if got < buf.len() {
-            return Err(LogError::Truncated {
-                batch,
-                offset,
-                what: "header",
-                needed: 40,
-                available: got as u64,
-            });
+            return Err(LogError::Truncated { batch, offset, what: "header", needed: 40, available: got as u64 });
         }
         let header: BatchHeader = bytemuck::pod_read_unaligned(&buf);
         if header.magic != BATCH_MAGIC && header.magic != END_MAGIC {
-            return Err(LogError::Corrupt {
-                batch,
-                offset,
-                detail: format!("bad batch magic {:#010x}", header.magic),
-            });
+            return Err(LogError::Corrupt { batch, offset, detail: format!("bad batch magic {:#010x}", header.magic) });
         }
         if !header.header_ok() {
-            return Err(LogError::Checksum {
-                batch,
-                offset,
-                what: "header",
-            });
+            return Err(LogError::Checksum { batch, offset, what: "header" });
         }
         if header.body_len > MAX_BATCH_BODY {
             return Err(LogError::Corrupt {
@@ -364,12 +376,7 @@ impl<R: Read> LogReader<R> {
         }
         if let Some(expected) = self.next_seq {
             if header.first_seq != expected {
-                return Err(LogError::SeqGap {
-                    batch,
-                    offset,
-                    expected,
-                    found: header.first_seq,
-                });
+                return Err(LogError::SeqGap { batch, offset, expected, found: header.first_seq });
             }
         }
         if header.magic == END_MAGIC {
@@ -389,18 +396,12 @@ impl<R: Read> LogReader<R> {
             });
         }
         if crc32c::crc32c(&body) != header.body_crc {
-            return Err(LogError::Checksum {
-                batch,
-                offset,
-                what: "body",
-            });
+            return Err(LogError::Checksum { batch, offset, what: "body" });
         }
-        verify_events(&body, header.first_seq, header.event_count).map_err(|detail| {
-            LogError::Corrupt {
-                batch,
-                offset,
-                detail,
-            }
+        verify_events(&body, header.first_seq, header.event_count).map_err(|detail| LogError::Corrupt {
+            batch,
+            offset,
+            detail,
         })?;
         self.batch = batch;
         self.offset += 40 + body.len() as u64;
@@ -416,25 +417,60 @@ impl<R: Read> LogReader<R> {
     }
 }
 
+/// Reads the launch section after the file header; returns it and its body length.
+fn read_launch(input: &mut impl Read) -> Result<(Launch, u64), LogError> {
+    let bad = |detail: String| LogError::Corrupt { batch: 0, offset: 64, detail };
+    let mut buf = [0u8; 24];
+    let got = read_full(input, &mut buf)?;
+    if got < buf.len() {
+        return Err(LogError::Truncated {
+            batch: 0,
+            offset: 64,
+            what: "launch record",
+            needed: 24,
+            available: got as u64,
+        });
+    }
+    let lh: LaunchHeader = bytemuck::pod_read_unaligned(&buf);
+    if lh.magic != LAUNCH_MAGIC {
+        return Err(bad(format!("bad launch record magic {:#010x}", lh.magic)));
+    }
+    if lh.header_crc != crc32c::crc32c(&buf[..20]) {
+        return Err(LogError::Checksum { batch: 0, offset: 64, what: "launch record header" });
+    }
+    if lh.body_len > MAX_BATCH_BODY {
+        return Err(bad(format!("launch record of {} bytes is too large", lh.body_len)));
+    }
+    let mut body = vec![0u8; lh.body_len as usize];
+    let got = read_full(input, &mut body)?;
+    if got < body.len() {
+        return Err(LogError::Truncated {
+            batch: 0,
+            offset: 64,
+            what: "launch record",
+            needed: lh.body_len as u64,
+            available: got as u64,
+        });
+    }
+    if crc32c::crc32c(&body) != lh.body_crc {
+        return Err(LogError::Checksum { batch: 0, offset: 64, what: "launch record body" });
+    }
+    let launch = Launch::decode(lh.argc, lh.envc, &body).ok_or_else(|| bad("malformed launch record".into()))?;
+    Ok((launch, body.len() as u64))
+}
+
 /// Checks that `body` holds exactly `count` well-formed events numbered from `first_seq`.
 pub fn verify_events(body: &[u8], first_seq: u64, count: u32) -> Result<(), String> {
     let mut rest = body;
     for (i, seq) in (0..count).zip(first_seq..) {
-        let (e, r) =
-            Event::parse(rest).map_err(|e: RecordError| format!("event {i} of {count}: {e}"))?;
+        let (e, r) = Event::parse(rest).map_err(|e: RecordError| format!("event {i} of {count}: {e}"))?;
         if e.header.seq != seq {
-            return Err(format!(
-                "event {i} has seq {}, expected {seq}",
-                e.header.seq
-            ));
+            return Err(format!("event {i} has seq {}, expected {seq}", e.header.seq));
         }
         rest = r;
     }
     if !rest.is_empty() {
-        return Err(format!(
-            "{} bytes after the last of {count} events",
-            rest.len()
-        ));
+        return Err(format!("{} bytes after the last of {count} events", rest.len()));
     }
     Ok(())
 }
@@ -456,8 +492,16 @@ mod tests {
         (h, payload.to_vec())
     }
 
+    fn launch() -> Launch {
+        Launch {
+            argv: vec![b"/bin/prog".to_vec(), b"--flag".to_vec()],
+            env: vec![b"A=1".to_vec(), b"EMPTY=".to_vec()],
+            cwd: b"/tmp".to_vec(),
+        }
+    }
+
     fn sample_log() -> Vec<u8> {
-        let mut w = LogWriter::create(Vec::new(), IncarnationToken::NONE, 1).unwrap();
+        let mut w = LogWriter::create(Vec::new(), IncarnationToken::NONE, 1, &launch()).unwrap();
         let mut seq = 1;
         for b in 0..3 {
             let mut body = Vec::new();
@@ -484,6 +528,7 @@ mod tests {
     fn round_trip() {
         let log = sample_log();
         assert_eq!(read_all(&log).unwrap(), (1..=15).collect::<Vec<_>>());
+        assert_eq!(LogReader::open(&log[..]).unwrap().launch(), &launch());
     }
 
     #[test]
@@ -514,18 +559,16 @@ mod tests {
         let mut r = LogReader::open(&log[..]).unwrap();
         r.next_batch().unwrap();
         let second_batch = r.next_batch().unwrap().unwrap().offset as usize;
-        assert_eq!(second_batch, 64 + 40 + (5 * 64 + 8 + 8 + 16 + 16));
+        let launch_len = 24 + launch().encode().len();
+        assert_eq!(second_batch, 64 + launch_len + 40 + (5 * 64 + 8 + 8 + 16 + 16));
         log[second_batch + 40 + 70] ^= 1;
         let msg = read_all(&log).unwrap_err().to_string();
-        assert_eq!(
-            msg,
-            format!("batch 2 at offset {second_batch}: body checksum mismatch (corrupted)")
-        );
+        assert_eq!(msg, format!("batch 2 at offset {second_batch}: body checksum mismatch (corrupted)"));
     }
 
     #[test]
     fn writer_refuses_gaps() {
-        let mut w = LogWriter::create(Vec::new(), IncarnationToken::NONE, 1).unwrap();
+        let mut w = LogWriter::create(Vec::new(), IncarnationToken::NONE, 1, &launch()).unwrap();
         let mut body = Vec::new();
         let (h, p) = event(1, b"x");
         encode_into(&mut body, &h, &p);

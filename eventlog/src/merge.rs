@@ -30,19 +30,10 @@ impl Merger {
         let cursors = (0..region.geometry().ring_count)
             .map(|i| {
                 let v = region.slot_view(i);
-                Cursor {
-                    head: v.head,
-                    tail: v.head,
-                }
+                Cursor { head: v.head, tail: v.head }
             })
             .collect();
-        Merger {
-            region,
-            next_seq: 1,
-            cursors,
-            live: Vec::new(),
-            last: None,
-        }
+        Merger { region, next_seq: 1, cursors, live: Vec::new(), last: None }
     }
 
     /// The sequence number the merge is waiting for.
@@ -65,9 +56,7 @@ impl Merger {
         if c.tail - c.head < crate::record::HEADER_LEN as u64 {
             c.tail = self.region.published_tail(index);
         }
-        self.region
-            .peek_header(index, c.head, c.tail)
-            .map(|h| h.seq)
+        self.region.peek_header(index, c.head, c.tail).map(|h| h.seq)
     }
 
     /// Moves the run of consecutive events starting at `next_seq` out of slot `index`.
@@ -85,8 +74,7 @@ impl Merger {
             n += 1;
         }
         if n > 0 {
-            self.region
-                .advance_head(index, self.cursors[index as usize].head);
+            self.region.advance_head(index, self.cursors[index as usize].head);
         }
         n
     }
@@ -122,10 +110,7 @@ impl Merger {
         let mut closed = 0;
         for i in 0..self.region.geometry().ring_count {
             let v = self.region.slot_view(i);
-            if v.state == SLOT_ACTIVE
-                && !is_alive(v.owner_pid, v.owner_tid)
-                && self.region.close_orphan(i)
-            {
+            if v.state == SLOT_ACTIVE && !is_alive(v.owner_pid, v.owner_tid) && self.region.close_orphan(i) {
                 closed += 1;
             }
             if self.region.slot_view(i).state == SLOT_CLOSED {
@@ -138,23 +123,16 @@ impl Merger {
     /// While producers still run: if the next number was taken by a thread that died before
     /// writing its event, appends a `lost` event for it (and for any that follow the same way).
     /// Returns how many.
-    pub fn fill_dead_writer_gap(
-        &mut self,
-        out: &mut Vec<u8>,
-        is_alive: impl Fn(i32, i32) -> bool,
-    ) -> u64 {
+    pub fn fill_dead_writer_gap(&mut self, out: &mut Vec<u8>, is_alive: impl Fn(i32, i32) -> bool) -> u64 {
         let mut filled = 0;
         loop {
             self.refresh();
             let live = self.live.clone();
-            let at_head = live
-                .iter()
-                .any(|&i| self.head_seq(i) == Some(self.next_seq));
+            let at_head = live.iter().any(|&i| self.head_seq(i) == Some(self.next_seq));
             let dead_holder = !at_head
                 && live.iter().any(|&i| {
                     let v = self.region.slot_view(i);
-                    v.reserved == self.next_seq
-                        && (v.state == SLOT_CLOSED || !is_alive(v.owner_pid, v.owner_tid))
+                    v.reserved == self.next_seq && (v.state == SLOT_CLOSED || !is_alive(v.owner_pid, v.owner_tid))
                 });
             if !dead_holder {
                 return filled;
@@ -202,11 +180,7 @@ mod tests {
     use std::sync::Arc;
 
     fn header(seq: u64, tid: u32) -> EventHeader {
-        EventHeader {
-            pid: 1,
-            tid,
-            ..EventHeader::new(seq, Call::MutexLock)
-        }
+        EventHeader { pid: 1, tid, ..EventHeader::new(seq, Call::MutexLock) }
     }
 
     fn seqs(bytes: &[u8]) -> Vec<u64> {
@@ -222,16 +196,7 @@ mod tests {
 
     #[test]
     fn threads_merge_into_one_gapless_order() {
-        let shared = Arc::new(
-            SharedRegion::create(
-                Geometry {
-                    ring_count: 8,
-                    ring_bytes: MIN_RING_BYTES,
-                },
-                Mode::Record,
-            )
-            .unwrap(),
-        );
+        let shared = Arc::new(SharedRegion::create(Geometry::record(8, MIN_RING_BYTES), Mode::Record).unwrap());
         let region = shared.region();
         let writers: Vec<_> = (0..4u32)
             .map(|t| {
@@ -266,14 +231,7 @@ mod tests {
 
     #[test]
     fn merge_waits_for_a_reserved_number_then_fills_a_dead_writers_gap() {
-        let shared = SharedRegion::create(
-            Geometry {
-                ring_count: 2,
-                ring_bytes: MIN_RING_BYTES,
-            },
-            Mode::Record,
-        )
-        .unwrap();
+        let shared = SharedRegion::create(Geometry::record(2, MIN_RING_BYTES), Mode::Record).unwrap();
         let region = shared.region();
         let mut a = Producer::claim(region, 1, 1, 1, 0).unwrap();
         let b = Producer::claim(region, 1, 2, 1, 1).unwrap();
@@ -285,16 +243,8 @@ mod tests {
         let mut merger = Merger::new(region);
         let mut out = Vec::new();
         assert_eq!(merger.drain(&mut out, 1 << 20), 1);
-        assert_eq!(
-            merger.drain(&mut out, 1 << 20),
-            0,
-            "seq 2 is not written yet"
-        );
-        assert_eq!(
-            merger.fill_dead_writer_gap(&mut out, |_, _| true),
-            0,
-            "b is alive: wait"
-        );
+        assert_eq!(merger.drain(&mut out, 1 << 20), 0, "seq 2 is not written yet");
+        assert_eq!(merger.fill_dead_writer_gap(&mut out, |_, _| true), 0, "b is alive: wait");
         // b dies without writing seq 2.
         assert_eq!(merger.fill_dead_writer_gap(&mut out, |_, tid| tid != 2), 1);
         assert_eq!(merger.drain(&mut out, 1 << 20), 1);

@@ -18,7 +18,7 @@ pub struct EventHeader {
     pub pid: LogicalPid,
     pub tid: LogicalTid,
     pub call: u16,
-    /// Low four bits: [`FdKind`] of `fd`; the rest are zero (reserved).
+    /// Low four bits: [`FdKind`] of `fd`; above them the bits of [`flags`].
     pub flags: u16,
     /// The descriptor the call was made on (or the first one it created), -1 if none.
     pub fd: i32,
@@ -34,6 +34,13 @@ pub struct EventHeader {
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 64);
 const _: () = assert!(core::mem::align_of::<EventHeader>() == 8);
+
+/// Flag bits above the descriptor kind.
+pub mod flags {
+    /// The thread's next event is a signal delivered right after this call returns: a backup
+    /// delivers it at the same boundary.
+    pub const SIGNAL_NEXT: u16 = 1 << 4;
+}
 
 pub const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
 
@@ -101,10 +108,7 @@ impl core::fmt::Display for RecordError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             RecordError::ShortHeader { available } => {
-                write!(
-                    f,
-                    "{available} bytes left, an event header needs {HEADER_LEN}"
-                )
+                write!(f, "{available} bytes left, an event header needs {HEADER_LEN}")
             }
             RecordError::ShortPayload { needed, available } => {
                 write!(f, "event needs {needed} bytes, {available} left")
@@ -118,9 +122,7 @@ impl<'a> Event<'a> {
     /// Reads the event at the start of `bytes`; returns it and the bytes after it.
     pub fn parse(bytes: &'a [u8]) -> Result<(Event<'a>, &'a [u8]), RecordError> {
         if bytes.len() < HEADER_LEN {
-            return Err(RecordError::ShortHeader {
-                available: bytes.len(),
-            });
+            return Err(RecordError::ShortHeader { available: bytes.len() });
         }
         let header: EventHeader = bytemuck::pod_read_unaligned(&bytes[..HEADER_LEN]);
         if Call::from_id(header.call).is_none() {
@@ -128,10 +130,7 @@ impl<'a> Event<'a> {
         }
         let len = header.record_len();
         if bytes.len() < len {
-            return Err(RecordError::ShortPayload {
-                needed: len,
-                available: bytes.len(),
-            });
+            return Err(RecordError::ShortPayload { needed: len, available: bytes.len() });
         }
         let payload = &bytes[HEADER_LEN..HEADER_LEN + header.payload_len as usize];
         Ok((Event { header, payload }, &bytes[len..]))
@@ -144,10 +143,7 @@ pub fn encode_into(out: &mut Vec<u8>, header: &EventHeader, payload: &[u8]) {
     debug_assert_eq!(header.payload_len as usize, payload.len());
     out.extend_from_slice(bytemuck::bytes_of(header));
     out.extend_from_slice(payload);
-    out.resize(
-        out.len() + (record_len(payload.len()) - HEADER_LEN - payload.len()),
-        0,
-    );
+    out.resize(out.len() + (record_len(payload.len()) - HEADER_LEN - payload.len()), 0);
 }
 
 #[cfg(all(test, feature = "host"))]
@@ -184,24 +180,12 @@ mod tests {
     fn short_and_unknown_records_are_errors() {
         let mut buf = Vec::new();
         encode_into(&mut buf, &header(1, 16), &[7; 16]);
-        assert_eq!(
-            Event::parse(&buf[..70]).unwrap_err(),
-            RecordError::ShortPayload {
-                needed: 80,
-                available: 70
-            }
-        );
-        assert_eq!(
-            Event::parse(&buf[..10]).unwrap_err(),
-            RecordError::ShortHeader { available: 10 }
-        );
+        assert_eq!(Event::parse(&buf[..70]).unwrap_err(), RecordError::ShortPayload { needed: 80, available: 70 });
+        assert_eq!(Event::parse(&buf[..10]).unwrap_err(), RecordError::ShortHeader { available: 10 });
         let mut bad = header(1, 0);
         bad.call = 9999;
         let mut buf = Vec::new();
         encode_into(&mut buf, &bad, b"");
-        assert_eq!(
-            Event::parse(&buf).unwrap_err(),
-            RecordError::UnknownCall { id: 9999 }
-        );
+        assert_eq!(Event::parse(&buf).unwrap_err(), RecordError::UnknownCall { id: 9999 });
     }
 }

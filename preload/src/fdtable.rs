@@ -21,6 +21,9 @@ struct EpollReg {
 
 struct FdEntry {
     kind: AtomicU8,
+    /// Non-zero: a stand-in for a connection that existed only on the primary (replay). Once
+    /// live it reads as closed and refuses writes.
+    dead: AtomicU8,
     /// Owner's real pid, plus WAITERS. A pid other than ours means the lock was held in the
     /// parent when this process forked: nobody here holds it.
     lock: AtomicU32,
@@ -33,13 +36,9 @@ impl FdEntry {
     const fn new() -> FdEntry {
         FdEntry {
             kind: AtomicU8::new(0),
+            dead: AtomicU8::new(0),
             lock: AtomicU32::new(0),
-            epoll: [const {
-                EpollReg {
-                    epfd_plus1: AtomicI32::new(0),
-                    data: AtomicU64::new(0),
-                }
-            }; EPOLL_REGS],
+            epoll: [const { EpollReg { epfd_plus1: AtomicI32::new(0), data: AtomicU64::new(0) } }; EPOLL_REGS],
         }
     }
 }
@@ -73,13 +72,35 @@ pub fn kind(fd: c_int) -> FdKind {
     }
 }
 
+/// Changes what an open descriptor is (it started listening), keeping its epoll registrations.
+pub fn set_kind(fd: c_int, kind: FdKind) {
+    if let Some(e) = entry(fd) {
+        e.kind.store(kind as u8, Ordering::Relaxed);
+    }
+}
+
+/// Describes a descriptor just created (or reused): its kind, and no registrations yet.
 pub fn set(fd: c_int, kind: FdKind) {
     if let Some(e) = entry(fd) {
         e.kind.store(kind as u8, Ordering::Relaxed);
+        e.dead.store(0, Ordering::Relaxed);
         for r in &e.epoll {
             r.epfd_plus1.store(0, Ordering::Relaxed);
         }
     }
+}
+
+/// Marks `fd` as a stand-in for a connection only the primary had.
+pub fn set_dead(fd: c_int) {
+    if let Some(e) = entry(fd) {
+        e.dead.store(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether `fd` stands in for a connection only the primary had.
+#[inline(always)]
+pub fn is_dead(fd: c_int) -> bool {
+    entry(fd).is_some_and(|e| e.dead.load(Ordering::Relaxed) != 0)
 }
 
 /// Forgets `fd` (closed).
@@ -152,18 +173,13 @@ pub fn lock(fd: c_int) -> FdLock {
         let holder = cur & !WAITERS;
         if holder != me {
             // Free, or held by the parent we were forked from.
-            if e.lock
-                .compare_exchange(cur, want, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
+            if e.lock.compare_exchange(cur, want, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                 return FdLock(Some(e));
             }
             continue;
         }
         if cur & WAITERS == 0
-            && e.lock
-                .compare_exchange(cur, cur | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
+            && e.lock.compare_exchange(cur, cur | WAITERS, Ordering::Relaxed, Ordering::Relaxed).is_err()
         {
             continue;
         }
@@ -213,9 +229,7 @@ pub fn epoll_register(epfd: c_int, fd: c_int, data: u64) -> bool {
 pub fn epoll_unregister(epfd: c_int, fd: c_int) {
     if let Some(e) = entry(fd) {
         for r in &e.epoll {
-            let _ =
-                r.epfd_plus1
-                    .compare_exchange(epfd + 1, 0, Ordering::Relaxed, Ordering::Relaxed);
+            let _ = r.epfd_plus1.compare_exchange(epfd + 1, 0, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 }
@@ -223,8 +237,5 @@ pub fn epoll_unregister(epfd: c_int, fd: c_int) {
 /// The program's `epoll_data` for `fd` in set `epfd`.
 pub fn epoll_data(epfd: c_int, fd: c_int) -> Option<u64> {
     let e = entry(fd)?;
-    e.epoll
-        .iter()
-        .find(|r| r.epfd_plus1.load(Ordering::Acquire) == epfd + 1)
-        .map(|r| r.data.load(Ordering::Relaxed))
+    e.epoll.iter().find(|r| r.epfd_plus1.load(Ordering::Acquire) == epfd + 1).map(|r| r.data.load(Ordering::Relaxed))
 }

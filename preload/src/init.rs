@@ -5,7 +5,7 @@ use crate::msg::{fatal, parse_decimal, report, write_decimal};
 use crate::state::{self, Ev, Hook};
 use crate::{fdtable, real, seccomp, sys};
 use core::ffi::{c_char, c_int, c_void};
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU32, Ordering};
 use eventlog::ring::Region;
 use eventlog::{env, ids, Call, FdKind};
 
@@ -28,13 +28,7 @@ struct Settings {
 /// # Safety
 /// `envp` is the process's NULL-terminated environment.
 unsafe fn settings(envp: *const *const c_char) -> Option<Settings> {
-    let mut s = Settings {
-        shm_fd: -1,
-        mode: state::MODE_OFF,
-        lpid: 0,
-        owner: core::ptr::null_mut(),
-        owner_pid: 0,
-    };
+    let mut s = Settings { shm_fd: -1, mode: state::MODE_OFF, lpid: 0, owner: core::ptr::null_mut(), owner_pid: 0 };
     let mut i = 0;
     // SAFETY: per the caller.
     unsafe {
@@ -51,11 +45,9 @@ unsafe fn settings(envp: *const *const c_char) -> Option<Settings> {
             } else if name == env::MODE.as_bytes() {
                 s.mode = match value {
                     b"record" => state::MODE_RECORD,
-                    other => fatal!(
-                        "unknown {}={}",
-                        env::MODE,
-                        core::str::from_utf8(other).unwrap_or("?")
-                    ),
+                    b"replay" => state::MODE_REPLAY,
+                    b"live" => state::MODE_LIVE,
+                    other => fatal!("unknown {}={}", env::MODE, core::str::from_utf8(other).unwrap_or("?")),
                 };
             } else if name == env::LPID.as_bytes() {
                 s.lpid = parse_decimal(value).unwrap_or(0) as u32;
@@ -68,15 +60,18 @@ unsafe fn settings(envp: *const *const c_char) -> Option<Settings> {
     (s.shm_fd >= 0 && s.mode != state::MODE_OFF).then_some(s)
 }
 
+/// Where the shim maps its shared region: far from where the program's own mappings go (the
+/// heap grows up from the executable, mappings grow down from below the stack). A region at a
+/// fixed place leaves the program's memory layout the same whatever the region's size, so a
+/// primary (recording rings) and a backup (replay feed) lay out the program's memory alike.
+const REGION_ADDRESS: usize = 0x5a00_0000_0000;
+
 fn attach(fd: c_int) -> Region {
     let Some(st) = sys::fstat(fd) else {
-        fatal!(
-            "descriptor {fd} ({}) is not open; was the program started by tandem?",
-            env::SHM_FD
-        )
+        fatal!("descriptor {fd} ({}) is not open; was the program started by tandem?", env::SHM_FD)
     };
     let len = st.st_size as usize;
-    let Some(base) = sys::mmap_shared(fd, len) else {
+    let Some(base) = sys::mmap_shared(fd, len, REGION_ADDRESS) else {
         fatal!("cannot map the shared event region ({len} bytes)")
     };
     // SAFETY: `base` is a fresh shared mapping of `len` bytes that stays mapped for the life of the
@@ -103,9 +98,45 @@ fn remember_own_path() {
 }
 
 extern "C" fn construct(_argc: c_int, _argv: *const *const c_char, envp: *const *const c_char) {
-    real::resolve_all();
     // SAFETY: the loader passes the process environment to init_array functions.
+    unsafe { start(envp) };
+}
+
+extern "C" {
+    static environ: *const *const c_char;
+}
+
+/// Other libraries' constructors can run before ours, and call hooked functions (an allocator
+/// reading the clock as it sets itself up). The first such call starts the shim then, so the
+/// process's every call is recorded or replayed, not only those after our constructor.
+#[cold]
+pub fn start_early() {
+    // SAFETY: libc's `environ` is set before any constructor runs.
+    unsafe { start(environ) };
+}
+
+/// 0: not started; 1: starting; 2: done.
+static STARTED: AtomicU32 = AtomicU32::new(0);
+
+/// Whether nothing has started the shim yet in this process image.
+#[inline(always)]
+pub fn not_started() -> bool {
+    STARTED.load(Ordering::Relaxed) == 0
+}
+
+/// Starts the shim in this process image, once. Allocates nothing and takes no locks of the
+/// program's: it may run inside another library's constructor, even inside its allocator.
+///
+/// # Safety
+/// `envp` is the process's NULL-terminated environment.
+unsafe fn start(envp: *const *const c_char) {
+    if STARTED.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        return;
+    }
+    real::resolve_all();
+    // SAFETY: per the caller.
     let Some(s) = (unsafe { settings(envp) }) else {
+        STARTED.store(2, Ordering::Release);
         return;
     };
     let pid = sys::getpid();
@@ -123,11 +154,7 @@ extern "C" fn construct(_argc: c_int, _argv: *const *const c_char, envp: *const 
         // SAFETY: `owner` points at the OWNER_WIDTH digits of our own environment entry.
         unsafe {
             for i in 0..env::OWNER_WIDTH {
-                *s.owner.add(i) = if i + n >= env::OWNER_WIDTH {
-                    digits[i + n - env::OWNER_WIDTH]
-                } else {
-                    b'0'
-                };
+                *s.owner.add(i) = if i + n >= env::OWNER_WIDTH { digits[i + n - env::OWNER_WIDTH] } else { b'0' };
             }
         }
     }
@@ -141,14 +168,26 @@ extern "C" fn construct(_argc: c_int, _argv: *const *const c_char, envp: *const 
         report!("could not install the io_uring filter; io_uring calls will not be seen");
     }
     seccomp::install_handler();
-    state::ctx().start(ids::MAIN_TID);
+    // Test and debugging knobs come through the region, not the environment: the program's
+    // environment must be the same on the primary and its backups.
+    state::JITTER_NS.store(region.header().jitter_us.load(Ordering::Relaxed) as u64 * 1000, Ordering::Relaxed);
+    crate::replay::TRACE.store(region.header().trace.load(Ordering::Relaxed) != 0, Ordering::Relaxed);
     state::MODE.store(s.mode, Ordering::Release);
+    if let Some(feed) = region.feed() {
+        // After exec, the old image's threads are gone: drop their slots before taking ours.
+        crate::replay::drop_stale_threads(&feed, pid);
+    }
+    state::ctx().start(ids::MAIN_TID);
+    STARTED.store(2, Ordering::Release);
     if unseen_spawn {
         if let Some(hook) = Hook::enter() {
-            let ev = Ev::new(Call::ProcessStart)
-                .result(pid as i64)
-                .aux(s.lpid as u64, sys::getppid() as u64);
-            hook.emit(ev, &[]);
+            match hook.turn(Call::ProcessStart) {
+                Some(t) => t.done(),
+                None => {
+                    let ev = Ev::new(Call::ProcessStart).result(pid as i64).aux(s.lpid as u64, sys::getppid() as u64);
+                    hook.emit(ev, &[]);
+                }
+            }
         }
     }
 }

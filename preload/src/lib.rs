@@ -7,11 +7,13 @@
 //! lock, print or panic on the way through a hook; reach the kernel directly rather than through
 //! a libc function the shim itself hooks.
 
+mod dl;
 mod fdtable;
 mod hooks;
 mod init;
 mod msg;
 mod real;
+mod replay;
 mod seccomp;
 mod signals;
 mod state;

@@ -10,10 +10,7 @@ pub struct StackBuf<const N: usize> {
 
 impl<const N: usize> StackBuf<N> {
     pub const fn new() -> Self {
-        StackBuf {
-            bytes: [0; N],
-            len: 0,
-        }
+        StackBuf { bytes: [0; N], len: 0 }
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -92,7 +89,5 @@ pub fn parse_decimal(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 19 {
         return None;
     }
-    s.iter().try_fold(0u64, |acc, &c| {
-        c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u64)
-    })
+    s.iter().try_fold(0u64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u64))
 }

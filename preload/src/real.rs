@@ -7,18 +7,18 @@
 use core::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use libc::{
-    clockid_t, epoll_event, fd_set, mode_t, msghdr, nfds_t, off_t, pid_t, pollfd,
-    posix_spawn_file_actions_t, posix_spawnattr_t, pthread_attr_t, pthread_cond_t, pthread_mutex_t,
-    pthread_rwlock_t, pthread_t, rusage, sem_t, sigset_t, size_t, sockaddr, socklen_t, ssize_t,
-    time_t, timespec, timeval, useconds_t, utsname, FILE,
+    clockid_t, epoll_event, fd_set, mode_t, msghdr, nfds_t, off_t, pid_t, pollfd, posix_spawn_file_actions_t,
+    posix_spawnattr_t, pthread_attr_t, pthread_cond_t, pthread_mutex_t, pthread_rwlock_t, pthread_t, rusage, sem_t,
+    sigset_t, size_t, sockaddr, socklen_t, ssize_t, time_t, timespec, timeval, useconds_t, utsname, FILE,
 };
 
 pub type StartRoutine = extern "C" fn(*mut c_void) -> *mut c_void;
 
 #[cold]
 fn resolve(slot: &AtomicUsize, name: &'static [u8]) -> usize {
-    // SAFETY: `name` is NUL-terminated (built with concat!); dlsym is thread-safe.
-    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr() as *const c_char) } as usize;
+    // `name` is NUL-terminated (built with concat!). libc's own dlsym, not the shim's: this
+    // library exports `dlsym` and would otherwise find itself.
+    let p = crate::dl::real_dlsym(libc::RTLD_NEXT, name.as_ptr() as *const c_char) as usize;
     slot.store(p, Ordering::Relaxed);
     p
 }

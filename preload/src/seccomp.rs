@@ -31,18 +31,8 @@ pub fn install_filter() -> bool {
     const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
     const RET_ALLOW: u32 = 0x7fff_0000;
     const RET_TRAP: u32 = 0x0003_0000;
-    let stmt = |code: u32, k: u32| sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let jeq = |k: u32, jt: u8, jf: u8| sock_filter {
-        code: (BPF_JMP | BPF_JEQ | BPF_K) as u16,
-        jt,
-        jf,
-        k,
-    };
+    let stmt = |code: u32, k: u32| sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let jeq = |k: u32, jt: u8, jf: u8| sock_filter { code: (BPF_JMP | BPF_JEQ | BPF_K) as u16, jt, jf, k };
     let filter = [
         stmt(BPF_LD | BPF_W | BPF_ABS, 4),
         jeq(AUDIT_ARCH_X86_64, 0, 5),
@@ -53,19 +43,13 @@ pub fn install_filter() -> bool {
         stmt(BPF_RET | BPF_K, RET_ALLOW),
         stmt(BPF_RET | BPF_K, RET_TRAP),
     ];
-    let prog = sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr() as *mut sock_filter,
-    };
+    let prog = sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut sock_filter };
     // SAFETY: PR_SET_NO_NEW_PRIVS takes no pointer; PR_SET_SECCOMP reads `prog`, which points to
     // the live `filter` array for the duration of the call.
     unsafe {
         sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, core::ptr::null()) == 0
-            && sys::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER as usize,
-                &prog as *const _ as *const c_void,
-            ) == 0
+            && sys::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER as usize, &prog as *const _ as *const c_void)
+                == 0
     }
 }
 
@@ -91,10 +75,7 @@ pub fn install_handler() {
 ///
 /// # Safety
 /// As for sigaction(2).
-pub unsafe fn program_sigsys_action(
-    act: *const libc::sigaction,
-    old: *mut libc::sigaction,
-) -> c_int {
+pub unsafe fn program_sigsys_action(act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
     // SAFETY: the caller vouches for the pointers.
     unsafe {
         if !old.is_null() {
@@ -116,20 +97,14 @@ extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, uctx: *mut c_voi
     }
     // SAFETY: the kernel passes valid siginfo and ucontext pointers to an SA_SIGINFO handler. For
     // SIGSYS the syscall number is the int at byte 24 of siginfo (after si_call_addr).
-    let (code, nr) = unsafe {
-        (
-            (*info).si_code,
-            *((info as *const u8).add(24) as *const c_int),
-        )
-    };
+    let (code, nr) = unsafe { ((*info).si_code, *((info as *const u8).add(24) as *const c_int)) };
     if code != SYS_SECCOMP {
         let handler = PROGRAM_HANDLER.load(Ordering::Relaxed);
         if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
             // SAFETY: the program's handler, installed with SA_SIGINFO or not as its flags say.
             unsafe {
                 if PROGRAM_FLAGS.load(Ordering::Relaxed) & libc::SA_SIGINFO as u64 != 0 {
-                    let f: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) =
-                        core::mem::transmute(handler);
+                    let f: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) = core::mem::transmute(handler);
                     f(sig, info, uctx);
                 } else {
                     let f: extern "C" fn(c_int) = core::mem::transmute(handler);
@@ -146,12 +121,10 @@ extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, uctx: *mut c_voi
         (*uc).uc_mcontext.gregs[libc::REG_RAX as usize] = -(libc::ENOSYS as i64);
     }
     if let Some(hook) = Hook::enter() {
-        hook.emit(
-            Ev::new(Call::IoUringSetup)
-                .failed(libc::ENOSYS)
-                .aux(nr as u64, 0),
-            &[],
-        );
+        match hook.turn(Call::IoUringSetup) {
+            Some(t) => t.expect("the system call", t.header().aux[0] as i64, nr as i64),
+            None => hook.emit(Ev::new(Call::IoUringSetup).failed(libc::ENOSYS).aux(nr as u64, 0), &[]),
+        }
         crate::state::leave_without_delivery(hook);
     }
 }

@@ -1,13 +1,16 @@
 //! Asynchronous signals become events at call boundaries.
 //!
-//! `signal`/`sigaction` install a wrapper in place of the program's handler. The wrapper only
-//! notes the signal as pending (with its siginfo); the program's handler runs when the thread next
-//! leaves a hook, after that hook's event, and the delivery itself is an event. So a handler runs
-//! at the same point of the program on every host. Faults (SIGSEGV, SIGBUS, SIGILL, SIGFPE,
-//! SIGTRAP) are synchronous to an instruction and go to the handler at once.
+//! `signal`/`sigaction` install a wrapper in place of the program's handler. While recording, the
+//! wrapper only notes the signal as pending (with its siginfo). When a thread next records an
+//! event, it picks one pending, unblocked signal, marks the event `SIGNAL_NEXT`, and when the
+//! hook returns records a `signal` event and runs the program's handler. A backup sees the mark,
+//! waits for its `signal` event and runs the handler at the same point: same thread, same call
+//! boundary. In replay the wrapper ignores real asynchronous signals (the log says which signals
+//! arrive where); going live puts the program's own handlers back. Faults (SIGSEGV, SIGBUS,
+//! SIGILL, SIGFPE, SIGTRAP) are synchronous to an instruction and go to the handler at once.
 
 use crate::real;
-use crate::state::{active, ctx, Ev, Hook, ThreadCtx};
+use crate::state::{self, active, ctx, Ev, Hook, ThreadCtx};
 use crate::sys;
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -24,23 +27,25 @@ struct Action {
     mask: AtomicU64,
 }
 
-static ACTIONS: [Action; NSIG] = [const {
-    Action {
-        handler: AtomicUsize::new(0),
-        flags: AtomicU64::new(0),
-        mask: AtomicU64::new(0),
-    }
-}; NSIG];
+static ACTIONS: [Action; NSIG] =
+    [const { Action { handler: AtomicUsize::new(0), flags: AtomicU64::new(0), mask: AtomicU64::new(0) } }; NSIG];
 /// Bit (sig - 1) set while our wrapper is installed for sig.
 static WRAPPED: AtomicU64 = AtomicU64::new(0);
 /// Process-directed signals waiting for a boundary in any thread.
 static PROC_PENDING: AtomicU64 = AtomicU64::new(0);
 /// The last siginfo seen for each signal (standard signals coalesce in the kernel as well).
-static INFO: [[AtomicU64; SIGINFO_LEN / 8]; NSIG] =
-    [const { [const { AtomicU64::new(0) }; SIGINFO_LEN / 8] }; NSIG];
+static INFO: [[AtomicU64; SIGINFO_LEN / 8]; NSIG] = [const { [const { AtomicU64::new(0) }; SIGINFO_LEN / 8] }; NSIG];
+
+/// `signal_after` value meaning "the log says a signal follows" (replay).
+pub const RECORDED_SIGNAL: u32 = u32::MAX;
 
 const fn bit(sig: c_int) -> u64 {
     1u64 << (sig - 1)
+}
+
+/// Whether the program handles `sig` (through our wrapper).
+pub fn is_handled(sig: c_int) -> bool {
+    (1..NSIG as c_int).contains(&sig) && WRAPPED.load(Ordering::Relaxed) & bit(sig) != 0
 }
 
 #[inline(always)]
@@ -49,27 +54,17 @@ pub fn any_pending(ctx: &ThreadCtx) -> bool {
 }
 
 fn is_fault(sig: c_int) -> bool {
-    matches!(
-        sig,
-        libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP
-    )
+    matches!(sig, libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP)
 }
 
 /// Calls the program's handler for `sig` the way the kernel would have.
 ///
 /// # Safety
 /// `info` and `uctx` are what the handler may receive (valid or null).
-unsafe fn call_handler(
-    sig: c_int,
-    handler: usize,
-    flags: u64,
-    info: *mut siginfo_t,
-    uctx: *mut c_void,
-) {
+unsafe fn call_handler(sig: c_int, handler: usize, flags: u64, info: *mut siginfo_t, uctx: *mut c_void) {
     if flags & libc::SA_SIGINFO as u64 != 0 {
         // SAFETY: the program installed `handler` with SA_SIGINFO, so it has this signature.
-        let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) =
-            unsafe { core::mem::transmute(handler) };
+        let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) = unsafe { core::mem::transmute(handler) };
         f(sig, info, uctx);
     } else {
         // SAFETY: without SA_SIGINFO the handler takes the signal number only.
@@ -86,16 +81,8 @@ extern "C" fn on_signal(sig: c_int, info: *mut siginfo_t, uctx: *mut c_void) {
     let a = &ACTIONS[sig as usize];
     if is_fault(sig) {
         // SAFETY: forwarding the kernel's own arguments to the program's handler.
-        unsafe {
-            call_handler(
-                sig,
-                a.handler.load(Ordering::Relaxed),
-                a.flags.load(Ordering::Relaxed),
-                info,
-                uctx,
-            )
-        };
-    } else {
+        unsafe { call_handler(sig, a.handler.load(Ordering::Relaxed), a.flags.load(Ordering::Relaxed), info, uctx) };
+    } else if state::mode() == state::MODE_RECORD {
         let mut code = 0;
         if !info.is_null() {
             // SAFETY: the kernel passes a valid siginfo of SIGINFO_LEN bytes.
@@ -121,84 +108,81 @@ pub fn reset_after_fork() {
     ctx().pending_signals.store(0, Ordering::Relaxed);
 }
 
-/// Delivers every pending, unblocked signal: one event each, then the program's handler with
-/// the mask it asked for. Runs when a thread leaves a hook.
-#[cold]
-pub fn deliver_pending() {
+/// Recording: takes one pending signal this thread can receive now (not blocked), or 0.
+pub fn choose_for_boundary(ctx: &ThreadCtx) -> c_int {
+    let blocked = sys::current_sigmask();
     loop {
-        let Some(hook) = Hook::enter() else { return };
-        let ctx = hook.ctx();
-        let blocked = sys::current_sigmask();
         let mine = ctx.pending_signals.load(Ordering::Relaxed) & !blocked;
         let shared = PROC_PENDING.load(Ordering::Relaxed) & !blocked;
-        let (set, bits) = if mine != 0 {
-            (&ctx.pending_signals, mine)
-        } else {
-            (&PROC_PENDING, shared)
-        };
+        let (set, bits) = if mine != 0 { (&ctx.pending_signals, mine) } else { (&PROC_PENDING, shared) };
         if bits == 0 {
-            leave_quietly(hook);
-            return;
+            return 0;
         }
         let sig = bits.trailing_zeros() as c_int + 1;
-        if set.fetch_and(!bit(sig), Ordering::AcqRel) & bit(sig) == 0 {
-            leave_quietly(hook);
-            continue; // another thread took it
+        if set.fetch_and(!bit(sig), Ordering::AcqRel) & bit(sig) != 0 {
+            return sig;
         }
-        let mut info = [0u64; SIGINFO_LEN / 8];
-        for (w, slot) in info.iter_mut().zip(&INFO[sig as usize]) {
-            *w = slot.load(Ordering::Relaxed);
-        }
-        let a = &ACTIONS[sig as usize];
-        let (handler, flags, mask) = (
-            a.handler.load(Ordering::Relaxed),
-            a.flags.load(Ordering::Relaxed),
-            a.mask.load(Ordering::Relaxed),
-        );
-        hook.emit(
-            Ev::new(Call::Signal).aux(sig as u64, 0),
-            &[bytemuck_words(&info)],
-        );
-        leave_quietly(hook);
-        if handler == libc::SIG_IGN {
-            continue;
-        }
-        if handler == libc::SIG_DFL {
-            // The program reset the disposition after we caught the signal: let the kernel act.
-            reraise_default(sig);
-            continue;
-        }
-        let mut run_mask = blocked | mask;
-        if flags & libc::SA_NODEFER as u64 == 0 {
-            run_mask |= bit(sig);
-        }
-        if flags & libc::SA_RESETHAND as u64 != 0 {
-            a.handler.store(libc::SIG_DFL, Ordering::Relaxed);
-        }
-        let old = sys::set_sigmask(run_mask);
-        // SAFETY: the program's handler, called with the saved siginfo; there is no interrupted
-        // context to hand over, so ucontext is null.
-        unsafe {
-            call_handler(
-                sig,
-                handler,
-                flags,
-                info.as_mut_ptr() as *mut siginfo_t,
-                core::ptr::null_mut(),
-            )
-        };
-        sys::set_sigmask(old);
     }
 }
 
-fn bytemuck_words(words: &[u64; SIGINFO_LEN / 8]) -> &[u8] {
+/// Runs after a hook whose event announced a signal: records (or, in replay, takes from the log)
+/// the delivery, then runs the program's handler.
+#[cold]
+pub fn deliver_after_boundary(chosen: u32) {
+    let Some(hook) = Hook::enter() else { return };
+    let mut info = [0u64; SIGINFO_LEN / 8];
+    let sig = if chosen == RECORDED_SIGNAL {
+        let Some(turn) = hook.turn(Call::Signal) else { return };
+        turn.payload(0, words_as_bytes_mut(&mut info));
+        let sig = turn.header().aux[0] as c_int;
+        turn.done();
+        sig
+    } else {
+        let sig = chosen as c_int;
+        for (w, slot) in info.iter_mut().zip(&INFO[sig as usize]) {
+            *w = slot.load(Ordering::Relaxed);
+        }
+        hook.emit_inner(Ev::new(Call::Signal).aux(sig as u64, 0), &[words_as_bytes(&info)]);
+        sig
+    };
+    state::leave_without_delivery(hook);
+    if !(1..NSIG as c_int).contains(&sig) {
+        return;
+    }
+    let a = &ACTIONS[sig as usize];
+    let (handler, flags, mask) =
+        (a.handler.load(Ordering::Relaxed), a.flags.load(Ordering::Relaxed), a.mask.load(Ordering::Relaxed));
+    if handler == libc::SIG_IGN {
+        return;
+    }
+    if handler == libc::SIG_DFL {
+        // The program reset the disposition after the signal was caught: let the kernel act.
+        reraise_default(sig);
+        return;
+    }
+    let blocked = sys::current_sigmask();
+    let mut run_mask = blocked | mask;
+    if flags & libc::SA_NODEFER as u64 == 0 {
+        run_mask |= bit(sig);
+    }
+    if flags & libc::SA_RESETHAND as u64 != 0 {
+        a.handler.store(libc::SIG_DFL, Ordering::Relaxed);
+    }
+    let old = sys::set_sigmask(run_mask);
+    // SAFETY: the program's handler, called with the saved siginfo; there is no interrupted
+    // context to hand over, so ucontext is null.
+    unsafe { call_handler(sig, handler, flags, info.as_mut_ptr() as *mut siginfo_t, core::ptr::null_mut()) };
+    sys::set_sigmask(old);
+}
+
+fn words_as_bytes(words: &[u64; SIGINFO_LEN / 8]) -> &[u8] {
     // SAFETY: u64 has no padding and any byte is a valid u8; the length is exact.
     unsafe { core::slice::from_raw_parts(words.as_ptr() as *const u8, SIGINFO_LEN) }
 }
 
-/// Leaves a hook without delivering signals (we are the delivery).
-fn leave_quietly(hook: Hook) {
-    crate::state::leave_without_delivery(hook);
+fn words_as_bytes_mut(words: &mut [u64; SIGINFO_LEN / 8]) -> &mut [u8] {
+    // SAFETY: as above; every byte pattern is a valid u64.
+    unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, SIGINFO_LEN) }
 }
 
 fn reraise_default(sig: c_int) {
@@ -212,6 +196,25 @@ fn reraise_default(sig: c_int) {
     sys::tgkill(sys::getpid(), sys::gettid(), sig);
 }
 
+/// Going live: the program's own handlers replace the wrapper, so signals reach them directly.
+pub fn unwrap_all() {
+    let wrapped = WRAPPED.swap(0, Ordering::AcqRel);
+    for sig in 1..NSIG as c_int {
+        if wrapped & bit(sig) == 0 {
+            continue;
+        }
+        let a = &ACTIONS[sig as usize];
+        // SAFETY: a zeroed sigaction with the program's handler, flags and mask is valid.
+        unsafe {
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = a.handler.load(Ordering::Relaxed);
+            sa.sa_flags = a.flags.load(Ordering::Relaxed) as c_int;
+            set_sigset_low64(&mut sa.sa_mask, a.mask.load(Ordering::Relaxed));
+            real::sigaction(sig, &sa, core::ptr::null_mut());
+        }
+    }
+}
+
 /// Installs `act` for `sig` as the program asked, with our wrapper standing in for a handler.
 ///
 /// # Safety
@@ -220,6 +223,7 @@ pub unsafe fn install(sig: c_int, act: *const libc::sigaction, old: *mut libc::s
     // SAFETY: the caller vouches for the pointers; real::sigaction has the libc contract.
     unsafe {
         if !active()
+            || state::mode() == state::MODE_LIVE
             || !(1..NSIG as c_int).contains(&sig)
             || sig == libc::SIGKILL
             || sig == libc::SIGSTOP
@@ -231,11 +235,7 @@ pub unsafe fn install(sig: c_int, act: *const libc::sigaction, old: *mut libc::s
         }
         let a = &ACTIONS[sig as usize];
         let was_wrapped = WRAPPED.load(Ordering::Relaxed) & bit(sig) != 0;
-        let prev = (
-            a.handler.load(Ordering::Relaxed),
-            a.flags.load(Ordering::Relaxed),
-            a.mask.load(Ordering::Relaxed),
-        );
+        let prev = (a.handler.load(Ordering::Relaxed), a.flags.load(Ordering::Relaxed), a.mask.load(Ordering::Relaxed));
         let mut kernel_old: libc::sigaction = core::mem::zeroed();
         let r = if act.is_null() {
             real::sigaction(sig, core::ptr::null(), &mut kernel_old)
@@ -290,11 +290,7 @@ fn set_sigset_low64(set: &mut libc::sigset_t, bits: u64) {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn sigaction(
-    sig: c_int,
-    act: *const libc::sigaction,
-    old: *mut libc::sigaction,
-) -> c_int {
+pub unsafe extern "C" fn sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
     // SAFETY: same contract as ours.
     unsafe { install(sig, act, old) }
 }
@@ -318,25 +314,28 @@ pub unsafe extern "C" fn signal(sig: c_int, handler: sighandler_t) -> sighandler
     }
 }
 
-/// Changing the mask is a boundary: signals it unblocks are delivered on the way out.
-#[no_mangle]
-pub unsafe extern "C" fn sigprocmask(
-    how: c_int,
-    set: *const libc::sigset_t,
-    old: *mut libc::sigset_t,
-) -> c_int {
-    let _hook = Hook::enter();
-    // SAFETY: same contract as ours.
-    unsafe { real::sigprocmask(how, set, old) }
+/// Changing the mask is a call like any other: a signal it unblocks is delivered on the way out.
+/// A backup changes its own mask too (it matters once live).
+fn sigmask_with(how: c_int, real: impl FnOnce() -> c_int) -> c_int {
+    let Some(hook) = Hook::enter() else { return real() };
+    if let Some(t) = hook.turn(Call::Sigprocmask) {
+        let r = real();
+        t.expect_outcome(r as i64);
+        return r;
+    }
+    let r = real();
+    hook.emit(Ev::new(Call::Sigprocmask).result(r as i64).aux(how as u64, 0), &[]);
+    r
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn pthread_sigmask(
-    how: c_int,
-    set: *const libc::sigset_t,
-    old: *mut libc::sigset_t,
-) -> c_int {
-    let _hook = Hook::enter();
+pub unsafe extern "C" fn sigprocmask(how: c_int, set: *const libc::sigset_t, old: *mut libc::sigset_t) -> c_int {
     // SAFETY: same contract as ours.
-    unsafe { real::pthread_sigmask(how, set, old) }
+    sigmask_with(how, || unsafe { real::sigprocmask(how, set, old) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_sigmask(how: c_int, set: *const libc::sigset_t, old: *mut libc::sigset_t) -> c_int {
+    // SAFETY: same contract as ours.
+    sigmask_with(how, || unsafe { real::pthread_sigmask(how, set, old) })
 }

@@ -3,12 +3,20 @@
 use crate::sys;
 use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use eventlog::record::flags::SIGNAL_NEXT;
+use eventlog::ring::feed::Feed;
 use eventlog::ring::{Producer, Region};
 use eventlog::{Call, FdKind};
 
 /// Hooks pass straight through (not launched by tandem, or before the constructor).
 pub const MODE_OFF: u32 = 0;
+/// Every call runs for real and is recorded.
 pub const MODE_RECORD: u32 = 1;
+/// Calls wait for their turn in the feed and hand back (or check) the primary's results.
+pub const MODE_REPLAY: u32 = 2;
+/// After replay: calls run for real, nothing is recorded; placeholders of the primary's
+/// connections read as closed.
+pub const MODE_LIVE: u32 = 3;
 
 pub static MODE: AtomicU32 = AtomicU32::new(MODE_OFF);
 
@@ -18,63 +26,104 @@ pub static LPID: AtomicU32 = AtomicU32::new(0);
 pub static THREADS_CREATED: AtomicU32 = AtomicU32::new(0);
 /// Descriptor of the shared region in this process.
 pub static SHM_FD: AtomicI32 = AtomicI32::new(-1);
+/// Upper bound of the random pause before each call, for schedule-perturbation tests (0: none).
+pub static JITTER_NS: AtomicU64 = AtomicU64::new(0);
 
-/// The shared region, set once by the constructor before MODE leaves MODE_OFF.
-struct RegionCell(UnsafeCell<Option<Region>>);
-// SAFETY: written only by the constructor (single-threaded, before any hook is active), read-only
-// afterwards.
-unsafe impl Sync for RegionCell {}
-static REGION: RegionCell = RegionCell(UnsafeCell::new(None));
+/// Set once by the constructor before MODE leaves MODE_OFF, read-only afterwards.
+struct Once<T>(UnsafeCell<Option<T>>);
+// SAFETY: written only by the constructor (single-threaded, before any hook is active).
+unsafe impl<T> Sync for Once<T> {}
+static REGION: Once<Region> = Once(UnsafeCell::new(None));
+static FEED: Once<Feed> = Once(UnsafeCell::new(None));
 
 pub fn set_region(region: Region) {
-    // SAFETY: called from the constructor only, before MODE is set (see RegionCell).
-    unsafe { *REGION.0.get() = Some(region) }
+    // SAFETY: called from the constructor only, before MODE is set (see Once).
+    unsafe {
+        *REGION.0.get() = Some(region);
+        *FEED.0.get() = region.feed();
+    }
 }
 
 pub fn region() -> Option<Region> {
-    // SAFETY: see RegionCell; after the constructor the cell is never written again.
+    // SAFETY: see Once; never written after the constructor.
     unsafe { *REGION.0.get() }
 }
 
-/// The mode's name in the `TANDEM_MODE` variable.
+/// The replay feed (replay and live modes).
+#[inline(always)]
+pub fn feed() -> Option<Feed> {
+    // SAFETY: see Once.
+    unsafe { *FEED.0.get() }
+}
+
+/// The mode's name in the `TANDEM_MODE` variable (live processes exec'd children replay nothing,
+/// so they run live as well).
 pub fn mode_name() -> &'static [u8] {
     match MODE.load(Ordering::Relaxed) {
         MODE_RECORD => b"record",
+        MODE_REPLAY => b"replay",
+        MODE_LIVE => b"live",
         _ => b"off",
     }
 }
 
-/// A fork child takes its logical pid and starts over as thread 0 with a ring of its own.
+#[inline(always)]
+pub fn mode() -> u32 {
+    MODE.load(Ordering::Relaxed)
+}
+
+/// A fork child takes its logical pid and starts over as thread 0.
 pub fn become_child(lpid: u32) {
     LPID.store(lpid, Ordering::Relaxed);
     THREADS_CREATED.store(0, Ordering::Relaxed);
     crate::fdtable::set_process(sys::getpid());
     crate::signals::reset_after_fork();
+    crate::replay::forget_children();
     ctx().start(eventlog::ids::MAIN_TID);
 }
 
 #[inline(always)]
 pub fn active() -> bool {
-    MODE.load(Ordering::Relaxed) != MODE_OFF
+    mode() != MODE_OFF
 }
+
+/// Logical tids from here up name threads started without pthread_create.
+pub const UNSEEN_THREAD_BASE: u32 = 1 << 20;
+static UNSEEN_THREADS: AtomicU32 = AtomicU32::new(0);
+
+/// `ThreadCtx::slot` when the thread has no slot in the replay thread table.
+pub const NO_SLOT: u32 = u32::MAX;
 
 /// Per-thread state. Const-initialised and free of destructors, so the thread-local is a plain
 /// TLS slot: no lazy registration, safe to touch from signal handlers and during thread exit.
 pub struct ThreadCtx {
     in_hook: Cell<bool>,
+    /// Set when the thread got its identity from `start` (constructor, fork, pthread_create).
+    started: Cell<bool>,
     pub ltid: Cell<u32>,
     producer: UnsafeCell<Option<Producer>>,
+    /// This thread's slot in the replay feed's thread table.
+    pub slot: Cell<u32>,
+    /// Set by the event just written or consumed: a signal is delivered when the hook returns
+    /// (recording: the signal chosen; replay: 1, the recorded one follows).
+    pub signal_after: Cell<u32>,
     /// Thread-directed signals caught by the wrapper handler, delivered at the next boundary.
     pub pending_signals: AtomicU64,
+    /// State of the jitter's random number generator.
+    rng: Cell<u64>,
 }
 
 thread_local! {
     static CTX: ThreadCtx = const {
         ThreadCtx {
             in_hook: Cell::new(false),
+            started: Cell::new(false),
             ltid: Cell::new(0),
             producer: UnsafeCell::new(None),
+            slot: Cell::new(NO_SLOT),
+            signal_after: Cell::new(0),
             pending_signals: AtomicU64::new(0),
+            rng: Cell::new(0),
         }
     };
 }
@@ -88,24 +137,40 @@ pub fn ctx() -> &'static ThreadCtx {
 }
 
 impl ThreadCtx {
-    /// Gives this thread its identity and ring (thread start, constructor, fork child).
+    /// Gives this thread its identity, and its ring (recording) or its slot in the thread table
+    /// (replay): at thread start, in the constructor, in a fork child.
     pub fn start(&self, ltid: u32) {
+        self.started.set(true);
         self.ltid.set(ltid);
+        self.signal_after.set(0);
         // SAFETY: only this thread touches its producer, and not while a hook of its own is using
         // it (start runs outside hooks or as the first thing in a new thread/child).
         unsafe { *self.producer.get() = None };
-        self.claim();
+        self.slot.set(NO_SLOT);
+        match mode() {
+            MODE_RECORD => self.claim(),
+            MODE_REPLAY | MODE_LIVE => self.register(),
+            _ => {}
+        }
     }
 
     /// Claims a ring for this thread, waiting while every ring is taken.
     fn claim(&self) {
         let Some(region) = region() else { return };
         let lpid = LPID.load(Ordering::Relaxed);
+        if !self.started.replace(true) {
+            // Started without pthread_create (raw clone): an id from a range of its own, so its
+            // events are not mistaken for another thread's.
+            let ltid = UNSEEN_THREAD_BASE + UNSEEN_THREADS.fetch_add(1, Ordering::Relaxed);
+            self.ltid.set(ltid);
+            crate::msg::report!(
+                "a thread of process {lpid} (os tid {}) was started without pthread_create; it is recorded as thread {ltid} and cannot be replayed",
+                sys::gettid()
+            );
+        }
         let mut warned = false;
         loop {
-            if let Some(p) =
-                Producer::claim(region, sys::getpid(), sys::gettid(), lpid, self.ltid.get())
-            {
+            if let Some(p) = Producer::claim(region, sys::getpid(), sys::gettid(), lpid, self.ltid.get()) {
                 // SAFETY: as in `start`.
                 unsafe { *self.producer.get() = Some(p) };
                 return;
@@ -122,15 +187,32 @@ impl ThreadCtx {
         }
     }
 
-    /// Closes this thread's ring (thread exit, before exec).
+    fn register(&self) {
+        let Some(feed) = feed() else { return };
+        let lpid = LPID.load(Ordering::Relaxed);
+        match feed.register(lpid, self.ltid.get(), sys::getpid(), sys::gettid()) {
+            Some(i) => self.slot.set(i),
+            None => crate::msg::fatal!(
+                "the replay thread table is full: thread {lpid}.{} cannot follow the log",
+                self.ltid.get()
+            ),
+        }
+    }
+
+    /// Gives back this thread's ring or slot (thread exit, before exec).
     pub fn finish(&self) {
         // SAFETY: as in `start`.
         if let Some(p) = unsafe { (*self.producer.get()).take() } {
             p.close();
         }
+        if let (Some(feed), i) = (feed(), self.slot.replace(NO_SLOT)) {
+            if i != NO_SLOT {
+                feed.unregister(i);
+            }
+        }
     }
 
-    /// This thread's ring, claiming one first if needed; null when there is no region.
+    /// This thread's ring, claiming one first if needed; null when not recording.
     ///
     /// The pointer is only dereferenced by the `Hook` methods of this thread, one at a time: hooks
     /// do not nest (the in_hook guard) and signal handlers never touch the ring.
@@ -138,7 +220,7 @@ impl ThreadCtx {
     fn producer(&self) -> *mut Producer {
         // SAFETY: only this thread touches its producer cell (see above).
         unsafe {
-            if (*self.producer.get()).is_none() {
+            if (*self.producer.get()).is_none() && mode() == MODE_RECORD {
                 self.claim();
             }
             match &mut *self.producer.get() {
@@ -146,6 +228,19 @@ impl ThreadCtx {
                 None => core::ptr::null_mut(),
             }
         }
+    }
+
+    /// The next jitter pause, uniform in [0, max) nanoseconds.
+    fn jitter(&self, max: u64) -> u64 {
+        let mut x = self.rng.get();
+        if x == 0 {
+            x = (sys::gettid() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ sys::now_ns() | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        x % max
     }
 }
 
@@ -164,15 +259,7 @@ pub struct Ev {
 impl Ev {
     #[inline(always)]
     pub const fn new(call: Call) -> Ev {
-        Ev {
-            call,
-            fd: -1,
-            flags: 0,
-            result: 0,
-            errno: 0,
-            digest: 0,
-            aux: [0; 2],
-        }
+        Ev { call, fd: -1, flags: 0, result: 0, errno: 0, digest: 0, aux: [0; 2] }
     }
 
     #[inline(always)]
@@ -220,7 +307,7 @@ impl Ev {
 }
 
 /// Proof that the current thread is inside a hook with the shim active. Dropping it leaves the
-/// hook and delivers signals that arrived meanwhile (the call boundary).
+/// hook and delivers a signal that was scheduled at this boundary.
 pub struct Hook {
     ctx: &'static ThreadCtx,
 }
@@ -231,17 +318,37 @@ impl Hook {
     #[inline(always)]
     pub fn enter() -> Option<Hook> {
         if !active() {
-            return None;
+            if !crate::init::not_started() {
+                return None;
+            }
+            crate::init::start_early();
+            if !active() {
+                return None;
+            }
         }
         let ctx = ctx();
         if ctx.in_hook.replace(true) {
             return None;
+        }
+        let jitter = JITTER_NS.load(Ordering::Relaxed);
+        if jitter != 0 {
+            sys::sleep_ns(ctx.jitter(jitter));
         }
         Some(Hook { ctx })
     }
 
     pub fn ctx(&self) -> &'static ThreadCtx {
         self.ctx
+    }
+
+    /// In replay, waits for this thread's turn at `call` and returns the recorded event; `None`
+    /// when recording or live (run the call for real).
+    #[inline(always)]
+    pub fn turn(&self, call: Call) -> Option<crate::replay::Turn> {
+        if mode() != MODE_REPLAY {
+            return None;
+        }
+        crate::replay::turn(self.ctx, call)
     }
 
     /// Takes a sequence number now, for an event written after a call that must be ordered by
@@ -258,7 +365,17 @@ impl Hook {
         // SAFETY: see `ThreadCtx::producer`: the only live reference, for this hook only.
         if let Some(p) = unsafe { self.ctx.producer().as_mut() } {
             let seq = p.take_seq();
-            write(p, self.ctx, seq, ev, payload);
+            write(p, self.ctx, seq, ev, payload, true);
+        }
+    }
+
+    /// Records an event that is not a call boundary: no signal is delivered after it (a signal
+    /// delivery itself, the start of a condition wait).
+    pub fn emit_inner(&self, ev: Ev, payload: &[&[u8]]) {
+        // SAFETY: as above.
+        if let Some(p) = unsafe { self.ctx.producer().as_mut() } {
+            let seq = p.take_seq();
+            write(p, self.ctx, seq, ev, payload, false);
         }
     }
 
@@ -271,7 +388,7 @@ impl Hook {
             Some(p) => {
                 let seq = p.take_seq();
                 let (r, ev) = call();
-                write(p, self.ctx, seq, ev, &[]);
+                write(p, self.ctx, seq, ev, &[], true);
                 r
             }
             None => call().0,
@@ -283,16 +400,26 @@ impl Hook {
     pub fn emit_at(&self, seq: u64, ev: Ev, payload: &[&[u8]]) {
         // SAFETY: see `ThreadCtx::producer`: the only live reference, for this hook only.
         if let Some(p) = unsafe { self.ctx.producer().as_mut() } {
-            write(p, self.ctx, seq, ev, payload);
+            write(p, self.ctx, seq, ev, payload, true);
         }
     }
 }
 
 #[inline(always)]
-fn write(p: &mut Producer, ctx: &ThreadCtx, seq: u64, ev: Ev, payload: &[&[u8]]) {
+fn write(p: &mut Producer, ctx: &ThreadCtx, seq: u64, ev: Ev, payload: &[&[u8]], boundary: bool) {
     let mut len = 0usize;
     for part in payload {
         len += part.len();
+    }
+    let mut flags = ev.flags;
+    // A signal caught meanwhile is delivered right after this call: say so in its event, so a
+    // backup delivers it at the same point.
+    if boundary && crate::signals::any_pending(ctx) {
+        let sig = crate::signals::choose_for_boundary(ctx);
+        if sig != 0 {
+            ctx.signal_after.set(sig as u32);
+            flags |= SIGNAL_NEXT;
+        }
     }
     let (pid, tid) = (LPID.load(Ordering::Relaxed), ctx.ltid.get());
     p.write_with(
@@ -302,7 +429,7 @@ fn write(p: &mut Producer, ctx: &ThreadCtx, seq: u64, ev: Ev, payload: &[&[u8]])
             h.pid = pid;
             h.tid = tid;
             h.call = ev.call as u16;
-            h.flags = ev.flags;
+            h.flags = flags;
             h.fd = ev.fd;
             h.result = ev.result;
             h.errno = ev.errno;
@@ -317,8 +444,9 @@ impl Drop for Hook {
     #[inline(always)]
     fn drop(&mut self) {
         self.ctx.in_hook.set(false);
-        if crate::signals::any_pending(self.ctx) {
-            crate::signals::deliver_pending();
+        let sig = self.ctx.signal_after.replace(0);
+        if sig != 0 {
+            crate::signals::deliver_after_boundary(sig);
         }
     }
 }

@@ -47,10 +47,7 @@ pub fn gettid() -> i32 {
 
 pub fn write_all(fd: c_int, mut bytes: &[u8]) {
     while !bytes.is_empty() {
-        let r = sc(
-            libc::SYS_write,
-            [fd as usize, bytes.as_ptr() as usize, bytes.len(), 0, 0, 0],
-        );
+        let r = sc(libc::SYS_write, [fd as usize, bytes.as_ptr() as usize, bytes.len(), 0, 0, 0]);
         if r == -(libc::EINTR as isize) {
             continue;
         }
@@ -64,10 +61,7 @@ pub fn write_all(fd: c_int, mut bytes: &[u8]) {
 pub fn fstat(fd: c_int) -> Option<libc::stat> {
     // SAFETY: all-zero is a valid `stat`.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    let r = sc(
-        libc::SYS_fstat,
-        [fd as usize, &mut st as *mut _ as usize, 0, 0, 0, 0],
-    );
+    let r = sc(libc::SYS_fstat, [fd as usize, &mut st as *mut _ as usize, 0, 0, 0, 0]);
     (r == 0).then_some(st)
 }
 
@@ -80,14 +74,7 @@ pub fn fd_path(fd: c_int, buf: &mut [u8]) -> &[u8] {
     path[n] = 0;
     let r = sc(
         libc::SYS_readlinkat,
-        [
-            libc::AT_FDCWD as usize,
-            path.as_ptr() as usize,
-            buf.as_mut_ptr() as usize,
-            buf.len(),
-            0,
-            0,
-        ],
+        [libc::AT_FDCWD as usize, path.as_ptr() as usize, buf.as_mut_ptr() as usize, buf.len(), 0, 0],
     );
     if r <= 0 {
         &[]
@@ -101,14 +88,7 @@ pub fn getsockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
     let mut len: libc::socklen_t = core::mem::size_of::<c_int>() as _;
     let r = sc(
         libc::SYS_getsockopt,
-        [
-            fd as usize,
-            level as usize,
-            name as usize,
-            &mut v as *mut _ as usize,
-            &mut len as *mut _ as usize,
-            0,
-        ],
+        [fd as usize, level as usize, name as usize, &mut v as *mut _ as usize, &mut len as *mut _ as usize, 0],
     );
     (r == 0).then_some(v)
 }
@@ -133,47 +113,27 @@ pub fn munmap(ptr: *mut u8, len: usize) {
     sc(libc::SYS_munmap, [ptr as usize, len, 0, 0, 0, 0]);
 }
 
-/// Maps `len` bytes of `fd` shared, read-write.
-pub fn mmap_shared(fd: c_int, len: usize) -> Option<*mut u8> {
-    let r = sc(
-        libc::SYS_mmap,
-        [
-            0,
-            len,
-            (libc::PROT_READ | libc::PROT_WRITE) as usize,
-            libc::MAP_SHARED as usize,
-            fd as usize,
-            0,
-        ],
-    );
+/// Maps `len` bytes of `fd` shared, read-write, at `at` if that range is free (else anywhere).
+pub fn mmap_shared(fd: c_int, len: usize, at: usize) -> Option<*mut u8> {
+    let prot = (libc::PROT_READ | libc::PROT_WRITE) as usize;
+    let fixed =
+        sc(libc::SYS_mmap, [at, len, prot, (libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE) as usize, fd as usize, 0]);
+    if fixed == at as isize {
+        return Some(fixed as *mut u8);
+    }
+    let r = sc(libc::SYS_mmap, [0, len, prot, libc::MAP_SHARED as usize, fd as usize, 0]);
     (r >= 0).then_some(r as *mut u8)
 }
 
 pub fn sleep_ns(ns: u64) {
-    let ts = libc::timespec {
-        tv_sec: (ns / 1_000_000_000) as _,
-        tv_nsec: (ns % 1_000_000_000) as _,
-    };
-    sc(
-        libc::SYS_nanosleep,
-        [&ts as *const _ as usize, 0, 0, 0, 0, 0],
-    );
+    let ts = libc::timespec { tv_sec: (ns / 1_000_000_000) as _, tv_nsec: (ns % 1_000_000_000) as _ };
+    sc(libc::SYS_nanosleep, [&ts as *const _ as usize, 0, 0, 0, 0, 0]);
 }
 
 /// The calling thread's blocked-signal mask.
 pub fn current_sigmask() -> u64 {
     let mut old: u64 = 0;
-    sc(
-        libc::SYS_rt_sigprocmask,
-        [
-            libc::SIG_BLOCK as usize,
-            0,
-            &mut old as *mut _ as usize,
-            8,
-            0,
-            0,
-        ],
-    );
+    sc(libc::SYS_rt_sigprocmask, [libc::SIG_BLOCK as usize, 0, &mut old as *mut _ as usize, 8, 0, 0]);
     old
 }
 
@@ -181,23 +141,13 @@ pub fn set_sigmask(mask: u64) -> u64 {
     let mut old: u64 = 0;
     sc(
         libc::SYS_rt_sigprocmask,
-        [
-            libc::SIG_SETMASK as usize,
-            &mask as *const _ as usize,
-            &mut old as *mut _ as usize,
-            8,
-            0,
-            0,
-        ],
+        [libc::SIG_SETMASK as usize, &mask as *const _ as usize, &mut old as *mut _ as usize, 8, 0, 0],
     );
     old
 }
 
 pub fn tgkill(pid: i32, tid: i32, sig: c_int) {
-    sc(
-        libc::SYS_tgkill,
-        [pid as usize, tid as usize, sig as usize, 0, 0, 0],
-    );
+    sc(libc::SYS_tgkill, [pid as usize, tid as usize, sig as usize, 0, 0, 0]);
 }
 
 /// Raw prctl, for the seccomp filter.
@@ -211,27 +161,20 @@ pub unsafe fn prctl(option: c_int, a2: usize, a3: *const c_void) -> isize {
 pub fn futex_wait_private(word: &core::sync::atomic::AtomicU32, expected: u32) {
     sc(
         libc::SYS_futex,
-        [
-            word.as_ptr() as usize,
-            (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as usize,
-            expected as usize,
-            0,
-            0,
-            0,
-        ],
+        [word.as_ptr() as usize, (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as usize, expected as usize, 0, 0, 0],
     );
 }
 
 pub fn futex_wake_private(word: &core::sync::atomic::AtomicU32, count: u32) {
     sc(
         libc::SYS_futex,
-        [
-            word.as_ptr() as usize,
-            (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as usize,
-            count as usize,
-            0,
-            0,
-            0,
-        ],
+        [word.as_ptr() as usize, (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as usize, count as usize, 0, 0, 0],
     );
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, through the kernel (for the shim's own timing and seeding).
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    sc(libc::SYS_clock_gettime, [libc::CLOCK_MONOTONIC as usize, &mut ts as *mut _ as usize, 0, 0, 0, 0]);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -37,24 +37,12 @@ pub fn preview(bytes: &[u8], max: usize) -> String {
 }
 
 fn signal_name(sig: u64) -> String {
-    nix::sys::signal::Signal::try_from(sig as i32)
-        .map_or_else(|_| format!("signal {sig}"), |s| s.as_str().to_string())
+    nix::sys::signal::Signal::try_from(sig as i32).map_or_else(|_| format!("signal {sig}"), |s| s.as_str().to_string())
 }
 
 fn epoll_events(mask: u32) -> String {
-    let names = [
-        (0x001, "IN"),
-        (0x004, "OUT"),
-        (0x008, "ERR"),
-        (0x010, "HUP"),
-        (0x002, "PRI"),
-        (0x2000, "RDHUP"),
-    ];
-    let v: Vec<&str> = names
-        .iter()
-        .filter(|(b, _)| mask & b != 0)
-        .map(|(_, n)| *n)
-        .collect();
+    let names = [(0x001, "IN"), (0x004, "OUT"), (0x008, "ERR"), (0x010, "HUP"), (0x002, "PRI"), (0x2000, "RDHUP")];
+    let v: Vec<&str> = names.iter().filter(|(b, _)| mask & b != 0).map(|(_, n)| *n).collect();
     if v.is_empty() {
         format!("{mask:#x}")
     } else {
@@ -81,9 +69,7 @@ pub fn details(e: &Event) -> String {
         Call::ProcessStart => format!("started through an unseen spawn from pid {}", a0),
         Call::PthreadCreate => format!("thread {}", a0),
         Call::Exit | Call::ExitNow => format!("status {}", a0 as i32),
-        Call::Execve | Call::Open | Call::Openat | Call::Creat | Call::Fopen => {
-            preview(e.payload, 200)
-        }
+        Call::Execve | Call::Open | Call::Openat | Call::Creat | Call::Fopen => preview(e.payload, 200),
         Call::Waitpid | Call::Wait4 => format!("pid={} status={:#x}", a1 as u32 as i32, a0 as u32),
         Call::Signal => signal_name(a0),
         Call::IoUringSetup => format!("syscall {} refused", a0),
@@ -100,13 +86,7 @@ pub fn details(e: &Event) -> String {
                 3 => "MOD",
                 _ => "?",
             };
-            format!(
-                "epfd={} {} fd={} {}",
-                h.fd,
-                op,
-                (a0 >> 32) as i32,
-                epoll_events(a1 as u32)
-            )
+            format!("epfd={} {} fd={} {}", h.fd, op, (a0 >> 32) as i32, epoll_events(a1 as u32))
         }
         Call::EpollWait | Call::EpollPwait => {
             let ready: Vec<String> = e
@@ -150,13 +130,5 @@ pub fn outcome(e: &Event) -> String {
 pub fn line(e: &Event) -> String {
     let h = &e.header;
     let name = h.call().map_or("?", Call::name);
-    format!(
-        "{:>9} {:>3}.{:<3} {:<24} {} {}",
-        h.seq,
-        h.pid,
-        h.tid,
-        name,
-        outcome(e),
-        details(e)
-    )
+    format!("{:>9} {:>3}.{:<3} {:<24} {} {}", h.seq, h.pid, h.tid, name, outcome(e), details(e))
 }

@@ -11,10 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 fn refuse(program: &Path, why: impl Into<String>) -> Error {
-    Error::Refused {
-        program: program.to_path_buf(),
-        why: why.into(),
-    }
+    Error::Refused { program: program.to_path_buf(), why: why.into() }
 }
 
 /// Checks `program` (and, for a script, its interpreter).
@@ -36,22 +33,12 @@ fn check_depth(program: &Path, depth: u32) -> Result<()> {
         .map_err(Error::io(program.display().to_string()))?;
     if head[..n].starts_with(b"#!") {
         if depth >= 4 {
-            return Err(refuse(
-                program,
-                "has a chain of #! interpreters too deep to follow",
-            ));
+            return Err(refuse(program, "has a chain of #! interpreters too deep to follow"));
         }
         let line = head[2..n].split(|&c| c == b'\n').next().unwrap_or_default();
-        let interp = String::from_utf8_lossy(line)
-            .split_whitespace()
-            .next()
-            .unwrap_or("")
-            .to_string();
+        let interp = String::from_utf8_lossy(line).split_whitespace().next().unwrap_or("").to_string();
         if interp.is_empty() {
-            return Err(refuse(
-                program,
-                "is a script without an interpreter on its #! line",
-            ));
+            return Err(refuse(program, "is a script without an interpreter on its #! line"));
         }
         return check_depth(&PathBuf::from(interp), depth + 1);
     }
@@ -61,34 +48,20 @@ fn check_depth(program: &Path, depth: u32) -> Result<()> {
 
 fn check_elf(program: &Path, data: &[u8]) -> Result<()> {
     if !data.starts_with(b"\x7fELF") {
-        return Err(refuse(
-            program,
-            "is neither an ELF executable nor a #! script",
-        ));
+        return Err(refuse(program, "is neither an ELF executable nor a #! script"));
     }
     if data.get(4) != Some(&elf::ELFCLASS64) {
-        return Err(refuse(
-            program,
-            "is a 32-bit program; libtandem.so is 64-bit",
-        ));
+        return Err(refuse(program, "is a 32-bit program; libtandem.so is 64-bit"));
     }
     let header = elf::FileHeader64::<Endianness>::parse(data)
         .map_err(|e| refuse(program, format!("is not a readable ELF file ({e})")))?;
-    let endian = header
-        .endian()
-        .map_err(|e| refuse(program, format!("has a bad ELF header ({e})")))?;
+    let endian = header.endian().map_err(|e| refuse(program, format!("has a bad ELF header ({e})")))?;
     let segments = header
         .program_headers(endian, data)
         .map_err(|e| refuse(program, format!("has unreadable program headers ({e})")))?;
     let dynamic = segments.iter().any(|s| s.p_type(endian) == elf::PT_INTERP);
-    let file = object::File::parse(data)
-        .map_err(|e| refuse(program, format!("is not a readable ELF file ({e})")))?;
-    let is_go = file.sections().any(|s| {
-        matches!(
-            s.name(),
-            Ok(".go.buildinfo" | ".note.go.buildid" | ".gopclntab")
-        )
-    });
+    let file = object::File::parse(data).map_err(|e| refuse(program, format!("is not a readable ELF file ({e})")))?;
+    let is_go = file.sections().any(|s| matches!(s.name(), Ok(".go.buildinfo" | ".note.go.buildid" | ".gopclntab")));
     if is_go {
         return Err(refuse(
             program,
@@ -129,10 +102,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let text = dir.path().join("text");
         fs::write(&text, "hello").unwrap();
-        assert!(check(&text)
-            .unwrap_err()
-            .to_string()
-            .contains("neither an ELF"));
+        assert!(check(&text).unwrap_err().to_string().contains("neither an ELF"));
         let suid = dir.path().join("suid");
         fs::copy("/bin/sh", &suid).unwrap();
         fs::set_permissions(&suid, fs::Permissions::from_mode(0o4755)).unwrap();

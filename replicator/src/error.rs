@@ -11,10 +11,7 @@ pub enum Error {
     #[error("{0}: command not found (searched PATH)")]
     NotFound(String),
     #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
     #[error("{path}: {source}")]
     Log { path: PathBuf, source: LogError },
     #[error("{0}")]

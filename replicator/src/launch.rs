@@ -1,13 +1,21 @@
 //! Starting a program under the shim: find libtandem.so, check the program, give it the shared
-//! region at a fixed descriptor, and set the environment the shim reads.
+//! region at a fixed descriptor, and give it exactly the environment it must have.
+//!
+//! The environment is an input like any other: programs copy it, size buffers after it, hash it.
+//! A primary's launch (argv, environment) is written into its log, and a backup starts the
+//! program with the same environment, string for string. `LD_PRELOAD` is padded to a fixed width
+//! so the shim's location on each host does not change the strings' lengths.
 
 use crate::elfcheck;
 use crate::error::{Error, Result};
-use eventlog::env;
+use eventlog::logfile;
 use eventlog::ring::SharedRegion;
+use eventlog::{env, ids};
 use nix::fcntl::{fcntl, FcntlArg};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
@@ -18,11 +26,7 @@ pub fn find_preload() -> Result<PathBuf> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(Error::Setup(format!(
-                "{}={} does not name a file",
-                env::PRELOAD_OVERRIDE,
-                p.display()
-            )))
+            Err(Error::Setup(format!("{}={} does not name a file", env::PRELOAD_OVERRIDE, p.display())))
         };
     }
     let exe = std::env::current_exe().map_err(Error::io("cannot locate the tandem executable"))?;
@@ -40,37 +44,123 @@ pub fn find_preload() -> Result<PathBuf> {
 /// The program's path, searching PATH for a bare name like a shell would.
 pub fn resolve_program(name: &OsStr) -> Result<PathBuf> {
     let p = Path::new(name);
-    if p.components().count() > 1 || name.to_string_lossy().contains('/') {
+    if name.as_bytes().contains(&b'/') {
         return Ok(p.to_path_buf());
     }
-    let path =
-        std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
     std::env::split_paths(&path)
         .map(|dir| dir.join(p))
         .find(|c| c.is_file())
         .ok_or_else(|| Error::NotFound(name.to_string_lossy().into_owned()))
 }
 
-/// What the program runs as under the shim.
+/// The shim's path padded with leading `/`s to [`env::PRELOAD_WIDTH`] bytes.
+fn padded_preload(preload: &Path) -> Result<OsString> {
+    let p = preload.canonicalize().map_err(Error::io(preload.display().to_string()))?;
+    let bytes = p.as_os_str().as_bytes();
+    if bytes.len() > env::PRELOAD_WIDTH {
+        return Err(Error::Setup(format!("{}: path longer than {} bytes", p.display(), env::PRELOAD_WIDTH)));
+    }
+    let mut v = vec![b'/'; env::PRELOAD_WIDTH - bytes.len()];
+    v.extend_from_slice(bytes);
+    Ok(OsString::from_vec(v))
+}
+
+/// How a program runs under the shim.
 pub struct Launch {
+    /// What is executed.
     pub program: PathBuf,
-    pub args: Vec<OsString>,
-    pub preload: PathBuf,
-    pub mode: &'static str,
+    /// argv, argv[0] included, as the program sees it.
+    pub argv: Vec<OsString>,
+    /// `NAME=value` entries, exactly the program's environment.
+    pub env: Vec<OsString>,
+}
+
+fn entry(name: &str, value: impl AsRef<OsStr>) -> OsString {
+    let mut e = OsString::from(name);
+    e.push("=");
+    e.push(value);
+    e
 }
 
 impl Launch {
-    /// Resolves and checks the program; fails with a clear refusal if the shim cannot see it.
-    pub fn new(program: &OsStr, args: &[OsString], mode: &'static str) -> Result<Launch> {
-        let preload = find_preload()?;
-        let program = resolve_program(program)?;
+    /// A program started fresh (recording): `argv` as given, this process's environment minus
+    /// tandem's own variables and `LD_PRELOAD`, then the shim's variables.
+    pub fn new(argv: &[OsString], mode: &str) -> Result<Launch> {
+        let preload = padded_preload(&find_preload()?)?;
+        let program = resolve_program(&argv[0])?;
         elfcheck::check(&program)?;
-        Ok(Launch {
-            program,
-            args: args.to_vec(),
-            preload,
-            mode,
-        })
+        let mut their_preload = None;
+        let mut env: Vec<OsString> = std::env::vars_os()
+            .filter(|(k, v)| {
+                if k == "LD_PRELOAD" {
+                    their_preload = Some(v.clone()).filter(|v| !v.is_empty());
+                    return false;
+                }
+                !k.as_bytes().starts_with(b"TANDEM_")
+            })
+            .map(|(k, v)| {
+                let mut e = k;
+                e.push("=");
+                e.push(v);
+                e
+            })
+            .collect();
+        let mut ld = preload;
+        if let Some(theirs) = their_preload {
+            ld.push(" ");
+            ld.push(theirs);
+        }
+        env.push(entry("LD_PRELOAD", ld));
+        env.push(entry(env::SHM_FD, env::SHM_FD_NUMBER.to_string()));
+        env.push(entry(env::MODE, mode));
+        env.push(entry(env::LPID, ids::FIRST_PID.to_string()));
+        env.push(entry(env::LPID_OWNER, env::OWNER_NONE));
+        env.sort();
+        Ok(Launch { program, argv: argv.to_vec(), env })
+    }
+
+    /// The primary's launch, for a backup: its environment with the mode changed and this host's
+    /// shim in `LD_PRELOAD`; its argv unless `argv` overrides it.
+    pub fn replaying(recorded: &logfile::Launch, argv: Option<&[OsString]>, mode: &str) -> Result<Launch> {
+        let preload = padded_preload(&find_preload()?)?;
+        let argv = match argv {
+            Some(a) => a.to_vec(),
+            None => recorded.argv.iter().map(|a| OsString::from_vec(a.clone())).collect(),
+        };
+        if argv.is_empty() {
+            return Err(Error::Setup("the log records no program to run; name it after --".into()));
+        }
+        let program = resolve_program(&argv[0])?;
+        elfcheck::check(&program)?;
+        let env = recorded
+            .env
+            .iter()
+            .map(|e| {
+                let e = OsString::from_vec(e.clone());
+                let b = e.as_bytes();
+                if let Some(v) = b.strip_prefix(b"LD_PRELOAD=") {
+                    let mut ours = entry("LD_PRELOAD", &preload);
+                    ours.push(OsStr::from_bytes(v.get(env::PRELOAD_WIDTH..).unwrap_or_default()));
+                    ours
+                } else if b.starts_with(format!("{}=", env::MODE).as_bytes()) {
+                    entry(env::MODE, mode)
+                } else {
+                    e
+                }
+            })
+            .collect();
+        Ok(Launch { program, argv, env })
+    }
+
+    /// What the log records of this launch.
+    pub fn record(&self) -> logfile::Launch {
+        let cwd = std::env::current_dir().map(|d| d.into_os_string().into_vec()).unwrap_or_default();
+        logfile::Launch {
+            argv: self.argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            env: self.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
+            cwd,
+        }
     }
 
     /// Starts the program with `region` at descriptor [`env::SHM_FD_NUMBER`].
@@ -80,45 +170,41 @@ impl Launch {
     /// subreaper of the program's process tree, so it can wait for every descendant.
     pub fn spawn(&self, region: &SharedRegion) -> Result<Child> {
         use nix::sys::personality::{self, Persona};
-        let persona = personality::get()
-            .map_err(|e| Error::Setup(format!("cannot read the process personality: {e}")))?;
-        personality::set(persona | Persona::ADDR_NO_RANDOMIZE).map_err(|e| {
-            Error::Setup(format!("cannot turn off address-space randomisation: {e}"))
-        })?;
-        nix::sys::prctl::set_child_subreaper(true).map_err(|e| {
-            Error::Setup(format!("cannot become the subreaper of the program: {e}"))
-        })?;
+        let persona =
+            personality::get().map_err(|e| Error::Setup(format!("cannot read the process personality: {e}")))?;
+        personality::set(persona | Persona::ADDR_NO_RANDOMIZE)
+            .map_err(|e| Error::Setup(format!("cannot turn off address-space randomisation: {e}")))?;
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| Error::Setup(format!("cannot become the subreaper of the program: {e}")))?;
         let fd = fcntl(region.as_fd(), FcntlArg::F_DUPFD(env::SHM_FD_NUMBER)).map_err(|e| {
-            Error::Setup(format!(
-                "cannot place the event region at descriptor {}: {e}",
-                env::SHM_FD_NUMBER
-            ))
+            Error::Setup(format!("cannot place the event region at descriptor {}: {e}", env::SHM_FD_NUMBER))
         })?;
         if fd != env::SHM_FD_NUMBER {
+            let _ = nix::unistd::close(fd);
             return Err(Error::Setup(format!(
                 "descriptor {} is already in use in tandem itself; cannot hand the event region over",
                 env::SHM_FD_NUMBER
             )));
         }
-        let mut preload = self.preload.clone().into_os_string();
-        if let Some(theirs) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
-            preload.push(" ");
-            preload.push(theirs);
+        let mut cmd = Command::new(&self.program);
+        cmd.arg0(&self.argv[0]).args(&self.argv[1..]).env_clear();
+        for e in &self.env {
+            let b = e.as_bytes();
+            if let Some(eq) = b.iter().position(|&c| c == b'=') {
+                cmd.env(OsStr::from_bytes(&b[..eq]), OsStr::from_bytes(&b[eq + 1..]));
+            }
         }
-        let child = Command::new(&self.program)
-            .args(&self.args)
-            .env("LD_PRELOAD", preload)
-            .env(env::SHM_FD, env::SHM_FD_NUMBER.to_string())
-            .env(env::MODE, self.mode)
-            .env(env::LPID, eventlog::ids::FIRST_PID.to_string())
-            .env(env::LPID_OWNER, env::OWNER_NONE)
-            .spawn()
-            .map_err(Error::io(format!(
-                "cannot start {}",
-                self.program.display()
-            )));
+        let child = cmd.spawn().map_err(Error::io(format!("cannot start {}", self.program.display())));
         // The program holds its own copy now; ours must not leak into anything else we start.
         let _ = nix::unistd::close(fd);
         child
     }
+}
+
+/// Test knobs the agent passes to the shim through the region: `TANDEM_JITTER_US`, `TANDEM_TRACE`.
+pub fn apply_knobs(region: &SharedRegion) {
+    let h = region.region();
+    let num = |name| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+    h.header().jitter_us.store(num(env::JITTER_US), std::sync::atomic::Ordering::Relaxed);
+    h.header().trace.store(num(env::TRACE), std::sync::atomic::Ordering::Relaxed);
 }

@@ -5,4 +5,5 @@ pub mod elfcheck;
 pub mod error;
 pub mod launch;
 pub mod recorder;
+pub mod replayer;
 pub mod show;

@@ -5,10 +5,15 @@ use eventlog::ring::{Geometry, MIN_RING_BYTES};
 use replicator::error::{Error, Result};
 use replicator::launch::Launch;
 use replicator::recorder::{self, RecordOptions};
+use replicator::replayer::{self, Outcome, ReplayOptions};
 use replicator::show;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// Bytes of shared memory between the replay agent and the program: log batches are fed through it.
+const FEED_BYTES: u64 = 64 << 20;
 
 /// tandem: keeps a hot standby of an unmodified Linux program by recording (and replaying) its
 /// calls in one total order.
@@ -34,12 +39,29 @@ enum Command {
         #[arg(long, default_value_t = MIN_RING_BYTES)]
         ring_bytes: u32,
         /// The program and its arguments.
-        #[arg(
-            required = true,
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "PROGRAM"
-        )]
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
+        command: Vec<OsString>,
+    },
+    /// Run a program as a backup, following a recorded log: every call waits for its turn in the
+    /// log's order and gets the primary's results for everything nondeterministic. Exits 0 when
+    /// the log is replayed to its end, 3 when the program diverges from the log, 4 when the
+    /// replay stalls.
+    Replay {
+        /// The log to follow.
+        log: PathBuf,
+        /// At the end of the log, let the program continue for real (listening sockets bind
+        /// where the primary's did) instead of stopping it; then exit with its status.
+        #[arg(long)]
+        go_live: bool,
+        /// Most threads alive at once, across all processes of the program.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        max_threads: u32,
+        /// Seconds without progress before the replay is reported as stalled.
+        #[arg(long, default_value_t = 5.0)]
+        stall_timeout: f64,
+        /// The program and its arguments; by default the primary's, as the log recorded them (the
+        /// environment is always the primary's).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
         command: Vec<OsString>,
     },
     /// Read log files.
@@ -64,29 +86,15 @@ enum LogCommand {
 
 fn run(cli: Cli) -> Result<u8> {
     match cli.command {
-        Command::Record {
-            out,
-            max_threads,
-            ring_bytes,
-            command,
-        } => {
-            let geometry = Geometry {
-                ring_count: max_threads,
-                ring_bytes,
-            };
+        Command::Record { out, max_threads, ring_bytes, command } => {
+            let geometry = Geometry::record(max_threads, ring_bytes);
             if !geometry.is_valid() {
                 return Err(Error::Setup(format!(
                     "--ring-bytes {ring_bytes}: must be a power of two of at least {MIN_RING_BYTES}"
                 )));
             }
-            let launch = Launch::new(&command[0], &command[1..], "record")?;
-            let rec = recorder::record(
-                &launch,
-                &RecordOptions {
-                    out: out.clone(),
-                    geometry,
-                },
-            )?;
+            let launch = Launch::new(&command, "record")?;
+            let rec = recorder::record(&launch, &RecordOptions { out: out.clone(), geometry })?;
             if rec.lost > 0 {
                 eprintln!(
                     "tandem: {} events were lost (their threads died while recording them); they are marked `lost` in {}",
@@ -96,15 +104,28 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(rec.exit_code.clamp(0, 255) as u8)
         }
-        Command::Log {
-            command: LogCommand::Show { file, json },
-        } => {
+        Command::Replay { log, go_live, max_threads, stall_timeout, command } => {
+            let opts = ReplayOptions {
+                log,
+                command: (!command.is_empty()).then_some(command),
+                go_live,
+                geometry: Geometry::replay(max_threads, FEED_BYTES),
+                stall_after: Duration::from_secs_f64(stall_timeout.max(0.1)),
+            };
+            let outcome = replayer::replay(&opts)?;
+            match &outcome {
+                Outcome::Diverged { seq, report } => eprintln!("tandem: {}", replayer::divergence_line(*seq, report)),
+                Outcome::Stalled { report } => eprintln!("tandem: {report}"),
+                Outcome::Completed { events } => eprintln!("tandem: replayed all {events} events of the log"),
+                Outcome::Live { .. } => {}
+            }
+            Ok(outcome.exit_code().clamp(0, 255) as u8)
+        }
+        Command::Log { command: LogCommand::Show { file, json } } => {
             show::show(&file, json, &mut std::io::stdout().lock())?;
             Ok(0)
         }
-        Command::Log {
-            command: LogCommand::Stats { file },
-        } => {
+        Command::Log { command: LogCommand::Stats { file } } => {
             show::stats(&file, &mut std::io::stdout().lock())?;
             Ok(0)
         }

@@ -37,20 +37,13 @@ pub struct Recording {
 }
 
 pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Whether thread `tid` of process `pid` still runs (a zombie does not).
 pub fn thread_alive(pid: i32, tid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) {
-        Ok(stat) => !matches!(
-            stat.rsplit(')')
-                .next()
-                .and_then(|s| s.trim_start().chars().next()),
-            Some('Z' | 'X')
-        ),
+        Ok(stat) => !matches!(stat.rsplit(')').next().and_then(|s| s.trim_start().chars().next()), Some('Z' | 'X')),
         Err(_) => false,
     }
 }
@@ -68,8 +61,7 @@ impl Sink {
             return Ok(());
         }
         let first = self.writer.next_seq().unwrap_or(1);
-        self.writer
-            .write_batch(&self.batch, first, count, now_ns())?;
+        self.writer.write_batch(&self.batch, first, count, now_ns())?;
         self.events += count as u64;
         self.batch.clear();
         Ok(())
@@ -78,39 +70,26 @@ impl Sink {
 
 pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
     let out_name = || opts.out.display().to_string();
-    let file =
-        File::create(&opts.out).map_err(Error::io(format!("cannot create {}", out_name())))?;
-    let writer = LogWriter::create(
-        BufWriter::with_capacity(1 << 20, file),
-        IncarnationToken::NONE,
-        now_ns(),
-    )
-    .map_err(Error::io(out_name()))?;
+    let file = File::create(&opts.out).map_err(Error::io(format!("cannot create {}", out_name())))?;
+    let writer =
+        LogWriter::create(BufWriter::with_capacity(1 << 20, file), IncarnationToken::NONE, now_ns(), &launch.record())
+            .map_err(Error::io(out_name()))?;
     let shared = SharedRegion::create(opts.geometry, Mode::Record)
         .map_err(Error::io("cannot create the shared event region"))?;
+    crate::launch::apply_knobs(&shared);
     let region = shared.region();
     let mut child = launch.spawn(&shared)?;
     let top = Pid::from_raw(child.id() as i32);
     let forwarder = forward_signals(top);
 
     let mut merger = Merger::new(region);
-    let mut sink = Sink {
-        writer,
-        batch: Vec::with_capacity(2 * BATCH_BYTES),
-        events: 0,
-    };
-    let write_err = |e| Error::Io {
-        what: out_name(),
-        source: e,
-    };
+    let mut sink = Sink { writer, batch: Vec::with_capacity(2 * BATCH_BYTES), events: 0 };
+    let write_err = |e| Error::Io { what: out_name(), source: e };
     let mut exit_code = None;
     let mut last_reap = Instant::now();
     let mut lost = 0;
     loop {
-        let seen = region
-            .header()
-            .doorbell
-            .load(std::sync::atomic::Ordering::Acquire);
+        let seen = region.header().doorbell.load(std::sync::atomic::Ordering::Acquire);
         let n = merger.drain(&mut sink.batch, BATCH_BYTES);
         sink.flush_batch(n).map_err(write_err)?;
         if n > 0 {
@@ -150,16 +129,12 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
     out.get_ref().sync_all().map_err(write_err)?;
     drop(forwarder);
     let _ = child.try_wait();
-    Ok(Recording {
-        exit_code: exit_code.unwrap_or(125),
-        events,
-        lost,
-    })
+    Ok(Recording { exit_code: exit_code.unwrap_or(125), events, lost })
 }
 
 /// Reaps every exited descendant (we are their subreaper). Records the top process's status.
 /// Returns true once no descendant is left.
-fn reap_children(top: Pid, exit_code: &mut Option<i32>) -> bool {
+pub(crate) fn reap_children(top: Pid, exit_code: &mut Option<i32>) -> bool {
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
             Ok(WaitStatus::Exited(pid, code)) => {
@@ -183,10 +158,9 @@ fn reap_children(top: Pid, exit_code: &mut Option<i32>) -> bool {
 
 /// Passes termination signals sent to tandem on to the program, so it can shut down (and be
 /// recorded doing so) instead of being orphaned.
-fn forward_signals(top: Pid) -> Option<signal_hook::iterator::Handle> {
+pub(crate) fn forward_signals(top: Pid) -> Option<signal_hook::iterator::Handle> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGQUIT]).ok()?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGQUIT]).ok()?;
     let handle = signals.handle();
     std::thread::Builder::new()
         .name("tandem-signals".into())
@@ -204,10 +178,6 @@ fn forward_signals(top: Pid) -> Option<signal_hook::iterator::Handle> {
 /// Opens a log for reading (shared by `log show`, `log stats` and replay).
 pub fn open_log(path: &Path) -> Result<eventlog::logfile::LogReader<std::io::BufReader<File>>> {
     let f = File::open(path).map_err(Error::io(path.display().to_string()))?;
-    eventlog::logfile::LogReader::open(std::io::BufReader::with_capacity(1 << 20, f)).map_err(
-        |source| Error::Log {
-            path: path.to_path_buf(),
-            source,
-        },
-    )
+    eventlog::logfile::LogReader::open(std::io::BufReader::with_capacity(1 << 20, f))
+        .map_err(|source| Error::Log { path: path.to_path_buf(), source })
 }

@@ -10,19 +10,10 @@ use std::path::Path;
 
 /// Visits every event of a log in sequence order. Events of a batch are only visited once the
 /// whole batch has been verified; a damaged batch ends the walk with an error naming it.
-pub fn for_each_event(
-    path: &Path,
-    mut f: impl FnMut(&Event) -> std::io::Result<()>,
-) -> Result<LogSummary> {
+pub fn for_each_event(path: &Path, mut f: impl FnMut(&Event) -> std::io::Result<()>) -> Result<LogSummary> {
     let mut reader = open_log(path)?;
-    let mut summary = LogSummary {
-        created_ns: reader.header().created_unix_ns,
-        ..LogSummary::default()
-    };
-    let log_err = |source| Error::Log {
-        path: path.to_path_buf(),
-        source,
-    };
+    let mut summary = LogSummary { created_ns: reader.header().created_unix_ns, ..LogSummary::default() };
+    let log_err = |source| Error::Log { path: path.to_path_buf(), source };
     while let Some(batch) = reader.next_batch().map_err(log_err)? {
         summary.batches += 1;
         summary.last_batch_ns = batch.wall_ns;
@@ -91,10 +82,7 @@ pub fn stats(path: &Path, out: &mut impl Write) -> Result<()> {
     let (mut first_seq, mut last_seq) = (None, 0);
     let summary = for_each_event(path, |e| {
         let h = &e.header;
-        by_call
-            .entry(h.call().map_or("?", Call::name))
-            .or_default()
-            .add(e);
+        by_call.entry(h.call().map_or("?", Call::name)).or_default().add(e);
         by_thread.entry((h.pid, h.tid)).or_default().add(e);
         by_process.entry(h.pid).or_default().add(e);
         total.add(e);
@@ -105,77 +93,31 @@ pub fn stats(path: &Path, out: &mut impl Write) -> Result<()> {
     let file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let end = summary.end_ns.unwrap_or(summary.last_batch_ns);
     let secs = end.saturating_sub(summary.created_ns) as f64 / 1e9;
-    let w = |out: &mut dyn Write, s: String| {
-        writeln!(out, "{s}").map_err(Error::io("cannot write output"))
-    };
+    let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(Error::io("cannot write output"));
     w(out, format!("log       {}", path.display()))?;
-    w(
-        out,
-        format!(
-            "events    {} (seq {}..={})",
-            total.events,
-            first_seq.unwrap_or(0),
-            last_seq
-        ),
-    )?;
+    w(out, format!("events    {} (seq {}..={})", total.events, first_seq.unwrap_or(0), last_seq))?;
     w(out, format!("batches   {}", summary.batches))?;
+    w(out, format!("bytes     {} in the file, {} of payload", file_bytes, total.bytes))?;
     w(
         out,
-        format!(
-            "bytes     {} in the file, {} of payload",
-            file_bytes, total.bytes
-        ),
-    )?;
-    w(
-        out,
-        format!(
-            "duration  {secs:.3} s ({:.0} events/s)",
-            if secs > 0.0 {
-                total.events as f64 / secs
-            } else {
-                0.0
-            }
-        ),
+        format!("duration  {secs:.3} s ({:.0} events/s)", if secs > 0.0 { total.events as f64 / secs } else { 0.0 }),
     )?;
     w(out, String::new())?;
     let mut calls: Vec<_> = by_call.into_iter().collect();
     calls.sort_by(|a, b| b.1.events.cmp(&a.1.events).then(a.0.cmp(b.0)));
-    w(
-        out,
-        format!("{:<26} {:>10} {:>12}", "call", "events", "bytes"),
-    )?;
+    w(out, format!("{:<26} {:>10} {:>12}", "call", "events", "bytes"))?;
     for (name, t) in calls {
-        w(
-            out,
-            format!("{:<26} {:>10} {:>12}", name, t.events, t.bytes),
-        )?;
+        w(out, format!("{:<26} {:>10} {:>12}", name, t.events, t.bytes))?;
     }
     w(out, String::new())?;
-    w(
-        out,
-        format!("{:<26} {:>10} {:>12}", "process", "events", "bytes"),
-    )?;
+    w(out, format!("{:<26} {:>10} {:>12}", "process", "events", "bytes"))?;
     for (pid, t) in by_process {
         w(out, format!("{:<26} {:>10} {:>12}", pid, t.events, t.bytes))?;
     }
     w(out, String::new())?;
-    w(
-        out,
-        format!(
-            "{:<26} {:>10} {:>12}",
-            "thread (pid.tid)", "events", "bytes"
-        ),
-    )?;
+    w(out, format!("{:<26} {:>10} {:>12}", "thread (pid.tid)", "events", "bytes"))?;
     for ((pid, tid), t) in by_thread {
-        w(
-            out,
-            format!(
-                "{:<26} {:>10} {:>12}",
-                format!("{pid}.{tid}"),
-                t.events,
-                t.bytes
-            ),
-        )?;
+        w(out, format!("{:<26} {:>10} {:>12}", format!("{pid}.{tid}"), t.events, t.bytes))?;
     }
     out.flush().map_err(Error::io("cannot write output"))
 }

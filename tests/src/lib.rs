@@ -8,10 +8,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
 /// target/release, with `tandem` and `libtandem.so` built (once per test process).
@@ -25,8 +22,7 @@ pub fn bin_dir() -> &'static Path {
             .status()
             .expect("run cargo build");
         assert!(status.success(), "building tandem failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| root().join("target"), PathBuf::from);
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
         target.join("release")
     })
 }
@@ -39,16 +35,9 @@ pub fn tandem() -> Command {
 pub fn fixture(name: &str, flags: &[&str]) -> PathBuf {
     let out_dir = bin_dir().join("fixtures");
     std::fs::create_dir_all(&out_dir).expect("fixture dir");
-    let tag: String = flags
-        .iter()
-        .map(|f| f.replace(|c: char| !c.is_ascii_alphanumeric(), ""))
-        .collect::<Vec<_>>()
-        .join("-");
-    let out = out_dir.join(if tag.is_empty() {
-        name.to_string()
-    } else {
-        format!("{name}-{tag}")
-    });
+    let tag: String =
+        flags.iter().map(|f| f.replace(|c: char| !c.is_ascii_alphanumeric(), "")).collect::<Vec<_>>().join("-");
+    let out = out_dir.join(if tag.is_empty() { name.to_string() } else { format!("{name}-{tag}") });
     let src = root().join("tests/fixtures").join(format!("{name}.c"));
     let fresh = |o: &Path| {
         let (Ok(a), Ok(b)) = (std::fs::metadata(o), std::fs::metadata(&src)) else {
@@ -65,11 +54,7 @@ pub fn fixture(name: &str, flags: &[&str]) -> PathBuf {
             .args(flags)
             .output()
             .expect("run gcc (install it with scripts/test.sh)");
-        assert!(
-            o.status.success(),
-            "gcc {name} failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(o.status.success(), "gcc {name} failed:\n{}", String::from_utf8_lossy(&o.stderr));
         std::fs::rename(&tmp, &out).expect("place fixture");
     }
     out
@@ -93,25 +78,14 @@ pub fn read_log(path: &Path) -> Result<Vec<LoggedEvent>, LogError> {
     let mut r = LogReader::open(std::io::BufReader::new(f))?;
     let mut events = Vec::new();
     while let Some(b) = r.next_batch()? {
-        events.extend(b.events().map(|e| LoggedEvent {
-            header: e.header,
-            payload: e.payload.to_vec(),
-        }));
+        events.extend(b.events().map(|e| LoggedEvent { header: e.header, payload: e.payload.to_vec() }));
     }
     Ok(events)
 }
 
 /// Runs `tandem record --out LOG -- program args`.
 pub fn record(log: &Path, program: &Path, args: &[&str]) -> Output {
-    tandem()
-        .arg("record")
-        .arg("--out")
-        .arg(log)
-        .arg("--")
-        .arg(program)
-        .args(args)
-        .output()
-        .expect("run tandem")
+    tandem().arg("record").arg("--out").arg(log).arg("--").arg(program).args(args).output().expect("run tandem")
 }
 
 pub fn text(bytes: &[u8]) -> String {
@@ -120,19 +94,12 @@ pub fn text(bytes: &[u8]) -> String {
 
 /// A local TCP port nobody listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 /// Fails the test with a clear message if a tool the test drives is missing.
 pub fn require(tool: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{tool} is not installed: scripts/test.sh installs everything the tests need"
-    );
+    let found =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false);
+    assert!(found, "{tool} is not installed: scripts/test.sh installs everything the tests need");
 }

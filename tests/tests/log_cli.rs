@@ -5,11 +5,7 @@ use tandem_tests::*;
 /// A small real recording to damage.
 fn sample_log(dir: &std::path::Path) -> std::path::PathBuf {
     let log = dir.join("bash.tlog");
-    let out = record(
-        &log,
-        std::path::Path::new("/bin/bash"),
-        &["-c", "for i in 1 2 3; do date +%N > /dev/null; done"],
-    );
+    let out = record(&log, std::path::Path::new("/bin/bash"), &["-c", "for i in 1 2 3; do date +%N > /dev/null; done"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     log
 }
@@ -35,30 +31,13 @@ fn show_prints_every_event_and_json_has_the_fields() {
     let lines: Vec<String> = text(&json.stdout).lines().map(str::to_string).collect();
     assert_eq!(lines.len(), events.len());
     for (line, e) in lines.iter().zip(&events) {
-        for field in [
-            "\"seq\":",
-            "\"pid\":",
-            "\"tid\":",
-            "\"call\":",
-            "\"result\":",
-            "\"errno\":",
-            "\"len\":",
-        ] {
+        for field in ["\"seq\":", "\"pid\":", "\"tid\":", "\"call\":", "\"result\":", "\"errno\":", "\"len\":"] {
             assert!(line.contains(field), "{field} missing in {line}");
         }
-        assert!(
-            line.contains(&format!("\"seq\":{},", e.header.seq)),
-            "{line}"
-        );
-        assert!(
-            line.contains(&format!("\"call\":\"{}\"", e.call().name())),
-            "{line}"
-        );
+        assert!(line.contains(&format!("\"seq\":{},", e.header.seq)), "{line}");
+        assert!(line.contains(&format!("\"call\":\"{}\"", e.call().name())), "{line}");
     }
-    let forks = events
-        .iter()
-        .filter(|e| e.call() == eventlog::Call::Fork)
-        .count();
+    let forks = events.iter().filter(|e| e.call() == eventlog::Call::Fork).count();
     assert_eq!(forks, 3);
 }
 
@@ -70,27 +49,12 @@ fn stats_counts_calls_threads_processes() {
     assert!(out.status.success());
     let s = text(&out.stdout);
     let events = read_log(&log).unwrap();
-    assert!(
-        s.contains(&format!(
-            "events    {} (seq 1..={})",
-            events.len(),
-            events.len()
-        )),
-        "{s}"
-    );
-    assert!(
-        s.lines()
-            .any(|l| l.starts_with("fork ") && l.split_whitespace().nth(1) == Some("3")),
-        "{s}"
-    );
+    assert!(s.contains(&format!("events    {} (seq 1..={})", events.len(), events.len())), "{s}");
+    assert!(s.lines().any(|l| l.starts_with("fork ") && l.split_whitespace().nth(1) == Some("3")), "{s}");
     assert!(s.contains("duration"));
     // Processes 1 (bash) and 2-4 (the three date children).
     for pid in 1..=4 {
-        assert!(
-            s.lines()
-                .any(|l| l.split_whitespace().next() == Some(&pid.to_string())),
-            "process {pid} in {s}"
-        );
+        assert!(s.lines().any(|l| l.split_whitespace().next() == Some(&pid.to_string())), "process {pid} in {s}");
     }
 }
 
@@ -104,14 +68,8 @@ fn truncated_log_names_batch_and_offset() {
     let out = show(&cut, false);
     assert_eq!(out.status.code(), Some(1));
     let msg = text(&out.stderr);
-    assert!(
-        msg.starts_with(&format!("tandem: {}: batch ", cut.display())),
-        "{msg}"
-    );
-    assert!(
-        msg.contains(" at offset ") && msg.contains("truncated"),
-        "{msg}"
-    );
+    assert!(msg.starts_with(&format!("tandem: {}: batch ", cut.display())), "{msg}");
+    assert!(msg.contains(" at offset ") && msg.contains("truncated"), "{msg}");
     // Events of the batches before the damage were printed; none of the damaged one.
     let printed = text(&out.stdout).lines().count();
     assert!(printed < read_log(&log).unwrap().len());
@@ -130,10 +88,7 @@ fn corrupted_log_names_batch_and_offset() {
         let out = tandem().args(args).arg(&bad).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let msg = text(&out.stderr);
-        assert!(
-            msg.contains(": batch ") && msg.contains(" at offset ") && msg.contains("corrupted"),
-            "{msg}"
-        );
+        assert!(msg.contains(": batch ") && msg.contains(" at offset ") && msg.contains("corrupted"), "{msg}");
     }
 }
 
@@ -147,15 +102,8 @@ fn log_cut_at_a_batch_boundary_is_still_caught() {
     std::fs::write(&cut, &bytes[..bytes.len() - 40]).unwrap();
     let out = show(&cut, false);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("without an end marker"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert_eq!(
-        text(&out.stdout).lines().count(),
-        read_log(&log).unwrap().len()
-    );
+    assert!(text(&out.stderr).contains("without an end marker"), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), read_log(&log).unwrap().len());
 }
 
 #[test]
@@ -167,10 +115,7 @@ fn not_a_log_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr).trim(),
-        format!(
-            "tandem: {}: not a tandem log (no log header at offset 0)",
-            junk.display()
-        )
+        format!("tandem: {}: not a tandem log (no log header at offset 0)", junk.display())
     );
 }
 

@@ -13,13 +13,7 @@ struct Transcript {
 }
 
 fn parse_transcript(text: &str) -> Transcript {
-    let mut t = Transcript {
-        lock: 0,
-        tids: HashMap::new(),
-        child_status: -1,
-        usr1: 0,
-        order: Vec::new(),
-    };
+    let mut t = Transcript { lock: 0, tids: HashMap::new(), child_status: -1, usr1: 0, order: Vec::new() };
     for line in text.lines() {
         let mut w = line.split_whitespace();
         match w.next() {
@@ -41,25 +35,11 @@ fn check_multithreaded_fixture(flags: &[&str]) {
     let program = fixture("mt_record", flags);
     let child = fixture("mt_child", &[]);
     let dir = tempfile::tempdir().unwrap();
-    let (log, transcript, child_out) = (
-        dir.path().join("t.tlog"),
-        dir.path().join("transcript"),
-        dir.path().join("child"),
-    );
-    let out = record(
-        &log,
-        &program,
-        &[
-            transcript.to_str().unwrap(),
-            child.to_str().unwrap(),
-            child_out.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "tandem record failed: {}",
-        text(&out.stderr)
-    );
+    let (log, transcript, child_out) =
+        (dir.path().join("t.tlog"), dir.path().join("transcript"), dir.path().join("child"));
+    let out =
+        record(&log, &program, &[transcript.to_str().unwrap(), child.to_str().unwrap(), child_out.to_str().unwrap()]);
+    assert!(out.status.success(), "tandem record failed: {}", text(&out.stderr));
     let t = parse_transcript(&std::fs::read_to_string(&transcript).unwrap());
     assert_eq!(t.child_status, 7, "the exec'd child ran and exited 7");
     assert_eq!(t.usr1, 1, "the SIGUSR1 handler ran once");
@@ -94,30 +74,15 @@ fn check_multithreaded_fixture(flags: &[&str]) {
         .map(|e| e.header.tid - 1)
         .collect();
     assert_eq!(lock_order.len(), t.order.len());
-    assert_eq!(
-        lock_order, t.order,
-        "lock events out of the real acquisition order"
-    );
+    assert_eq!(lock_order, t.order, "lock events out of the real acquisition order");
     // Condition-variable wake-ups re-take the same lock; unlocks come from the workers.
-    assert!(events
-        .iter()
-        .any(|e| e.call() == eventlog::Call::CondWait && e.header.aux[1] == t.lock));
-    assert!(events
-        .iter()
-        .any(|e| e.call() == eventlog::Call::CondSignal));
+    assert!(events.iter().any(|e| e.call() == eventlog::Call::CondWait && e.header.aux[1] == t.lock));
+    assert!(events.iter().any(|e| e.call() == eventlog::Call::CondSignal));
 
     // Time and randomness, per worker.
     for w in 1..=4 {
-        let of = |c| {
-            events
-                .iter()
-                .filter(|e| e.call() == c && e.header.pid == 1 && e.header.tid == w)
-                .count()
-        };
-        assert!(
-            of(eventlog::Call::ClockGettime) >= 200,
-            "worker {w} clock_gettime"
-        );
+        let of = |c| events.iter().filter(|e| e.call() == c && e.header.pid == 1 && e.header.tid == w).count();
+        assert!(of(eventlog::Call::ClockGettime) >= 200, "worker {w} clock_gettime");
         assert_eq!(of(eventlog::Call::Getrandom), 1, "worker {w} getrandom");
         let urandom = events.iter().any(|e| {
             e.call() == eventlog::Call::Read
@@ -125,18 +90,13 @@ fn check_multithreaded_fixture(flags: &[&str]) {
                 && e.header.fd_kind() == eventlog::FdKind::Random
                 && e.payload.len() == e.header.result as usize
         });
-        assert!(
-            urandom,
-            "worker {w} read /dev/urandom with its bytes recorded"
-        );
+        assert!(urandom, "worker {w} read /dev/urandom with its bytes recorded");
     }
 
     // The pipe: main read every worker's line, bytes recorded.
     let piped: String = events
         .iter()
-        .filter(|e| {
-            e.call() == eventlog::Call::Read && e.header.fd_kind() == eventlog::FdKind::Pipe
-        })
+        .filter(|e| e.call() == eventlog::Call::Read && e.header.fd_kind() == eventlog::FdKind::Pipe)
         .map(|e| text(&e.payload))
         .collect();
     let lines: BTreeSet<&str> = piped.lines().collect();
@@ -144,27 +104,14 @@ fn check_multithreaded_fixture(flags: &[&str]) {
 
     // The forked child: its own logical pid, exec recorded, and the exec'd image's events under
     // the same pid even though its environment had no LD_PRELOAD.
-    let fork = events
-        .iter()
-        .find(|e| e.call() == eventlog::Call::Fork)
-        .expect("fork event");
+    let fork = events.iter().find(|e| e.call() == eventlog::Call::Fork).expect("fork event");
     let child_pid = fork.header.aux[0] as u32;
     assert_eq!(child_pid, 2);
-    let of_child: Vec<_> = events
-        .iter()
-        .filter(|e| e.header.pid == child_pid)
-        .collect();
+    let of_child: Vec<_> = events.iter().filter(|e| e.header.pid == child_pid).collect();
     assert!(of_child.iter().all(|e| e.header.seq > fork.header.seq));
-    let exec = of_child
-        .iter()
-        .find(|e| e.call() == eventlog::Call::Execve)
-        .expect("child's execve");
+    let exec = of_child.iter().find(|e| e.call() == eventlog::Call::Execve).expect("child's execve");
     assert!(text(&exec.payload).ends_with("mt_child"));
-    let after_exec: Vec<_> = of_child
-        .iter()
-        .filter(|e| e.header.seq > exec.header.seq)
-        .map(|e| e.call())
-        .collect();
+    let after_exec: Vec<_> = of_child.iter().filter(|e| e.header.seq > exec.header.seq).map(|e| e.call()).collect();
     for c in [
         eventlog::Call::ClockGettime,
         eventlog::Call::Getpid,
@@ -172,25 +119,14 @@ fn check_multithreaded_fixture(flags: &[&str]) {
         eventlog::Call::Write,
         eventlog::Call::Exit,
     ] {
-        assert!(
-            after_exec.contains(&c),
-            "exec'd child's {c} missing: {after_exec:?}"
-        );
+        assert!(after_exec.contains(&c), "exec'd child's {c} missing: {after_exec:?}");
     }
-    assert!(std::fs::read_to_string(&child_out)
-        .unwrap()
-        .ends_with("child\n"));
-    let wait = events
-        .iter()
-        .find(|e| e.call() == eventlog::Call::Waitpid && e.header.pid == 1)
-        .expect("waitpid");
+    assert!(std::fs::read_to_string(&child_out).unwrap().ends_with("child\n"));
+    let wait = events.iter().find(|e| e.call() == eventlog::Call::Waitpid && e.header.pid == 1).expect("waitpid");
     assert_eq!((wait.header.aux[0] >> 8) & 0xff, 7);
 
     // The signal became an event, once.
-    let signals: Vec<_> = events
-        .iter()
-        .filter(|e| e.call() == eventlog::Call::Signal)
-        .collect();
+    let signals: Vec<_> = events.iter().filter(|e| e.call() == eventlog::Call::Signal).collect();
     assert_eq!(signals.len(), 1);
     assert_eq!(signals[0].header.aux[0], 10, "SIGUSR1");
 }
@@ -203,15 +139,8 @@ fn multithreaded_fixture_is_recorded_in_real_order() {
 #[test]
 fn fortified_build_is_recorded_the_same_way() {
     let program = fixture("mt_record", &["-O2", "-D_FORTIFY_SOURCE=2"]);
-    let imports = std::process::Command::new("nm")
-        .args(["-D", "--undefined-only"])
-        .arg(&program)
-        .output()
-        .unwrap();
-    assert!(
-        text(&imports.stdout).contains("__read_chk"),
-        "the fortified build should call __read_chk"
-    );
+    let imports = std::process::Command::new("nm").args(["-D", "--undefined-only"]).arg(&program).output().unwrap();
+    assert!(text(&imports.stdout).contains("__read_chk"), "the fortified build should call __read_chk");
     check_multithreaded_fixture(&["-O2", "-D_FORTIFY_SOURCE=2"]);
 }
 
@@ -221,10 +150,7 @@ fn exit_status_is_the_programs() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("x.tlog");
     assert_eq!(record(&log, &program, &["3"]).status.code(), Some(3));
-    assert_eq!(
-        record(&log, &program, &["0", "15"]).status.code(),
-        Some(128 + 15)
-    );
+    assert_eq!(record(&log, &program, &["0", "15"]).status.code(), Some(128 + 15));
 }
 
 #[test]
@@ -233,26 +159,11 @@ fn io_uring_fails_with_enosys_and_is_logged() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("u.tlog");
     let out = record(&log, &program, &[]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("errno=38"));
     let events = read_log(&log).unwrap();
-    let refused = events
-        .iter()
-        .find(|e| e.call() == eventlog::Call::IoUringSetup)
-        .expect("io_uring_setup event");
-    assert_eq!(
-        (
-            refused.header.result,
-            refused.header.errno,
-            refused.header.aux[0]
-        ),
-        (-1, 38, 425)
-    );
+    let refused = events.iter().find(|e| e.call() == eventlog::Call::IoUringSetup).expect("io_uring_setup event");
+    assert_eq!((refused.header.result, refused.header.errno, refused.header.aux[0]), (-1, 38, 425));
 }
 
 #[test]
@@ -262,12 +173,7 @@ fn static_binaries_are_refused_with_a_reason() {
     let out = record(&dir.path().join("s.tlog"), &program, &[]);
     assert_eq!(out.status.code(), Some(126));
     let msg = text(&out.stderr);
-    assert!(
-        msg.starts_with("tandem: ")
-            && msg.contains("statically linked")
-            && msg.lines().count() == 1,
-        "{msg}"
-    );
+    assert!(msg.starts_with("tandem: ") && msg.contains("statically linked") && msg.lines().count() == 1, "{msg}");
 }
 
 #[test]
@@ -282,10 +188,7 @@ fn unknown_program_is_reported() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(127));
-    assert_eq!(
-        text(&out.stderr).trim(),
-        "tandem: no-such-program-xyz: command not found (searched PATH)"
-    );
+    assert_eq!(text(&out.stderr).trim(), "tandem: no-such-program-xyz: command not found (searched PATH)");
 }
 
 #[test]
@@ -296,18 +199,8 @@ fn program_closing_every_descriptor_keeps_being_recorded() {
     let out = record(&log, &program, &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let calls: Vec<_> = read_log(&log).unwrap().iter().map(|e| e.call()).collect();
-    let after_close: Vec<_> = calls
-        .iter()
-        .skip_while(|c| **c != eventlog::Call::CloseRange)
-        .collect();
-    for c in [
-        eventlog::Call::ClockGettime,
-        eventlog::Call::Open,
-        eventlog::Call::Write,
-    ] {
-        assert!(
-            after_close.contains(&&c),
-            "{c} missing after closefrom: {calls:?}"
-        );
+    let after_close: Vec<_> = calls.iter().skip_while(|c| **c != eventlog::Call::CloseRange).collect();
+    for c in [eventlog::Call::ClockGettime, eventlog::Call::Open, eventlog::Call::Write] {
+        assert!(after_close.contains(&&c), "{c} missing after closefrom: {calls:?}");
     }
 }

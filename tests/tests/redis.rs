@@ -7,10 +7,7 @@ use tandem_tests::*;
 fn wait_for_ping(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        let out = Command::new("redis-cli")
-            .args(["-p", &port.to_string(), "ping"])
-            .output()
-            .unwrap();
+        let out = Command::new("redis-cli").args(["-p", &port.to_string(), "ping"]).output().unwrap();
         if text(&out.stdout).trim() == "PONG" {
             return;
         }
@@ -30,16 +27,7 @@ fn redis_under_benchmark_load_is_recorded() {
         .arg("record")
         .arg("--out")
         .arg(&log)
-        .args([
-            "--",
-            "redis-server",
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
+        .args(["--", "redis-server", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(dir.path())
         .stdout(Stdio::null())
@@ -47,24 +35,11 @@ fn redis_under_benchmark_load_is_recorded() {
         .unwrap();
     wait_for_ping(port);
     let bench = Command::new("redis-benchmark")
-        .args([
-            "-p",
-            &port.to_string(),
-            "-n",
-            "100000",
-            "-c",
-            "50",
-            "-t",
-            "set,get",
-            "-q",
-        ])
+        .args(["-p", &port.to_string(), "-n", "100000", "-c", "50", "-t", "set,get", "-q"])
         .output()
         .unwrap();
     assert!(bench.status.success(), "{}", text(&bench.stderr));
-    Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "shutdown", "nosave"])
-        .output()
-        .unwrap();
+    Command::new("redis-cli").args(["-p", &port.to_string(), "shutdown", "nosave"]).output().unwrap();
     let status = server.wait().unwrap();
     assert!(status.success(), "tandem record exited {status}");
 
@@ -84,10 +59,7 @@ fn redis_under_benchmark_load_is_recorded() {
     assert!(count("read") >= 200_000, "{stats}");
     assert!(count("write") >= 200_000, "{stats}");
     assert!(count("epoll_wait") > 1000, "{stats}");
-    assert!(
-        count("gettimeofday") + count("clock_gettime") > 100_000,
-        "{stats}"
-    );
+    assert!(count("gettimeofday") + count("clock_gettime") > 100_000, "{stats}");
     let events = read_log(&log).unwrap();
     assert_eq!(events.last().unwrap().header.seq, events.len() as u64);
     assert!(!events.iter().any(|e| e.call() == eventlog::Call::Lost));

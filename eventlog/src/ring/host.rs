@@ -14,23 +14,18 @@ pub struct SharedRegion {
 }
 
 impl SharedRegion {
-    /// Creates a memfd of the right size (without close-on-exec, so the program inherits it),
+    /// Creates a memfd of the right size (close-on-exec: the program gets its own copy at a fixed
+    /// number, see `launch`),
     /// maps it and writes a fresh header.
     pub fn create(geometry: Geometry, mode: Mode) -> io::Result<SharedRegion> {
         if !geometry.is_valid() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                LayoutError::Geometry.to_string(),
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, LayoutError::Geometry.to_string()));
         }
-        let fd: OwnedFd =
-            nix::sys::memfd::memfd_create(c"tandem-rings", nix::sys::memfd::MFdFlags::empty())
-                .map_err(io::Error::from)?;
+        let fd: OwnedFd = nix::sys::memfd::memfd_create(c"tandem-rings", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map_err(io::Error::from)?;
         let file = File::from(fd);
         file.set_len(geometry.total_len() as u64)?;
-        let map = MmapOptions::new()
-            .len(geometry.total_len())
-            .map_raw(&file)?;
+        let map = MmapOptions::new().len(geometry.total_len()).map_raw(&file)?;
         // SAFETY: a fresh memfd mapping: page aligned, zero-filled, `total_len` bytes, and nobody
         // else has it yet. The mapping lives in `self` as long as the Region is handed out.
         let region = unsafe { Region::init(map.as_mut_ptr(), geometry, mode) }

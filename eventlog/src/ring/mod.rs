@@ -6,14 +6,21 @@
 //! its own ring. The agent merges the rings back into sequence order. The region is mapped
 //! `MAP_SHARED`, so forked children keep using it, and its descriptor survives `exec`.
 //!
+//! A region made for replay (see [`feed`]) also holds the feed: the events, in sequence order,
+//! that the program's threads consume one at a time, and the table of those threads.
+//!
 //! Layout (offsets from the start of the region):
 //!
 //! ```text
 //! 0                 ShmHeader (one page)
 //! PAGE              SlotHeader[ring_count], 128 bytes each, rounded up to a page
 //! rings_offset      ring data, ring_bytes per slot
+//! replay_offset     ReplayControl (one page)                   } only when
+//! threads_offset    ThreadSlot[thread_count], rounded to a page } thread_count > 0
+//! feed_offset       feed data, feed_bytes                      }
 //! ```
 
+pub mod feed;
 pub mod sys;
 
 use crate::record::{record_len, EventHeader, HEADER_LEN};
@@ -23,19 +30,22 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"TNDMSHM\0");
 /// Bump whenever any layout in this module changes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 3;
 pub const PAGE: usize = 4096;
 /// Largest payload one event may carry; bigger reads are cut to this size by the shim (a short
 /// read is always legal for the descriptors whose bytes are recorded).
 pub const MAX_PAYLOAD: usize = 1 << 20;
 /// Smallest ring that can hold the largest event twice over.
 pub const MIN_RING_BYTES: u32 = 4 << 20;
+/// Smallest feed that can hold the largest event.
+pub const MIN_FEED_BYTES: u64 = 4 << 20;
 
 /// What the program under the shim is doing.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u32)]
 pub enum Mode {
     Record = 1,
+    Replay = 2,
 }
 
 /// The first page of the region.
@@ -43,11 +53,12 @@ pub enum Mode {
 pub struct ShmHeader {
     pub magic: u64,
     pub version: u32,
+    pub mode: u32,
     pub ring_count: u32,
     pub ring_bytes: u32,
-    pub mode: u32,
-    pub slots_offset: u64,
-    pub rings_offset: u64,
+    pub thread_count: u32,
+    _pad0a: u32,
+    pub feed_bytes: u64,
     pub total_len: u64,
     _pad0: [u8; 16],
     /// The next sequence number to hand out. Alone on its cache line: every event touches it.
@@ -59,7 +70,12 @@ pub struct ShmHeader {
     pub doorbell: AtomicU32,
     /// Non-zero while the agent sleeps on `doorbell`.
     pub agent_sleeping: AtomicU32,
-    _pad2: [u8; 52],
+    /// Upper bound in microseconds of the shim's random pause before each call (0: none); set by
+    /// the agent, to perturb schedules in tests without touching the program's environment.
+    pub jitter_us: AtomicU32,
+    /// Non-zero: a backup prints every event it takes.
+    pub trace: AtomicU32,
+    _pad2: [u8; 44],
     _reserved: [u8; PAGE - 192],
 }
 
@@ -116,24 +132,33 @@ impl core::fmt::Display for LayoutError {
             LayoutError::Misaligned => f.write_str("shared region is not page aligned"),
             LayoutError::BadMagic => f.write_str("shared region has no tandem header"),
             LayoutError::Version { found } => {
-                write!(
-                    f,
-                    "shared region has layout version {found}, this build uses {VERSION}"
-                )
+                write!(f, "shared region has layout version {found}, this build uses {VERSION}")
             }
             LayoutError::Geometry => f.write_str("shared region's ring geometry is inconsistent"),
         }
     }
 }
 
-/// Geometry of a region.
+/// Geometry of a region: recording rings, and (for replay) the thread table and the feed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Geometry {
     pub ring_count: u32,
     pub ring_bytes: u32,
+    pub thread_count: u32,
+    pub feed_bytes: u64,
 }
 
 impl Geometry {
+    /// A region for recording: `ring_count` rings of `ring_bytes`.
+    pub const fn record(ring_count: u32, ring_bytes: u32) -> Geometry {
+        Geometry { ring_count, ring_bytes, thread_count: 0, feed_bytes: 0 }
+    }
+
+    /// A region for replay: room for `thread_count` threads and a feed of `feed_bytes`.
+    pub const fn replay(thread_count: u32, feed_bytes: u64) -> Geometry {
+        Geometry { ring_count: 0, ring_bytes: 0, thread_count, feed_bytes }
+    }
+
     pub fn slots_offset(&self) -> usize {
         PAGE
     }
@@ -143,15 +168,40 @@ impl Geometry {
         PAGE + slots.div_ceil(PAGE) * PAGE
     }
 
-    pub fn total_len(&self) -> usize {
+    pub fn replay_offset(&self) -> usize {
         self.rings_offset() + self.ring_count as usize * self.ring_bytes as usize
     }
 
+    pub fn threads_offset(&self) -> usize {
+        self.replay_offset() + PAGE
+    }
+
+    pub fn feed_offset(&self) -> usize {
+        let threads = self.thread_count as usize * core::mem::size_of::<feed::ThreadSlot>();
+        self.threads_offset() + threads.div_ceil(PAGE) * PAGE
+    }
+
+    pub fn has_feed(&self) -> bool {
+        self.thread_count > 0
+    }
+
+    pub fn total_len(&self) -> usize {
+        if self.has_feed() {
+            self.feed_offset() + self.feed_bytes as usize
+        } else {
+            self.replay_offset()
+        }
+    }
+
     pub fn is_valid(&self) -> bool {
-        self.ring_count > 0
-            && self.ring_count <= 4096
-            && self.ring_bytes.is_power_of_two()
-            && self.ring_bytes >= MIN_RING_BYTES
+        let rings_ok = self.ring_count == 0
+            || (self.ring_count <= 4096 && self.ring_bytes.is_power_of_two() && self.ring_bytes >= MIN_RING_BYTES);
+        let feed_ok = self.thread_count == 0
+            || (self.thread_count <= 4096
+                && self.feed_bytes.is_power_of_two()
+                && self.feed_bytes >= MIN_FEED_BYTES
+                && self.feed_bytes <= 1 << 40);
+        rings_ok && feed_ok && (self.ring_count > 0 || self.thread_count > 0)
     }
 }
 
@@ -175,11 +225,7 @@ impl Region {
     /// # Safety
     /// `base` must point to `geometry.total_len()` writable bytes, page aligned, zero-filled (a
     /// new memfd), not yet shared with any other user.
-    pub unsafe fn init(
-        base: *mut u8,
-        geometry: Geometry,
-        mode: Mode,
-    ) -> Result<Region, LayoutError> {
+    pub unsafe fn init(base: *mut u8, geometry: Geometry, mode: Mode) -> Result<Region, LayoutError> {
         if !geometry.is_valid() {
             return Err(LayoutError::Geometry);
         }
@@ -189,14 +235,12 @@ impl Region {
         unsafe {
             (*header).ring_count = geometry.ring_count;
             (*header).ring_bytes = geometry.ring_bytes;
+            (*header).thread_count = geometry.thread_count;
+            (*header).feed_bytes = geometry.feed_bytes;
             (*header).mode = mode as u32;
-            (*header).slots_offset = geometry.slots_offset() as u64;
-            (*header).rings_offset = geometry.rings_offset() as u64;
             (*header).total_len = geometry.total_len() as u64;
             (*header).next_seq.store(1, Ordering::Relaxed);
-            (*header)
-                .next_lpid
-                .store(crate::ids::FIRST_PID + 1, Ordering::Relaxed);
+            (*header).next_lpid.store(crate::ids::FIRST_PID + 1, Ordering::Relaxed);
             (*header).version = VERSION;
             (*header).magic = MAGIC;
         }
@@ -218,23 +262,21 @@ impl Region {
         }
         let header = base as *const ShmHeader;
         // SAFETY: at least one page is mapped (checked above); the caller vouches for validity.
-        let (magic, version, ring_count, ring_bytes) = unsafe {
-            (
-                (*header).magic,
-                (*header).version,
-                (*header).ring_count,
-                (*header).ring_bytes,
-            )
-        };
+        let (magic, version) = unsafe { ((*header).magic, (*header).version) };
         if magic != MAGIC {
             return Err(LayoutError::BadMagic);
         }
         if version != VERSION {
             return Err(LayoutError::Version { found: version });
         }
-        let geometry = Geometry {
-            ring_count,
-            ring_bytes,
+        // SAFETY: as above; the header's version matches this build's layout.
+        let geometry = unsafe {
+            Geometry {
+                ring_count: (*header).ring_count,
+                ring_bytes: (*header).ring_bytes,
+                thread_count: (*header).thread_count,
+                feed_bytes: (*header).feed_bytes,
+            }
         };
         if !geometry.is_valid() {
             return Err(LayoutError::Geometry);
@@ -250,6 +292,22 @@ impl Region {
         self.geometry
     }
 
+    /// What the region was made for.
+    pub fn mode(&self) -> Option<Mode> {
+        match self.header().mode {
+            1 => Some(Mode::Record),
+            2 => Some(Mode::Replay),
+            _ => None,
+        }
+    }
+
+    /// A pointer `offset` bytes into the region (within the validated length).
+    fn at(&self, offset: usize) -> *mut u8 {
+        debug_assert!(offset <= self.geometry.total_len());
+        // SAFETY: offsets come from the validated geometry, inside the mapping.
+        unsafe { self.base.as_ptr().add(offset) }
+    }
+
     #[inline(always)]
     pub fn header(&self) -> &ShmHeader {
         // SAFETY: validated in `attach`; the header lives as long as the mapping.
@@ -260,16 +318,13 @@ impl Region {
     #[inline(always)]
     pub fn slot(&self, index: u32) -> &SlotHeader {
         assert!(index < self.geometry.ring_count);
-        let off =
-            self.geometry.slots_offset() + index as usize * core::mem::size_of::<SlotHeader>();
+        let off = self.geometry.slots_offset() + index as usize * core::mem::size_of::<SlotHeader>();
         // SAFETY: in bounds of the validated slot table; SlotHeader is all atomics and padding.
         unsafe { &*(self.base.as_ptr().add(off) as *const SlotHeader) }
     }
 
     fn ring_data(&self, index: u32) -> *mut u8 {
-        let off = self.geometry.rings_offset() + index as usize * self.geometry.ring_bytes as usize;
-        // SAFETY: in bounds of the validated mapping.
-        unsafe { self.base.as_ptr().add(off) }
+        self.at(self.geometry.rings_offset() + index as usize * self.geometry.ring_bytes as usize)
     }
 
     /// Takes the next sequence number.
@@ -300,20 +355,51 @@ impl Region {
         h.agent_sleeping.store(0, Ordering::Relaxed);
     }
 
-    /// Copies `len` bytes from ring `index` at stream position `pos` (wrapping) into `out`.
+    /// Copies bytes from ring `index` at stream position `pos` (wrapping) into `out`.
     fn copy_out(&self, index: u32, pos: u64, out: &mut [u8]) {
-        let size = self.geometry.ring_bytes as usize;
-        let start = (pos as usize) & (size - 1);
-        let first = out.len().min(size - start);
-        let data = self.ring_data(index);
-        // SAFETY: `start + first <= size` and the remainder starts at 0 and is at most `size`
-        // bytes (callers never ask for more than a ring holds); these bytes lie below the
-        // producer's published tail, so the producer no longer writes them.
-        unsafe {
-            core::ptr::copy_nonoverlapping(data.add(start), out.as_mut_ptr(), first);
-            core::ptr::copy_nonoverlapping(data, out.as_mut_ptr().add(first), out.len() - first);
+        let mask = self.geometry.ring_bytes as u64 - 1;
+        // SAFETY: the ring is `ring_bytes` long; these bytes lie below the producer's published
+        // tail, so the producer no longer writes them.
+        unsafe { copy_from_circular(self.ring_data(index), mask, pos, out) }
+    }
+}
+
+/// Copies `out.len()` bytes starting at stream position `pos` of the circular buffer at `data`
+/// (`mask + 1` bytes long) into `out`, in at most two pieces.
+///
+/// # Safety
+/// `data` points to `mask + 1` readable bytes, `out.len() <= mask + 1`, and nobody writes the
+/// bytes read meanwhile.
+unsafe fn copy_from_circular(data: *const u8, mask: u64, pos: u64, out: &mut [u8]) {
+    let size = (mask + 1) as usize;
+    let start = (pos & mask) as usize;
+    let first = out.len().min(size - start);
+    // SAFETY: per the caller; both pieces stay inside the buffer.
+    unsafe {
+        core::ptr::copy_nonoverlapping(data.add(start), out.as_mut_ptr(), first);
+        core::ptr::copy_nonoverlapping(data, out.as_mut_ptr().add(first), out.len() - first);
+    }
+}
+
+/// Copies `bytes` into the circular buffer at `data` at stream position `pos`; returns the
+/// position after them.
+///
+/// # Safety
+/// `data` points to `mask + 1` writable bytes, `bytes.len() <= mask + 1`, and nobody reads the
+/// bytes written meanwhile.
+#[inline(always)]
+unsafe fn copy_into_circular(data: *mut u8, mask: u64, pos: u64, bytes: &[u8]) -> u64 {
+    let size = (mask + 1) as usize;
+    let start = (pos & mask) as usize;
+    let first = bytes.len().min(size - start);
+    // SAFETY: per the caller; both pieces stay inside the buffer.
+    unsafe {
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), data.add(start), first);
+        if first < bytes.len() {
+            core::ptr::copy_nonoverlapping(bytes.as_ptr().add(first), data, bytes.len() - first);
         }
     }
+    pos + bytes.len() as u64
 }
 
 /// A thread's write end of its ring. Lives in the thread's own memory (not shared), so the
@@ -337,25 +423,10 @@ unsafe impl Send for Producer {}
 
 impl Producer {
     /// Claims a free slot for a thread. Returns `None` when every slot is taken.
-    pub fn claim(
-        region: Region,
-        owner_pid: i32,
-        owner_tid: i32,
-        lpid: u32,
-        ltid: u32,
-    ) -> Option<Producer> {
+    pub fn claim(region: Region, owner_pid: i32, owner_tid: i32, lpid: u32, ltid: u32) -> Option<Producer> {
         for index in 0..region.geometry.ring_count {
             let slot = region.slot(index);
-            if slot
-                .state
-                .compare_exchange(
-                    SLOT_FREE,
-                    SLOT_CLAIMING,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
+            if slot.state.compare_exchange(SLOT_FREE, SLOT_CLAIMING, Ordering::Acquire, Ordering::Relaxed).is_err() {
                 continue;
             }
             slot.owner_pid.store(owner_pid, Ordering::Relaxed);
@@ -406,12 +477,7 @@ impl Producer {
     /// ring), then the payload parts follow back to back. `payload_len` is the parts' total and
     /// must not exceed [`MAX_PAYLOAD`]. Blocks (sleeping, never spinning) while the ring is full.
     #[inline(always)]
-    pub fn write_with(
-        &mut self,
-        payload_len: usize,
-        fill: impl FnOnce(&mut EventHeader),
-        parts: &[&[u8]],
-    ) {
+    pub fn write_with(&mut self, payload_len: usize, fill: impl FnOnce(&mut EventHeader), parts: &[&[u8]]) {
         debug_assert!(payload_len <= MAX_PAYLOAD);
         let len = record_len(payload_len) as u64;
         let cap = self.mask + 1;
@@ -453,14 +519,8 @@ impl Producer {
         self.slot().tail.store(self.tail, Ordering::Release);
         // Ask for the lines the next records go to now: the consumer last read them on another
         // core, and a store that misses would otherwise stall the next sequence-number add.
-        prefetch_for_write(
-            self.data
-                .wrapping_add(((self.tail + 128) & self.mask) as usize),
-        );
-        prefetch_for_write(
-            self.data
-                .wrapping_add(((self.tail + 192) & self.mask) as usize),
-        );
+        prefetch_for_write(self.data.wrapping_add(((self.tail + 128) & self.mask) as usize));
+        prefetch_for_write(self.data.wrapping_add(((self.tail + 192) & self.mask) as usize));
     }
 
     /// Appends a ready-made header and its payload parts (see [`Producer::write_with`]).
@@ -471,23 +531,9 @@ impl Producer {
 
     #[inline(always)]
     fn put(&mut self, pos: u64, bytes: &[u8]) -> u64 {
-        let size = (self.mask + 1) as usize;
-        let start = (pos & self.mask) as usize;
-        let first = bytes.len().min(size - start);
-        // SAFETY: `[start, start+first)` and `[0, len-first)` are inside this slot's ring, and
-        // `make_room` guaranteed the consumer has finished with these bytes; this thread is the
-        // slot's only producer.
-        unsafe {
-            core::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data.add(start), first);
-            if first < bytes.len() {
-                core::ptr::copy_nonoverlapping(
-                    bytes.as_ptr().add(first),
-                    self.data,
-                    bytes.len() - first,
-                );
-            }
-        }
-        pos + bytes.len() as u64
+        // SAFETY: the ring is `mask + 1` bytes; `make_room` guaranteed the consumer has finished
+        // with these bytes; this thread is the slot's only producer.
+        unsafe { copy_into_circular(self.data, self.mask, pos, bytes) }
     }
 
     /// Slow path, at most once per eighth of the ring written: look at the consumer's head. Past
@@ -608,22 +654,12 @@ impl Region {
     pub fn free_slot(&self, index: u32) -> bool {
         let s = self.slot(index);
         s.head.load(Ordering::Acquire) == s.tail.load(Ordering::Acquire)
-            && s.state
-                .compare_exchange(SLOT_CLOSED, SLOT_FREE, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+            && s.state.compare_exchange(SLOT_CLOSED, SLOT_FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     /// Closes a slot whose owner died without closing it (killed, or gone through `exec`).
     pub fn close_orphan(&self, index: u32) -> bool {
-        self.slot(index)
-            .state
-            .compare_exchange(
-                SLOT_ACTIVE,
-                SLOT_CLOSED,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .is_ok()
+        self.slot(index).state.compare_exchange(SLOT_ACTIVE, SLOT_CLOSED, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 }
 

@@ -59,25 +59,11 @@ pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_n
         tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
         tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
     };
-    let ts_ptr = if timeout_ns == 0 {
-        0
-    } else {
-        &ts as *const _ as usize
-    };
+    let ts_ptr = if timeout_ns == 0 { 0 } else { &ts as *const _ as usize };
     // SAFETY: `word` is a valid, aligned u32 for the duration of the call and `ts_ptr` is null or
     // points to a live timespec; FUTEX_WAIT only reads both.
     unsafe {
-        syscall6(
-            libc::SYS_futex,
-            [
-                word.as_ptr() as usize,
-                FUTEX_WAIT,
-                expected as usize,
-                ts_ptr,
-                0,
-                0,
-            ],
-        );
+        syscall6(libc::SYS_futex, [word.as_ptr() as usize, FUTEX_WAIT, expected as usize, ts_ptr, 0, 0]);
     }
 }
 
@@ -85,9 +71,6 @@ pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_n
 pub fn futex_wake(word: &core::sync::atomic::AtomicU32, count: u32) {
     // SAFETY: FUTEX_WAKE only uses the address of `word` as a key.
     unsafe {
-        syscall6(
-            libc::SYS_futex,
-            [word.as_ptr() as usize, FUTEX_WAKE, count as usize, 0, 0, 0],
-        );
+        syscall6(libc::SYS_futex, [word.as_ptr() as usize, FUTEX_WAKE, count as usize, 0, 0, 0]);
     }
 }

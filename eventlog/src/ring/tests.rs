@@ -3,20 +3,11 @@ use crate::call::Call;
 use crate::record::Event;
 
 fn geometry() -> Geometry {
-    Geometry {
-        ring_count: 4,
-        ring_bytes: MIN_RING_BYTES,
-    }
+    Geometry::record(4, MIN_RING_BYTES)
 }
 
 fn header(seq: u64, payload_len: u32) -> EventHeader {
-    EventHeader {
-        pid: 1,
-        fd: 1,
-        result: payload_len as i64,
-        payload_len,
-        ..EventHeader::new(seq, Call::Write)
-    }
+    EventHeader { pid: 1, fd: 1, result: payload_len as i64, payload_len, ..EventHeader::new(seq, Call::Write) }
 }
 
 /// Drains one ring into (seq, payload) pairs.
@@ -57,10 +48,7 @@ fn records_survive_wrap_around() {
             assert_eq!(seq, expected_seq);
             expected_seq += 1;
             let i = (seq - 1) % 50;
-            assert!(payload
-                .iter()
-                .enumerate()
-                .all(|(b, &v)| v == (b as u64 ^ i) as u8));
+            assert!(payload.iter().enumerate().all(|(b, &v)| v == (b as u64 ^ i) as u8));
         }
     }
     assert_eq!(expected_seq, 2001);
@@ -91,9 +79,7 @@ fn full_ring_blocks_producer_until_drained() {
 fn slots_are_claimed_once_and_reused_after_free() {
     let shared = SharedRegion::create(geometry(), Mode::Record).unwrap();
     let region = shared.region();
-    let producers: Vec<_> = (0..4)
-        .map(|t| Producer::claim(region, 1, t, 1, t as u32).unwrap())
-        .collect();
+    let producers: Vec<_> = (0..4).map(|t| Producer::claim(region, 1, t, 1, t as u32).unwrap()).collect();
     assert!(Producer::claim(region, 1, 9, 1, 9).is_none());
     producers[2].close();
     assert!(region.free_slot(2));

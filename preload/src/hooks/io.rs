@@ -3,13 +3,17 @@
 //! Local files (and devices such as /dev/null) are re-executed on a backup: their calls run under
 //! the descriptor's lock, so sequence order equals the order of effects, and record only a digest.
 //! Everything else (sockets, pipes, ttys, random devices, /proc) is input a backup cannot
-//! reproduce: the bytes read are the payload. Writes record a digest of the bytes the program
-//! tried to write, so a backup can check that it produces the same output.
+//! reproduce: the bytes read are the payload, handed back in replay. Writes record a digest of the
+//! bytes the program tried to write; a backup checks its own against it and writes for real only
+//! to local files. Once live, stand-ins for the primary's connections read as closed and refuse
+//! writes with ECONNRESET.
 
 use super::bytes;
 use crate::fdtable;
 use crate::real;
+use crate::replay::Turn;
 use crate::state::{Ev, Hook};
+use crate::sys;
 use core::ffi::{c_int, c_void};
 use eventlog::digest::{digest, digest_parts};
 use eventlog::ring::MAX_PAYLOAD;
@@ -18,6 +22,18 @@ use libc::{iovec, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t};
 
 /// Most iovecs a recorded vector read uses (more are legal to leave unfilled: a short read).
 const MAX_IOV: usize = 64;
+
+/// The result of a write on a stand-in for a primary-only connection, once live.
+fn refused() -> isize {
+    sys::set_errno(libc::ECONNRESET);
+    -1
+}
+
+/// Checks a replayed call is on the same descriptor and asks for the same count.
+fn expect_fd_count(t: &Turn, fd: c_int, count: u64) {
+    t.expect("the descriptor", t.header().fd as i64, fd as i64);
+    t.expect("the byte count", t.header().aux[0] as i64, count as i64);
+}
 
 /// A read into one buffer. `real` performs the call for at most the given byte count.
 ///
@@ -31,26 +47,35 @@ pub unsafe fn read_into(
     count: usize,
     real: impl FnOnce(usize) -> isize,
 ) -> isize {
-    let Some(hook) = Hook::enter() else {
-        return real(count);
-    };
+    let Some(hook) = Hook::enter() else { return real(count) };
+    if let Some(t) = hook.turn(call) {
+        expect_fd_count(&t, fd, count as u64);
+        if t.kind().is_local_state() {
+            let r = real(count);
+            t.expect_outcome(r as i64);
+            // SAFETY: the kernel filled `r` bytes of `buf`.
+            t.expect_digest(digest(unsafe { bytes(buf, r) }));
+            return r;
+        }
+        let n = t.result().clamp(0, count as i64) as usize;
+        // SAFETY: `buf` holds `count >= n` bytes.
+        t.payload(0, unsafe { core::slice::from_raw_parts_mut(buf as *mut u8, n) });
+        return t.ret() as isize;
+    }
+    if fdtable::is_dead(fd) {
+        return 0;
+    }
     let kind = fdtable::kind(fd);
     if kind.is_local_state() {
         let _order = fdtable::lock(fd);
         let r = real(count);
-        let ev = Ev::new(call)
-            .fd(fd, kind)
-            .result(r as i64)
-            .aux(count as u64, 0);
+        let ev = Ev::new(call).fd(fd, kind).result(r as i64).aux(count as u64, 0);
         // SAFETY: the kernel filled `r` bytes of `buf`.
         hook.emit(ev.digest(digest(unsafe { bytes(buf, r) })), &[]);
         r
     } else {
         let r = real(count.min(MAX_PAYLOAD));
-        let ev = Ev::new(call)
-            .fd(fd, kind)
-            .result(r as i64)
-            .aux(count as u64, 0);
+        let ev = Ev::new(call).fd(fd, kind).result(r as i64).aux(count as u64, 0);
         // SAFETY: as above.
         hook.emit(ev, &[unsafe { bytes(buf, r) }]);
         r
@@ -70,22 +95,27 @@ pub unsafe fn write_from(
     aux1: u64,
     real: impl FnOnce() -> isize,
 ) -> isize {
-    let Some(hook) = Hook::enter() else {
-        return real();
-    };
-    let kind = fdtable::kind(fd);
+    let Some(hook) = Hook::enter() else { return real() };
     // SAFETY: per the caller.
-    let d = digest(unsafe { bytes(buf, count as isize) });
+    let d = || digest(unsafe { bytes(buf, count as isize) });
+    if let Some(t) = hook.turn(call) {
+        expect_fd_count(&t, fd, count as u64);
+        t.expect_digest(d());
+        if t.kind().is_local_state() {
+            let r = real();
+            t.expect_outcome(r as i64);
+            return r;
+        }
+        return t.ret() as isize;
+    }
+    if fdtable::is_dead(fd) {
+        return refused();
+    }
+    let kind = fdtable::kind(fd);
+    let d = d();
     let _order = kind.is_local_state().then(|| fdtable::lock(fd));
     let r = real();
-    hook.emit(
-        Ev::new(call)
-            .fd(fd, kind)
-            .result(r as i64)
-            .digest(d)
-            .aux(count as u64, aux1),
-        &[],
-    );
+    hook.emit(Ev::new(call).fd(fd, kind).result(r as i64).digest(d).aux(count as u64, aux1), &[]);
     r
 }
 
@@ -96,37 +126,19 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssi
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn __read_chk(
-    fd: c_int,
-    buf: *mut c_void,
-    count: size_t,
-    buflen: size_t,
-) -> ssize_t {
+pub unsafe extern "C" fn __read_chk(fd: c_int, buf: *mut c_void, count: size_t, buflen: size_t) -> ssize_t {
     // SAFETY: as above; the real __read_chk keeps its overflow check.
-    unsafe {
-        read_into(Call::Read, fd, buf, count, |n| {
-            real::__read_chk(fd, buf, n, buflen)
-        })
-    }
+    unsafe { read_into(Call::Read, fd, buf, count, |n| real::__read_chk(fd, buf, n, buflen)) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn pread(fd: c_int, buf: *mut c_void, count: size_t, off: off_t) -> ssize_t {
     // SAFETY: as above.
-    unsafe {
-        read_into(Call::Pread, fd, buf, count, |n| {
-            real::pread(fd, buf, n, off)
-        })
-    }
+    unsafe { read_into(Call::Pread, fd, buf, count, |n| real::pread(fd, buf, n, off)) }
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn pread64(
-    fd: c_int,
-    buf: *mut c_void,
-    count: size_t,
-    off: off_t,
-) -> ssize_t {
+pub unsafe extern "C" fn pread64(fd: c_int, buf: *mut c_void, count: size_t, off: off_t) -> ssize_t {
     // SAFETY: as above (off_t is 64-bit here).
     unsafe { pread(fd, buf, count, off) }
 }
@@ -140,11 +152,7 @@ pub unsafe extern "C" fn __pread_chk(
     buflen: size_t,
 ) -> ssize_t {
     // SAFETY: as above.
-    unsafe {
-        read_into(Call::Pread, fd, buf, count, |n| {
-            real::__pread_chk(fd, buf, n, off, buflen)
-        })
-    }
+    unsafe { read_into(Call::Pread, fd, buf, count, |n| real::__pread_chk(fd, buf, n, off, buflen)) }
 }
 
 #[no_mangle]
@@ -162,11 +170,7 @@ pub unsafe extern "C" fn __pread64_chk(
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, count: size_t, flags: c_int) -> ssize_t {
     // SAFETY: as above.
-    unsafe {
-        read_into(Call::Recv, fd, buf, count, |n| {
-            real::recv(fd, buf, n, flags)
-        })
-    }
+    unsafe { read_into(Call::Recv, fd, buf, count, |n| real::recv(fd, buf, n, flags)) }
 }
 
 #[no_mangle]
@@ -178,10 +182,23 @@ pub unsafe extern "C" fn __recv_chk(
     flags: c_int,
 ) -> ssize_t {
     // SAFETY: as above.
+    unsafe { read_into(Call::Recv, fd, buf, count, |n| real::__recv_chk(fd, buf, n, buflen, flags)) }
+}
+
+/// Copies a replayed address into the program's `addr`/`len` (as the kernel would: cut to the
+/// buffer, full length reported).
+///
+/// # Safety
+/// `addr` is null or valid for `*len` bytes; `len` is null or valid.
+unsafe fn hand_back_addr(t: &Turn, offset: usize, full: usize, addr: *mut sockaddr, len: *mut socklen_t) {
+    if addr.is_null() || len.is_null() {
+        return;
+    }
+    // SAFETY: per the caller.
     unsafe {
-        read_into(Call::Recv, fd, buf, count, |n| {
-            real::__recv_chk(fd, buf, n, buflen, flags)
-        })
+        let room = (*len as usize).min(full);
+        t.payload(offset, core::slice::from_raw_parts_mut(addr as *mut u8, room));
+        *len = full as socklen_t;
     }
 }
 
@@ -197,22 +214,26 @@ unsafe fn recvfrom_with(
     len: *mut socklen_t,
     real: impl FnOnce(usize) -> isize,
 ) -> isize {
-    let Some(hook) = Hook::enter() else {
-        return real(count);
-    };
+    let Some(hook) = Hook::enter() else { return real(count) };
+    if let Some(t) = hook.turn(Call::Recvfrom) {
+        expect_fd_count(&t, fd, count as u64);
+        let n = t.result().clamp(0, count as i64) as usize;
+        // SAFETY: `buf` holds `count >= n` bytes; the address per the caller.
+        unsafe {
+            t.payload(0, core::slice::from_raw_parts_mut(buf as *mut u8, n));
+            hand_back_addr(&t, n, t.header().aux[1] as usize, addr, len);
+        }
+        return t.ret() as isize;
+    }
+    if fdtable::is_dead(fd) {
+        return 0;
+    }
     let kind = fdtable::kind(fd);
     let r = real(count.min(MAX_PAYLOAD));
     // SAFETY: the kernel filled `r` bytes of `buf` and `*len` bytes of `addr` (if given).
     unsafe {
-        let alen = if r >= 0 && !addr.is_null() && !len.is_null() {
-            (*len as usize).min(128)
-        } else {
-            0
-        };
-        let ev = Ev::new(Call::Recvfrom)
-            .fd(fd, kind)
-            .result(r as i64)
-            .aux(count as u64, alen as u64);
+        let alen = if r >= 0 && !addr.is_null() && !len.is_null() { (*len as usize).min(128) } else { 0 };
+        let ev = Ev::new(Call::Recvfrom).fd(fd, kind).result(r as i64).aux(count as u64, alen as u64);
         hook.emit(ev, &[bytes(buf, r), bytes(addr, alen as isize)]);
     }
     r
@@ -228,11 +249,7 @@ pub unsafe extern "C" fn recvfrom(
     len: *mut socklen_t,
 ) -> ssize_t {
     // SAFETY: forwarding the program's own arguments.
-    unsafe {
-        recvfrom_with(fd, buf, count, addr, len, |n| {
-            real::recvfrom(fd, buf, n, flags, addr, len)
-        })
-    }
+    unsafe { recvfrom_with(fd, buf, count, addr, len, |n| real::recvfrom(fd, buf, n, flags, addr, len)) }
 }
 
 #[no_mangle]
@@ -246,23 +263,14 @@ pub unsafe extern "C" fn __recvfrom_chk(
     len: *mut socklen_t,
 ) -> ssize_t {
     // SAFETY: as above.
-    unsafe {
-        recvfrom_with(fd, buf, count, addr, len, |n| {
-            real::__recvfrom_chk(fd, buf, n, buflen, flags, addr, len)
-        })
-    }
+    unsafe { recvfrom_with(fd, buf, count, addr, len, |n| real::__recvfrom_chk(fd, buf, n, buflen, flags, addr, len)) }
 }
 
 /// The slices of `iov` that `filled` bytes occupy, into `parts`; returns how many.
 ///
 /// # Safety
 /// `iov` holds `cnt` valid iovecs whose first `filled` bytes were written.
-unsafe fn filled_parts(
-    iov: *const iovec,
-    cnt: usize,
-    mut filled: usize,
-    parts: &mut [&[u8]; MAX_IOV],
-) -> usize {
+unsafe fn filled_parts(iov: *const iovec, cnt: usize, mut filled: usize, parts: &mut [&[u8]; MAX_IOV]) -> usize {
     let mut n = 0;
     while filled > 0 && n < cnt.min(MAX_IOV) {
         // SAFETY: per the caller.
@@ -276,6 +284,25 @@ unsafe fn filled_parts(
     n
 }
 
+/// Scatters `len` replayed payload bytes starting at `offset` over the program's iovecs.
+///
+/// # Safety
+/// `iov` holds `cnt` valid, writable iovecs.
+unsafe fn scatter(t: &Turn, mut offset: usize, mut len: usize, iov: *const iovec, cnt: usize) {
+    for i in 0..cnt {
+        if len == 0 {
+            break;
+        }
+        // SAFETY: per the caller.
+        let v = unsafe { &*iov.add(i) };
+        let take = v.iov_len.min(len);
+        // SAFETY: per the caller; `take <= iov_len`.
+        t.payload(offset, unsafe { core::slice::from_raw_parts_mut(v.iov_base as *mut u8, take) });
+        offset += take;
+        len -= take;
+    }
+}
+
 /// Copies up to MAX_IOV iovecs, trimmed so they hold at most MAX_PAYLOAD bytes.
 ///
 /// # Safety
@@ -286,10 +313,7 @@ unsafe fn capped_iov(iov: *const iovec, cnt: c_int, out: &mut [iovec; MAX_IOV]) 
     while n < (cnt.max(0) as usize).min(MAX_IOV) && room > 0 {
         // SAFETY: per the caller.
         let v = unsafe { *iov.add(n) };
-        out[n] = iovec {
-            iov_base: v.iov_base,
-            iov_len: v.iov_len.min(room),
-        };
+        out[n] = iovec { iov_base: v.iov_base, iov_len: v.iov_len.min(room) };
         room -= out[n].iov_len;
         n += 1;
     }
@@ -300,36 +324,38 @@ unsafe fn capped_iov(iov: *const iovec, cnt: c_int, out: &mut [iovec; MAX_IOV]) 
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
     // SAFETY: forwarding the program's own arguments; the slices cover only filled bytes.
     unsafe {
-        let Some(hook) = Hook::enter() else {
-            return real::readv(fd, iov, cnt);
-        };
-        let kind = fdtable::kind(fd);
+        let Some(hook) = Hook::enter() else { return real::readv(fd, iov, cnt) };
         let mut parts: [&[u8]; MAX_IOV] = [&[]; MAX_IOV];
+        if let Some(t) = hook.turn(Call::Readv) {
+            expect_fd_count(&t, fd, cnt as u64);
+            if t.kind().is_local_state() {
+                let r = real::readv(fd, iov, cnt);
+                t.expect_outcome(r as i64);
+                let n = filled_parts(iov, cnt.max(0) as usize, r.max(0) as usize, &mut parts);
+                t.expect_digest(digest_parts(parts[..n].iter().copied()));
+                return r;
+            }
+            scatter(&t, 0, t.result().max(0) as usize, iov, cnt.max(0) as usize);
+            return t.ret() as isize;
+        }
+        if fdtable::is_dead(fd) {
+            return 0;
+        }
+        let kind = fdtable::kind(fd);
         if kind.is_local_state() {
             let _order = fdtable::lock(fd);
             let r = real::readv(fd, iov, cnt);
             let n = filled_parts(iov, cnt.max(0) as usize, r.max(0) as usize, &mut parts);
-            let ev = Ev::new(Call::Readv)
-                .fd(fd, kind)
-                .result(r as i64)
-                .digest(digest_parts(parts[..n].iter().copied()));
+            let ev =
+                Ev::new(Call::Readv).fd(fd, kind).result(r as i64).digest(digest_parts(parts[..n].iter().copied()));
             hook.emit(ev.aux(cnt as u64, 0), &[]);
             r
         } else {
-            let mut capped = [iovec {
-                iov_base: core::ptr::null_mut(),
-                iov_len: 0,
-            }; MAX_IOV];
+            let mut capped = [iovec { iov_base: core::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
             let used = capped_iov(iov, cnt, &mut capped);
             let r = real::readv(fd, capped.as_ptr(), used as c_int);
             let n = filled_parts(capped.as_ptr(), used, r.max(0) as usize, &mut parts);
-            hook.emit(
-                Ev::new(Call::Readv)
-                    .fd(fd, kind)
-                    .result(r as i64)
-                    .aux(cnt as u64, 0),
-                &parts[..n],
-            );
+            hook.emit(Ev::new(Call::Readv).fd(fd, kind).result(r as i64).aux(cnt as u64, 0), &parts[..n]);
             r
         }
     }
@@ -338,17 +364,38 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssiz
 /// recvmsg: payload = [name_len u32, control_len u32, msg_flags i32, 0u32] name control data.
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    // SAFETY: forwarding the program's own arguments; we read back only what the kernel filled.
+    // SAFETY: forwarding the program's own arguments; we read back only what the kernel filled
+    // and write only within the program's buffers.
     unsafe {
-        let Some(hook) = Hook::enter() else {
-            return real::recvmsg(fd, msg, flags);
-        };
-        let kind = fdtable::kind(fd);
+        let Some(hook) = Hook::enter() else { return real::recvmsg(fd, msg, flags) };
         let m = &mut *msg;
-        let mut capped = [iovec {
-            iov_base: core::ptr::null_mut(),
-            iov_len: 0,
-        }; MAX_IOV];
+        if let Some(t) = hook.turn(Call::Recvmsg) {
+            t.expect("the descriptor", t.header().fd as i64, fd as i64);
+            let mut meta = [0u8; 16];
+            t.payload(0, &mut meta);
+            let word = |i: usize| {
+                u32::from_le_bytes([meta[i * 4], meta[i * 4 + 1], meta[i * 4 + 2], meta[i * 4 + 3]]) as usize
+            };
+            let (name_len, control_len) = (word(0), word(1));
+            if !m.msg_name.is_null() {
+                let room = (m.msg_namelen as usize).min(name_len);
+                t.payload(16, core::slice::from_raw_parts_mut(m.msg_name as *mut u8, room));
+                m.msg_namelen = name_len as socklen_t;
+            }
+            if !m.msg_control.is_null() {
+                let room = m.msg_controllen.min(control_len);
+                t.payload(16 + name_len, core::slice::from_raw_parts_mut(m.msg_control as *mut u8, room));
+                m.msg_controllen = room as _;
+            }
+            m.msg_flags = word(2) as c_int;
+            scatter(&t, 16 + name_len + control_len, t.result().max(0) as usize, m.msg_iov, m.msg_iovlen);
+            return t.ret() as isize;
+        }
+        if fdtable::is_dead(fd) {
+            return 0;
+        }
+        let kind = fdtable::kind(fd);
+        let mut capped = [iovec { iov_base: core::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
         let used = capped_iov(m.msg_iov, m.msg_iovlen as c_int, &mut capped);
         let (orig_iov, orig_len) = (m.msg_iov, m.msg_iovlen);
         m.msg_iov = capped.as_mut_ptr();
@@ -358,22 +405,9 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
         m.msg_iovlen = orig_len;
         let mut parts: [&[u8]; MAX_IOV] = [&[]; MAX_IOV];
         let ok = r >= 0;
-        let name_len = if ok && !m.msg_name.is_null() {
-            (m.msg_namelen as usize).min(128)
-        } else {
-            0
-        };
-        let control_len = if ok && !m.msg_control.is_null() {
-            m.msg_controllen.min(4096)
-        } else {
-            0
-        };
-        let meta: [u32; 4] = [
-            name_len as u32,
-            control_len as u32,
-            if ok { m.msg_flags as u32 } else { 0 },
-            0,
-        ];
+        let name_len = if ok && !m.msg_name.is_null() { (m.msg_namelen as usize).min(128) } else { 0 };
+        let control_len = if ok && !m.msg_control.is_null() { m.msg_controllen.min(4096) } else { 0 };
+        let meta: [u32; 4] = [name_len as u32, control_len as u32, if ok { m.msg_flags as u32 } else { 0 }, 0];
         parts[0] = bytes(meta.as_ptr(), 16);
         parts[1] = bytes(m.msg_name, name_len as isize);
         parts[2] = bytes(m.msg_control, control_len as isize);
@@ -381,13 +415,7 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
         let n = filled_parts(capped.as_ptr(), used, r.max(0) as usize, &mut data);
         let n = n.min(MAX_IOV - 3);
         parts[3..3 + n].copy_from_slice(&data[..n]);
-        hook.emit(
-            Ev::new(Call::Recvmsg)
-                .fd(fd, kind)
-                .result(r as i64)
-                .aux(flags as u64, 0),
-            &parts[..3 + n],
-        );
+        hook.emit(Ev::new(Call::Recvmsg).fd(fd, kind).result(r as i64).aux(flags as u64, 0), &parts[..3 + n]);
         r
     }
 }
@@ -395,52 +423,25 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
     // SAFETY: forwarding the program's own arguments.
-    unsafe {
-        write_from(Call::Write, fd, buf, count, 0, || {
-            real::write(fd, buf, count)
-        })
-    }
+    unsafe { write_from(Call::Write, fd, buf, count, 0, || real::write(fd, buf, count)) }
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn pwrite(
-    fd: c_int,
-    buf: *const c_void,
-    count: size_t,
-    off: off_t,
-) -> ssize_t {
+pub unsafe extern "C" fn pwrite(fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t {
     // SAFETY: as above.
-    unsafe {
-        write_from(Call::Pwrite, fd, buf, count, off as u64, || {
-            real::pwrite(fd, buf, count, off)
-        })
-    }
+    unsafe { write_from(Call::Pwrite, fd, buf, count, off as u64, || real::pwrite(fd, buf, count, off)) }
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn pwrite64(
-    fd: c_int,
-    buf: *const c_void,
-    count: size_t,
-    off: off_t,
-) -> ssize_t {
+pub unsafe extern "C" fn pwrite64(fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t {
     // SAFETY: as above.
     unsafe { pwrite(fd, buf, count, off) }
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn send(
-    fd: c_int,
-    buf: *const c_void,
-    count: size_t,
-    flags: c_int,
-) -> ssize_t {
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, count: size_t, flags: c_int) -> ssize_t {
     // SAFETY: as above.
-    unsafe {
-        write_from(Call::Send, fd, buf, count, flags as u64, || {
-            real::send(fd, buf, count, flags)
-        })
-    }
+    unsafe { write_from(Call::Send, fd, buf, count, flags as u64, || real::send(fd, buf, count, flags)) }
 }
 
 #[no_mangle]
@@ -455,31 +456,29 @@ pub unsafe extern "C" fn sendto(
     // SAFETY: as above; the destination goes into the event's aux as a digest.
     unsafe {
         let dest = digest(bytes(addr, if addr.is_null() { 0 } else { len as isize }));
-        write_from(Call::Sendto, fd, buf, count, dest, || {
-            real::sendto(fd, buf, count, flags, addr, len)
-        })
+        write_from(Call::Sendto, fd, buf, count, dest, || real::sendto(fd, buf, count, flags, addr, len))
     }
 }
 
-/// The bytes of `cnt` iovecs as slices (at most MAX_IOV; the digest covers them all).
+/// Digest and total length of `cnt` iovecs.
 ///
 /// # Safety
-/// `iov` holds `cnt` valid iovecs.
+/// `iov` is null or holds `cnt` valid iovecs.
 unsafe fn iov_digest(iov: *const iovec, cnt: usize) -> (u64, usize) {
+    if iov.is_null() {
+        return (digest(&[]), 0);
+    }
     // SAFETY: per the caller.
     let vs = unsafe { core::slice::from_raw_parts(iov, cnt) };
     // SAFETY: each iovec is valid for its length.
-    let d = digest_parts(
-        vs.iter()
-            .map(|v| unsafe { bytes(v.iov_base, v.iov_len as isize) }),
-    );
+    let d = digest_parts(vs.iter().map(|v| unsafe { bytes(v.iov_base, v.iov_len as isize) }));
     (d, vs.iter().map(|v| v.iov_len).sum())
 }
 
 /// A vector write (`writev`, `sendmsg`).
 ///
 /// # Safety
-/// `iov` holds `cnt` valid iovecs.
+/// `iov` is null or holds `cnt` valid iovecs.
 unsafe fn write_vec(
     call: Call,
     fd: c_int,
@@ -488,72 +487,73 @@ unsafe fn write_vec(
     aux1: u64,
     real: impl FnOnce() -> isize,
 ) -> isize {
-    let Some(hook) = Hook::enter() else {
-        return real();
-    };
+    let Some(hook) = Hook::enter() else { return real() };
+    // SAFETY: per the caller.
+    let (d, total) = unsafe { iov_digest(iov, cnt) };
+    if let Some(t) = hook.turn(call) {
+        expect_fd_count(&t, fd, total as u64);
+        t.expect_digest(d);
+        if t.kind().is_local_state() {
+            let r = real();
+            t.expect_outcome(r as i64);
+            return r;
+        }
+        return t.ret() as isize;
+    }
+    if fdtable::is_dead(fd) {
+        return refused();
+    }
     let kind = fdtable::kind(fd);
-    let (d, total) = if iov.is_null() {
-        (digest(&[]), 0)
-    } else {
-        // SAFETY: per the caller.
-        unsafe { iov_digest(iov, cnt) }
-    };
     let _order = kind.is_local_state().then(|| fdtable::lock(fd));
     let r = real();
-    hook.emit(
-        Ev::new(call)
-            .fd(fd, kind)
-            .result(r as i64)
-            .digest(d)
-            .aux(total as u64, aux1),
-        &[],
-    );
+    hook.emit(Ev::new(call).fd(fd, kind).result(r as i64).digest(d).aux(total as u64, aux1), &[]);
     r
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
     // SAFETY: forwarding the program's own arguments.
-    unsafe {
-        write_vec(Call::Writev, fd, iov, cnt.max(0) as usize, 0, || {
-            real::writev(fd, iov, cnt)
-        })
-    }
+    unsafe { write_vec(Call::Writev, fd, iov, cnt.max(0) as usize, 0, || real::writev(fd, iov, cnt)) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     // SAFETY: as above.
     unsafe {
-        let (iov, cnt) = if msg.is_null() {
-            (core::ptr::null(), 0)
-        } else {
-            ((*msg).msg_iov as *const iovec, (*msg).msg_iovlen)
-        };
-        write_vec(Call::Sendmsg, fd, iov, cnt, flags as u64, || {
-            real::sendmsg(fd, msg, flags)
-        })
+        let (iov, cnt) =
+            if msg.is_null() { (core::ptr::null(), 0) } else { ((*msg).msg_iov as *const iovec, (*msg).msg_iovlen) };
+        write_vec(Call::Sendmsg, fd, iov, cnt, flags as u64, || real::sendmsg(fd, msg, flags))
     }
+}
+
+/// A call on a descriptor whose result is all there is to record. A backup runs it for real on
+/// local state (and checks the result), and hands back the primary's result otherwise.
+///
+/// # Safety
+/// `real` is the call's real implementation with the program's arguments.
+#[inline(always)]
+pub unsafe fn simple_fd_call(call: Call, fd: c_int, aux: [u64; 2], ordered: bool, real: impl FnOnce() -> i64) -> i64 {
+    let Some(hook) = Hook::enter() else { return real() };
+    if let Some(t) = hook.turn(call) {
+        t.expect("the descriptor", t.header().fd as i64, fd as i64);
+        if t.kind().is_local_state() {
+            let r = real();
+            t.expect_outcome(r);
+            return r;
+        }
+        return t.ret();
+    }
+    let kind = fdtable::kind(fd);
+    let _order = (ordered && kind.is_local_state()).then(|| fdtable::lock(fd));
+    let r = real();
+    hook.emit(Ev::new(call).fd(fd, kind).result(r).aux(aux[0], aux[1]), &[]);
+    r
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn lseek(fd: c_int, off: off_t, whence: c_int) -> off_t {
-    let Some(hook) = Hook::enter() else {
-        // SAFETY: forwarding the program's own arguments.
-        return unsafe { real::lseek(fd, off, whence) };
-    };
-    let kind = fdtable::kind(fd);
-    let _order = fdtable::lock(fd);
-    // SAFETY: as above.
-    let r = unsafe { real::lseek(fd, off, whence) };
-    hook.emit(
-        Ev::new(Call::Lseek)
-            .fd(fd, kind)
-            .result(r)
-            .aux(off as u64, whence as u64),
-        &[],
-    );
-    r
+    // SAFETY: forwarding the program's own arguments.
+    unsafe { simple_fd_call(Call::Lseek, fd, [off as u64, whence as u64], true, || real::lseek(fd, off, whence)) }
 }
 
 #[no_mangle]
@@ -562,40 +562,14 @@ pub unsafe extern "C" fn lseek64(fd: c_int, off: off_t, whence: c_int) -> off_t 
     unsafe { lseek(fd, off, whence) }
 }
 
-/// A call on a descriptor whose result is all there is to record.
-///
-/// # Safety
-/// `real` is the call's real implementation with the program's arguments.
-#[inline(always)]
-pub unsafe fn simple_fd_call(
-    call: Call,
-    fd: c_int,
-    aux: [u64; 2],
-    real: impl FnOnce() -> c_int,
-) -> c_int {
-    let Some(hook) = Hook::enter() else {
-        return real();
-    };
-    let kind = fdtable::kind(fd);
-    let r = real();
-    hook.emit(
-        Ev::new(call)
-            .fd(fd, kind)
-            .result(r as i64)
-            .aux(aux[0], aux[1]),
-        &[],
-    );
-    r
-}
-
 #[no_mangle]
 pub unsafe extern "C" fn fsync(fd: c_int) -> c_int {
     // SAFETY: forwarding the program's own arguments.
-    unsafe { simple_fd_call(Call::Fsync, fd, [0; 2], || real::fsync(fd)) }
+    unsafe { simple_fd_call(Call::Fsync, fd, [0; 2], false, || real::fsync(fd) as i64) as c_int }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn fdatasync(fd: c_int) -> c_int {
     // SAFETY: as above.
-    unsafe { simple_fd_call(Call::Fdatasync, fd, [0; 2], || real::fdatasync(fd)) }
+    unsafe { simple_fd_call(Call::Fdatasync, fd, [0; 2], false, || real::fdatasync(fd) as i64) as c_int }
 }

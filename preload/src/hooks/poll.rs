@@ -1,13 +1,16 @@
 //! Readiness: poll, select and epoll. What the kernel reported ready is input, recorded as
-//! descriptors and event masks, never as the program's pointers.
+//! descriptors and event masks, never as the program's pointers, and handed back in replay.
 //!
 //! epoll: `epoll_ctl` stores the program's `epoll_data` in the descriptor table and registers a
 //! tag (`EPOLL_TAG << 32 | fd`) with the kernel instead; `epoll_wait` records the kernel's events
-//! (with tags) as its payload, then hands the program its own data back.
+//! (with tags) as its payload, then hands the program its own data back. A backup runs
+//! `epoll_ctl` for real (the set's membership is its own state) and answers `epoll_wait` from the
+//! record, with the data its own program registered.
 
 use super::bytes;
 use crate::fdtable;
 use crate::real;
+use crate::replay::Turn;
 use crate::state::{Ev, Hook};
 use core::ffi::c_int;
 use eventlog::ring::MAX_PAYLOAD;
@@ -17,27 +20,34 @@ use libc::{epoll_event, fd_set, nfds_t, pollfd, sigset_t, size_t, timespec, time
 /// High half of the `epoll_data` the shim registers: marks the low half as a descriptor.
 pub const EPOLL_TAG: u64 = 0x7a4d_0000;
 
+/// Copies the recorded payload from `offset` over `len` bytes at `dst`; returns the offset after.
+///
+/// # Safety
+/// `dst` is valid for `len` writable bytes.
+unsafe fn hand_back<T>(t: &Turn, offset: usize, dst: *mut T, len: usize) -> usize {
+    if !dst.is_null() {
+        // SAFETY: per the caller.
+        t.payload(offset, unsafe { core::slice::from_raw_parts_mut(dst as *mut u8, len) });
+    }
+    offset + len
+}
+
 /// poll-like calls: the pollfd array after the call is the payload.
 ///
 /// # Safety
 /// `fds` holds `n` pollfds.
-unsafe fn poll_with(
-    call: Call,
-    fds: *mut pollfd,
-    n: nfds_t,
-    timeout_ms: i64,
-    real: impl FnOnce() -> c_int,
-) -> c_int {
-    let Some(hook) = Hook::enter() else {
-        return real();
-    };
-    let r = real();
+unsafe fn poll_with(call: Call, fds: *mut pollfd, n: nfds_t, timeout_ms: i64, real: impl FnOnce() -> c_int) -> c_int {
+    let Some(hook) = Hook::enter() else { return real() };
     let len = (n as usize * core::mem::size_of::<pollfd>()).min(MAX_PAYLOAD);
+    if let Some(t) = hook.turn(call) {
+        t.expect("the number of descriptors", t.header().aux[0] as i64, n as i64);
+        // SAFETY: per the caller.
+        unsafe { hand_back(&t, 0, fds, len) };
+        return t.ret() as c_int;
+    }
+    let r = real();
     // SAFETY: per the caller.
-    hook.emit(
-        Ev::new(call).result(r as i64).aux(n, timeout_ms as u64),
-        &[unsafe { bytes(fds, len as isize) }],
-    );
+    hook.emit(Ev::new(call).result(r as i64).aux(n, timeout_ms as u64), &[unsafe { bytes(fds, len as isize) }]);
     r
 }
 
@@ -53,41 +63,19 @@ fn timespec_ms(ts: *const timespec) -> i64 {
 #[no_mangle]
 pub unsafe extern "C" fn poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int {
     // SAFETY: forwarding the program's own arguments.
-    unsafe {
-        poll_with(Call::Poll, fds, n, timeout as i64, || {
-            real::poll(fds, n, timeout)
-        })
-    }
+    unsafe { poll_with(Call::Poll, fds, n, timeout as i64, || real::poll(fds, n, timeout)) }
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn __poll_chk(
-    fds: *mut pollfd,
-    n: nfds_t,
-    timeout: c_int,
-    fdslen: size_t,
-) -> c_int {
+pub unsafe extern "C" fn __poll_chk(fds: *mut pollfd, n: nfds_t, timeout: c_int, fdslen: size_t) -> c_int {
     // SAFETY: as above.
-    unsafe {
-        poll_with(Call::Poll, fds, n, timeout as i64, || {
-            real::__poll_chk(fds, n, timeout, fdslen)
-        })
-    }
+    unsafe { poll_with(Call::Poll, fds, n, timeout as i64, || real::__poll_chk(fds, n, timeout, fdslen)) }
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn ppoll(
-    fds: *mut pollfd,
-    n: nfds_t,
-    ts: *const timespec,
-    mask: *const sigset_t,
-) -> c_int {
+pub unsafe extern "C" fn ppoll(fds: *mut pollfd, n: nfds_t, ts: *const timespec, mask: *const sigset_t) -> c_int {
     // SAFETY: as above.
-    unsafe {
-        poll_with(Call::Ppoll, fds, n, timespec_ms(ts), || {
-            real::ppoll(fds, n, ts, mask)
-        })
-    }
+    unsafe { poll_with(Call::Ppoll, fds, n, timespec_ms(ts), || real::ppoll(fds, n, ts, mask)) }
 }
 
 #[no_mangle]
@@ -99,11 +87,7 @@ pub unsafe extern "C" fn __ppoll_chk(
     fdslen: size_t,
 ) -> c_int {
     // SAFETY: as above.
-    unsafe {
-        poll_with(Call::Ppoll, fds, n, timespec_ms(ts), || {
-            real::__ppoll_chk(fds, n, ts, mask, fdslen)
-        })
-    }
+    unsafe { poll_with(Call::Ppoll, fds, n, timespec_ms(ts), || real::__ppoll_chk(fds, n, ts, mask, fdslen)) }
 }
 
 /// select-like calls: the payload is each given set after the call, in the order read, write,
@@ -116,12 +100,27 @@ unsafe fn select_with(
     call: Call,
     n: c_int,
     sets: [*mut fd_set; 3],
-    tv: *const timeval,
+    tv: *mut timeval,
     real: impl FnOnce() -> c_int,
 ) -> c_int {
-    let Some(hook) = Hook::enter() else {
-        return real();
-    };
+    let Some(hook) = Hook::enter() else { return real() };
+    let set_len = core::mem::size_of::<fd_set>();
+    if let Some(t) = hook.turn(call) {
+        t.expect("the number of descriptors", t.header().aux[0] as i64, n as i64);
+        let present = t.header().aux[1];
+        let mut offset = 0;
+        for (i, s) in sets.iter().enumerate() {
+            if present & (1 << i) != 0 {
+                // SAFETY: per the caller (a set the primary was given is given here too).
+                offset = unsafe { hand_back(&t, offset, *s, set_len) };
+            }
+        }
+        if present & (1 << 3) != 0 {
+            // SAFETY: as above.
+            unsafe { hand_back(&t, offset, tv, core::mem::size_of::<timeval>()) };
+        }
+        return t.ret() as c_int;
+    }
     let r = real();
     let mut present = 0u64;
     let mut parts: [&[u8]; 4] = [&[]; 4];
@@ -130,7 +129,7 @@ unsafe fn select_with(
         if !s.is_null() {
             present |= 1 << i;
             // SAFETY: per the caller.
-            parts[used] = unsafe { bytes(*s, core::mem::size_of::<fd_set>() as isize) };
+            parts[used] = unsafe { bytes(*s, set_len as isize) };
             used += 1;
         }
     }
@@ -140,27 +139,14 @@ unsafe fn select_with(
         parts[used] = unsafe { bytes(tv, core::mem::size_of::<timeval>() as isize) };
         used += 1;
     }
-    hook.emit(
-        Ev::new(call).result(r as i64).aux(n as u64, present),
-        &parts[..used],
-    );
+    hook.emit(Ev::new(call).result(r as i64).aux(n as u64, present), &parts[..used]);
     r
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn select(
-    n: c_int,
-    r: *mut fd_set,
-    w: *mut fd_set,
-    e: *mut fd_set,
-    tv: *mut timeval,
-) -> c_int {
+pub unsafe extern "C" fn select(n: c_int, r: *mut fd_set, w: *mut fd_set, e: *mut fd_set, tv: *mut timeval) -> c_int {
     // SAFETY: forwarding the program's own arguments.
-    unsafe {
-        select_with(Call::Select, n, [r, w, e], tv, || {
-            real::select(n, r, w, e, tv)
-        })
-    }
+    unsafe { select_with(Call::Select, n, [r, w, e], tv, || real::select(n, r, w, e, tv)) }
 }
 
 #[no_mangle]
@@ -173,62 +159,80 @@ pub unsafe extern "C" fn pselect(
     mask: *const sigset_t,
 ) -> c_int {
     // SAFETY: as above (pselect does not update its timeout).
-    unsafe {
-        select_with(Call::Pselect, n, [r, w, e], core::ptr::null(), || {
-            real::pselect(n, r, w, e, ts, mask)
-        })
-    }
+    unsafe { select_with(Call::Pselect, n, [r, w, e], core::ptr::null_mut(), || real::pselect(n, r, w, e, ts, mask)) }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn epoll_ctl(
-    epfd: c_int,
-    op: c_int,
-    fd: c_int,
-    ev: *mut epoll_event,
-) -> c_int {
-    let Some(hook) = Hook::enter() else {
-        // SAFETY: forwarding the program's own arguments.
-        return unsafe { real::epoll_ctl(epfd, op, fd, ev) };
-    };
-    let mut events = 0u32;
-    let r = if (op == libc::EPOLL_CTL_ADD || op == libc::EPOLL_CTL_MOD) && !ev.is_null() {
-        // SAFETY: the program passed a valid event for ADD/MOD.
-        let want = unsafe { core::ptr::read_unaligned(ev) };
-        events = want.events;
-        if fdtable::epoll_register(epfd, fd, want.u64) {
-            let mut tagged = epoll_event {
-                events: want.events,
-                u64: (EPOLL_TAG << 32) | fd as u32 as u64,
-            };
-            // SAFETY: `tagged` is a live local.
-            let r = unsafe { real::epoll_ctl(epfd, op, fd, &mut tagged) };
-            if r != 0 && op == libc::EPOLL_CTL_ADD {
-                fdtable::epoll_unregister(epfd, fd);
+/// Runs epoll_ctl for real with the shim's tag in place of the program's data.
+///
+/// # Safety
+/// As for epoll_ctl(2).
+unsafe fn epoll_ctl_for_real(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event) -> c_int {
+    // SAFETY: per the caller.
+    unsafe {
+        if (op == libc::EPOLL_CTL_ADD || op == libc::EPOLL_CTL_MOD) && !ev.is_null() {
+            let want = core::ptr::read_unaligned(ev);
+            if fdtable::epoll_register(epfd, fd, want.u64) {
+                let mut tagged = epoll_event { events: want.events, u64: (EPOLL_TAG << 32) | fd as u32 as u64 };
+                let r = real::epoll_ctl(epfd, op, fd, &mut tagged);
+                if r != 0 && op == libc::EPOLL_CTL_ADD {
+                    fdtable::epoll_unregister(epfd, fd);
+                }
+                return r;
             }
-            r
-        } else {
             // Out of room to translate: the program's data goes to the kernel as is.
-            // SAFETY: forwarding the program's own arguments.
-            unsafe { real::epoll_ctl(epfd, op, fd, ev) }
+            return real::epoll_ctl(epfd, op, fd, ev);
         }
-    } else {
-        // SAFETY: as above.
-        let r = unsafe { real::epoll_ctl(epfd, op, fd, ev) };
+        let r = real::epoll_ctl(epfd, op, fd, ev);
         if r == 0 && op == libc::EPOLL_CTL_DEL {
             fdtable::epoll_unregister(epfd, fd);
         }
         r
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event) -> c_int {
+    let Some(hook) = Hook::enter() else {
+        // SAFETY: forwarding the program's own arguments.
+        return unsafe { real::epoll_ctl(epfd, op, fd, ev) };
+    };
+    let events = if (op == libc::EPOLL_CTL_ADD || op == libc::EPOLL_CTL_MOD) && !ev.is_null() {
+        // SAFETY: events are read only for ADD/MOD, where the program passes a valid event.
+        unsafe { core::ptr::read_unaligned(ev) }.events
+    } else {
+        0
     };
     let aux0 = (op as u32 as u64) | ((fd as u32 as u64) << 32);
-    hook.emit(
-        Ev::new(Call::EpollCtl)
-            .fd(epfd, FdKind::Epoll)
-            .result(r as i64)
-            .aux(aux0, events as u64),
-        &[],
-    );
+    if let Some(t) = hook.turn(Call::EpollCtl) {
+        t.expect("the epoll descriptor", t.header().fd as i64, epfd as i64);
+        t.expect("the operation and descriptor", t.header().aux[0] as i64, aux0 as i64);
+        // SAFETY: forwarding the program's own arguments.
+        let r = unsafe { epoll_ctl_for_real(epfd, op, fd, ev) };
+        t.expect_outcome(r as i64);
+        return r;
+    }
+    // SAFETY: as above.
+    let r = unsafe { epoll_ctl_for_real(epfd, op, fd, ev) };
+    hook.emit(Ev::new(Call::EpollCtl).fd(epfd, FdKind::Epoll).result(r as i64).aux(aux0, events as u64), &[]);
     r
+}
+
+/// Replaces the shim's tags in `n` kernel events with the program's own data.
+///
+/// # Safety
+/// `evs` holds `n` events.
+unsafe fn untag(epfd: c_int, evs: *mut epoll_event, n: usize) {
+    for i in 0..n {
+        // SAFETY: in bounds; epoll_event is packed, so unaligned access.
+        unsafe {
+            let e = evs.add(i);
+            let data = core::ptr::read_unaligned(core::ptr::addr_of!((*e).u64));
+            if data >> 32 == EPOLL_TAG {
+                let program_data = fdtable::epoll_data(epfd, data as u32 as c_int).unwrap_or(0);
+                core::ptr::write_unaligned(core::ptr::addr_of_mut!((*e).u64), program_data);
+            }
+        }
+    }
 }
 
 /// epoll_wait-like calls: record the kernel's (tagged) events, then translate them back.
@@ -243,48 +247,33 @@ unsafe fn epoll_wait_with(
     timeout: c_int,
     real: impl FnOnce() -> c_int,
 ) -> c_int {
-    let Some(hook) = Hook::enter() else {
-        return real();
-    };
+    let Some(hook) = Hook::enter() else { return real() };
+    let size = core::mem::size_of::<epoll_event>();
+    if let Some(t) = hook.turn(call) {
+        t.expect("the epoll descriptor", t.header().fd as i64, epfd as i64);
+        let n = (t.result().max(0) as usize).min(max.max(0) as usize);
+        // SAFETY: `evs` holds `max >= n` events; the recorded tags name descriptors, which this
+        // backup's own registrations translate.
+        unsafe {
+            hand_back(&t, 0, evs, n * size);
+            untag(epfd, evs, n);
+        }
+        return t.ret() as c_int;
+    }
     let r = real();
     let n = r.max(0) as usize;
-    let size = core::mem::size_of::<epoll_event>();
     // SAFETY: the kernel filled `n` events.
     let raw = unsafe { bytes(evs, (n * size).min(MAX_PAYLOAD) as isize) };
-    hook.emit(
-        Ev::new(call)
-            .fd(epfd, FdKind::Epoll)
-            .result(r as i64)
-            .aux(max as u64, timeout as i64 as u64),
-        &[raw],
-    );
-    for i in 0..n {
-        // SAFETY: in bounds of the filled events; epoll_event is packed, so unaligned access.
-        unsafe {
-            let e = evs.add(i);
-            let data = core::ptr::read_unaligned(core::ptr::addr_of!((*e).u64));
-            if data >> 32 == EPOLL_TAG {
-                let program_data = fdtable::epoll_data(epfd, data as u32 as c_int).unwrap_or(0);
-                core::ptr::write_unaligned(core::ptr::addr_of_mut!((*e).u64), program_data);
-            }
-        }
-    }
+    hook.emit(Ev::new(call).fd(epfd, FdKind::Epoll).result(r as i64).aux(max as u64, timeout as i64 as u64), &[raw]);
+    // SAFETY: as above.
+    unsafe { untag(epfd, evs, n) };
     r
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn epoll_wait(
-    epfd: c_int,
-    evs: *mut epoll_event,
-    max: c_int,
-    timeout: c_int,
-) -> c_int {
+pub unsafe extern "C" fn epoll_wait(epfd: c_int, evs: *mut epoll_event, max: c_int, timeout: c_int) -> c_int {
     // SAFETY: forwarding the program's own arguments.
-    unsafe {
-        epoll_wait_with(Call::EpollWait, epfd, evs, max, timeout, || {
-            real::epoll_wait(epfd, evs, max, timeout)
-        })
-    }
+    unsafe { epoll_wait_with(Call::EpollWait, epfd, evs, max, timeout, || real::epoll_wait(epfd, evs, max, timeout)) }
 }
 
 #[no_mangle]
@@ -297,8 +286,6 @@ pub unsafe extern "C" fn epoll_pwait(
 ) -> c_int {
     // SAFETY: as above.
     unsafe {
-        epoll_wait_with(Call::EpollPwait, epfd, evs, max, timeout, || {
-            real::epoll_pwait(epfd, evs, max, timeout, mask)
-        })
+        epoll_wait_with(Call::EpollPwait, epfd, evs, max, timeout, || real::epoll_pwait(epfd, evs, max, timeout, mask))
     }
 }

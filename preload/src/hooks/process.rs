@@ -63,15 +63,9 @@ impl EnvBlock {
             let ours = preload_path();
             let strings = 11 + ours.len() + 1 + their_preload.len() + 1 + 64 * 4;
             let len = (n + 6) * 8 + strings;
-            let block = EnvBlock {
-                base: sys::mmap_anon(len)?,
-                len,
-            };
+            let block = EnvBlock { base: sys::mmap_anon(len)?, len };
             let ptrs = block.base as *mut *const c_char;
-            let mut w = Writer {
-                at: block.base.add((n + 6) * 8),
-                end: block.base.add(len),
-            };
+            let mut w = Writer { at: block.base.add((n + 6) * 8), end: block.base.add(len) };
             let mut k = 0;
             for i in 0..n {
                 let e = *base.add(i);
@@ -84,17 +78,11 @@ impl EnvBlock {
             }
             let mut num = [0u8; 20];
             // LD_PRELOAD: ours first, then whatever the program asked for.
-            let already = their_preload
-                .split(|&c| c == b' ' || c == b':')
-                .any(|p| p == ours);
+            let already = their_preload.split(|&c| c == b' ' || c == b':').any(|p| p == ours);
             *ptrs.add(k) = w.entry(&[
                 b"LD_PRELOAD=",
                 ours,
-                if already || their_preload.is_empty() {
-                    b""
-                } else {
-                    b" "
-                },
+                if already || their_preload.is_empty() { b"" } else { b" " },
                 if already { b"" } else { their_preload },
             ]);
             k += 1;
@@ -188,36 +176,37 @@ unsafe fn exec_with(
     envp: *const *const c_char,
     real: impl FnOnce(*const *const c_char) -> c_int,
 ) -> c_int {
-    let Some(hook) = Hook::enter() else {
-        return real(envp);
-    };
+    let Some(hook) = Hook::enter() else { return real(envp) };
     // SAFETY: per the caller.
     let block = unsafe { EnvBlock::build(envp, LPID.load(Ordering::Relaxed), sys::getpid()) };
     let env_to_pass = block.as_ref().map_or(envp, EnvBlock::envp);
     // SAFETY: per the caller.
     let p = unsafe { cstr(path, PATH_MAX_RECORDED) };
     // SAFETY: per the caller.
-    hook.emit(
-        Ev::new(Call::Execve).digest(unsafe { exec_digest(p, argv) }),
-        &[p],
-    );
+    let d = unsafe { exec_digest(p, argv) };
+    match hook.turn(Call::Execve) {
+        Some(t) => {
+            t.expect_digest(d);
+            t.done();
+        }
+        None => hook.emit(Ev::new(Call::Execve).digest(d), &[p]),
+    }
     let ctx = hook.ctx();
     ctx.finish();
     let r = real(env_to_pass);
     let errno = sys::errno();
     ctx.start(ctx.ltid.get());
-    hook.emit(Ev::new(Call::ExecFailed).failed(errno), &[]);
+    match hook.turn(Call::ExecFailed) {
+        Some(t) => t.expect("errno", t.errno() as i64, errno as i64),
+        None => hook.emit(Ev::new(Call::ExecFailed).failed(errno), &[]),
+    }
     drop(block);
     sys::set_errno(errno);
     r
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn execve(
-    path: *const c_char,
-    argv: *const *const c_char,
-    envp: *const *const c_char,
-) -> c_int {
+pub unsafe extern "C" fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int {
     // SAFETY: forwarding the program's own arguments.
     unsafe { exec_with(path, argv, envp, |e| real::execve(path, argv, e)) }
 }
@@ -225,19 +214,11 @@ pub unsafe extern "C" fn execve(
 #[no_mangle]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
     // SAFETY: as above.
-    unsafe {
-        exec_with(path, argv, current_environ(), |e| {
-            real::execve(path, argv, e)
-        })
-    }
+    unsafe { exec_with(path, argv, current_environ(), |e| real::execve(path, argv, e)) }
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn execvpe(
-    file: *const c_char,
-    argv: *const *const c_char,
-    envp: *const *const c_char,
-) -> c_int {
+pub unsafe extern "C" fn execvpe(file: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int {
     // SAFETY: as above; libc's execvpe does the PATH search with the environment we give it.
     unsafe { exec_with(file, argv, envp, |e| real::execvpe(file, argv, e)) }
 }
@@ -245,19 +226,11 @@ pub unsafe extern "C" fn execvpe(
 #[no_mangle]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
     // SAFETY: as above.
-    unsafe {
-        exec_with(file, argv, current_environ(), |e| {
-            real::execvpe(file, argv, e)
-        })
-    }
+    unsafe { exec_with(file, argv, current_environ(), |e| real::execvpe(file, argv, e)) }
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn fexecve(
-    fd: c_int,
-    argv: *const *const c_char,
-    envp: *const *const c_char,
-) -> c_int {
+pub unsafe extern "C" fn fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int {
     // SAFETY: as above; the path recorded is empty (the program is named by its descriptor).
     unsafe { exec_with(c"".as_ptr(), argv, envp, |e| real::fexecve(fd, argv, e)) }
 }
@@ -339,38 +312,31 @@ unsafe fn spawn_with(
     envp: *const *mut c_char,
     real: impl FnOnce(*const *mut c_char) -> c_int,
 ) -> c_int {
-    let Some(hook) = Hook::enter() else {
-        return real(envp);
-    };
-    let Some(region) = state::region() else {
-        return real(envp);
-    };
-    let child = region.take_lpid();
-    let base = if envp.is_null() {
-        current_environ()
-    } else {
-        envp as *const *const c_char
-    };
-    // SAFETY: per the caller.
-    let block = unsafe { EnvBlock::build(base, child, 0) };
-    let env_to_pass = block
-        .as_ref()
-        .map_or(envp, |b| b.envp() as *const *mut c_char);
-    let seq = hook.reserve();
-    let r = real(env_to_pass);
-    let child_pid = if r == 0 && !pid.is_null() {
+    let Some(hook) = Hook::enter() else { return real(envp) };
+    let Some(region) = state::region() else { return real(envp) };
+    let base = if envp.is_null() { current_environ() } else { envp as *const *const c_char };
+    let spawn = |child: u32| {
+        // SAFETY: per the caller.
+        let block = unsafe { EnvBlock::build(base, child, 0) };
+        let r = real(block.as_ref().map_or(envp, |b| b.envp() as *const *mut c_char));
         // SAFETY: on success the real call stored the child's pid.
-        unsafe { *pid }
-    } else {
-        -1
+        let child_pid = if r == 0 && !pid.is_null() { unsafe { *pid } } else { -1 };
+        (r, child_pid)
     };
-    hook.emit_at(
-        seq,
-        Ev::new(Call::PosixSpawn)
-            .status(r)
-            .aux(child as u64, child_pid as i64 as u64),
-        &[],
-    );
+    if let Some(t) = hook.turn(Call::PosixSpawn) {
+        let (r, here) = spawn(t.header().aux[0] as u32);
+        t.expect_status(r);
+        crate::replay::remember_child(t.header().aux[1] as i64 as pid_t, here);
+        if r == 0 && !pid.is_null() {
+            // SAFETY: the program's pid slot; it sees the primary's child pid.
+            unsafe { *pid = t.header().aux[1] as i64 as pid_t };
+        }
+        return r;
+    }
+    let child = region.take_lpid();
+    let seq = hook.reserve();
+    let (r, child_pid) = spawn(child);
+    hook.emit_at(seq, Ev::new(Call::PosixSpawn).status(r).aux(child as u64, child_pid as i64 as u64), &[]);
     r
 }
 
@@ -384,11 +350,7 @@ pub unsafe extern "C" fn posix_spawn(
     envp: *const *mut c_char,
 ) -> c_int {
     // SAFETY: forwarding the program's own arguments.
-    unsafe {
-        spawn_with(pid, envp, |e| {
-            real::posix_spawn(pid, path, fa, attr, argv, e)
-        })
-    }
+    unsafe { spawn_with(pid, envp, |e| real::posix_spawn(pid, path, fa, attr, argv, e)) }
 }
 
 #[no_mangle]
@@ -401,11 +363,7 @@ pub unsafe extern "C" fn posix_spawnp(
     envp: *const *mut c_char,
 ) -> c_int {
     // SAFETY: as above.
-    unsafe {
-        spawn_with(pid, envp, |e| {
-            real::posix_spawnp(pid, file, fa, attr, argv, e)
-        })
-    }
+    unsafe { spawn_with(pid, envp, |e| real::posix_spawnp(pid, file, fa, attr, argv, e)) }
 }
 
 #[no_mangle]
@@ -418,6 +376,22 @@ pub extern "C" fn fork() -> pid_t {
         // SAFETY: as above.
         return unsafe { real::fork() };
     };
+    if let Some(t) = hook.turn(Call::Fork) {
+        let child = t.header().aux[0] as u32;
+        // SAFETY: as above.
+        let here = unsafe { real::fork() };
+        if here == 0 {
+            // The turn belongs to the parent, which consumes it.
+            core::mem::forget(t);
+            state::become_child(child);
+            return 0;
+        }
+        if (here < 0) != (t.result() < 0) {
+            t.expect_outcome(here as i64);
+        }
+        crate::replay::remember_child(t.result() as pid_t, here);
+        return t.ret() as pid_t;
+    }
     let child = region.take_lpid();
     let seq = hook.reserve();
     // SAFETY: as above.
@@ -426,11 +400,7 @@ pub extern "C" fn fork() -> pid_t {
         state::become_child(child);
         return 0;
     }
-    hook.emit_at(
-        seq,
-        Ev::new(Call::Fork).result(pid as i64).aux(child as u64, 0),
-        &[],
-    );
+    hook.emit_at(seq, Ev::new(Call::Fork).result(pid as i64).aux(child as u64, 0), &[]);
     pid
 }
 
@@ -441,10 +411,18 @@ pub extern "C" fn vfork() -> pid_t {
     fork()
 }
 
+/// An exit is an event; a backup must exit with the primary's status.
+fn record_exit(hook: &Hook, call: Call, status: c_int) {
+    match hook.turn(call) {
+        Some(t) => t.expect("the exit status", t.header().aux[0] as i32 as i64, status as i64),
+        None => hook.emit(Ev::new(call).aux(status as u64, 0), &[]),
+    }
+}
+
 #[no_mangle]
 pub extern "C" fn exit(status: c_int) -> ! {
     if let Some(hook) = Hook::enter() {
-        hook.emit(Ev::new(Call::Exit).aux(status as u64, 0), &[]);
+        record_exit(&hook, Call::Exit, status);
     }
     // SAFETY: never returns; atexit handlers run (and are recorded) as usual.
     unsafe { real::exit(status) };
@@ -454,7 +432,7 @@ pub extern "C" fn exit(status: c_int) -> ! {
 #[no_mangle]
 pub extern "C" fn _exit(status: c_int) -> ! {
     if let Some(hook) = Hook::enter() {
-        hook.emit(Ev::new(Call::ExitNow).aux(status as u64, 0), &[]);
+        record_exit(&hook, Call::ExitNow, status);
     }
     // SAFETY: never returns.
     unsafe { real::_exit(status) };
@@ -479,25 +457,44 @@ unsafe fn wait_with(
     ru: *mut rusage,
     real: impl FnOnce() -> pid_t,
 ) -> pid_t {
-    let Some(hook) = Hook::enter() else {
-        return real();
-    };
+    let Some(hook) = Hook::enter() else { return real() };
+    let ru_len = core::mem::size_of::<rusage>();
+    if let Some(t) = hook.turn(call) {
+        let primary_child = t.result() as pid_t;
+        if primary_child > 0 {
+            // Reap this backup's own child, which has followed its events to the end.
+            let Some(here) = crate::replay::child_here(primary_child) else {
+                t.diverge(format_args!(
+                    "{}: the primary reaped child {primary_child}, which this backup never started",
+                    call.name()
+                ))
+            };
+            let mut st: c_int = 0;
+            // SAFETY: waiting for our own child; `st` is a local.
+            let got = unsafe { real::waitpid(here, &mut st, options & !libc::WNOHANG) };
+            t.expect(
+                "the child's status",
+                t.header().aux[0] as u32 as i64,
+                if got == here { st as u32 as i64 } else { -1 },
+            );
+            // SAFETY: the program's status and rusage pointers, as it passed them.
+            unsafe {
+                if !status.is_null() {
+                    *status = t.header().aux[0] as u32 as c_int;
+                }
+                if !ru.is_null() && t.payload_len() == ru_len {
+                    t.payload(0, core::slice::from_raw_parts_mut(ru as *mut u8, ru_len));
+                }
+            }
+        }
+        return t.ret() as pid_t;
+    }
     let r = real();
-    let st = if r > 0 && !status.is_null() {
-        // SAFETY: filled on success.
-        unsafe { *status }
-    } else {
-        0
-    };
-    let ru_len = if r > 0 && !ru.is_null() {
-        core::mem::size_of::<rusage>() as isize
-    } else {
-        0
-    };
-    let ev = Ev::new(call).result(r as i64).aux(
-        st as u32 as u64,
-        (pid as u32 as u64) | ((options as u32 as u64) << 32),
-    );
+    // SAFETY: filled on success.
+    let st = if r > 0 && !status.is_null() { unsafe { *status } } else { 0 };
+    let ru_len = if r > 0 && !ru.is_null() { ru_len as isize } else { 0 };
+    let ev =
+        Ev::new(call).result(r as i64).aux(st as u32 as u64, (pid as u32 as u64) | ((options as u32 as u64) << 32));
     // SAFETY: as above.
     hook.emit(ev, &[unsafe { bytes(ru, ru_len) }]);
     r
@@ -507,64 +504,69 @@ unsafe fn wait_with(
 pub unsafe extern "C" fn waitpid(pid: pid_t, status: *mut c_int, options: c_int) -> pid_t {
     // SAFETY: forwarding the program's own arguments.
     unsafe {
-        wait_with(
-            Call::Waitpid,
-            pid,
-            status,
-            options,
-            core::ptr::null_mut(),
-            || real::waitpid(pid, status, options),
-        )
+        wait_with(Call::Waitpid, pid, status, options, core::ptr::null_mut(), || real::waitpid(pid, status, options))
     }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn wait(status: *mut c_int) -> pid_t {
     // SAFETY: as above.
-    unsafe {
-        wait_with(Call::Waitpid, -1, status, 0, core::ptr::null_mut(), || {
-            real::wait(status)
-        })
-    }
+    unsafe { wait_with(Call::Waitpid, -1, status, 0, core::ptr::null_mut(), || real::wait(status)) }
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn wait4(
-    pid: pid_t,
-    status: *mut c_int,
-    options: c_int,
-    ru: *mut rusage,
-) -> pid_t {
+pub unsafe extern "C" fn wait4(pid: pid_t, status: *mut c_int, options: c_int, ru: *mut rusage) -> pid_t {
     // SAFETY: as above.
-    unsafe {
-        wait_with(Call::Wait4, pid, status, options, ru, || {
-            real::wait4(pid, status, options, ru)
-        })
-    }
+    unsafe { wait_with(Call::Wait4, pid, status, options, ru, || real::wait4(pid, status, options, ru)) }
 }
 
-// Sending a signal is a boundary: a signal the program sends itself is delivered before the call
-// returns, as without the shim.
+// Sending a signal is a call like any other; a signal the program sends itself is delivered
+// right after it, as without the shim. A backup sends nothing a recorded delivery will bring
+// anyway: only signals the program does not handle (they end a process) and signals to its own
+// children are sent for real, to this backup's processes.
+
+/// Records (or replays) a signal sent with `send`; `to_self` says it targets this process.
+fn signal_with(call: Call, target: i64, sig: c_int, to_self: bool, send: impl FnOnce() -> c_int) -> c_int {
+    let Some(hook) = Hook::enter() else { return send() };
+    if let Some(t) = hook.turn(call) {
+        t.expect("the signal", t.header().aux[1] as i64, sig as i64);
+        let handled = crate::signals::is_handled(sig);
+        if to_self && !handled && sig != 0 {
+            drop(t);
+            sys::tgkill(sys::getpid(), sys::gettid(), sig);
+            return 0;
+        }
+        if !to_self && target > 0 {
+            if let Some(here) = crate::replay::child_here(target as pid_t) {
+                // SAFETY: a signal to this backup's own child.
+                unsafe { real::kill(here, sig) };
+            }
+        }
+        return t.ret() as c_int;
+    }
+    let r = send();
+    hook.emit(Ev::new(call).result(r as i64).aux(target as u64, sig as u64), &[]);
+    r
+}
 
 #[no_mangle]
 pub unsafe extern "C" fn raise(sig: c_int) -> c_int {
-    let _hook = Hook::enter();
     // SAFETY: forwarding the program's own argument.
-    unsafe { real::raise(sig) }
+    signal_with(Call::Raise, 0, sig, true, || unsafe { real::raise(sig) })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn kill(pid: pid_t, sig: c_int) -> c_int {
-    let _hook = Hook::enter();
+    let own = crate::replay::PRIMARY_SELF.load(Ordering::Relaxed);
+    let to_self = if state::mode() == state::MODE_REPLAY { pid == own && own != 0 } else { pid == sys::getpid() };
     // SAFETY: forwarding the program's own arguments.
-    unsafe { real::kill(pid, sig) }
+    signal_with(Call::Kill, pid as i64, sig, to_self, || unsafe { real::kill(pid, sig) })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn pthread_kill(t: libc::pthread_t, sig: c_int) -> c_int {
-    let _hook = Hook::enter();
     // SAFETY: forwarding the program's own arguments.
-    unsafe { real::pthread_kill(t, sig) }
+    signal_with(Call::PthreadKill, 0, sig, true, || unsafe { real::pthread_kill(t, sig) })
 }
 
 /// The program's `main`, wrapped so that returning from it goes through the `exit` hook (libc's

@@ -22,21 +22,13 @@ pub unsafe extern "C" fn syscall(
         match nr {
             libc::SYS_read => io::read(a1 as c_int, a2 as *mut c_void, a3 as usize) as c_long,
             libc::SYS_write => io::write(a1 as c_int, a2 as *const c_void, a3 as usize) as c_long,
-            libc::SYS_getrandom => {
-                random::getrandom(a1 as *mut c_void, a2 as usize, a3 as c_uint) as c_long
-            }
+            libc::SYS_getrandom => random::getrandom(a1 as *mut c_void, a2 as usize, a3 as c_uint) as c_long,
             libc::SYS_getpid => identity::getpid() as c_long,
             libc::SYS_getppid => identity::getppid() as c_long,
             libc::SYS_gettid => identity::gettid() as c_long,
-            libc::SYS_clock_gettime => {
-                time::clock_gettime(a1 as libc::clockid_t, a2 as *mut libc::timespec) as c_long
-            }
-            libc::SYS_gettimeofday => {
-                time::gettimeofday(a1 as *mut libc::timeval, a2 as *mut c_void) as c_long
-            }
-            libc::SYS_nanosleep => {
-                time::nanosleep(a1 as *const libc::timespec, a2 as *mut libc::timespec) as c_long
-            }
+            libc::SYS_clock_gettime => time::clock_gettime(a1 as libc::clockid_t, a2 as *mut libc::timespec) as c_long,
+            libc::SYS_gettimeofday => time::gettimeofday(a1 as *mut libc::timeval, a2 as *mut c_void) as c_long,
+            libc::SYS_nanosleep => time::nanosleep(a1 as *const libc::timespec, a2 as *mut libc::timespec) as c_long,
             libc::SYS_clock_nanosleep => {
                 let r = time::clock_nanosleep(
                     a1 as libc::clockid_t,
@@ -52,24 +44,16 @@ pub unsafe extern "C" fn syscall(
                 }
             }
             libc::SYS_open => fd::open(a1 as *const _, a2 as c_int, a3 as c_uint) as c_long,
-            libc::SYS_openat => {
-                fd::openat(a1 as c_int, a2 as *const _, a3 as c_int, a4 as c_uint) as c_long
-            }
+            libc::SYS_openat => fd::openat(a1 as c_int, a2 as *const _, a3 as c_int, a4 as c_uint) as c_long,
             libc::SYS_close => fd::close(a1 as c_int) as c_long,
             libc::SYS_dup => fd::dup(a1 as c_int) as c_long,
             libc::SYS_dup3 => fd::dup3(a1 as c_int, a2 as c_int, a3 as c_int) as c_long,
             libc::SYS_pipe2 => fd::pipe2(a1 as *mut c_int, a2 as c_int) as c_long,
             libc::SYS_socket => fd::socket(a1 as c_int, a2 as c_int, a3 as c_int) as c_long,
-            libc::SYS_accept4 => {
-                fd::accept4(a1 as c_int, a2 as *mut _, a3 as *mut _, a4 as c_int) as c_long
-            }
+            libc::SYS_accept4 => fd::accept4(a1 as c_int, a2 as *mut _, a3 as *mut _, a4 as c_int) as c_long,
             libc::SYS_eventfd2 => fd::eventfd(a1 as c_uint, a2 as c_int) as c_long,
-            libc::SYS_epoll_ctl => {
-                poll::epoll_ctl(a1 as c_int, a2 as c_int, a3 as c_int, a4 as *mut _) as c_long
-            }
-            libc::SYS_epoll_wait => {
-                poll::epoll_wait(a1 as c_int, a2 as *mut _, a3 as c_int, a4 as c_int) as c_long
-            }
+            libc::SYS_epoll_ctl => poll::epoll_ctl(a1 as c_int, a2 as c_int, a3 as c_int, a4 as *mut _) as c_long,
+            libc::SYS_epoll_wait => poll::epoll_wait(a1 as c_int, a2 as *mut _, a3 as c_int, a4 as c_int) as c_long,
             _ => real::syscall(nr, a1, a2, a3, a4, a5, a6),
         }
     }

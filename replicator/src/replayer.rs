@@ -1,0 +1,231 @@
+//! `tandem replay`: run a program under the shim in replay mode, fed from a recorded log, until
+//! the log ends (then stop it, or let it go live), it diverges, or it stalls.
+
+use crate::error::{Error, Result};
+use crate::launch::Launch;
+use crate::recorder::open_log;
+use eventlog::logfile::LogError;
+use eventlog::ring::feed::{Feed, ThreadView, PHASE_IN_CALL, PHASE_WAITING};
+use eventlog::ring::{Geometry, Mode, SharedRegion};
+use eventlog::Call;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+pub struct ReplayOptions {
+    pub log: PathBuf,
+    /// The program and its arguments; `None` runs the primary's, as the log recorded them.
+    pub command: Option<Vec<std::ffi::OsString>>,
+    /// At the end of the log, let the program continue for real instead of stopping it.
+    pub go_live: bool,
+    pub geometry: Geometry,
+    /// No progress for this long is a stall.
+    pub stall_after: Duration,
+}
+
+/// How a replay ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every event was replayed; the program was stopped at the end of the log, or exited there
+    /// on its own as the primary did.
+    Completed { events: u64 },
+    /// The program went live at the end of the log and later exited with this status.
+    Live { events: u64, exit_code: i32 },
+    /// The backup did something the primary did not.
+    Diverged { seq: u64, report: String },
+    /// The replay stopped moving.
+    Stalled { report: String },
+}
+
+impl Outcome {
+    /// Exit status of `tandem replay`: 0 completed, the program's own once live, 3 diverged,
+    /// 4 stalled.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Completed { .. } => 0,
+            Outcome::Live { exit_code, .. } => *exit_code,
+            Outcome::Diverged { .. } => 3,
+            Outcome::Stalled { .. } => 4,
+        }
+    }
+}
+
+/// Pulls verified batches from the log into the feed as room allows.
+struct Feeder {
+    reader: eventlog::logfile::LogReader<std::io::BufReader<std::fs::File>>,
+    log: PathBuf,
+    batch: Option<(Vec<u8>, usize)>,
+    done: bool,
+    events: u64,
+}
+
+impl Feeder {
+    /// Appends what fits; returns whether anything moved.
+    fn pump(&mut self, feed: &Feed) -> Result<bool> {
+        let mut moved = false;
+        loop {
+            if self.batch.is_none() && !self.done {
+                match self.reader.next_batch() {
+                    Ok(Some(b)) => self.batch = Some((b.body, 0)),
+                    Ok(None) => {
+                        self.done = true;
+                        feed.finish();
+                    }
+                    // A recorder that died (its host did) leaves a log without its end marker, or
+                    // with its last batch half written: what is complete is still the primary's
+                    // history, and exactly what a backup must replay.
+                    Err(e @ (LogError::Unterminated { .. } | LogError::Truncated { .. })) => {
+                        eprintln!(
+                            "tandem: {}: {e}; replaying the {} complete events before it",
+                            self.log.display(),
+                            self.events
+                        );
+                        self.done = true;
+                        feed.finish();
+                    }
+                    Err(source) => return Err(Error::Log { path: self.log.clone(), source }),
+                }
+            }
+            let Some((body, off)) = self.batch.as_mut() else { return Ok(moved) };
+            let (took, events) = feed.append(&body[*off..]);
+            *off += took;
+            self.events += events;
+            moved |= took > 0;
+            if *off == body.len() {
+                self.batch = None;
+            } else {
+                return Ok(moved);
+            }
+        }
+    }
+}
+
+pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
+    let reader = open_log(&opts.log)?;
+    let launch = Launch::replaying(reader.launch(), opts.command.as_deref(), "replay")?;
+    let shared = SharedRegion::create(opts.geometry, Mode::Replay)
+        .map_err(Error::io("cannot create the shared replay region"))?;
+    crate::launch::apply_knobs(&shared);
+    let region = shared.region();
+    let Some(feed) = region.feed() else { return Err(Error::Setup("replay region without a feed".into())) };
+    let mut feeder = Feeder { reader, log: opts.log.clone(), batch: None, done: false, events: 0 };
+    // Fill the feed before the program starts, so it does not begin by waiting.
+    feeder.pump(&feed)?;
+    let child = launch.spawn(&shared)?;
+    let top = Pid::from_raw(child.id() as i32);
+    let _forwarder = crate::recorder::forward_signals(top);
+
+    let mut live = false;
+    let mut exit_code = None;
+    let mut last = (feed.control().delivered.load(Ordering::Relaxed), Instant::now());
+    loop {
+        let seen = region.header().doorbell.load(Ordering::Acquire);
+        if let Err(e) = feeder.pump(&feed) {
+            stop_all();
+            return Err(e);
+        }
+        if let Some((seq, report)) = feed.take_report() {
+            stop_all();
+            return Ok(Outcome::Diverged { seq, report });
+        }
+        let all_gone = crate::recorder::reap_children(top, &mut exit_code);
+        if feeder.done && feed.exhausted() && !live {
+            if !opts.go_live {
+                stop_all();
+                return Ok(Outcome::Completed { events: feeder.events });
+            }
+            feed.go_live();
+            live = true;
+            eprintln!("tandem: end of the log after {} events: the program runs live", feeder.events);
+        }
+        if all_gone {
+            return Ok(match exit_code {
+                Some(code) if live => Outcome::Live { events: feeder.events, exit_code: code },
+                _ if feed.exhausted() => Outcome::Completed { events: feeder.events },
+                _ => Outcome::Stalled { report: stall_report(&feed, "the program exited before the end of the log") },
+            });
+        }
+        if !live {
+            let delivered = feed.control().delivered.load(Ordering::Relaxed);
+            if delivered != last.0 {
+                last = (delivered, Instant::now());
+            } else if last.1.elapsed() >= opts.stall_after && feed.peek().is_some() {
+                let why = format!("no progress for {:.1} s", last.1.elapsed().as_secs_f64());
+                let report = stall_report(&feed, &why);
+                stop_all();
+                return Ok(Outcome::Stalled { report });
+            }
+        }
+        region.wait_doorbell(seen, Duration::from_millis(2).as_nanos() as u64);
+    }
+}
+
+/// What the replay waits for, and what each thread is doing.
+fn stall_report(feed: &Feed, why: &str) -> String {
+    let threads = feed.threads();
+    let describe_thread = |t: &ThreadView| {
+        let call = Call::from_id(t.call).map_or("?", Call::name);
+        match t.phase {
+            PHASE_WAITING => format!("waits for its turn to make {call}"),
+            PHASE_IN_CALL => format!("is inside {call}"),
+            _ => "is running the program's own code".to_string(),
+        }
+    };
+    let mut out = match feed.peek() {
+        Some(next) => {
+            let h = next.header;
+            let call = h.call().map_or("?", Call::name);
+            let owner = threads.iter().find(|t| t.lpid == h.pid && t.ltid == h.tid);
+            let state = owner.map_or_else(|| "has not started (or has already exited)".to_string(), describe_thread);
+            format!(
+                "replay stalled at seq {} ({why}): the next event is process {} thread {}'s {call}, and that thread {state}",
+                h.seq, h.pid, h.tid
+            )
+        }
+        None => format!("replay stalled ({why}) with no event left to deliver"),
+    };
+    for t in &threads {
+        out.push_str(&format!("\n  thread {}.{} (os tid {}) {}", t.lpid, t.ltid, t.os_tid, describe_thread(t)));
+    }
+    out
+}
+
+/// Kills every process of the program (we are their subreaper, so every descendant ends up as our
+/// child) and reaps them.
+fn stop_all() {
+    let me = std::process::id() as i32;
+    for _ in 0..500 {
+        for pid in children_of(me) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Pids whose parent is `parent`.
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<i32>().ok())
+                == Some(parent)
+        })
+        .collect()
+}
+
+/// One line for a divergence, as `tandem replay` prints it.
+pub fn divergence_line(seq: u64, report: &str) -> String {
+    format!("replay diverged at seq {seq}: {report}")
+}
