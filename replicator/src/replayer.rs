@@ -11,6 +11,7 @@ use eventlog::Call;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -106,6 +107,15 @@ impl Feeder {
 pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
     let reader = open_log(&opts.log)?;
     let launch = Launch::replaying(reader.launch(), opts.command.as_deref(), "replay")?;
+    let here = std::env::current_dir().map(|d| d.into_os_string()).unwrap_or_default();
+    let there = std::ffi::OsStr::from_bytes(&reader.launch().cwd);
+    if !there.is_empty() && here != there {
+        eprintln!(
+            "tandem: note: the primary ran in {}, this backup runs in {}; a program that builds absolute paths from its working directory will diverge",
+            there.to_string_lossy(),
+            here.to_string_lossy()
+        );
+    }
     let shared = SharedRegion::create(opts.geometry, Mode::Replay)
         .map_err(Error::io("cannot create the shared replay region"))?;
     crate::launch::apply_knobs(&shared);

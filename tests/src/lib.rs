@@ -88,6 +88,31 @@ pub fn record(log: &Path, program: &Path, args: &[&str]) -> Output {
     tandem().arg("record").arg("--out").arg(log).arg("--").arg(program).args(args).output().expect("run tandem")
 }
 
+/// `tandem record` in `dir`, with the shim pausing up to `jitter_us` before each call.
+pub fn record_in(dir: &Path, log: &Path, program: &Path, args: &[&str], jitter_us: u32) -> Output {
+    tandem()
+        .current_dir(dir)
+        .env("TANDEM_JITTER_US", jitter_us.to_string())
+        .arg("record")
+        .arg("--out")
+        .arg(log)
+        .arg("--")
+        .arg(program)
+        .args(args)
+        .output()
+        .expect("run tandem")
+}
+
+/// `tandem replay LOG [options] [-- command]` in `dir`, with jitter of its own.
+pub fn replay_in(dir: &Path, log: &Path, options: &[&str], command: &[&str], jitter_us: u32) -> Output {
+    let mut c = tandem();
+    c.current_dir(dir).env("TANDEM_JITTER_US", jitter_us.to_string()).arg("replay").arg(log).args(options);
+    if !command.is_empty() {
+        c.arg("--").args(command);
+    }
+    c.output().expect("run tandem")
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

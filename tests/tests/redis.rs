@@ -1,19 +1,63 @@
-//! A real redis-server recorded under redis-benchmark load.
+//! A real redis-server, recorded under redis-benchmark load, then replayed by a backup that goes
+//! live and must hold exactly the primary's data.
 
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tandem_tests::*;
 
-fn wait_for_ping(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().unwrap();
+    text(&out.stdout).trim().to_string()
+}
+
+fn wait_for_ping(port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        let out = Command::new("redis-cli").args(["-p", &port.to_string(), "ping"]).output().unwrap();
-        if text(&out.stdout).trim() == "PONG" {
+        if cli(port, &["ping"]) == "PONG" {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("redis-server under tandem did not answer on port {port}");
+}
+
+fn redis_args(port: u16, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> =
+        ["redis-server", "--port", &port.to_string(), "--save", "", "--enable-debug-command", "yes"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+/// `tandem record` of redis-server in `dir`.
+fn start_recorded(dir: &Path, log: &Path, args: &[String]) -> Child {
+    tandem()
+        .current_dir(dir)
+        .arg("record")
+        .arg("--out")
+        .arg(log)
+        .arg("--")
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The program tandem runs (its only child).
+fn program_pid(agent: &Child) -> i32 {
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", agent.id())).unwrap();
+    children.split_whitespace().next().expect("the program").parse().unwrap()
+}
+
+fn benchmark(port: u16, requests: &str, tests: &str) {
+    let out = Command::new("redis-benchmark")
+        .args(["-p", &port.to_string(), "-n", requests, "-c", "50", "-r", "100000", "-t", tests, "-q"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -23,23 +67,10 @@ fn redis_under_benchmark_load_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("redis.tlog");
     let port = free_port();
-    let mut server = tandem()
-        .arg("record")
-        .arg("--out")
-        .arg(&log)
-        .args(["--", "redis-server", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_ping(port);
-    let bench = Command::new("redis-benchmark")
-        .args(["-p", &port.to_string(), "-n", "100000", "-c", "50", "-t", "set,get", "-q"])
-        .output()
-        .unwrap();
-    assert!(bench.status.success(), "{}", text(&bench.stderr));
-    Command::new("redis-cli").args(["-p", &port.to_string(), "shutdown", "nosave"]).output().unwrap();
+    let mut server = start_recorded(dir.path(), &log, &redis_args(port, &["--appendonly", "no"]));
+    wait_for_ping(port, Duration::from_secs(20));
+    benchmark(port, "100000", "set,get");
+    cli(port, &["shutdown", "nosave"]);
     let status = server.wait().unwrap();
     assert!(status.success(), "tandem record exited {status}");
 
@@ -63,4 +94,66 @@ fn redis_under_benchmark_load_is_recorded() {
     let events = read_log(&log).unwrap();
     assert_eq!(events.last().unwrap().header.seq, events.len() as u64);
     assert!(!events.iter().any(|e| e.call() == eventlog::Call::Lost));
+}
+
+/// Records redis under load, kills it, replays the log with --go-live in another directory, and
+/// returns (primary's digest, backup's digest, primary dir, backup dir).
+fn fail_over(extra: &[&str]) -> (String, String, tempfile::TempDir) {
+    require("redis-server");
+    require("redis-benchmark");
+    let dir = tempfile::tempdir().unwrap();
+    let (p, b) = (dir.path().join("primary"), dir.path().join("backup"));
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let log = dir.path().join("redis.tlog");
+    let port = free_port();
+    let args = redis_args(port, &[&["--dir", "."][..], extra].concat());
+    let mut agent = start_recorded(&p, &log, &args);
+    wait_for_ping(port, Duration::from_secs(20));
+    benchmark(port, "20000", "set,incr,lpush,sadd");
+    let primary = cli(port, &["debug", "digest"]);
+    // The primary dies (its agent writes what it had).
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(program_pid(&agent)), nix::sys::signal::Signal::SIGKILL).unwrap();
+    agent.wait().unwrap();
+
+    let mut backup = tandem()
+        .current_dir(&b)
+        .arg("replay")
+        .arg("--go-live")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_ping(port, Duration::from_secs(120));
+    let backup_digest = cli(port, &["debug", "digest"]);
+    cli(port, &["shutdown", "nosave"]);
+    let status = backup.wait().unwrap();
+    assert!(status.success(), "the live backup exited {status}");
+    (primary, backup_digest, dir)
+}
+
+#[test]
+fn live_backup_has_the_primarys_data() {
+    let (primary, backup, _dir) = fail_over(&["--appendonly", "no"]);
+    assert_eq!(primary.len(), 40, "DEBUG DIGEST: {primary}");
+    assert_eq!(backup, primary);
+}
+
+#[test]
+fn live_backup_writes_the_primarys_aof_byte_for_byte() {
+    let (primary, backup, dir) = fail_over(&["--appendonly", "yes"]);
+    assert_eq!(backup, primary);
+    let aof = |side: &str| {
+        let d = dir.path().join(side).join("appendonlydir");
+        let mut files: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        files.iter().map(|f| (f.file_name().unwrap().to_owned(), std::fs::read(f).unwrap())).collect::<Vec<_>>()
+    };
+    let (p, b) = (aof("primary"), aof("backup"));
+    assert_eq!(p.len(), 3, "base, incremental and manifest files");
+    for ((pn, pb), (bn, bb)) in p.iter().zip(&b) {
+        assert_eq!(pn, bn);
+        assert!(pb == bb, "{pn:?} differs");
+    }
 }

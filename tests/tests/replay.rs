@@ -1,0 +1,129 @@
+//! Replay: a backup follows the primary's log to the same state, and says so when it cannot.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tandem_tests::*;
+
+/// Records the multi-threaded fixture and replays it, each side with its own random jitter; the
+/// backup must write exactly the primary's transcript and child output, with no report.
+fn record_and_replay_fixture(flags: &[&str], runs: usize) {
+    let program = fixture("mt_record", flags);
+    let child = fixture("mt_child", &[]);
+    let args = ["transcript", child.to_str().unwrap(), "child-out", "100"];
+    for run in 0..runs {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, b) = (dir.path().join("primary"), dir.path().join("backup"));
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let log = dir.path().join("mt.tlog");
+        let rec = record_in(&p, &log, &program, &args, 40);
+        assert!(rec.status.success(), "run {run}: record failed: {}", text(&rec.stderr));
+        let rep = replay_in(&b, &log, &[], &[], 40);
+        let err = text(&rep.stderr);
+        assert_eq!(rep.status.code(), Some(0), "run {run}: replay failed:\n{err}");
+        assert!(!err.contains("diverged") && !err.contains("stalled"), "run {run}: {err}");
+        for file in ["transcript", "child-out"] {
+            let (a, z) = (std::fs::read(p.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap());
+            assert_eq!(text(&a), text(&z), "run {run}: {file} differs");
+        }
+    }
+}
+
+#[test]
+fn multithreaded_fixture_replays_exactly_under_jitter() {
+    record_and_replay_fixture(&[], 50);
+}
+
+#[test]
+fn fortified_fixture_replays_exactly_under_jitter() {
+    record_and_replay_fixture(&["-O2", "-D_FORTIFY_SOURCE=2"], 50);
+}
+
+/// The seq of the first write to stdout in a log.
+fn first_stdout_write(log: &Path, nth: usize) -> u64 {
+    read_log(log)
+        .unwrap()
+        .iter()
+        .filter(|e| e.call() == eventlog::Call::Write && e.header.fd == 1)
+        .nth(nth)
+        .expect("a write to stdout")
+        .header
+        .seq
+}
+
+#[test]
+fn input_the_shim_cannot_see_is_a_divergence() {
+    let program = fixture("tsc_writer", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("tsc.tlog");
+    let rec = record_in(dir.path(), &log, &program, &["same", "tsc"], 0);
+    assert!(rec.status.success());
+    let rep = replay_in(dir.path(), &log, &[], &[], 0);
+    assert_eq!(rep.status.code(), Some(3), "{}", text(&rep.stderr));
+    let seq = first_stdout_write(&log, 1);
+    let err = text(&rep.stderr);
+    assert!(
+        err.contains(&format!("replay diverged at seq {seq}: seq {seq}, process 1 thread 0: write fd 1:")),
+        "{err}"
+    );
+    assert!(err.contains("the bytes differ from the primary's"), "{err}");
+}
+
+#[test]
+fn a_different_argument_is_a_divergence() {
+    let program = fixture("tsc_writer", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("arg.tlog");
+    assert!(record_in(dir.path(), &log, &program, &["alpha"], 0).status.success());
+    // The same argument replays cleanly ...
+    let same = replay_in(dir.path(), &log, &[], &[], 0);
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same.stderr));
+    // ... another one does not.
+    let rep = replay_in(dir.path(), &log, &[], &[program.to_str().unwrap(), "omega"], 0);
+    assert_eq!(rep.status.code(), Some(3), "{}", text(&rep.stderr));
+    let seq = first_stdout_write(&log, 0);
+    assert!(text(&rep.stderr).contains(&format!("replay diverged at seq {seq}:")), "{}", text(&rep.stderr));
+}
+
+#[test]
+fn a_stall_is_reported_within_five_seconds() {
+    let program = fixture("stall", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stall.tlog");
+    assert!(record_in(dir.path(), &log, &program, &["go"], 0).status.success());
+    let started = Instant::now();
+    let rep = replay_in(dir.path(), &log, &[], &[program.to_str().unwrap(), "block"], 0);
+    let took = started.elapsed();
+    assert_eq!(rep.status.code(), Some(4), "{}", text(&rep.stderr));
+    assert!(took < Duration::from_secs(9), "reported after {took:?}");
+    let err = text(&rep.stderr);
+    assert!(
+        err.contains("replay stalled at seq 2")
+            && err.contains("process 1 thread 0's clock_gettime")
+            && err.contains("is running the program's own code"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sqlite_replays_to_the_same_database_file() {
+    require("sqlite3");
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let log = dir.path().join("sqlite.tlog");
+    let sql = "CREATE TABLE t(id INTEGER PRIMARY KEY, r INTEGER, at TEXT, blob BLOB); \
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 2000) \
+        INSERT INTO t(r, at, blob) SELECT random(), datetime('now'), randomblob(64) FROM n; \
+        CREATE INDEX tr ON t(r); DELETE FROM t WHERE r % 3 = 0; VACUUM; SELECT count(*) FROM t;";
+    let sqlite = std::path::PathBuf::from("sqlite3");
+    assert!(record_in(&run, &log, &sqlite, &["test.db", sql], 0).status.success());
+    // sqlite names its files by absolute path: the backup runs where the primary did (as it would
+    // on its own host), with the primary's file moved aside.
+    std::fs::rename(run.join("test.db"), dir.path().join("primary.db")).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let rep = replay_in(&run, &log, &[], &[], 0);
+    assert_eq!(rep.status.code(), Some(0), "{}", text(&rep.stderr));
+    let (a, b) = (std::fs::read(dir.path().join("primary.db")).unwrap(), std::fs::read(run.join("test.db")).unwrap());
+    assert!(a == b, "the backup's database differs from the primary's");
+}
