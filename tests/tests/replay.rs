@@ -127,3 +127,69 @@ fn sqlite_replays_to_the_same_database_file() {
     let (a, b) = (std::fs::read(dir.path().join("primary.db")).unwrap(), std::fs::read(run.join("test.db")).unwrap());
     assert!(a == b, "the backup's database differs from the primary's");
 }
+
+/// The go-live contract, on a small epoll echo server: the primary's own connections read as
+/// closed on the live backup and refuse writes with ECONNRESET (no SIGPIPE); new clients are
+/// served; the listening socket is where the primary's was.
+#[test]
+fn going_live_closes_the_primarys_connections_and_serves_new_ones() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let program = fixture("echo_server", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("echo.tlog");
+    let port = free_port();
+    let mut agent = tandem()
+        .current_dir(dir.path())
+        .args(["record", "--out"])
+        .arg(&log)
+        .arg("--")
+        .arg(&program)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let connect = || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "nobody listens on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut old = connect();
+    old.write_all(b"hello").unwrap();
+    let mut buf = [0u8; 5];
+    old.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello");
+    // The primary dies with the connection open.
+    let pid = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", agent.id())).unwrap();
+    let pid: i32 = pid.split_whitespace().next().unwrap().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    agent.wait().unwrap();
+    drop(old);
+
+    let backup = tandem()
+        .current_dir(dir.path())
+        .arg("replay")
+        .arg("--go-live")
+        .arg(&log)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut new = connect();
+    new.write_all(b"again").unwrap();
+    new.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"again");
+    new.write_all(b"quit").unwrap();
+    let out = backup.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    // The primary accepted fd 5 (its own output is not executed on the backup); once live the
+    // backup finds it closed, and writing to it fails with ECONNRESET (104).
+    assert!(said.contains("eof 5 write 104"), "{said}");
+    assert!(said.contains("accept 5") || said.contains("accept 6"), "{said}");
+}
