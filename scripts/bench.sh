@@ -3,6 +3,8 @@
 #   scripts/bench.sh calls   added cost per intercepted call (clock_gettime, mutex lock/unlock)
 #   scripts/bench.sh redis   redis-benchmark SET throughput under `tandem record` vs native
 #   scripts/bench.sh drain   events per second the agent sustains from one busy thread
+#   scripts/bench.sh replay  wall time of replaying a recorded redis-server run, against the run
+#   scripts/bench.sh handoff the sequencer's hand-off between two threads, against native futexes
 #   scripts/bench.sh         all of them
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -104,10 +106,63 @@ drain() {
     printf '%-22s %14.0f %10.0f\n' "tandem record" "$e" "$(echo "$e * $bytes / 10000003 / 1048576" | bc)"
 }
 
+now_ns() { date +%s%N; }
+
+replay() {
+    for i in $(seq "$rounds"); do
+        port=$(( 23000 + i ))
+        start=$(now_ns)
+        "$tandem" record --out "$work/replay.tlog" -- redis-server --port $port --save '' --appendonly no --dir "$work" >/dev/null 2>&1 &
+        wait_ping $port
+        redis-benchmark -p $port -c 50 -n 100000 -r 100000 -t set,incr,lpush,sadd -q >/dev/null 2>&1
+        redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true
+        wait
+        recorded=$(( $(now_ns) - start ))
+        span=$("$tandem" log stats "$work/replay.tlog" | awk '/^duration/ {printf "%d", $2 * 1000000000}')
+        start=$(now_ns)
+        "$tandem" replay "$work/replay.tlog" >/dev/null 2>&1
+        replayed=$(( $(now_ns) - start ))
+        events=$("$tandem" log stats "$work/replay.tlog" | awk '/^events/ {print $2}')
+        echo "$recorded $span $replayed $events"
+    done > "$work/replay.txt"
+    r=$(awk '{print $1}' "$work/replay.txt" | median)
+    s=$(awk '{print $2}' "$work/replay.txt" | median)
+    p=$(awk '{print $3}' "$work/replay.txt" | median)
+    e=$(awk '{print $4}' "$work/replay.txt" | median)
+    echo "redis-server under redis-benchmark -c 50 -n 100000 -r 100000 -t set,incr,lpush,sadd, then replayed"
+    echo "(median of $rounds runs; about $e events per log)"
+    printf '%-34s %10s %12s\n' "" seconds "replay ratio"
+    printf '%-34s %10.3f\n' "tandem record, launch to exit" "$(echo "$r / 1000000000" | bc -l)"
+    printf '%-34s %10.3f\n' "log span, first to last event" "$(echo "$s / 1000000000" | bc -l)"
+    printf '%-34s %10.3f %12.2f\n' "tandem replay, launch to exit" "$(echo "$p / 1000000000" | bc -l)" "$(echo "$p / $s" | bc -l)"
+    echo "(the ratio is replay wall time over the log span: the stricter of the two)"
+}
+
+handoff() {
+    gcc -O2 -pthread -o "$work/handoff" bench/handoff.c
+    echo "Hand-off between two threads, ns: from the holder's unlock to the waiter's lock returning"
+    echo "(median of $rounds runs of 20000 hand-offs; each run reports its median and 90th percentile)"
+    printf '%-26s %-10s %10s %10s\n' "waiter has waited" mode median p90
+    for delay in 0 50; do
+        for i in $(seq "$rounds"); do
+            "$work/handoff" 20000 $delay 2>&1 | sed 's/^/native /'
+            "$tandem" record --out "$work/handoff.tlog" -- "$work/handoff" 20000 $delay 2>&1 | sed 's/^/record /'
+            "$tandem" replay "$work/handoff.tlog" 2>&1 | grep '^handoff' | sed 's/^/replay /'
+        done > "$work/handoff.txt"
+        for mode in native record replay; do
+            m=$(awk -v m=$mode '$1==m {print $4}' "$work/handoff.txt" | median)
+            p=$(awk -v m=$mode '$1==m {print $5}' "$work/handoff.txt" | median)
+            printf '%-26s %-10s %10d %10d\n' "$([ $delay = 0 ] && echo "a moment" || echo "50 us (asleep)")" $mode "$m" "$p"
+        done
+    done
+}
+
 case "${1:-all}" in
     calls) calls ;;
     redis) redis ;;
     drain) drain ;;
-    all) calls; echo; redis; echo; drain ;;
-    *) echo "usage: scripts/bench.sh [calls|redis|drain]" >&2; exit 2 ;;
+    replay) replay ;;
+    handoff) handoff ;;
+    all) calls; echo; redis; echo; drain; echo; replay; echo; handoff ;;
+    *) echo "usage: scripts/bench.sh [calls|redis|drain|replay|handoff]" >&2; exit 2 ;;
 esac

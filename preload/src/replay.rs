@@ -58,17 +58,25 @@ pub fn wait_until_next_is_mine(ctx: &'static ThreadCtx) {
         if feed.peek().filter(mine).is_some() {
             return;
         }
-        if spins < SPINS {
-            spins += 1;
-            core::hint::spin_loop();
-            continue;
-        }
-        slot.sleeping.store(1, Ordering::SeqCst);
-        if feed.peek().filter(mine).is_none() && !feed.is_live() {
-            feed.sleep(me, seen, SLEEP_NS);
-        }
-        slot.sleeping.store(0, Ordering::Relaxed);
+        pause(&feed, me, seen, &mut spins, mine);
     }
+}
+
+/// One round of waiting for a turn: a short spin (a hand-over usually comes within
+/// microseconds), then sleep on the slot's futex until woken. `seen` is the slot's wake word read
+/// before the caller last looked at the feed, so a wake-up in between is not lost.
+fn pause(feed: &Feed, me: u32, seen: u32, spins: &mut u32, mine: impl Fn(&Next) -> bool) {
+    if *spins < SPINS {
+        *spins += 1;
+        core::hint::spin_loop();
+        return;
+    }
+    let slot = feed.thread(me);
+    slot.sleeping.store(1, Ordering::SeqCst);
+    if feed.peek().filter(|n| mine(n)).is_none() && !feed.is_live() {
+        feed.sleep(me, seen, SLEEP_NS);
+    }
+    slot.sleeping.store(0, Ordering::Relaxed);
 }
 
 /// In replay, before a real call that may make calls of its own (through the program's
@@ -120,16 +128,7 @@ pub fn turn(ctx: &'static ThreadCtx, call: Call) -> Option<Turn> {
             }
             return Some(Turn { next, feed, ctx });
         }
-        if spins < SPINS {
-            spins += 1;
-            core::hint::spin_loop();
-            continue;
-        }
-        slot.sleeping.store(1, Ordering::SeqCst);
-        if feed.peek().filter(mine).is_none() && !feed.is_live() {
-            feed.sleep(me, seen, SLEEP_NS);
-        }
-        slot.sleeping.store(0, Ordering::Relaxed);
+        pause(&feed, me, seen, &mut spins, mine);
     }
 }
 
