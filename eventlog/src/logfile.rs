@@ -82,7 +82,7 @@ const _: () = assert!(core::mem::size_of::<LaunchHeader>() == 24);
 
 impl Launch {
     /// argv, then env, then cwd, each NUL-terminated.
-    fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let mut body = Vec::new();
         for s in self.argv.iter().chain(&self.env).chain(core::iter::once(&self.cwd)) {
             body.extend_from_slice(s);
@@ -91,7 +91,7 @@ impl Launch {
         body
     }
 
-    fn decode(argc: u32, envc: u32, body: &[u8]) -> Option<Launch> {
+    pub fn decode(argc: u32, envc: u32, body: &[u8]) -> Option<Launch> {
         let mut parts = body.split(|&b| b == 0);
         let mut take = |n: u32| (0..n).map(|_| parts.next().map(<[u8]>::to_vec)).collect::<Option<Vec<_>>>();
         let argv = take(argc)?;

@@ -7,3 +7,4 @@ pub mod launch;
 pub mod recorder;
 pub mod replayer;
 pub mod show;
+pub mod wire;

@@ -1,0 +1,394 @@
+//! Frames between a primary's agent and a backup's agent.
+//!
+//! ```text
+//! header (40 bytes, little-endian)
+//!   magic "TNDF" | version u8 | kind u8 | flags u16 (zero)
+//!   incarnation token (16 bytes) | epoch u64
+//!   body length u32 | crc32c of the header's first 36 bytes and the body
+//! body (kind-specific)
+//! ```
+//!
+//! Every frame names the group's incarnation and epoch, so a frame from another incarnation or an
+//! older epoch is refused before its body is looked at. Decoding never trusts a length it has not
+//! bounded, and every failure is a [`FrameError`] naming what was wrong.
+
+use eventlog::ids::IncarnationToken;
+use eventlog::logfile::{verify_events, Launch};
+
+pub const MAGIC: [u8; 4] = *b"TNDF";
+pub const VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 40;
+/// Larger bodies are refused as malformed rather than allocated (a log batch is at most 64 MiB).
+pub const MAX_BODY: u32 = 65 << 20;
+/// Longest group or member name.
+pub const MAX_NAME: usize = 255;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// Backup to primary, first on a session: who it is and what it already holds.
+    Hello { group: String, member: String, handle: u128, held: u64 },
+    /// Primary to backup: the session is accepted; events follow from `resume_from`.
+    Welcome { resume_from: u64, launch: Launch },
+    /// Primary to backup: consecutive events `first_seq..first_seq + count`, as a log batch body.
+    Data { first_seq: u64, count: u32, wall_ns: u64, events: Vec<u8> },
+    /// Backup to primary: every event up to `seq` is durable in the backup's state directory.
+    Ack { seq: u64 },
+    /// Primary to backup: output depending on events up to `seq` has been released.
+    Confirm { seq: u64 },
+    /// Backup to primary: the backup knows of the confirmation up to `seq`.
+    ConfirmAck { seq: u64 },
+    /// Primary to backup: the program has ended; `last_seq` is its last event.
+    End { last_seq: u64 },
+    /// Either way: the session is refused or closed, and why.
+    Refuse { reason: String },
+}
+
+impl Body {
+    fn kind(&self) -> u8 {
+        match self {
+            Body::Hello { .. } => 1,
+            Body::Welcome { .. } => 2,
+            Body::Data { .. } => 3,
+            Body::Ack { .. } => 4,
+            Body::Confirm { .. } => 5,
+            Body::ConfirmAck { .. } => 6,
+            Body::End { .. } => 7,
+            Body::Refuse { .. } => 8,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Body::Hello { .. } => "HELLO",
+            Body::Welcome { .. } => "WELCOME",
+            Body::Data { .. } => "DATA",
+            Body::Ack { .. } => "ACK",
+            Body::Confirm { .. } => "CONFIRM",
+            Body::ConfirmAck { .. } => "CONFIRM-ACK",
+            Body::End { .. } => "END",
+            Body::Refuse { .. } => "REFUSE",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub incarnation: IncarnationToken,
+    pub epoch: u64,
+    pub body: Body,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("not a tandem frame (magic {0:02x?})")]
+    Magic([u8; 4]),
+    #[error("frame format version {0}, this agent speaks version {VERSION}")]
+    Version(u8),
+    #[error("unknown frame kind {0}")]
+    Kind(u8),
+    #[error("frame body of {0} bytes is over the limit of {MAX_BODY}")]
+    TooLong(u32),
+    #[error("frame checksum mismatch")]
+    Checksum,
+    #[error("malformed {kind} frame: {what}")]
+    Malformed { kind: &'static str, what: String },
+}
+
+fn malformed(kind: &'static str, what: impl Into<String>) -> FrameError {
+    FrameError::Malformed { kind, what: what.into() }
+}
+
+/// A frame's header, decoded and checked on its own (the body's length is then known).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub kind: u8,
+    pub incarnation: IncarnationToken,
+    pub epoch: u64,
+    pub body_len: u32,
+    crc: u32,
+}
+
+impl Header {
+    pub fn parse(bytes: &[u8; HEADER_LEN]) -> Result<Header, FrameError> {
+        let magic: [u8; 4] = bytes[0..4].try_into().unwrap_or_default();
+        if magic != MAGIC {
+            return Err(FrameError::Magic(magic));
+        }
+        if bytes[4] != VERSION {
+            return Err(FrameError::Version(bytes[4]));
+        }
+        let kind = bytes[5];
+        if !(1..=8).contains(&kind) {
+            return Err(FrameError::Kind(kind));
+        }
+        let mut incarnation = [0u8; 16];
+        incarnation.copy_from_slice(&bytes[8..24]);
+        let epoch = u64::from_le_bytes(bytes[24..32].try_into().unwrap_or_default());
+        let body_len = u32::from_le_bytes(bytes[32..36].try_into().unwrap_or_default());
+        if body_len > MAX_BODY {
+            return Err(FrameError::TooLong(body_len));
+        }
+        let crc = u32::from_le_bytes(bytes[36..40].try_into().unwrap_or_default());
+        Ok(Header { kind, incarnation: IncarnationToken(incarnation), epoch, body_len, crc })
+    }
+}
+
+impl Frame {
+    pub fn new(incarnation: IncarnationToken, epoch: u64, body: Body) -> Frame {
+        Frame { incarnation, epoch, body }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![0u8; HEADER_LEN];
+        encode_body(&self.body, &mut out);
+        let body_len = (out.len() - HEADER_LEN) as u32;
+        out[0..4].copy_from_slice(&MAGIC);
+        out[4] = VERSION;
+        out[5] = self.body.kind();
+        out[8..24].copy_from_slice(&self.incarnation.0);
+        out[24..32].copy_from_slice(&self.epoch.to_le_bytes());
+        out[32..36].copy_from_slice(&body_len.to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&out[..36]), &out[HEADER_LEN..]);
+        out[36..40].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Decodes one whole frame: its header's bytes and exactly `header.body_len` body bytes.
+    pub fn decode(raw_header: &[u8; HEADER_LEN], body: &[u8]) -> Result<Frame, FrameError> {
+        let h = Header::parse(raw_header)?;
+        if body.len() != h.body_len as usize {
+            return Err(malformed("any", format!("{} body bytes, the header says {}", body.len(), h.body_len)));
+        }
+        if crc32c::crc32c_append(crc32c::crc32c(&raw_header[..36]), body) != h.crc {
+            return Err(FrameError::Checksum);
+        }
+        Ok(Frame { incarnation: h.incarnation, epoch: h.epoch, body: decode_body(h.kind, body)? })
+    }
+
+    /// Decodes a frame from the front of `bytes`; returns it and the bytes it took. `Ok(None)`
+    /// when `bytes` does not yet hold the whole frame.
+    pub fn decode_prefix(bytes: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
+        let Some(raw) = bytes.first_chunk::<HEADER_LEN>() else { return Ok(None) };
+        let h = Header::parse(raw)?;
+        let end = HEADER_LEN + h.body_len as usize;
+        if bytes.len() < end {
+            return Ok(None);
+        }
+        Ok(Some((Frame::decode(raw, &bytes[HEADER_LEN..end])?, end)))
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let b = &s.as_bytes()[..s.len().min(MAX_NAME)];
+    out.push(b.len() as u8);
+    out.extend_from_slice(b);
+}
+
+fn encode_body(body: &Body, out: &mut Vec<u8>) {
+    match body {
+        Body::Hello { group, member, handle, held } => {
+            put_str(out, group);
+            put_str(out, member);
+            out.extend_from_slice(&handle.to_le_bytes());
+            out.extend_from_slice(&held.to_le_bytes());
+        }
+        Body::Welcome { resume_from, launch } => {
+            out.extend_from_slice(&resume_from.to_le_bytes());
+            out.extend_from_slice(&(launch.argv.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(launch.env.len() as u32).to_le_bytes());
+            out.extend_from_slice(&launch.encode());
+        }
+        Body::Data { first_seq, count, wall_ns, events } => {
+            out.extend_from_slice(&first_seq.to_le_bytes());
+            out.extend_from_slice(&count.to_le_bytes());
+            out.extend_from_slice(&wall_ns.to_le_bytes());
+            out.extend_from_slice(events);
+        }
+        Body::Ack { seq } | Body::Confirm { seq } | Body::ConfirmAck { seq } | Body::End { last_seq: seq } => {
+            out.extend_from_slice(&seq.to_le_bytes());
+        }
+        Body::Refuse { reason } => out.extend_from_slice(reason.as_bytes()),
+    }
+}
+
+/// Reads fixed fields off the front of a body.
+struct Cursor<'a> {
+    rest: &'a [u8],
+    kind: &'static str,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], FrameError> {
+        if self.rest.len() < n {
+            return Err(malformed(self.kind, format!("cut short in {what}")));
+        }
+        let (a, b) = self.rest.split_at(n);
+        self.rest = b;
+        Ok(a)
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, FrameError> {
+        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().unwrap_or_default()))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, FrameError> {
+        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().unwrap_or_default()))
+    }
+
+    fn name(&mut self, what: &str) -> Result<String, FrameError> {
+        let n = self.take(1, what)?[0] as usize;
+        let raw = self.take(n, what)?;
+        String::from_utf8(raw.to_vec()).map_err(|_| malformed(self.kind, format!("{what} is not UTF-8")))
+    }
+
+    fn end(self) -> Result<(), FrameError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(malformed(self.kind, format!("{} bytes left over", self.rest.len())))
+        }
+    }
+}
+
+fn decode_body(kind: u8, body: &[u8]) -> Result<Body, FrameError> {
+    let names = ["", "HELLO", "WELCOME", "DATA", "ACK", "CONFIRM", "CONFIRM-ACK", "END", "REFUSE"];
+    let mut c = Cursor { rest: body, kind: names.get(kind as usize).copied().unwrap_or("unknown") };
+    let out = match kind {
+        1 => {
+            let group = c.name("the group name")?;
+            let member = c.name("the member name")?;
+            let handle = u128::from_le_bytes(c.take(16, "the resume handle")?.try_into().unwrap_or_default());
+            let held = c.u64("the held sequence number")?;
+            Body::Hello { group, member, handle, held }
+        }
+        2 => {
+            let resume_from = c.u64("the resume point")?;
+            let (argc, envc) = (c.u32("argc")?, c.u32("envc")?);
+            let launch = Launch::decode(argc, envc, c.rest).ok_or_else(|| malformed(c.kind, "bad launch record"))?;
+            c.rest = &[];
+            Body::Welcome { resume_from, launch }
+        }
+        3 => {
+            let first_seq = c.u64("the first sequence number")?;
+            let count = c.u32("the event count")?;
+            let wall_ns = c.u64("the wall time")?;
+            if count == 0 || first_seq == 0 {
+                return Err(malformed(c.kind, "an empty batch or sequence number 0"));
+            }
+            verify_events(c.rest, first_seq, count).map_err(|e| malformed("DATA", e))?;
+            let events = std::mem::take(&mut c.rest).to_vec();
+            Body::Data { first_seq, count, wall_ns, events }
+        }
+        4 => Body::Ack { seq: c.u64("the sequence number")? },
+        5 => Body::Confirm { seq: c.u64("the sequence number")? },
+        6 => Body::ConfirmAck { seq: c.u64("the sequence number")? },
+        7 => Body::End { last_seq: c.u64("the sequence number")? },
+        8 => {
+            let reason = String::from_utf8_lossy(c.rest).into_owned();
+            c.rest = &[];
+            Body::Refuse { reason }
+        }
+        other => return Err(FrameError::Kind(other)),
+    };
+    c.end()?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventlog::call::Call;
+    use eventlog::record::{encode_into, EventHeader};
+
+    fn events(first: u64, count: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        for seq in first..first + count {
+            let payload = vec![seq as u8; (seq % 3) as usize * 5];
+            let h = EventHeader { payload_len: payload.len() as u32, ..EventHeader::new(seq, Call::Read) };
+            encode_into(&mut out, &h, &payload);
+        }
+        out
+    }
+
+    fn samples() -> Vec<Frame> {
+        let token = IncarnationToken([7; 16]);
+        let launch = Launch { argv: vec![b"redis-server".to_vec()], env: vec![b"A=1".to_vec()], cwd: b"/tmp".to_vec() };
+        [
+            Body::Hello { group: "g".into(), member: "backup-1".into(), handle: 0xfeed << 64 | 3, held: 41 },
+            Body::Welcome { resume_from: 42, launch },
+            Body::Data { first_seq: 42, count: 5, wall_ns: 9, events: events(42, 5) },
+            Body::Ack { seq: 46 },
+            Body::Confirm { seq: 44 },
+            Body::ConfirmAck { seq: 44 },
+            Body::End { last_seq: 46 },
+            Body::Refuse { reason: "wrong group".into() },
+        ]
+        .into_iter()
+        .map(|b| Frame::new(token, 3, b))
+        .collect()
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        for f in samples() {
+            let bytes = f.encode();
+            let (back, used) = Frame::decode_prefix(&bytes).unwrap().unwrap();
+            assert_eq!(back, f);
+            assert_eq!(used, bytes.len());
+            assert_eq!(Frame::decode_prefix(&bytes[..bytes.len() - 1]).unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn every_flipped_byte_is_refused() {
+        for f in samples() {
+            let bytes = f.encode();
+            for i in 0..bytes.len() {
+                let mut bad = bytes.clone();
+                bad[i] ^= 0x10;
+                match Frame::decode_prefix(&bad) {
+                    Err(_) | Ok(None) => {}
+                    Ok(Some((g, _))) => panic!("{} with byte {i} flipped decoded as {g:?}", f.body.name()),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lengths_are_bounded_before_anything_is_allocated() {
+        let mut bytes = Frame::new(IncarnationToken::NONE, 1, Body::Ack { seq: 1 }).encode();
+        bytes[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Frame::decode_prefix(&bytes), Err(FrameError::TooLong(u32::MAX)));
+    }
+
+    #[test]
+    fn data_must_hold_the_events_it_announces() {
+        let f = Frame::new(
+            IncarnationToken::NONE,
+            1,
+            Body::Data { first_seq: 5, count: 3, wall_ns: 0, events: events(6, 3) },
+        );
+        let err = Frame::decode_prefix(&f.encode()).unwrap_err();
+        assert!(matches!(err, FrameError::Malformed { kind: "DATA", .. }), "{err}");
+    }
+
+    /// Random bytes, and valid frames with random tails: decoding answers, never panics.
+    #[test]
+    fn garbage_is_an_error_not_a_crash() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let valid: Vec<Vec<u8>> = samples().iter().map(Frame::encode).collect();
+        for i in 0..20_000 {
+            let len = (next() % 200) as usize;
+            let mut bytes: Vec<u8> =
+                if i % 2 == 0 { Vec::new() } else { valid[i % valid.len()][..HEADER_LEN].to_vec() };
+            bytes.extend((0..len).map(|_| next() as u8));
+            let _ = Frame::decode_prefix(&bytes);
+        }
+    }
+}
