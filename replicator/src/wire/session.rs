@@ -1,0 +1,481 @@
+//! The two ends of a replication session, as state machines: frames in, frames and actions out.
+//! No I/O and no clocks here; the agents do the sending, the writing to disk and the timing.
+//!
+//! The exchange, per session:
+//!
+//! ```text
+//! backup                                   primary
+//!   HELLO(group, member, handle, held)  ->
+//!                                       <-  WELCOME(resume_from = held + 1, launch)
+//!                                       <-  DATA(events)            ...
+//!   ACK(n): every event <= n is durable ->
+//!                                       <-  CONFIRM(n): output depending on events <= n is out
+//!   CONFIRM-ACK(n)                      ->  (the primary may drop its retransmission buffer <= n)
+//!                                       <-  END(last): the program has ended
+//! ```
+//!
+//! Every frame carries the group's incarnation token and epoch. A frame of another incarnation,
+//! or of an epoch older than the newest this end has seen, is refused.
+
+use super::frame::{Body, Frame};
+use eventlog::ids::IncarnationToken;
+use eventlog::logfile::Launch;
+use eventlog::record::{EventHeader, HEADER_LEN};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SessionError {
+    #[error("frame of incarnation {got}, this group is incarnation {ours}")]
+    Incarnation { got: IncarnationToken, ours: IncarnationToken },
+    #[error("frame of epoch {got}, older than this group's epoch {ours}")]
+    StaleEpoch { got: u64, ours: u64 },
+    #[error("the peer is in group {got:?}, this agent serves group {ours:?}")]
+    Group { got: String, ours: String },
+    #[error("unexpected {0} frame in this state")]
+    Unexpected(&'static str),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("refused by the peer: {0}")]
+    Refused(String),
+}
+
+/// Where this end stands in the group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Standing {
+    pub incarnation: IncarnationToken,
+    pub epoch: u64,
+}
+
+impl Standing {
+    /// Checks a frame against this standing, adopting a newer epoch.
+    fn admit(&mut self, f: &Frame) -> Result<(), SessionError> {
+        if f.incarnation != self.incarnation {
+            return Err(SessionError::Incarnation { got: f.incarnation, ours: self.incarnation });
+        }
+        if f.epoch < self.epoch {
+            return Err(SessionError::StaleEpoch { got: f.epoch, ours: self.epoch });
+        }
+        self.epoch = f.epoch;
+        Ok(())
+    }
+
+    fn frame(&self, body: Body) -> Frame {
+        Frame::new(self.incarnation, self.epoch, body)
+    }
+}
+
+// ---- the primary's end ------------------------------------------------------------------------
+
+/// The primary's view of one backup.
+#[derive(Debug)]
+pub struct PrimarySession {
+    pub standing: Standing,
+    pub member: String,
+    pub handle: u128,
+    /// The next event to send.
+    pub next_to_send: u64,
+    /// Every event up to here is durable on the backup.
+    pub acked: u64,
+    /// Highest CONFIRM sent.
+    pub confirmed: u64,
+    /// Highest CONFIRM-ACK received: the retransmission buffer may drop events up to here.
+    pub confirm_acked: u64,
+    pub ended: bool,
+}
+
+impl PrimarySession {
+    /// Answers a backup's first frame: the session and its WELCOME, or the reason to refuse.
+    /// A backup with no token (a new or wiped state directory) joins only through a full
+    /// catch-up, from the first event.
+    pub fn accept(
+        standing: Standing,
+        group: &str,
+        launch: &Launch,
+        hello: &Frame,
+    ) -> Result<(PrimarySession, Frame), SessionError> {
+        let Body::Hello { group: their_group, member, handle, held } = &hello.body else {
+            return Err(SessionError::Unexpected(hello.body.name()));
+        };
+        if their_group != group {
+            return Err(SessionError::Group { got: their_group.clone(), ours: group.to_string() });
+        }
+        let mut standing_check = standing;
+        let held = if hello.incarnation.is_none() {
+            if *held != 0 {
+                return Err(SessionError::Protocol(format!(
+                    "backup {member} holds events up to {held} but no incarnation token; wipe its state directory"
+                )));
+            }
+            0
+        } else {
+            standing_check.admit(hello)?;
+            *held
+        };
+        let session = PrimarySession {
+            standing,
+            member: member.clone(),
+            handle: *handle,
+            next_to_send: held + 1,
+            acked: held,
+            confirmed: 0,
+            confirm_acked: 0,
+            ended: false,
+        };
+        let welcome = standing.frame(Body::Welcome { resume_from: held + 1, launch: launch.clone() });
+        Ok((session, welcome))
+    }
+
+    /// Takes a frame from the backup.
+    pub fn receive(&mut self, f: &Frame) -> Result<(), SessionError> {
+        self.standing.admit(f)?;
+        match &f.body {
+            Body::Ack { seq } => {
+                if *seq >= self.next_to_send {
+                    return Err(SessionError::Protocol(format!(
+                        "ACK({seq}) for events not sent yet (sent up to {})",
+                        self.next_to_send - 1
+                    )));
+                }
+                self.acked = self.acked.max(*seq);
+                Ok(())
+            }
+            Body::ConfirmAck { seq } => {
+                if *seq > self.confirmed {
+                    return Err(SessionError::Protocol(format!(
+                        "CONFIRM-ACK({seq}) beyond the last CONFIRM({})",
+                        self.confirmed
+                    )));
+                }
+                self.confirm_acked = self.confirm_acked.max(*seq);
+                Ok(())
+            }
+            Body::Refuse { reason } => Err(SessionError::Refused(reason.clone())),
+            other => Err(SessionError::Unexpected(other.name())),
+        }
+    }
+
+    /// A DATA frame for the next batch, which must start where this session stands. A batch the
+    /// backup already holds (it resumed beyond its start) is cut to what it lacks.
+    pub fn data(&mut self, first_seq: u64, count: u32, wall_ns: u64, events: &[u8]) -> Option<Frame> {
+        let last = first_seq + count as u64 - 1;
+        if last < self.next_to_send || first_seq > self.next_to_send {
+            return None;
+        }
+        let (first_seq, count, events) = if first_seq < self.next_to_send {
+            let skip = (self.next_to_send - first_seq) as usize;
+            (self.next_to_send, count - skip as u32, &events[skip_events(events, skip)..])
+        } else {
+            (first_seq, count, events)
+        };
+        self.next_to_send = last + 1;
+        Some(self.standing.frame(Body::Data { first_seq, count, wall_ns, events: events.to_vec() }))
+    }
+
+    /// A CONFIRM frame, if `released` moves past what this backup was last told (and it holds it).
+    pub fn confirm(&mut self, released: u64) -> Option<Frame> {
+        let n = released.min(self.acked);
+        (n > self.confirmed).then(|| {
+            self.confirmed = n;
+            self.standing.frame(Body::Confirm { seq: n })
+        })
+    }
+
+    /// The END frame, once every event up to `last_seq` has been sent.
+    pub fn end(&mut self, last_seq: u64) -> Option<Frame> {
+        (!self.ended && self.next_to_send > last_seq).then(|| {
+            self.ended = true;
+            self.standing.frame(Body::End { last_seq })
+        })
+    }
+}
+
+/// Byte offset of the `n`-th event of a verified batch body.
+fn skip_events(body: &[u8], n: usize) -> usize {
+    let mut at = 0;
+    for _ in 0..n {
+        let Some(h) = body.get(at..at + HEADER_LEN) else { return body.len() };
+        let h: EventHeader = bytemuck::pod_read_unaligned(h);
+        at += h.record_len();
+    }
+    at.min(body.len())
+}
+
+/// The highest sequence number that `min_backups` backups all hold: outputs depending only on
+/// events up to it may leave. `None` when fewer backups are connected.
+pub fn group_ack(acked: impl IntoIterator<Item = u64>, min_backups: usize) -> Option<u64> {
+    if min_backups == 0 {
+        return Some(u64::MAX);
+    }
+    let mut all: Vec<u64> = acked.into_iter().collect();
+    all.sort_unstable_by(|a, b| b.cmp(a));
+    all.get(min_backups - 1).copied()
+}
+
+// ---- the backup's end -------------------------------------------------------------------------
+
+/// What the backup's agent must do with a frame it received.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BackupAction {
+    /// Start (or keep) the program with this launch; events follow from `resume_from`.
+    Welcomed { resume_from: u64, adopted_token: bool },
+    /// Make these events durable, then feed them to the program, then call `durable`.
+    Append { first_seq: u64, count: u32, wall_ns: u64, events: Vec<u8> },
+    /// A batch it already held: nothing to do.
+    Duplicate,
+    /// Store the confirmation, then send the frame.
+    Confirmed { seq: u64, reply: Frame },
+    /// The primary's program ended at `last_seq`.
+    Ended { last_seq: u64 },
+}
+
+#[derive(Debug)]
+pub struct BackupSession {
+    pub standing: Standing,
+    pub group: String,
+    pub member: String,
+    pub handle: u128,
+    /// Every event up to here is durable here.
+    pub held: u64,
+    /// Every event up to here has been received (durable or being made so).
+    pub received: u64,
+    pub welcomed: bool,
+}
+
+impl BackupSession {
+    pub fn new(standing: Standing, group: &str, member: &str, handle: u128, held: u64) -> BackupSession {
+        BackupSession {
+            standing,
+            group: group.to_string(),
+            member: member.to_string(),
+            handle,
+            held,
+            received: held,
+            welcomed: false,
+        }
+    }
+
+    /// The session's first frame. Sent again, with the same handle, on every reconnection.
+    pub fn hello(&mut self) -> Frame {
+        self.welcomed = false;
+        self.received = self.held;
+        self.standing.frame(Body::Hello {
+            group: self.group.clone(),
+            member: self.member.clone(),
+            handle: self.handle,
+            held: self.held,
+        })
+    }
+
+    pub fn receive(&mut self, f: Frame) -> Result<BackupAction, SessionError> {
+        if let Body::Refuse { reason } = &f.body {
+            return Err(SessionError::Refused(reason.clone()));
+        }
+        if !self.welcomed {
+            let Body::Welcome { resume_from, .. } = f.body else {
+                return Err(SessionError::Unexpected(f.body.name()));
+            };
+            let adopted_token = self.standing.incarnation.is_none();
+            if adopted_token {
+                if self.held != 0 || resume_from != 1 {
+                    return Err(SessionError::Protocol("a backup without a token must catch up from the start".into()));
+                }
+                self.standing.incarnation = f.incarnation;
+            }
+            self.standing.admit(&f)?;
+            if resume_from != self.held + 1 {
+                return Err(SessionError::Protocol(format!(
+                    "the primary resumes at {resume_from}, this backup holds up to {}",
+                    self.held
+                )));
+            }
+            self.welcomed = true;
+            return Ok(BackupAction::Welcomed { resume_from, adopted_token });
+        }
+        self.standing.admit(&f)?;
+        match f.body {
+            Body::Data { first_seq, count, wall_ns, events } => {
+                let last = first_seq + count as u64 - 1;
+                if last <= self.received {
+                    return Ok(BackupAction::Duplicate);
+                }
+                if first_seq > self.received + 1 {
+                    return Err(SessionError::Protocol(format!(
+                        "DATA from {first_seq}, but events from {} are missing",
+                        self.received + 1
+                    )));
+                }
+                let skip = (self.received + 1 - first_seq) as usize;
+                let events = events[skip_events(&events, skip)..].to_vec();
+                self.received = last;
+                Ok(BackupAction::Append {
+                    first_seq: first_seq + skip as u64,
+                    count: count - skip as u32,
+                    wall_ns,
+                    events,
+                })
+            }
+            Body::Confirm { seq } => {
+                Ok(BackupAction::Confirmed { seq, reply: self.standing.frame(Body::ConfirmAck { seq }) })
+            }
+            Body::End { last_seq } => Ok(BackupAction::Ended { last_seq }),
+            other => Err(SessionError::Unexpected(other.name())),
+        }
+    }
+
+    /// Events up to `seq` are now durable: the ACK to send.
+    pub fn durable(&mut self, seq: u64) -> Frame {
+        self.held = self.held.max(seq.min(self.received));
+        self.standing.frame(Body::Ack { seq: self.held })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventlog::call::Call;
+    use eventlog::record::encode_into;
+
+    const TOKEN: IncarnationToken = IncarnationToken([9; 16]);
+
+    fn events(first: u64, count: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        for seq in first..first + count {
+            let payload = vec![seq as u8; (seq % 4) as usize * 3];
+            let h = EventHeader { payload_len: payload.len() as u32, ..EventHeader::new(seq, Call::Write) };
+            encode_into(&mut out, &h, &payload);
+        }
+        out
+    }
+
+    fn launch() -> Launch {
+        Launch { argv: vec![b"prog".to_vec()], env: vec![], cwd: b"/".to_vec() }
+    }
+
+    fn primary_standing() -> Standing {
+        Standing { incarnation: TOKEN, epoch: 1 }
+    }
+
+    /// Opens a session: HELLO, WELCOME.
+    fn connect(backup: &mut BackupSession) -> PrimarySession {
+        let hello = backup.hello();
+        let (session, welcome) = PrimarySession::accept(primary_standing(), "g", &launch(), &hello).unwrap();
+        assert!(matches!(backup.receive(welcome).unwrap(), BackupAction::Welcomed { .. }));
+        session
+    }
+
+    #[test]
+    fn a_new_backup_adopts_the_token_and_starts_from_one() {
+        let mut b = BackupSession::new(Standing { incarnation: IncarnationToken::NONE, epoch: 0 }, "g", "b1", 7, 0);
+        let hello = b.hello();
+        let (p, welcome) = PrimarySession::accept(primary_standing(), "g", &launch(), &hello).unwrap();
+        assert_eq!(p.next_to_send, 1);
+        assert_eq!(b.receive(welcome).unwrap(), BackupAction::Welcomed { resume_from: 1, adopted_token: true });
+        assert_eq!(b.standing, primary_standing());
+    }
+
+    #[test]
+    fn another_incarnation_an_older_epoch_or_group_is_refused() {
+        let mut other =
+            BackupSession::new(Standing { incarnation: IncarnationToken([1; 16]), epoch: 1 }, "g", "b", 1, 5);
+        let err = PrimarySession::accept(primary_standing(), "g", &launch(), &other.hello()).unwrap_err();
+        assert!(matches!(err, SessionError::Incarnation { .. }));
+        let mut stale = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, 5);
+        let newer = Standing { incarnation: TOKEN, epoch: 2 };
+        let err = PrimarySession::accept(newer, "g", &launch(), &stale.hello()).unwrap_err();
+        assert_eq!(err, SessionError::StaleEpoch { got: 1, ours: 2 });
+        let err = PrimarySession::accept(primary_standing(), "h", &launch(), &stale.hello()).unwrap_err();
+        assert!(matches!(err, SessionError::Group { .. }));
+        // A frame of an older epoch mid-session.
+        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 3 }, "g", "b", 1, 0);
+        let hello = b.hello();
+        let (_, welcome) =
+            PrimarySession::accept(Standing { incarnation: TOKEN, epoch: 3 }, "g", &launch(), &hello).unwrap();
+        b.receive(welcome).unwrap();
+        let old = Frame::new(TOKEN, 2, Body::Confirm { seq: 1 });
+        assert_eq!(b.receive(old).unwrap_err(), SessionError::StaleEpoch { got: 2, ours: 3 });
+    }
+
+    #[test]
+    fn data_ack_confirm_round() {
+        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, 0);
+        let mut p = connect(&mut b);
+        let data = p.data(1, 10, 0, &events(1, 10)).unwrap();
+        let BackupAction::Append { first_seq: 1, count: 10, .. } = b.receive(data).unwrap() else { panic!() };
+        p.receive(&b.durable(10)).unwrap();
+        assert_eq!(p.acked, 10);
+        assert!(p.confirm(4).is_some());
+        assert!(p.confirm(4).is_none(), "no repeated CONFIRM");
+        let c = p.confirm(20).unwrap();
+        assert_eq!(c.body, Body::Confirm { seq: 10 }, "never confirms beyond what the backup holds");
+        let BackupAction::Confirmed { reply, .. } = b.receive(c).unwrap() else { panic!() };
+        p.receive(&reply).unwrap();
+        assert_eq!(p.confirm_acked, 10);
+        assert!(p.receive(&Frame::new(TOKEN, 1, Body::Ack { seq: 11 })).is_err(), "ACK beyond what was sent");
+    }
+
+    /// A cut loses frames in flight; the backup reconnects with its handle and what it holds, the
+    /// primary resumes there, and repeated batches are dropped: every event is appended once.
+    #[test]
+    fn resume_after_a_cut_loses_and_repeats_nothing() {
+        let batches: Vec<(u64, u32)> = (0..20).map(|i| (1 + i * 7, 7)).collect();
+        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 42, 0);
+        let mut appended = Vec::new();
+        let mut p = connect(&mut b);
+        for (round, &(first, count)) in batches.iter().enumerate() {
+            let Some(f) = p.data(first, count, 0, &events(first, count as u64)) else { continue };
+            if round == 5 {
+                continue; // lost in the cut
+            }
+            if round == 6 {
+                // The session notices the gap and ends; the backup made durable what it had.
+                assert!(matches!(b.receive(f), Err(SessionError::Protocol(_))));
+                b.durable(b.received);
+                p = connect(&mut b);
+                assert_eq!(p.handle, 42);
+                assert_eq!(p.next_to_send, 36);
+                // The primary resends from where the backup stands, batch boundaries and all.
+                for &(first, count) in &batches[5..=round] {
+                    let f = p.data(first, count, 0, &events(first, count as u64)).unwrap();
+                    let BackupAction::Append { first_seq, count, .. } = b.receive(f.clone()).unwrap() else { panic!() };
+                    appended.extend(first_seq..first_seq + count as u64);
+                    assert_eq!(b.receive(f).unwrap(), BackupAction::Duplicate);
+                }
+                continue;
+            }
+            let BackupAction::Append { first_seq, count, .. } = b.receive(f).unwrap() else { panic!() };
+            appended.extend(first_seq..first_seq + count as u64);
+            p.receive(&b.durable(first_seq + count as u64 - 1)).unwrap();
+        }
+        assert_eq!(appended, (1..=140).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_batch_that_overlaps_what_is_held_is_cut() {
+        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, 4);
+        let mut p = connect(&mut b);
+        // The primary's batch 1..=10 straddles the resume point 5.
+        let f = p.data(1, 10, 0, &events(1, 10)).unwrap();
+        let BackupAction::Append { first_seq, count, events: got, .. } = b.receive(f).unwrap() else { panic!() };
+        assert_eq!((first_seq, count), (5, 6));
+        assert_eq!(got, events(5, 6));
+    }
+
+    #[test]
+    fn group_ack_is_the_nth_best_backup() {
+        assert_eq!(group_ack([5, 9, 7], 1), Some(9));
+        assert_eq!(group_ack([5, 9, 7], 2), Some(7));
+        assert_eq!(group_ack([5, 9, 7], 3), Some(5));
+        assert_eq!(group_ack([5, 9, 7], 4), None);
+        assert_eq!(group_ack([], 0), Some(u64::MAX));
+    }
+
+    #[test]
+    fn end_comes_after_the_last_event() {
+        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, 0);
+        let mut p = connect(&mut b);
+        assert!(p.end(3).is_none());
+        p.data(1, 3, 0, &events(1, 3)).unwrap();
+        let end = p.end(3).unwrap();
+        assert!(p.end(3).is_none());
+        assert_eq!(b.receive(end).unwrap(), BackupAction::Ended { last_seq: 3 });
+    }
+}
