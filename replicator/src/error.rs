@@ -16,6 +16,8 @@ pub enum Error {
     Log { path: PathBuf, source: LogError },
     #[error("{0}")]
     Setup(String),
+    #[error("certificates: {0}")]
+    Certs(#[from] crate::certs::CertError),
 }
 
 impl Error {
@@ -32,7 +34,7 @@ impl Error {
             Error::NotFound(_) => 127,
             Error::Refused { .. } => 126,
             Error::Log { .. } => 1,
-            Error::Io { .. } | Error::Setup(_) => 125,
+            Error::Io { .. } | Error::Setup(_) | Error::Certs(_) => 125,
         }
     }
 }

@@ -69,6 +69,28 @@ enum Command {
         #[command(subcommand)]
         command: LogCommand,
     },
+    /// The cluster's certificates: agents accept only peers whose certificate the cluster's CA issued.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create the cluster's certificate authority (ca.crt, ca.key) in DIR.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Issue a member certificate (NAME.crt, NAME.key) from the CA in DIR.
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The member's name, as other members' logs will show it.
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -123,6 +145,16 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Log { command: LogCommand::Show { file, json } } => {
             show::show(&file, json, &mut std::io::stdout().lock())?;
+            Ok(0)
+        }
+        Command::Certs { command: CertsCommand::Init { dir } } => {
+            let ca = replicator::certs::init(&dir)?;
+            println!("created the cluster CA {}; keep ca.key where members are issued only", ca.display());
+            Ok(0)
+        }
+        Command::Certs { command: CertsCommand::Issue { dir, name } } => {
+            let cert = replicator::certs::issue(&dir, &name)?;
+            println!("issued {} (with its key beside it)", cert.display());
             Ok(0)
         }
         Command::Log { command: LogCommand::Stats { file } } => {
