@@ -13,7 +13,7 @@
 use crate::ids::IncarnationToken;
 use crate::record::{Event, RecordError};
 use bytemuck::{Pod, Zeroable};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 pub const FILE_MAGIC: [u8; 8] = *b"TNDMLOG\0";
 /// Bump whenever the file, batch or event layout changes.
@@ -417,6 +417,23 @@ impl<R: Read> LogReader<R> {
     }
 }
 
+impl<R: Read + Seek> LogReader<R> {
+    /// Like [`next_batch`](Self::next_batch), for a log another process is still writing:
+    /// `Ok(None)` when the next batch is not (completely) there yet, after putting the reader
+    /// back at its start so a later call reads it whole. `Ok(Some(None))` after the end marker.
+    pub fn follow(&mut self) -> Result<Option<Option<Batch>>, LogError> {
+        let start = self.offset;
+        match self.next_batch() {
+            Ok(b) => Ok(Some(b)),
+            Err(LogError::Unterminated { .. } | LogError::Truncated { .. }) => {
+                self.input.seek(SeekFrom::Start(start))?;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Reads the launch section after the file header; returns it and its body length.
 fn read_launch(input: &mut impl Read) -> Result<(Launch, u64), LogError> {
     let bad = |detail: String| LogError::Corrupt { batch: 0, offset: 64, detail };
@@ -574,5 +591,30 @@ mod tests {
         encode_into(&mut body, &h, &p);
         w.write_batch(&body, 1, 1, 0).unwrap();
         assert!(w.write_batch(&body, 5, 1, 0).is_err());
+    }
+
+    /// A reader following a log that grows in uneven pieces sees every batch once, whole.
+    #[test]
+    fn follow_reads_a_growing_log() {
+        let full = sample_log();
+        let path = tempfile::NamedTempFile::new().unwrap();
+        let mut w = std::fs::OpenOptions::new().append(true).open(path.path()).unwrap();
+        let head = 64 + 24 + launch().encode().len();
+        w.write_all(&full[..head]).unwrap();
+        let mut r = LogReader::open(std::io::BufReader::new(std::fs::File::open(path.path()).unwrap())).unwrap();
+        let (mut seqs, mut at, mut ended) = (Vec::new(), head, false);
+        while !ended {
+            match r.follow().unwrap() {
+                Some(Some(b)) => seqs.extend(b.events().map(|e| e.header.seq)),
+                Some(None) => ended = true,
+                None => {
+                    let step = 7.min(full.len() - at);
+                    assert!(step > 0, "the whole file is written but the reader did not end");
+                    w.write_all(&full[at..at + step]).unwrap();
+                    at += step;
+                }
+            }
+        }
+        assert_eq!(seqs, read_all(&full).unwrap());
     }
 }
