@@ -133,6 +133,7 @@ fn run(cli: Cli) -> Result<u8> {
                 go_live,
                 geometry: Geometry::replay(max_threads, FEED_BYTES),
                 stall_after: Duration::from_secs_f64(stall_timeout.max(0.1)),
+                follow: None,
             };
             let outcome = replayer::replay(&opts)?;
             match &outcome {

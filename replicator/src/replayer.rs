@@ -25,6 +25,10 @@ pub struct ReplayOptions {
     pub geometry: Geometry,
     /// No progress for this long is a stall.
     pub stall_after: Duration,
+    /// Set when another process is still appending to the log (a backup's agent receiving the
+    /// primary's stream): the replay waits at an incomplete end for more, until the flag turns
+    /// true (no more will come).
+    pub follow: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// How a replay ended.
@@ -58,6 +62,7 @@ impl Outcome {
 struct Feeder {
     reader: eventlog::logfile::LogReader<std::io::BufReader<std::fs::File>>,
     log: PathBuf,
+    follow: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     batch: Option<(Vec<u8>, usize)>,
     done: bool,
     events: u64,
@@ -69,7 +74,17 @@ impl Feeder {
         let mut moved = false;
         loop {
             if self.batch.is_none() && !self.done {
-                match self.reader.next_batch() {
+                let following = self.follow.as_ref().is_some_and(|stop| !stop.load(Ordering::Acquire));
+                let next = if following {
+                    match self.reader.follow() {
+                        Ok(Some(b)) => Ok(b),
+                        Ok(None) => return Ok(moved),
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    self.reader.next_batch()
+                };
+                match next {
                     Ok(Some(b)) => self.batch = Some((b.body, 0)),
                     Ok(None) => {
                         self.done = true;
@@ -121,7 +136,8 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
     crate::launch::apply_knobs(&shared);
     let region = shared.region();
     let Some(feed) = region.feed() else { return Err(Error::Setup("replay region without a feed".into())) };
-    let mut feeder = Feeder { reader, log: opts.log.clone(), batch: None, done: false, events: 0 };
+    let mut feeder =
+        Feeder { reader, log: opts.log.clone(), follow: opts.follow.clone(), batch: None, done: false, events: 0 };
     // Fill the feed before the program starts, so it does not begin by waiting.
     feeder.pump(&feed)?;
     let child = launch.spawn(&shared)?;
