@@ -5,6 +5,7 @@ pub mod describe;
 pub mod elfcheck;
 pub mod error;
 pub mod launch;
+pub mod net;
 pub mod recorder;
 pub mod replayer;
 pub mod show;

@@ -1,0 +1,155 @@
+//! QUIC between agents: endpoints with the cluster's mutual TLS, and frames over streams.
+
+use crate::certs::{CertError, Identity, CLUSTER_NAME};
+use crate::wire::frame::{Frame, FrameError, Header, HEADER_LEN};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A silent peer is given up after this long (a cut link is noticed, and the backup reconnects).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Keep-alives keep an idle but healthy session open.
+pub const KEEP_ALIVE: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error(transparent)]
+    Certs(#[from] CertError),
+    #[error("QUIC set-up: {0}")]
+    Setup(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("connecting to {addr}: {why}")]
+    Connect { addr: SocketAddr, why: String },
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("stream: {0}")]
+    Read(#[from] quinn::ReadExactError),
+    #[error("stream: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("bad frame from the peer: {0}")]
+    Frame(#[from] FrameError),
+}
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(
+        IDLE_TIMEOUT.try_into().unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(3000))),
+    ));
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    // Event batches are up to a few MiB: windows well above one batch keep the link busy.
+    t.stream_receive_window(quinn::VarInt::from_u32(32 << 20));
+    t.receive_window(quinn::VarInt::from_u32(64 << 20));
+    t.send_window(64 << 20);
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(16));
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(16));
+    Arc::new(t)
+}
+
+/// An endpoint that accepts members of the cluster on `addr`.
+pub fn server(id: &Identity, addr: SocketAddr) -> Result<quinn::Endpoint, NetError> {
+    let crypto = QuicServerConfig::try_from(id.server_config()?).map_err(|e| NetError::Setup(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(transport());
+    quinn::Endpoint::server(config, addr).map_err(|source| NetError::Listen { addr, source })
+}
+
+/// An endpoint for connecting to members of the cluster.
+pub fn client(id: &Identity) -> Result<quinn::Endpoint, NetError> {
+    let crypto = QuicClientConfig::try_from(id.client_config()?).map_err(|e| NetError::Setup(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(transport());
+    let any: SocketAddr = ([0, 0, 0, 0], 0).into();
+    let mut endpoint = quinn::Endpoint::client(any).map_err(|source| NetError::Listen { addr: any, source })?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+pub async fn connect(endpoint: &quinn::Endpoint, addr: SocketAddr) -> Result<quinn::Connection, NetError> {
+    let connecting =
+        endpoint.connect(addr, CLUSTER_NAME).map_err(|e| NetError::Connect { addr, why: e.to_string() })?;
+    connecting.await.map_err(|e| NetError::Connect { addr, why: e.to_string() })
+}
+
+/// The member name in the peer's certificate (its common name).
+pub fn peer_name(conn: &quinn::Connection) -> Option<String> {
+    let certs = conn.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
+    crate::certs::common_name(certs.first()?)
+}
+
+/// Reads one frame; `None` when the peer finished the stream cleanly.
+pub async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Option<Frame>, NetError> {
+    let mut raw = [0u8; HEADER_LEN];
+    match recv.read_exact(&mut raw).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let header = Header::parse(&raw)?;
+    let mut body = vec![0u8; header.body_len as usize];
+    recv.read_exact(&mut body).await?;
+    Ok(Some(Frame::decode(&raw, &body)?))
+}
+
+pub async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<(), NetError> {
+    send.write_all(&frame.encode()).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::frame::Body;
+    use eventlog::ids::IncarnationToken;
+
+    fn cluster(dir: &std::path::Path, names: &[&str]) {
+        crate::certs::init(dir).unwrap();
+        for n in names {
+            crate::certs::issue(dir, n).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn members_talk_and_strangers_are_refused() {
+        let ours = tempfile::tempdir().unwrap();
+        let theirs = tempfile::tempdir().unwrap();
+        cluster(ours.path(), &["primary", "backup"]);
+        cluster(theirs.path(), &["backup"]);
+        let server = server(&Identity::load(ours.path(), "primary").unwrap(), ([127, 0, 0, 1], 0).into()).unwrap();
+        let addr = server.local_addr().unwrap();
+        let accepting = tokio::spawn(async move {
+            let mut results = Vec::new();
+            for _ in 0..2 {
+                let incoming = server.accept().await.unwrap();
+                match incoming.await {
+                    Ok(conn) => {
+                        let who = peer_name(&conn);
+                        let (_, mut recv) = conn.accept_bi().await.unwrap();
+                        let frame = read_frame(&mut recv).await.unwrap().unwrap();
+                        results.push(Ok((who, frame)));
+                    }
+                    Err(e) => results.push(Err(e.to_string())),
+                }
+            }
+            results
+        });
+
+        let good = client(&Identity::load(ours.path(), "backup").unwrap()).unwrap();
+        let conn = connect(&good, addr).await.unwrap();
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        let hello = Frame::new(IncarnationToken::NONE, 1, Body::Ack { seq: 7 });
+        write_frame(&mut send, &hello).await.unwrap();
+        send.finish().unwrap();
+
+        let stranger = client(&Identity::load(theirs.path(), "backup").unwrap()).unwrap();
+        let refused = connect(&stranger, addr).await;
+        assert!(refused.is_err(), "a certificate from another CA must not connect");
+
+        let results = accepting.await.unwrap();
+        assert_eq!(results[0].as_ref().unwrap(), &(Some("backup".to_string()), hello));
+        let err = results[1].as_ref().unwrap_err();
+        assert!(err.to_lowercase().contains("certificate"), "{err}");
+        conn.close(0u32.into(), b"done");
+    }
+}
