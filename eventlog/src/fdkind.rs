@@ -62,6 +62,12 @@ impl FdKind {
         matches!(self, FdKind::File | FdKind::Device | FdKind::Epoll)
     }
 
+    /// Writes on these reach the outside world (clients, terminals, other programs): on a
+    /// primary in sync mode they wait for the backups (output commit).
+    pub const fn is_outward(self) -> bool {
+        matches!(self, FdKind::Tty | FdKind::Pipe | FdKind::Socket | FdKind::SocketPair)
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             FdKind::Unknown => "unknown",

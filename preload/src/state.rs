@@ -365,6 +365,18 @@ impl Hook {
         // SAFETY: see `ThreadCtx::producer`: the only live reference, for this hook only.
         if let Some(p) = unsafe { self.ctx.producer().as_mut() } {
             let seq = p.take_seq();
+            p.note_input(seq);
+            write(p, self.ctx, seq, ev, payload, true);
+        }
+    }
+
+    /// Records an output to the outside world: like [`Hook::emit`], but later outputs do not
+    /// wait for the backups to hold it (see [`hold_output`]).
+    #[inline(always)]
+    pub fn emit_output(&self, ev: Ev, payload: &[&[u8]]) {
+        // SAFETY: see `ThreadCtx::producer`: the only live reference, for this hook only.
+        if let Some(p) = unsafe { self.ctx.producer().as_mut() } {
+            let seq = p.take_seq();
             write(p, self.ctx, seq, ev, payload, true);
         }
     }
@@ -375,6 +387,7 @@ impl Hook {
         // SAFETY: as above.
         if let Some(p) = unsafe { self.ctx.producer().as_mut() } {
             let seq = p.take_seq();
+            p.note_input(seq);
             write(p, self.ctx, seq, ev, payload, false);
         }
     }
@@ -387,6 +400,7 @@ impl Hook {
         match unsafe { self.ctx.producer().as_mut() } {
             Some(p) => {
                 let seq = p.take_seq();
+                p.note_input(seq);
                 let (r, ev) = call();
                 write(p, self.ctx, seq, ev, &[], true);
                 r
@@ -400,7 +414,20 @@ impl Hook {
     pub fn emit_at(&self, seq: u64, ev: Ev, payload: &[&[u8]]) {
         // SAFETY: see `ThreadCtx::producer`: the only live reference, for this hook only.
         if let Some(p) = unsafe { self.ctx.producer().as_mut() } {
+            p.note_input(seq);
             write(p, self.ctx, seq, ev, payload, true);
+        }
+    }
+}
+
+/// On a primary in sync mode, before output to the outside world: waits until the backups hold
+/// every event that was not output, up to the newest any thread has recorded (the events this
+/// output can depend on).
+#[inline(always)]
+pub fn hold_output() {
+    if let Some(region) = region() {
+        if region.gate_enabled() {
+            region.wait_released(region.input_high());
         }
     }
 }

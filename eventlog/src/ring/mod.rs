@@ -21,6 +21,7 @@
 //! ```
 
 pub mod feed;
+mod gate;
 pub mod sys;
 
 use crate::record::{record_len, EventHeader, HEADER_LEN};
@@ -30,7 +31,7 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"TNDMSHM\0");
 /// Bump whenever any layout in this module changes.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 pub const PAGE: usize = 4096;
 /// Largest payload one event may carry; bigger reads are cut to this size by the shim (a short
 /// read is always legal for the descriptors whose bytes are recorded).
@@ -75,8 +76,19 @@ pub struct ShmHeader {
     pub jitter_us: AtomicU32,
     /// Non-zero: a backup prints every event it takes.
     pub trace: AtomicU32,
-    _pad2: [u8; 44],
-    _reserved: [u8; PAGE - 192],
+    /// One past the highest slot ever claimed (bounds scans of the slot table).
+    pub slots_high: AtomicU32,
+    /// Non-zero: output to the outside world waits for the backups (see `gate.rs`).
+    pub output_gate: AtomicU32,
+    _pad2: [u8; 36],
+    /// Outputs depending only on events up to here may leave. Written by the agent.
+    pub released: AtomicU64,
+    /// Futex word the agent bumps when `released` moves.
+    pub gate_wake: AtomicU32,
+    /// Threads waiting on `gate_wake`.
+    pub gate_waiters: AtomicU32,
+    _pad3: [u8; 48],
+    _reserved: [u8; PAGE - 256],
 }
 
 const _: () = assert!(core::mem::size_of::<ShmHeader>() == PAGE);
@@ -105,7 +117,9 @@ pub struct SlotHeader {
     /// The last sequence number the producer took. If the merge waits for that number and the
     /// owner is dead, the event is lost rather than late.
     pub reserved: AtomicU64,
-    _pad0: [u8; 24],
+    /// The last sequence number of an event that was not output to the outside world.
+    pub last_input: AtomicU64,
+    _pad0: [u8; 16],
     /// Bytes ever consumed (monotonic across owners).
     pub head: AtomicU64,
     /// Futex word the consumer bumps after advancing `head`.
@@ -437,6 +451,7 @@ impl Producer {
             let tail = slot.tail.load(Ordering::Relaxed);
             let head = slot.head.load(Ordering::Acquire);
             slot.state.store(SLOT_ACTIVE, Ordering::Release);
+            region.header().slots_high.fetch_max(index + 1, Ordering::SeqCst);
             return Some(Producer {
                 region,
                 index,

@@ -12,7 +12,7 @@ use super::bytes;
 use crate::fdtable;
 use crate::real;
 use crate::replay::Turn;
-use crate::state::{Ev, Hook};
+use crate::state::{self, Ev, Hook};
 use crate::sys;
 use core::ffi::{c_int, c_void};
 use eventlog::digest::{digest, digest_parts};
@@ -113,6 +113,12 @@ pub unsafe fn write_from(
     }
     let kind = fdtable::kind(fd);
     let d = d();
+    if kind.is_outward() {
+        state::hold_output();
+        let r = real();
+        hook.emit_output(Ev::new(call).fd(fd, kind).result(r as i64).digest(d).aux(count as u64, aux1), &[]);
+        return r;
+    }
     let _order = kind.is_local_state().then(|| fdtable::lock(fd));
     let r = real();
     hook.emit(Ev::new(call).fd(fd, kind).result(r as i64).digest(d).aux(count as u64, aux1), &[]);
@@ -504,6 +510,12 @@ unsafe fn write_vec(
         return refused();
     }
     let kind = fdtable::kind(fd);
+    if kind.is_outward() {
+        state::hold_output();
+        let r = real();
+        hook.emit_output(Ev::new(call).fd(fd, kind).result(r as i64).digest(d).aux(total as u64, aux1), &[]);
+        return r;
+    }
     let _order = kind.is_local_state().then(|| fdtable::lock(fd));
     let r = real();
     hook.emit(Ev::new(call).fd(fd, kind).result(r as i64).digest(d).aux(total as u64, aux1), &[]);
