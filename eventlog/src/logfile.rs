@@ -187,6 +187,16 @@ impl<W: Write> LogWriter<W> {
         Ok(LogWriter { out, offset, batches: 0, next_seq: None })
     }
 
+    /// Continues a log whose complete part ends at byte `offset` (the caller has cut anything
+    /// after it and positioned `out` there); the next batch must start at `next_seq`.
+    pub fn resume(out: W, offset: u64, next_seq: Option<u64>) -> Self {
+        LogWriter { out, offset, batches: 0, next_seq }
+    }
+
+    pub fn get_ref(&self) -> &W {
+        &self.out
+    }
+
     /// Appends a batch of `event_count` encoded events starting at `first_seq`. Sequence numbers
     /// must continue where the previous batch stopped.
     pub fn write_batch(&mut self, body: &[u8], first_seq: u64, event_count: u32, wall_ns: u64) -> io::Result<()> {
@@ -339,6 +349,16 @@ impl<R: Read> LogReader<R> {
     /// How the primary started the program.
     pub fn launch(&self) -> &Launch {
         &self.launch
+    }
+
+    /// Byte offset just past the last batch read (where the next one starts).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The sequence number the next batch must start with (None before the first batch).
+    pub fn next_seq(&self) -> Option<u64> {
+        self.next_seq
     }
 
     /// Wall time of the end marker, once it has been read.

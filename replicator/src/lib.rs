@@ -9,4 +9,5 @@ pub mod net;
 pub mod recorder;
 pub mod replayer;
 pub mod show;
+pub mod statedir;
 pub mod wire;

@@ -1,0 +1,118 @@
+//! An agent's state directory: its identity in the group (incarnation token, epoch, resume
+//! handle), checksummed and replaced atomically, and the group's event log.
+
+use crate::error::{Error, Result};
+use eventlog::ids::IncarnationToken;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// What an agent must remember across restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Membership {
+    pub incarnation: IncarnationToken,
+    pub epoch: u64,
+    /// A backup's resume handle (generated once, kept for good).
+    pub handle: u128,
+}
+
+pub struct StateDir {
+    pub path: PathBuf,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Random bytes from the kernel.
+pub fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut out = [0u8; N];
+    let mut f = fs::File::open("/dev/urandom").map_err(Error::io("/dev/urandom"))?;
+    std::io::Read::read_exact(&mut f, &mut out).map_err(Error::io("/dev/urandom"))?;
+    Ok(out)
+}
+
+impl StateDir {
+    pub fn open(path: &Path) -> Result<StateDir> {
+        fs::create_dir_all(path).map_err(Error::io(format!("cannot create the state directory {}", path.display())))?;
+        Ok(StateDir { path: path.to_owned() })
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.path.join("log.tlog")
+    }
+
+    fn membership_path(&self) -> PathBuf {
+        self.path.join("membership")
+    }
+
+    /// The stored membership; `None` in a new (or wiped) directory. A damaged file is an error
+    /// naming it, never silently replaced.
+    pub fn membership(&self) -> Result<Option<Membership>> {
+        let path = self.membership_path();
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(path.display().to_string())(e)),
+        };
+        let bad = || Error::Setup(format!("{} is damaged; restore it or wipe the state directory", path.display()));
+        let (body, crc_line) = text.rsplit_once("crc=").ok_or_else(bad)?;
+        if u32::from_str_radix(crc_line.trim(), 16).ok() != Some(crc32c::crc32c(body.as_bytes())) {
+            return Err(bad());
+        }
+        let field = |k: &str| body.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('='));
+        let incarnation = IncarnationToken(unhex::<16>(field("incarnation").ok_or_else(bad)?).ok_or_else(bad)?);
+        let epoch = field("epoch").and_then(|e| e.parse().ok()).ok_or_else(bad)?;
+        let handle = u128::from_be_bytes(unhex::<16>(field("handle").ok_or_else(bad)?).ok_or_else(bad)?);
+        Ok(Some(Membership { incarnation, epoch, handle }))
+    }
+
+    /// Stores the membership durably: written beside, synced, renamed over, directory synced.
+    pub fn store(&self, m: &Membership) -> Result<()> {
+        let body = format!(
+            "incarnation={}\nepoch={}\nhandle={}\n",
+            hex(&m.incarnation.0),
+            m.epoch,
+            hex(&m.handle.to_be_bytes())
+        );
+        let text = format!("{body}crc={:08x}\n", crc32c::crc32c(body.as_bytes()));
+        let path = self.membership_path();
+        let tmp = self.path.join("membership.new");
+        let io = |what: &Path| Error::io(what.display().to_string());
+        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        fs::File::open(&self.path).and_then(|d| d.sync_all()).map_err(io(&self.path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn membership_round_trips_and_damage_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(dir.path()).unwrap();
+        assert_eq!(sd.membership().unwrap(), None);
+        let m = Membership { incarnation: IncarnationToken([0xab; 16]), epoch: 7, handle: 0x1234 << 70 | 9 };
+        sd.store(&m).unwrap();
+        assert_eq!(sd.membership().unwrap(), Some(m));
+        let path = dir.path().join("membership");
+        let text = std::fs::read_to_string(&path).unwrap().replace("epoch=7", "epoch=8");
+        std::fs::write(&path, text).unwrap();
+        let err = sd.membership().unwrap_err().to_string();
+        assert!(err.contains("membership is damaged"), "{err}");
+    }
+}
