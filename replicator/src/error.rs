@@ -18,6 +18,8 @@ pub enum Error {
     Setup(String),
     #[error("certificates: {0}")]
     Certs(#[from] crate::certs::CertError),
+    #[error("network: {0}")]
+    Net(#[from] crate::net::NetError),
 }
 
 impl Error {
@@ -34,7 +36,7 @@ impl Error {
             Error::NotFound(_) => 127,
             Error::Refused { .. } => 126,
             Error::Log { .. } => 1,
-            Error::Io { .. } | Error::Setup(_) | Error::Certs(_) => 125,
+            Error::Io { .. } | Error::Setup(_) | Error::Certs(_) | Error::Net(_) => 125,
         }
     }
 }

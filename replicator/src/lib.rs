@@ -6,6 +6,7 @@ pub mod elfcheck;
 pub mod error;
 pub mod launch;
 pub mod net;
+pub mod primary;
 pub mod recorder;
 pub mod replayer;
 pub mod show;

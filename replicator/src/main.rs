@@ -116,7 +116,9 @@ fn run(cli: Cli) -> Result<u8> {
                 )));
             }
             let launch = Launch::new(&command, "record")?;
-            let rec = recorder::record(&launch, &RecordOptions { out: out.clone(), geometry })?;
+            let opts =
+                RecordOptions { out: out.clone(), geometry, incarnation: eventlog::IncarnationToken::NONE, tap: None };
+            let rec = recorder::record(&launch, &opts)?;
             if rec.lost > 0 {
                 eprintln!(
                     "tandem: {} events were lost (their threads died while recording them); they are marked `lost` in {}",

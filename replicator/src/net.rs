@@ -30,6 +30,8 @@ pub enum NetError {
     Write(#[from] quinn::WriteError),
     #[error("bad frame from the peer: {0}")]
     Frame(#[from] FrameError),
+    #[error("{0}")]
+    Protocol(String),
 }
 
 fn transport() -> Arc<quinn::TransportConfig> {

@@ -24,6 +24,22 @@ const REAP_EVERY: Duration = Duration::from_millis(50);
 pub struct RecordOptions {
     pub out: PathBuf,
     pub geometry: Geometry,
+    pub incarnation: IncarnationToken,
+    /// Who else gets the events as they are written (a primary's backups).
+    pub tap: Option<std::sync::Arc<dyn Tap>>,
+}
+
+/// Receives a recording as it is made.
+pub trait Tap: Send + Sync {
+    /// The shared region exists; the program has not started yet.
+    fn started(&self, region: std::sync::Arc<SharedRegion>);
+    /// A batch is in the log file (written and flushed).
+    fn batch(&self, first_seq: u64, count: u32, wall_ns: u64, body: &[u8]);
+    /// Whether the agent may take events beyond `next_seq` now; while not, the program's rings
+    /// fill and its threads wait (back-pressure).
+    fn may_take_more(&self, next_seq: u64) -> bool;
+    /// The recording is complete: `last_seq` is its last event.
+    fn ended(&self, last_seq: u64);
 }
 
 /// What a finished recording amounts to.
@@ -53,6 +69,7 @@ struct Sink {
     writer: LogWriter<BufWriter<File>>,
     batch: Vec<u8>,
     events: u64,
+    tap: Option<std::sync::Arc<dyn Tap>>,
 }
 
 impl Sink {
@@ -61,8 +78,14 @@ impl Sink {
             return Ok(());
         }
         let first = self.writer.next_seq().unwrap_or(1);
-        self.writer.write_batch(&self.batch, first, count, now_ns())?;
+        let wall_ns = now_ns();
+        self.writer.write_batch(&self.batch, first, count, wall_ns)?;
         self.events += count as u64;
+        if let Some(tap) = &self.tap {
+            // Readers of the file (a backup catching up from the start) see whole batches.
+            self.writer.flush()?;
+            tap.batch(first, count, wall_ns, &self.batch);
+        }
         self.batch.clear();
         Ok(())
     }
@@ -72,24 +95,38 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
     let out_name = || opts.out.display().to_string();
     let file = File::create(&opts.out).map_err(Error::io(format!("cannot create {}", out_name())))?;
     let writer =
-        LogWriter::create(BufWriter::with_capacity(1 << 20, file), IncarnationToken::NONE, now_ns(), &launch.record())
+        LogWriter::create(BufWriter::with_capacity(1 << 20, file), opts.incarnation, now_ns(), &launch.record())
             .map_err(Error::io(out_name()))?;
-    let shared = SharedRegion::create(opts.geometry, Mode::Record)
-        .map_err(Error::io("cannot create the shared event region"))?;
+    let shared = std::sync::Arc::new(
+        SharedRegion::create(opts.geometry, Mode::Record)
+            .map_err(Error::io("cannot create the shared event region"))?,
+    );
     crate::launch::apply_knobs(&shared);
+    if let Some(tap) = &opts.tap {
+        tap.started(shared.clone());
+    }
     let region = shared.region();
     let mut child = launch.spawn(&shared)?;
     let top = Pid::from_raw(child.id() as i32);
     let forwarder = forward_signals(top);
 
     let mut merger = Merger::new(region);
-    let mut sink = Sink { writer, batch: Vec::with_capacity(2 * BATCH_BYTES), events: 0 };
+    let mut sink = Sink { writer, batch: Vec::with_capacity(2 * BATCH_BYTES), events: 0, tap: opts.tap.clone() };
     let write_err = |e| Error::Io { what: out_name(), source: e };
     let mut exit_code = None;
     let mut last_reap = Instant::now();
     let mut lost = 0;
     loop {
         let seen = region.header().doorbell.load(std::sync::atomic::Ordering::Acquire);
+        let next = sink.events + 1;
+        if opts.tap.as_ref().is_some_and(|t| !t.may_take_more(next)) {
+            if reap_children(top, &mut exit_code) {
+                // The program is gone: its remaining events are taken regardless.
+            } else {
+                std::thread::sleep(Duration::from_micros(200));
+                continue;
+            }
+        }
         let n = merger.drain(&mut sink.batch, BATCH_BYTES);
         sink.flush_batch(n).map_err(write_err)?;
         if n > 0 {
@@ -124,6 +161,9 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
         region.wait_doorbell(seen, IDLE_WAIT.as_nanos() as u64);
     }
     let events = sink.events;
+    if let Some(tap) = &opts.tap {
+        tap.ended(events);
+    }
     let mut out = sink.writer.finish(now_ns()).map_err(write_err)?;
     out.flush().map_err(write_err)?;
     out.get_ref().sync_all().map_err(write_err)?;

@@ -1,0 +1,388 @@
+//! `tandem primary`: record the program into the state directory's log and serve its events to
+//! backups over QUIC as they are written.
+//!
+//! The recorder hands every batch to the [`Hub`] (a [`Tap`]). Each backup's session has a sender
+//! task (batches from memory, or from the log file when the backup is further behind than memory
+//! reaches) and a receiver task (ACK, CONFIRM-ACK). In sync mode every ACK moves the release
+//! point: the `--min-backups`-th best acknowledged sequence number, published to the shim, whose
+//! held outputs then leave. In async mode outputs leave at once and the ACKs bound the lag.
+
+use crate::certs::Identity;
+use crate::error::{Error, Result};
+use crate::launch::Launch;
+use crate::net::{self, read_frame, write_frame};
+use crate::recorder::{self, Recording, Tap};
+use crate::statedir::{random, Membership, StateDir};
+use crate::wire::frame::{Body, Frame};
+use crate::wire::session::{group_ack, PrimarySession, Standing};
+use eventlog::logfile::Launch as LaunchRecord;
+use eventlog::ring::{Geometry, SharedRegion};
+use eventlog::IncarnationToken;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Batches kept in memory for sending; older ones are read back from the log file.
+const MEMORY_BYTES: usize = 256 << 20;
+/// How long the primary waits, after the program ends, for backups to acknowledge everything.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputMode {
+    /// Output leaves once `min_backups` backups hold what it depends on.
+    Sync,
+    /// Output leaves at once; backups may lag by at most `max_lag_events` events.
+    Async { max_lag_events: u64 },
+}
+
+pub struct PrimaryOptions {
+    pub group: String,
+    pub listen: SocketAddr,
+    pub mode: OutputMode,
+    pub min_backups: usize,
+    pub state_dir: PathBuf,
+    pub certs: PathBuf,
+    pub name: String,
+    pub geometry: Geometry,
+}
+
+struct WireBatch {
+    first_seq: u64,
+    count: u32,
+    wall_ns: u64,
+    body: Vec<u8>,
+}
+
+impl WireBatch {
+    fn last(&self) -> u64 {
+        self.first_seq + self.count as u64 - 1
+    }
+}
+
+#[derive(Default)]
+struct HubState {
+    memory: VecDeque<Arc<WireBatch>>,
+    memory_bytes: usize,
+    /// Acknowledged position of each connected backup, by resume handle.
+    acked: BTreeMap<u128, u64>,
+}
+
+/// The primary's side of every session.
+pub struct Hub {
+    group: String,
+    standing: Standing,
+    launch: LaunchRecord,
+    log: PathBuf,
+    mode: OutputMode,
+    min_backups: usize,
+    region: OnceLock<Arc<SharedRegion>>,
+    state: Mutex<HubState>,
+    /// The last event written (0 before any).
+    written: watch::Sender<u64>,
+    /// The last event, once the program has ended.
+    ended: watch::Sender<Option<u64>>,
+    /// The release point (the group's acknowledged position).
+    released: watch::Sender<u64>,
+}
+
+impl Hub {
+    fn state(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Recomputes the release point from the backups' positions and hands it to the shim.
+    fn update_release(&self) {
+        let point = group_ack(self.state().acked.values().copied(), self.min_backups);
+        if let Some(point) = point {
+            let point = point.min(*self.written.borrow());
+            if let Some(region) = self.region.get() {
+                region.region().release_outputs(point);
+            }
+            self.released.send_if_modified(|r| {
+                let moved = point > *r;
+                *r = (*r).max(point);
+                moved
+            });
+        }
+    }
+
+    /// The batch holding `seq`, from memory if it is still there.
+    fn batch_in_memory(&self, seq: u64) -> Option<Arc<WireBatch>> {
+        let st = self.state();
+        let i = st.memory.partition_point(|b| b.last() < seq);
+        st.memory.get(i).filter(|b| b.first_seq <= seq).cloned()
+    }
+
+    fn oldest_in_memory(&self) -> Option<u64> {
+        self.state().memory.front().map(|b| b.first_seq)
+    }
+}
+
+impl Tap for Hub {
+    fn started(&self, region: Arc<SharedRegion>) {
+        region.region().set_gate(self.mode == OutputMode::Sync);
+        let _ = self.region.set(region);
+        self.update_release();
+    }
+
+    fn batch(&self, first_seq: u64, count: u32, wall_ns: u64, body: &[u8]) {
+        {
+            let mut st = self.state();
+            st.memory_bytes += body.len();
+            st.memory.push_back(Arc::new(WireBatch { first_seq, count, wall_ns, body: body.to_vec() }));
+            while st.memory_bytes > MEMORY_BYTES && st.memory.len() > 1 {
+                if let Some(b) = st.memory.pop_front() {
+                    st.memory_bytes -= b.body.len();
+                }
+            }
+        }
+        self.written.send_replace(first_seq + count as u64 - 1);
+        // Outputs wait for events that exist now; a release point capped at the old end can move.
+        self.update_release();
+    }
+
+    fn may_take_more(&self, next_seq: u64) -> bool {
+        match self.mode {
+            OutputMode::Sync => true,
+            OutputMode::Async { max_lag_events } => {
+                let acked = group_ack(self.state().acked.values().copied(), self.min_backups).unwrap_or(0);
+                next_seq.saturating_sub(acked) <= max_lag_events
+            }
+        }
+    }
+
+    fn ended(&self, last_seq: u64) {
+        self.written.send_replace(last_seq);
+        self.ended.send_replace(Some(last_seq));
+    }
+}
+
+/// Runs the program as the group's primary. Returns when it has ended and every connected
+/// backup holds all of its events (or after a bounded wait).
+pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
+    let identity = Identity::load(&opts.certs, &opts.name)?;
+    let dir = StateDir::open(&opts.state_dir)?;
+    // Every run of the program is a new incarnation of the group: backups of an earlier run
+    // cannot resume into this one.
+    let membership = Membership { incarnation: IncarnationToken(random::<16>()?), epoch: 1, handle: 0 };
+    dir.store(&membership)?;
+    let (written, _) = watch::channel(0);
+    let (ended, _) = watch::channel(None);
+    let (released, _) = watch::channel(0);
+    let hub = Arc::new(Hub {
+        group: opts.group.clone(),
+        standing: Standing { incarnation: membership.incarnation, epoch: membership.epoch },
+        launch: launch.record(),
+        log: dir.log_path(),
+        mode: opts.mode,
+        min_backups: opts.min_backups,
+        region: OnceLock::new(),
+        state: Mutex::new(HubState::default()),
+        written,
+        ended,
+        released,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("tandem-net")
+        .build()
+        .map_err(Error::io("cannot start the network runtime"))?;
+    let endpoint = runtime.block_on(async { net::server(&identity, opts.listen) })?;
+    tracing::info!(group = %opts.group, listen = %opts.listen, incarnation = %membership.incarnation, "serving backups");
+    runtime.spawn(accept_loop(endpoint.clone(), hub.clone()));
+
+    let rec_opts = recorder::RecordOptions {
+        out: dir.log_path(),
+        geometry: opts.geometry,
+        incarnation: membership.incarnation,
+        tap: Some(hub.clone() as Arc<dyn Tap>),
+    };
+    let recording = recorder::record(launch, &rec_opts);
+    if let Ok(rec) = &recording {
+        let hub = hub.clone();
+        let last = rec.events;
+        runtime.block_on(async move {
+            let mut released = hub.released.subscribe();
+            let all_held = async {
+                loop {
+                    let done = {
+                        let st = hub.state();
+                        !st.acked.is_empty() && st.acked.values().all(|&a| a >= last)
+                    };
+                    if done || hub.state().acked.is_empty() {
+                        break;
+                    }
+                    if released.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, all_held).await;
+        });
+    }
+    endpoint.close(0u32.into(), b"the primary's program has ended");
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    recording
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let from = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(%from, "refused a peer at the handshake: {e}");
+                    return;
+                }
+            };
+            let who = net::peer_name(&conn).unwrap_or_else(|| "?".into());
+            if let Err(e) = serve(&conn, &hub, &who).await {
+                tracing::warn!(%from, member = %who, "session ended: {e}");
+                conn.close(1u32.into(), e.to_string().as_bytes());
+            }
+        });
+    }
+}
+
+/// One backup's session, from its HELLO to the end.
+async fn serve(conn: &quinn::Connection, hub: &Arc<Hub>, who: &str) -> std::result::Result<(), net::NetError> {
+    let (mut ctl_send, mut ctl_recv) = conn.accept_bi().await?;
+    let Some(hello) = read_frame(&mut ctl_recv).await? else { return Ok(()) };
+    let (session, welcome) = match PrimarySession::accept(hub.standing, &hub.group, &hub.launch, &hello) {
+        Ok(ok) => ok,
+        Err(e) => {
+            tracing::warn!(member = %who, "refused: {e}");
+            let refuse =
+                Frame::new(hub.standing.incarnation, hub.standing.epoch, Body::Refuse { reason: e.to_string() });
+            write_frame(&mut ctl_send, &refuse).await?;
+            let _ = ctl_send.finish();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return Ok(());
+        }
+    };
+    let handle = session.handle;
+    tracing::info!(member = %who, handle = format!("{handle:032x}"), from = session.next_to_send, "backup connected");
+    hub.state().acked.insert(handle, session.acked);
+    write_frame(&mut ctl_send, &welcome).await?;
+    let session = Arc::new(Mutex::new(session));
+    let data = conn.open_uni().await?;
+    let sender = tokio::spawn(send_events(data, hub.clone(), session.clone()));
+    let result = receive_acks(ctl_send, ctl_recv, hub, &session).await;
+    sender.abort();
+    hub.state().acked.remove(&handle);
+    hub.update_release();
+    result
+}
+
+fn lock(s: &Mutex<PrimarySession>) -> std::sync::MutexGuard<'_, PrimarySession> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn receive_acks(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    hub: &Arc<Hub>,
+    session: &Mutex<PrimarySession>,
+) -> std::result::Result<(), net::NetError> {
+    let mut released = hub.released.subscribe();
+    loop {
+        tokio::select! {
+            frame = read_frame(&mut recv) => {
+                let Some(frame) = frame? else { return Ok(()) };
+                let (handle, acked) = {
+                    let mut s = lock(session);
+                    s.receive(&frame).map_err(|e| net::NetError::Protocol(e.to_string()))?;
+                    (s.handle, s.acked)
+                };
+                hub.state().acked.insert(handle, acked);
+                hub.update_release();
+            }
+            changed = released.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        let point = *released.borrow();
+        let confirm = lock(session).confirm(point);
+        if let Some(c) = confirm {
+            write_frame(&mut send, &c).await?;
+        }
+    }
+}
+
+/// Sends every event from where the backup stands, as it is written, then END.
+async fn send_events(
+    mut data: quinn::SendStream,
+    hub: Arc<Hub>,
+    session: Arc<Mutex<PrimarySession>>,
+) -> std::result::Result<(), net::NetError> {
+    let mut written = hub.written.subscribe();
+    let mut ended = hub.ended.subscribe();
+    loop {
+        let next = lock(&session).next_to_send;
+        let upto = *written.borrow_and_update();
+        if next <= upto {
+            let batches = match hub.batch_in_memory(next) {
+                Some(b) => vec![b],
+                None => read_back(&hub, next).await?,
+            };
+            for b in batches {
+                let frame = lock(&session).data(b.first_seq, b.count, b.wall_ns, &b.body);
+                if let Some(f) = frame {
+                    write_frame(&mut data, &f).await?;
+                }
+            }
+            continue;
+        }
+        let last = *ended.borrow_and_update();
+        if let Some(last) = last {
+            if next > last {
+                let end = lock(&session).end(last);
+                if let Some(f) = end {
+                    write_frame(&mut data, &f).await?;
+                    let _ = data.finish();
+                }
+                return Ok(());
+            }
+        }
+        tokio::select! {
+            r = written.changed() => if r.is_err() { return Ok(()) },
+            r = ended.changed() => if r.is_err() { return Ok(()) },
+        }
+    }
+}
+
+/// Batches from the log file, from the one holding `from` up to what memory holds (at most a
+/// few at a time, so a far-behind backup does not hold the file's whole history in memory).
+async fn read_back(hub: &Arc<Hub>, from: u64) -> std::result::Result<Vec<Arc<WireBatch>>, net::NetError> {
+    let (path, stop) = (hub.log.clone(), hub.oldest_in_memory().unwrap_or(u64::MAX));
+    tokio::task::spawn_blocking(move || {
+        let mut reader = recorder::open_log(&path).map_err(|e| net::NetError::Protocol(e.to_string()))?;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while let Some(b) = reader.follow().map_err(|e| net::NetError::Protocol(e.to_string()))?.flatten() {
+            if b.first_seq >= stop || bytes > 64 << 20 {
+                break;
+            }
+            if b.first_seq + b.event_count as u64 > from {
+                bytes += b.body.len();
+                out.push(Arc::new(WireBatch {
+                    first_seq: b.first_seq,
+                    count: b.event_count,
+                    wall_ns: b.wall_ns,
+                    body: b.body,
+                }));
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| net::NetError::Protocol(e.to_string()))?
+}
