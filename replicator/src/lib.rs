@@ -1,5 +1,6 @@
 //! The tandem agent: launches programs under the shim, drains their events, keeps logs.
 
+pub mod backup;
 pub mod certs;
 pub mod describe;
 pub mod elfcheck;

@@ -64,6 +64,48 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
         command: Vec<OsString>,
     },
+    /// Run a program as its group's primary: record it into the state directory and stream its
+    /// events to backups over QUIC. Exits with the program's own status.
+    Primary {
+        /// The replica group's name; backups must name the same group.
+        #[arg(long)]
+        group: String,
+        /// Address to accept backups on (UDP), e.g. 0.0.0.0:7400.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// sync: output to clients waits until --min-backups backups hold what it depends on;
+        /// async: output leaves at once and backups may lag by --max-lag-events.
+        #[arg(long, value_enum, default_value_t = ModeArg::Sync)]
+        mode: ModeArg,
+        /// Backups that must hold an event before output depending on it leaves.
+        #[arg(long, default_value_t = 1)]
+        min_backups: usize,
+        /// Async mode: most events the backups may lag behind before the program is held back.
+        #[arg(long, default_value_t = 1_000_000)]
+        max_lag_events: u64,
+        #[command(flatten)]
+        member: MemberArgs,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
+        command: Vec<OsString>,
+    },
+    /// Run a program as a backup of its group's primary: receive its events, keep them durably in
+    /// the state directory, and replay them. Exits 0 when the primary's program ended and this
+    /// one followed it to the end, 3 on divergence, 4 on a stall.
+    Backup {
+        #[arg(long)]
+        group: String,
+        /// The primary's address.
+        #[arg(long)]
+        primary: std::net::SocketAddr,
+        /// Seconds without progress (with events waiting) before the replay is reported as stalled.
+        #[arg(long, default_value_t = 5.0)]
+        stall_timeout: f64,
+        #[command(flatten)]
+        member: MemberArgs,
+        /// The program and its arguments; by default the primary's.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
+        command: Vec<OsString>,
+    },
     /// Read log files.
     Log {
         #[command(subcommand)]
@@ -74,6 +116,29 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Sync,
+    Async,
+}
+
+/// What every agent of a group needs.
+#[derive(clap::Args)]
+struct MemberArgs {
+    /// Where the agent keeps its membership and the group's log.
+    #[arg(long, default_value = "tandem-state")]
+    state_dir: PathBuf,
+    /// The cluster's certificates (ca.crt, NAME.crt, NAME.key), from `tandem certs`.
+    #[arg(long, default_value = "certs")]
+    certs: PathBuf,
+    /// This member's name: its certificate is NAME.crt in --certs.
+    #[arg(long)]
+    name: String,
+    /// Most threads alive at once, across all processes of the program.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    max_threads: u32,
 }
 
 #[derive(Subcommand)]
@@ -138,17 +203,47 @@ fn run(cli: Cli) -> Result<u8> {
                 follow: None,
             };
             let outcome = replayer::replay(&opts)?;
-            match &outcome {
-                Outcome::Diverged { seq, report } => eprintln!("tandem: {}", replayer::divergence_line(*seq, report)),
-                Outcome::Stalled { report } => eprintln!("tandem: {report}"),
-                Outcome::Completed { events } => eprintln!("tandem: replayed all {events} events of the log"),
-                Outcome::Live { .. } => {}
-            }
+            report(&outcome);
             Ok(outcome.exit_code().clamp(0, 255) as u8)
         }
         Command::Log { command: LogCommand::Show { file, json } } => {
             show::show(&file, json, &mut std::io::stdout().lock())?;
             Ok(0)
+        }
+        Command::Primary { group, listen, mode, min_backups, max_lag_events, member, command } => {
+            init_tracing();
+            let launch = Launch::new(&command, "record")?;
+            let opts = replicator::primary::PrimaryOptions {
+                group,
+                listen,
+                mode: match mode {
+                    ModeArg::Sync => replicator::primary::OutputMode::Sync,
+                    ModeArg::Async => replicator::primary::OutputMode::Async { max_lag_events },
+                },
+                min_backups,
+                state_dir: member.state_dir,
+                certs: member.certs,
+                name: member.name,
+                geometry: Geometry::record(member.max_threads, MIN_RING_BYTES),
+            };
+            let rec = replicator::primary::run(&launch, &opts)?;
+            Ok(rec.exit_code.clamp(0, 255) as u8)
+        }
+        Command::Backup { group, primary, stall_timeout, member, command } => {
+            init_tracing();
+            let opts = replicator::backup::BackupOptions {
+                group,
+                primary,
+                state_dir: member.state_dir,
+                certs: member.certs,
+                name: member.name,
+                geometry: Geometry::replay(member.max_threads, FEED_BYTES),
+                stall_after: Duration::from_secs_f64(stall_timeout.max(0.1)),
+                command: (!command.is_empty()).then_some(command),
+            };
+            let outcome = replicator::backup::run(&opts)?;
+            report(&outcome);
+            Ok(outcome.exit_code().clamp(0, 255) as u8)
         }
         Command::Certs { command: CertsCommand::Init { dir } } => {
             let ca = replicator::certs::init(&dir)?;
@@ -165,6 +260,28 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+fn report(outcome: &Outcome) {
+    match outcome {
+        Outcome::Diverged { seq, report } => eprintln!("tandem: {}", replayer::divergence_line(*seq, report)),
+        Outcome::Stalled { report } => eprintln!("tandem: {report}"),
+        Outcome::Completed { events } => eprintln!("tandem: replayed all {events} events of the log"),
+        Outcome::Live { .. } => {}
+    }
+}
+
+/// Agents log to stderr, one line an event; `TANDEM_LOG` filters (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
 }
 
 fn main() -> ExitCode {
