@@ -1,0 +1,66 @@
+//! Live replication on one host: `tandem primary` streams to `tandem backup` over QUIC on the
+//! loopback interface.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use tandem_tests::*;
+
+fn certs(dir: &Path, names: &[&str]) {
+    let ok = |o: std::process::Output| assert!(o.status.success(), "{}", text(&o.stderr));
+    ok(tandem().args(["certs", "init", "--dir"]).arg(dir).output().unwrap());
+    for n in names {
+        ok(tandem().args(["certs", "issue", "--dir"]).arg(dir).args(["--name", n]).output().unwrap());
+    }
+}
+
+fn backup(dir: &Path, certs: &Path, name: &str, port: u16) -> Child {
+    std::fs::create_dir_all(dir).unwrap();
+    tandem()
+        .current_dir(dir)
+        .args(["backup", "--group", "g", "--primary", &format!("127.0.0.1:{port}"), "--name", name, "--certs"])
+        .arg(certs)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_backup_follows_the_primary_live_and_strangers_are_refused() {
+    let program = fixture("mt_record", &[]);
+    let child = fixture("mt_child", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, theirs) = (dir.path().join("certs"), dir.path().join("other-certs"));
+    certs(&ours, &["primary", "backup1"]);
+    certs(&theirs, &["backup1"]);
+    let port = free_port();
+    let good = backup(&dir.path().join("b"), &ours, "backup1", port);
+    let stranger = backup(&dir.path().join("s"), &theirs, "backup1", port);
+
+    let p = dir.path().join("p");
+    std::fs::create_dir_all(&p).unwrap();
+    let primary = tandem()
+        .current_dir(&p)
+        .args(["primary", "--group", "g", "--listen", &format!("127.0.0.1:{port}"), "--name", "primary", "--certs"])
+        .arg(&ours)
+        .arg("--")
+        .arg(&program)
+        .args(["transcript", child.to_str().unwrap(), "child-out", "100"])
+        .output()
+        .unwrap();
+    let perr = text(&primary.stderr);
+    assert!(primary.status.success(), "primary failed:\n{perr}");
+    let good = good.wait_with_output().unwrap();
+    let berr = text(&good.stderr);
+    assert!(good.status.success(), "backup failed:\n{berr}");
+    assert!(berr.contains("holds all of it"), "{berr}");
+    for file in ["transcript", "child-out"] {
+        let (a, b) = (std::fs::read(p.join(file)).unwrap(), std::fs::read(dir.path().join("b").join(file)).unwrap());
+        assert_eq!(text(&a), text(&b), "{file} differs");
+    }
+    let mut stranger = stranger;
+    let _ = stranger.kill();
+    let serr = text(&stranger.wait_with_output().unwrap().stderr);
+    assert!(perr.contains("refused a peer at the handshake"), "primary:\n{perr}\nstranger:\n{serr}");
+    assert!(!std::fs::exists(dir.path().join("s").join("transcript")).unwrap(), "the stranger got the program");
+}
