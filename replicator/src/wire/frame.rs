@@ -297,18 +297,8 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Body, FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eventlog::call::Call;
-    use eventlog::record::{encode_into, EventHeader};
 
-    fn events(first: u64, count: u64) -> Vec<u8> {
-        let mut out = Vec::new();
-        for seq in first..first + count {
-            let payload = vec![seq as u8; (seq % 3) as usize * 5];
-            let h = EventHeader { payload_len: payload.len() as u32, ..EventHeader::new(seq, Call::Read) };
-            encode_into(&mut out, &h, &payload);
-        }
-        out
-    }
+    use crate::wire::sample_events as events;
 
     fn samples() -> Vec<Frame> {
         let token = IncarnationToken([7; 16]);

@@ -331,20 +331,10 @@ impl BackupSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eventlog::call::Call;
-    use eventlog::record::encode_into;
 
     const TOKEN: IncarnationToken = IncarnationToken([9; 16]);
 
-    fn events(first: u64, count: u64) -> Vec<u8> {
-        let mut out = Vec::new();
-        for seq in first..first + count {
-            let payload = vec![seq as u8; (seq % 4) as usize * 3];
-            let h = EventHeader { payload_len: payload.len() as u32, ..EventHeader::new(seq, Call::Write) };
-            encode_into(&mut out, &h, &payload);
-        }
-        out
-    }
+    use crate::wire::sample_events as events;
 
     fn launch() -> Launch {
         Launch { argv: vec![b"prog".to_vec()], env: vec![], cwd: b"/".to_vec() }
