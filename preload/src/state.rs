@@ -254,12 +254,14 @@ pub struct Ev {
     pub errno: i32,
     pub digest: u64,
     pub aux: [u64; 2],
+    /// Output to the outside world: later outputs need not wait for the backups to hold it.
+    pub output: bool,
 }
 
 impl Ev {
     #[inline(always)]
     pub const fn new(call: Call) -> Ev {
-        Ev { call, fd: -1, flags: 0, result: 0, errno: 0, digest: 0, aux: [0; 2] }
+        Ev { call, fd: -1, flags: 0, result: 0, errno: 0, digest: 0, aux: [0; 2], output: false }
     }
 
     #[inline(always)]
@@ -302,6 +304,12 @@ impl Ev {
     #[inline(always)]
     pub const fn aux(mut self, a: u64, b: u64) -> Ev {
         self.aux = [a, b];
+        self
+    }
+
+    #[inline(always)]
+    pub const fn output(mut self, output: bool) -> Ev {
+        self.output = output;
         self
     }
 }
@@ -365,18 +373,6 @@ impl Hook {
         // SAFETY: see `ThreadCtx::producer`: the only live reference, for this hook only.
         if let Some(p) = unsafe { self.ctx.producer().as_mut() } {
             let seq = p.take_seq();
-            p.note_input(seq);
-            write(p, self.ctx, seq, ev, payload, true);
-        }
-    }
-
-    /// Records an output to the outside world: like [`Hook::emit`], but later outputs do not
-    /// wait for the backups to hold it (see [`hold_output`]).
-    #[inline(always)]
-    pub fn emit_output(&self, ev: Ev, payload: &[&[u8]]) {
-        // SAFETY: see `ThreadCtx::producer`: the only live reference, for this hook only.
-        if let Some(p) = unsafe { self.ctx.producer().as_mut() } {
-            let seq = p.take_seq();
             write(p, self.ctx, seq, ev, payload, true);
         }
     }
@@ -387,7 +383,6 @@ impl Hook {
         // SAFETY: as above.
         if let Some(p) = unsafe { self.ctx.producer().as_mut() } {
             let seq = p.take_seq();
-            p.note_input(seq);
             write(p, self.ctx, seq, ev, payload, false);
         }
     }
@@ -400,7 +395,6 @@ impl Hook {
         match unsafe { self.ctx.producer().as_mut() } {
             Some(p) => {
                 let seq = p.take_seq();
-                p.note_input(seq);
                 let (r, ev) = call();
                 write(p, self.ctx, seq, ev, &[], true);
                 r
@@ -414,7 +408,6 @@ impl Hook {
     pub fn emit_at(&self, seq: u64, ev: Ev, payload: &[&[u8]]) {
         // SAFETY: see `ThreadCtx::producer`: the only live reference, for this hook only.
         if let Some(p) = unsafe { self.ctx.producer().as_mut() } {
-            p.note_input(seq);
             write(p, self.ctx, seq, ev, payload, true);
         }
     }
@@ -434,6 +427,9 @@ pub fn hold_output() {
 
 #[inline(always)]
 fn write(p: &mut Producer, ctx: &ThreadCtx, seq: u64, ev: Ev, payload: &[&[u8]], boundary: bool) {
+    if !ev.output {
+        p.note_input(seq);
+    }
     let mut len = 0usize;
     for part in payload {
         len += part.len();

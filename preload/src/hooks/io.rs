@@ -111,17 +111,21 @@ pub unsafe fn write_from(
     if fdtable::is_dead(fd) {
         return refused();
     }
+    record_write(&hook, Ev::new(call).digest(d()).aux(count as u64, aux1), fd, real)
+}
+
+/// Records a write on a primary: output to the outside world first waits for the backups
+/// (output commit); writes to local files run under the descriptor's lock.
+#[inline(always)]
+fn record_write(hook: &Hook, ev: Ev, fd: c_int, real: impl FnOnce() -> isize) -> isize {
     let kind = fdtable::kind(fd);
-    let d = d();
-    if kind.is_outward() {
+    let output = kind.is_outward();
+    if output {
         state::hold_output();
-        let r = real();
-        hook.emit_output(Ev::new(call).fd(fd, kind).result(r as i64).digest(d).aux(count as u64, aux1), &[]);
-        return r;
     }
     let _order = kind.is_local_state().then(|| fdtable::lock(fd));
     let r = real();
-    hook.emit(Ev::new(call).fd(fd, kind).result(r as i64).digest(d).aux(count as u64, aux1), &[]);
+    hook.emit(ev.fd(fd, kind).result(r as i64).output(output), &[]);
     r
 }
 
@@ -509,17 +513,7 @@ unsafe fn write_vec(
     if fdtable::is_dead(fd) {
         return refused();
     }
-    let kind = fdtable::kind(fd);
-    if kind.is_outward() {
-        state::hold_output();
-        let r = real();
-        hook.emit_output(Ev::new(call).fd(fd, kind).result(r as i64).digest(d).aux(total as u64, aux1), &[]);
-        return r;
-    }
-    let _order = kind.is_local_state().then(|| fdtable::lock(fd));
-    let r = real();
-    hook.emit(Ev::new(call).fd(fd, kind).result(r as i64).digest(d).aux(total as u64, aux1), &[]);
-    r
+    record_write(&hook, Ev::new(call).digest(d).aux(total as u64, aux1), fd, real)
 }
 
 #[no_mangle]
