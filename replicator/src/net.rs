@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A silent peer is given up after this long (a cut link is noticed, and the backup reconnects).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Keep-alives keep an idle but healthy session open.
 pub const KEEP_ALIVE: Duration = Duration::from_millis(500);
 
@@ -22,6 +22,10 @@ pub enum NetError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("connecting to {addr}: {why}")]
     Connect { addr: SocketAddr, why: String },
+    /// The TLS handshake failed: one side's certificate is not from the other's cluster CA.
+    /// Retrying cannot help.
+    #[error("{addr}: {why}")]
+    Refused { addr: SocketAddr, why: String },
     #[error("connection: {0}")]
     Connection(#[from] quinn::ConnectionError),
     #[error("stream: {0}")]
@@ -37,7 +41,7 @@ pub enum NetError {
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(
-        IDLE_TIMEOUT.try_into().unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(3000))),
+        IDLE_TIMEOUT.try_into().unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(2000))),
     ));
     t.keep_alive_interval(Some(KEEP_ALIVE));
     // Event batches are up to a few MiB: windows well above one batch keep the link busy.
@@ -71,7 +75,25 @@ pub fn client(id: &Identity) -> Result<quinn::Endpoint, NetError> {
 pub async fn connect(endpoint: &quinn::Endpoint, addr: SocketAddr) -> Result<quinn::Connection, NetError> {
     let connecting =
         endpoint.connect(addr, CLUSTER_NAME).map_err(|e| NetError::Connect { addr, why: e.to_string() })?;
-    connecting.await.map_err(|e| NetError::Connect { addr, why: e.to_string() })
+    connecting.await.map_err(|e| match tls_refusal(&e) {
+        Some(why) => NetError::Refused { addr, why },
+        None => NetError::Connect { addr, why: e.to_string() },
+    })
+}
+
+/// What a handshake failure says about certificates, if it was TLS that failed (QUIC carries
+/// TLS alerts as the transport error codes 0x100-0x1ff).
+pub fn tls_refusal(e: &quinn::ConnectionError) -> Option<String> {
+    let is_tls = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
+    match e {
+        quinn::ConnectionError::TransportError(t) if is_tls(t.code) => {
+            Some(format!("the peer's certificate is not from this cluster's CA ({})", t.reason))
+        }
+        quinn::ConnectionError::ConnectionClosed(c) if is_tls(c.error_code) => {
+            Some(format!("the peer refused this member's certificate ({})", c.error_code))
+        }
+        _ => None,
+    }
 }
 
 /// The member name in the peer's certificate (its common name).
@@ -92,6 +114,23 @@ pub async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Option<Frame>, N
     let mut body = vec![0u8; header.body_len as usize];
     recv.read_exact(&mut body).await?;
     Ok(Some(Frame::decode(&raw, &body)?))
+}
+
+/// The frames arriving on `recv`, read by a task of their own: reading a frame is not
+/// cancel-safe (a dropped read loses part of one), so a session that waits on several things at
+/// once waits on this channel instead. The channel ends after the stream's end or first error.
+pub fn frames(mut recv: quinn::RecvStream) -> tokio::sync::mpsc::Receiver<Result<Option<Frame>, NetError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let frame = read_frame(&mut recv).await;
+            let last = !matches!(frame, Ok(Some(_)));
+            if tx.send(frame).await.is_err() || last {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 pub async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<(), NetError> {

@@ -237,7 +237,8 @@ async fn accept_loop(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
             let conn = match incoming.await {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(%from, "refused a peer at the handshake: {e}");
+                    let why = net::tls_refusal(&e).unwrap_or_else(|| e.to_string());
+                    tracing::warn!(%from, "refused a peer at the handshake: {why}");
                     return;
                 }
             };
@@ -286,15 +287,16 @@ fn lock(s: &Mutex<PrimarySession>) -> std::sync::MutexGuard<'_, PrimarySession> 
 
 async fn receive_acks(
     mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    recv: quinn::RecvStream,
     hub: &Arc<Hub>,
     session: &Mutex<PrimarySession>,
 ) -> std::result::Result<(), net::NetError> {
     let mut released = hub.released.subscribe();
+    let mut frames = net::frames(recv);
     loop {
         tokio::select! {
-            frame = read_frame(&mut recv) => {
-                let Some(frame) = frame? else { return Ok(()) };
+            frame = frames.recv() => {
+                let Some(frame) = frame.transpose()?.flatten() else { return Ok(()) };
                 let (handle, acked) = {
                     let mut s = lock(session);
                     s.receive(&frame).map_err(|e| net::NetError::Protocol(e.to_string()))?;
