@@ -8,10 +8,11 @@
 //! the stream where the log ends.
 
 use crate::certs::Identity;
+use crate::control;
 use crate::error::{Error, Result};
 use crate::net::{self, read_frame, write_frame, NetError};
 use crate::recorder::now_ns;
-use crate::replayer::{self, Outcome, ReplayOptions};
+use crate::replayer::{self, Following, Outcome, ReplayOptions};
 use crate::statedir::{random, Membership, StateDir};
 use crate::wire::frame::Body;
 use crate::wire::session::{BackupAction, BackupSession, SessionError, Standing};
@@ -23,7 +24,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -69,7 +70,7 @@ fn resume_log(path: &Path) -> Result<(Writer, u64, bool)> {
 
 pub fn run(opts: &BackupOptions) -> Result<Outcome> {
     let identity = Identity::load(&opts.certs, &opts.name)?;
-    let dir = StateDir::open(&opts.state_dir)?;
+    let dir = Arc::new(StateDir::open(&opts.state_dir)?);
     let log = dir.log_path();
     let membership = match dir.membership()? {
         Some(m) => m,
@@ -85,31 +86,29 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
     };
     dir.store(&membership)?;
 
-    let stop_following = Arc::new(AtomicBool::new(ended));
+    let following = Following::default();
+    following.stop.store(ended, Ordering::SeqCst);
     let (ready_tx, ready_rx) = mpsc::channel::<std::result::Result<(), String>>();
     if writer.is_some() {
         let _ = ready_tx.send(Ok(()));
     }
-    let network = if ended {
-        None
-    } else {
+    if !ended {
         let net = Network {
             identity,
             primary: opts.primary,
             log: log.clone(),
-            dir,
-            stop: stop_following.clone(),
+            dir: dir.clone(),
+            following: following.clone(),
             ready: ready_tx,
         };
         let standing = Standing { incarnation: membership.incarnation, epoch: membership.epoch };
         let session = BackupSession::new(standing, &opts.group, &opts.name, membership.handle, held);
-        Some(
-            std::thread::Builder::new()
-                .name("tandem-backup-net".into())
-                .spawn(move || net.run(session, writer))
-                .map_err(Error::io("cannot start the network thread"))?,
-        )
-    };
+        // Detached: it serves the control socket for as long as the agent lives.
+        std::thread::Builder::new()
+            .name("tandem-backup-net".into())
+            .spawn(move || net.run(session, writer))
+            .map_err(Error::io("cannot start the network thread"))?;
+    }
     match ready_rx.recv() {
         Ok(Ok(())) => {}
         Ok(Err(why)) => return Err(Error::Setup(why)),
@@ -121,10 +120,9 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
         go_live: false,
         geometry: opts.geometry,
         stall_after: opts.stall_after,
-        follow: Some(stop_following.clone()),
+        follow: Some(following.clone()),
     });
-    stop_following.store(true, Ordering::SeqCst);
-    drop(network);
+    following.stop.store(true, Ordering::SeqCst);
     outcome
 }
 
@@ -132,8 +130,8 @@ struct Network {
     identity: Identity,
     primary: SocketAddr,
     log: PathBuf,
-    dir: StateDir,
-    stop: Arc<AtomicBool>,
+    dir: Arc<StateDir>,
+    following: Following,
     ready: mpsc::Sender<std::result::Result<(), String>>,
 }
 
@@ -152,6 +150,13 @@ impl Network {
             }
         };
         runtime.block_on(async {
+            let (requests_tx, mut requests) = tokio::sync::mpsc::channel(4);
+            let control = control::serve(self.dir.path.clone(), requests_tx);
+            tokio::spawn(async move {
+                if let Err(e) = control.await {
+                    tracing::warn!("the control socket failed: {e}; `tandem promote` cannot reach this agent");
+                }
+            });
             let endpoint = match net::client(&self.identity) {
                 Ok(e) => e,
                 Err(e) => {
@@ -159,31 +164,81 @@ impl Network {
                     return;
                 }
             };
-            while !self.stop.load(Ordering::SeqCst) {
-                match self.session(&endpoint, &mut session, &mut writer).await {
-                    Ok(SessionEnd::Complete) => {
-                        if let Some(w) = writer.take() {
-                            if let Err(e) = w.finish(now_ns()).and_then(|f| f.get_ref().sync_all()) {
-                                tracing::error!("cannot finish {}: {e}", self.log.display());
+            let mut failures = 0u32;
+            while !self.following.stop.load(Ordering::SeqCst) {
+                let request = tokio::select! {
+                    end = self.session(&endpoint, &mut session, &mut writer) => match end {
+                        Ok(SessionEnd::Complete) => {
+                            if let Some(w) = writer.take() {
+                                if let Err(e) = w.finish(now_ns()).and_then(|f| f.get_ref().sync_all()) {
+                                    tracing::error!("cannot finish {}: {e}", self.log.display());
+                                }
                             }
+                            self.following.stop.store(true, Ordering::SeqCst);
+                            tracing::info!(held = session.held, "the primary's program ended; this backup holds all of it");
+                            break;
                         }
-                        self.stop.store(true, Ordering::SeqCst);
-                        tracing::info!(held = session.held, "the primary's program ended; this backup holds all of it");
-                        return;
-                    }
-                    Err(NetError::Protocol(why)) if why.starts_with("refused") => {
-                        tracing::error!(primary = %self.primary, "{why}");
-                        let _ = self.ready.send(Err(why));
-                        self.stop.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(primary = %self.primary, held = session.held, "no session: {e}; reconnecting");
-                        tokio::time::sleep(RECONNECT_EVERY).await;
-                    }
-                }
+                        Err(e @ NetError::Refused { .. }) => {
+                            tracing::error!("refused at the handshake: {e}");
+                            let _ = self.ready.send(Err(format!("the primary refused this backup at the handshake: {e}")));
+                            self.following.stop.store(true, Ordering::SeqCst);
+                            break;
+                        }
+                        Err(NetError::Protocol(why)) if why.starts_with("refused") => {
+                            tracing::error!(primary = %self.primary, "{why}");
+                            let _ = self.ready.send(Err(why));
+                            self.following.stop.store(true, Ordering::SeqCst);
+                            break;
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            // The first failure and then one line every ten seconds: a dead primary
+                            // must not flood the log.
+                            if failures == 1 || failures.is_multiple_of(50) {
+                                tracing::warn!(primary = %self.primary, held = session.held, "no session: {e}; reconnecting");
+                            } else {
+                                tracing::debug!(primary = %self.primary, "no session: {e}; reconnecting");
+                            }
+                            tokio::time::sleep(RECONNECT_EVERY).await;
+                            continue;
+                        }
+                    },
+                    Some(request) = requests.recv() => request,
+                };
+                failures = 0;
+                // The session was dropped at an await point, never inside a log write: the log
+                // ends with a whole batch.
+                let reply = self.handle(&request.line, &session, &mut writer);
+                let _ = request.reply.send(reply);
+            }
+            // Still answer, so that scripts learn where this agent stands.
+            while let Some(request) = requests.recv().await {
+                let _ = request.reply.send(self.handle(&request.line, &session, &mut writer));
             }
         });
+    }
+
+    /// A control request, between sessions.
+    fn handle(&self, line: &str, session: &BackupSession, writer: &mut Option<Writer>) -> String {
+        if line != control::PROMOTE {
+            return format!("error: unknown request {line:?}; this agent knows {:?}", control::PROMOTE);
+        }
+        if self.following.go_live.load(Ordering::SeqCst) {
+            return "error: already promoted".into();
+        }
+        if self.following.stop.load(Ordering::SeqCst) {
+            return "error: the primary's program ended; there is nothing to take over".into();
+        }
+        let Some(w) = writer.as_mut() else {
+            return "error: this backup holds nothing of the primary's yet; it cannot take over".into();
+        };
+        if let Err(e) = w.flush() {
+            return format!("error: cannot flush {}: {e}", self.log.display());
+        }
+        self.following.go_live.store(true, Ordering::SeqCst);
+        self.following.stop.store(true, Ordering::SeqCst);
+        tracing::info!(held = session.held, "promoted: replaying the events held, then going live");
+        format!("promoted: the program goes live after event {}", session.held)
     }
 
     async fn session(
@@ -237,14 +292,15 @@ impl Network {
             let _ = self.ready.send(Ok(()));
         }
         tracing::info!(primary = %self.primary, from = session.held + 1, "following the primary");
-        let mut data = conn.accept_uni().await?;
+        let mut data = net::frames(conn.accept_uni().await?);
+        let mut control = net::frames(recv);
         let mut ended_at = None;
         loop {
             let frame = tokio::select! {
-                f = read_frame(&mut data) => f?,
-                f = read_frame(&mut recv) => f?,
+                f = data.recv() => f,
+                f = control.recv() => f,
             };
-            let Some(frame) = frame else {
+            let Some(frame) = frame.transpose()?.flatten() else {
                 return Err(NetError::Protocol("the primary closed a stream".into()));
             };
             match session.receive(frame).map_err(|e| NetError::Protocol(e.to_string()))? {

@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod certs;
+pub mod control;
 pub mod describe;
 pub mod elfcheck;
 pub mod error;

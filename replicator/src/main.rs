@@ -106,6 +106,14 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
         command: Vec<OsString>,
     },
+    /// Make a backup take over: it stops following the primary, replays every event it holds,
+    /// and its program goes live from exactly there (listening where the primary's did). Make
+    /// sure the old primary is gone first. Prints where the program goes live.
+    Promote {
+        /// The backup agent's state directory.
+        #[arg(long, default_value = "tandem-state")]
+        state_dir: PathBuf,
+    },
     /// Read log files.
     Log {
         #[command(subcommand)]
@@ -244,6 +252,10 @@ fn run(cli: Cli) -> Result<u8> {
             let outcome = replicator::backup::run(&opts)?;
             report(&outcome);
             Ok(outcome.exit_code().clamp(0, 255) as u8)
+        }
+        Command::Promote { state_dir } => {
+            println!("{}", replicator::control::request(&state_dir, replicator::control::PROMOTE)?);
+            Ok(0)
         }
         Command::Certs { command: CertsCommand::Init { dir } } => {
             let ca = replicator::certs::init(&dir)?;

@@ -13,7 +13,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct ReplayOptions {
@@ -26,9 +27,17 @@ pub struct ReplayOptions {
     /// No progress for this long is a stall.
     pub stall_after: Duration,
     /// Set when another process is still appending to the log (a backup's agent receiving the
-    /// primary's stream): the replay waits at an incomplete end for more, until the flag turns
-    /// true (no more will come).
-    pub follow: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// primary's stream).
+    pub follow: Option<Following>,
+}
+
+/// How a replay follows a log that is still growing.
+#[derive(Clone, Default)]
+pub struct Following {
+    /// The replay waits at an incomplete end for more, until this turns true (no more will come).
+    pub stop: Arc<AtomicBool>,
+    /// Turns true when the backup is promoted: at the end, the program goes live.
+    pub go_live: Arc<AtomicBool>,
 }
 
 /// How a replay ended.
@@ -62,7 +71,7 @@ impl Outcome {
 struct Feeder {
     reader: eventlog::logfile::LogReader<std::io::BufReader<std::fs::File>>,
     log: PathBuf,
-    follow: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    follow: Option<Following>,
     batch: Option<(Vec<u8>, usize)>,
     done: bool,
     events: u64,
@@ -74,7 +83,7 @@ impl Feeder {
         let mut moved = false;
         loop {
             if self.batch.is_none() && !self.done {
-                let following = self.follow.as_ref().is_some_and(|stop| !stop.load(Ordering::Acquire));
+                let following = self.follow.as_ref().is_some_and(|f| !f.stop.load(Ordering::Acquire));
                 let next = if following {
                     match self.reader.follow() {
                         Ok(Some(b)) => Ok(b),
@@ -94,11 +103,14 @@ impl Feeder {
                     // with its last batch half written: what is complete is still the primary's
                     // history, and exactly what a backup must replay.
                     Err(e @ (LogError::Unterminated { .. } | LogError::Truncated { .. })) => {
-                        eprintln!(
-                            "tandem: {}: {e}; replaying the {} complete events before it",
-                            self.log.display(),
-                            self.events
-                        );
+                        // A promoted backup's own log ends so by design; its agent says so.
+                        if self.follow.is_none() {
+                            eprintln!(
+                                "tandem: {}: {e}; replaying the {} complete events before it",
+                                self.log.display(),
+                                self.events
+                            );
+                        }
                         self.done = true;
                         feed.finish();
                     }
@@ -159,7 +171,8 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
         }
         let all_gone = crate::recorder::reap_children(top, &mut exit_code);
         if feeder.done && feed.exhausted() && !live {
-            if !opts.go_live {
+            let promoted = opts.follow.as_ref().is_some_and(|f| f.go_live.load(Ordering::Acquire));
+            if !opts.go_live && !promoted {
                 stop_all();
                 return Ok(Outcome::Completed { events: feeder.events });
             }

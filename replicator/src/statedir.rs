@@ -18,6 +18,8 @@ pub struct Membership {
 
 pub struct StateDir {
     pub path: PathBuf,
+    /// Held for the agent's life: two agents on one directory would interleave one log.
+    _lock: fs::File,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -46,7 +48,12 @@ pub fn random<const N: usize>() -> Result<[u8; N]> {
 impl StateDir {
     pub fn open(path: &Path) -> Result<StateDir> {
         fs::create_dir_all(path).map_err(Error::io(format!("cannot create the state directory {}", path.display())))?;
-        Ok(StateDir { path: path.to_owned() })
+        let lock_path = path.join("lock");
+        let lock = fs::File::create(&lock_path).map_err(Error::io(lock_path.display().to_string()))?;
+        lock.try_lock().map_err(|_| {
+            Error::Setup(format!("another agent uses the state directory {}; give each agent its own", path.display()))
+        })?;
+        Ok(StateDir { path: path.to_owned(), _lock: lock })
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -114,5 +121,15 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let err = sd.membership().unwrap_err().to_string();
         assert!(err.contains("membership is damaged"), "{err}");
+    }
+
+    #[test]
+    fn one_agent_per_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateDir::open(dir.path()).unwrap();
+        let err = StateDir::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("another agent uses"), "{err}");
+        drop(first);
+        StateDir::open(dir.path()).unwrap();
     }
 }
