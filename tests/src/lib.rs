@@ -7,17 +7,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod lan;
+
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
-/// target/release, with `tandem` and `libtandem.so` built (once per test process).
+/// target/release, with `tandem`, `libtandem.so` and the agent's example peers (in `examples/`)
+/// built (once per test process).
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--release", "-p", "preload", "-p", "replicator"])
+            .args(["build", "--release", "-p", "preload", "-p", "replicator", "--lib", "--bins", "--examples"])
             .current_dir(root())
             .status()
             .expect("run cargo build");

@@ -1,0 +1,337 @@
+//! Replication between separate hosts: network namespaces joined by a bridge, a primary and
+//! backups each on its own host, links delayed, lossy and cut. Needs root.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tandem_tests::lan::{kill_host, Lan};
+use tandem_tests::*;
+
+/// The agents' QUIC port on every host (each host has a network stack of its own).
+const AGENT_PORT: u16 = 7400;
+const REDIS_PORT: u16 = 6379;
+
+/// One test at a time: each runs a primary and replaying backups on this machine's cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+struct Cluster {
+    lan: Lan,
+    dir: tempfile::TempDir,
+    /// The port backups dial on the primary's host (the agent's, or an impairing relay's).
+    dial: u16,
+}
+
+impl Cluster {
+    fn new(hosts: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        for args in [vec!["init"], vec!["issue", "--name", "primary"]]
+            .into_iter()
+            .chain(hosts.iter().filter(|h| **h != "p").map(|h| vec!["issue", "--name", h]))
+        {
+            let o = tandem().arg("certs").arg(args[0]).arg("--dir").arg(&certs).args(&args[1..]).output().unwrap();
+            assert!(o.status.success(), "{}", text(&o.stderr));
+        }
+        for h in hosts {
+            std::fs::create_dir_all(dir.path().join(h)).unwrap();
+        }
+        Cluster { lan: Lan::new(hosts), dir, dial: AGENT_PORT }
+    }
+
+    fn home(&self, host: &str) -> PathBuf {
+        self.dir.path().join(host)
+    }
+
+    fn primary_at(&self) -> SocketAddr {
+        (self.lan.host("p").addr, self.dial).into()
+    }
+
+    fn agent(&self, host: &str, certs: &Path, args: &[String], program: &[String]) -> Child {
+        self.lan
+            .command(host, bin_dir().join("tandem"))
+            .current_dir(self.home(host))
+            .args(args)
+            .arg("--name")
+            .arg(if host == "p" { "primary" } else { host })
+            .arg("--certs")
+            .arg(certs)
+            .arg("--state-dir")
+            .arg(self.home(host).join("state"))
+            .args(program)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn primary(&self, mode: &str, program: &[String]) -> Child {
+        let args = ["primary", "--group", "g", "--mode", mode, "--listen"].map(String::from);
+        let mut args = args.to_vec();
+        args.push(format!("{}:{AGENT_PORT}", self.lan.host("p").addr));
+        let mut program = program.to_vec();
+        program.insert(0, "--".into());
+        self.agent("p", &self.dir.path().join("certs"), &args, &program)
+    }
+
+    fn backup_with(&self, host: &str, certs: &Path) -> Child {
+        let args = ["backup", "--group", "g", "--primary", &self.primary_at().to_string()].map(String::from);
+        self.agent(host, certs, &args, &[])
+    }
+
+    fn backup(&self, host: &str) -> Child {
+        self.backup_with(host, &self.dir.path().join("certs"))
+    }
+
+    fn log(&self, host: &str) -> Vec<LoggedEvent> {
+        read_log(&self.home(host).join("state/log.tlog")).unwrap_or_else(|e| panic!("{host}'s log: {e}"))
+    }
+
+    /// The backup holds exactly the primary's events: none lost, none twice, in order.
+    fn assert_same_log(&self, backup: &str) {
+        let (p, b) = (self.log("p"), self.log(backup));
+        assert!(!p.is_empty());
+        let seqs: Vec<u64> = b.iter().map(|e| e.header.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{backup}'s log has gaps or repeats");
+        assert_eq!(b.len(), p.len(), "{backup} holds {} events, the primary wrote {}", b.len(), p.len());
+        for (x, y) in p.iter().zip(&b) {
+            assert_eq!((x.header, &x.payload), (y.header, &y.payload), "{backup}'s event {} differs", x.header.seq);
+        }
+    }
+
+    fn redis_cli(&self, host: &str, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", &self.lan.host(host).addr.to_string(), "-p", &REDIS_PORT.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        text(&out.stdout).trim().to_string()
+    }
+
+    fn wait_for_redis(&self, host: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.redis_cli(host, &["ping"]) == "PONG" {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis on {host} did not answer within {within:?}");
+    }
+
+    fn benchmark(&self, requests: u32) -> Child {
+        Command::new("redis-benchmark")
+            .args(["-h", &self.lan.host("p").addr.to_string(), "-p", &REDIS_PORT.to_string()])
+            .args(["-c", "50", "-n", &requests.to_string(), "-r", "100000", "-t", "set,incr,lpush,sadd", "-q"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn promote(&self, host: &str) -> String {
+        let o = tandem().arg("promote").arg("--state-dir").arg(self.home(host).join("state")).output().unwrap();
+        assert!(o.status.success(), "promoting {host}: {}", text(&o.stderr));
+        text(&o.stdout)
+    }
+}
+
+/// Waits for `child` (killing it after `within`) and returns its output and stderr.
+fn finish(child: Child, within: Duration) -> (Output, String) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(within).is_err() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = tx.send(());
+    let err = text(&out.stderr);
+    (out, err)
+}
+
+fn stderr_of(child: Child) -> (Output, String) {
+    finish(child, Duration::from_secs(120))
+}
+
+fn redis_server() -> Vec<String> {
+    let port = REDIS_PORT.to_string();
+    ["redis-server", "--port", &port, "--save", "", "--protected-mode", "no", "--enable-debug-command", "yes"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// The primary runs a multi-threaded fixture to its end; every backup follows it to the end
+/// with the same transcript, and holds exactly the primary's log.
+fn fixture_on_every_backup(c: &Cluster, flags: &[&str], backups: &[&str]) {
+    let program = fixture("mt_record", flags);
+    let child = fixture("mt_child", flags);
+    let running: Vec<(&str, Child)> = backups.iter().map(|b| (*b, c.backup(b))).collect();
+    let args = [program.to_str().unwrap(), "transcript", child.to_str().unwrap(), "child-out", "100"];
+    let (primary, perr) = stderr_of(c.primary("sync", &args.map(String::from)));
+    assert!(primary.status.success(), "primary:\n{perr}");
+    for (b, child) in running {
+        let (out, err) = stderr_of(child);
+        assert!(out.status.success() && err.contains("holds all of it"), "{b}:\n{err}\nprimary:\n{perr}");
+        for file in ["transcript", "child-out"] {
+            let (x, y) = (std::fs::read(c.home("p").join(file)).unwrap(), std::fs::read(c.home(b).join(file)).unwrap());
+            assert_eq!(text(&x), text(&y), "{b}'s {file} differs");
+        }
+        c.assert_same_log(b);
+    }
+}
+
+/// redis-server under load on the primary, with `during` run while the load goes on; then the
+/// primary's host dies, every backup is promoted and must answer with the primary's digest.
+fn redis_on_every_backup(c: &Cluster, backups: &[&str], requests: u32, during: impl FnOnce()) -> Vec<String> {
+    let running: Vec<(&str, Child)> = backups.iter().map(|b| (*b, c.backup(b))).collect();
+    let primary = c.primary("sync", &redis_server());
+    c.wait_for_redis("p", Duration::from_secs(20));
+    let load = c.benchmark(requests);
+    during();
+    let (out, err) = stderr_of(load);
+    assert!(out.status.success(), "redis-benchmark: {err}");
+    assert_eq!(c.redis_cli("p", &["set", "last", "word"]), "OK");
+    let digest = c.redis_cli("p", &["debug", "digest"]);
+    assert_eq!(digest.len(), 40, "{digest}");
+
+    kill_host(&c.lan.host("p").ns);
+    let (_, perr) = stderr_of(primary);
+    let mut logs = Vec::new();
+    for (b, child) in running {
+        let said = c.promote(b);
+        assert!(said.contains("goes live after event"), "{said}");
+        c.wait_for_redis(b, Duration::from_secs(60));
+        let theirs = c.redis_cli(b, &["debug", "digest"]);
+        let word = c.redis_cli(b, &["get", "last"]);
+        kill_host(&c.lan.host(b).ns);
+        let (_, berr) = stderr_of(child);
+        assert_eq!(theirs, digest, "{b} took over with other data\n{b}:\n{berr}\nprimary:\n{perr}");
+        assert_eq!(word, "word");
+        logs.push(berr);
+    }
+    logs
+}
+
+#[test]
+fn two_backups_on_their_own_hosts_hold_what_the_primary_did() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    require("redis-server");
+    let c = Cluster::new(&["p", "b1", "b2"]);
+    fixture_on_every_backup(&c, &[], &["b1", "b2"]);
+    for h in ["p", "b1", "b2"] {
+        std::fs::remove_dir_all(c.home(h).join("state")).unwrap();
+    }
+    redis_on_every_backup(&c, &["b1", "b2"], 30_000, || {});
+}
+
+#[test]
+fn delay_loss_and_a_cut_link_lose_nothing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    require("redis-server");
+    let mut c = Cluster::new(&["p", "b1", "b2"]);
+    c.dial = c.lan.impair("p", AGENT_PORT, 20, 2.0);
+    fixture_on_every_backup(&c, &["-D_FORTIFY_SOURCE=2", "-O2"], &["b1", "b2"]);
+    for h in ["p", "b1", "b2"] {
+        std::fs::remove_dir_all(c.home(h).join("state")).unwrap();
+    }
+    let logs = redis_on_every_backup(&c, &["b1", "b2"], 20_000, || {
+        std::thread::sleep(Duration::from_secs(1));
+        c.lan.set_link("b1", false);
+        std::thread::sleep(Duration::from_secs(3));
+        c.lan.set_link("b1", true);
+    });
+    let resumed = logs[0].matches("following the primary").count();
+    assert!(resumed >= 2, "b1 never resumed after its link was cut:\n{}", logs[0]);
+}
+
+/// A request on a raw connection; the reply if one arrives within `within`.
+fn ask(conn: &mut TcpStream, request: &str, within: Duration) -> Option<String> {
+    conn.write_all(request.as_bytes()).unwrap();
+    conn.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 256];
+    match conn.read(&mut buf) {
+        Ok(n) if n > 0 => Some(text(&buf[..n])),
+        _ => None,
+    }
+}
+
+#[test]
+fn sync_mode_releases_no_reply_the_backup_does_not_hold() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    require("redis-server");
+    let c = Cluster::new(&["p", "b1"]);
+    let backup = c.backup("b1");
+    let primary = c.primary("sync", &redis_server());
+    c.wait_for_redis("p", Duration::from_secs(20));
+    let mut conn = TcpStream::connect((c.lan.host("p").addr, REDIS_PORT)).unwrap();
+    assert_eq!(ask(&mut conn, "SET k before\r\n", Duration::from_secs(5)).as_deref(), Some("+OK\r\n"));
+
+    c.lan.set_link("b1", false);
+    let cut_at = Instant::now();
+    let held = ask(&mut conn, "SET k during\r\n", Duration::from_secs(4));
+    assert_eq!(held, None, "the primary replied while its only backup was cut off");
+    c.lan.set_link("b1", true);
+    conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut buf = [0u8; 64];
+    let n = conn.read(&mut buf).unwrap();
+    assert_eq!(text(&buf[..n]), "+OK\r\n");
+    let waited = cut_at.elapsed();
+    assert!(waited >= Duration::from_secs(4), "{waited:?}");
+
+    kill_host(&c.lan.host("p").ns);
+    let (_, perr) = stderr_of(primary);
+    c.promote("b1");
+    c.wait_for_redis("b1", Duration::from_secs(30));
+    assert_eq!(c.redis_cli("b1", &["get", "k"]), "during", "primary:\n{perr}");
+    kill_host(&c.lan.host("b1").ns);
+    let _ = stderr_of(backup);
+}
+
+#[test]
+fn strangers_and_garbage_are_refused_while_the_good_backup_goes_on() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    require("redis-server");
+    let c = Cluster::new(&["p", "b1", "x"]);
+    let theirs = c.dir.path().join("other-certs");
+    for args in [vec!["init"], vec!["issue", "--name", "x"]] {
+        let o = tandem().arg("certs").arg(args[0]).arg("--dir").arg(&theirs).args(&args[1..]).output().unwrap();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
+    let good = c.backup("b1");
+    let primary = c.primary("sync", &redis_server());
+    c.wait_for_redis("p", Duration::from_secs(20));
+    let load = c.benchmark(20_000);
+
+    let stranger = c.backup_with("x", &theirs);
+    let (out, serr) = stderr_of(stranger);
+    assert_eq!(out.status.code(), Some(125), "the stranger:\n{serr}");
+    assert!(serr.contains("refused") && serr.contains("certificate"), "the stranger:\n{serr}");
+
+    let garbage = c
+        .lan
+        .command("x", bin_dir().join("examples/garbage_peer"))
+        .arg(c.dir.path().join("certs"))
+        .arg("x")
+        .arg(c.primary_at().to_string())
+        .output()
+        .unwrap();
+    assert!(garbage.status.success(), "{}\n{}", text(&garbage.stdout), text(&garbage.stderr));
+    assert!(text(&garbage.stdout).contains("bad frame"), "{}", text(&garbage.stdout));
+
+    let (out, err) = stderr_of(load);
+    assert!(out.status.success(), "{err}");
+    let digest = c.redis_cli("p", &["debug", "digest"]);
+    kill_host(&c.lan.host("p").ns);
+    let (_, perr) = stderr_of(primary);
+    assert!(perr.contains("refused a peer at the handshake"), "primary:\n{perr}");
+    assert!(perr.contains("member=x") && perr.contains("bad frame"), "primary:\n{perr}");
+    c.promote("b1");
+    c.wait_for_redis("b1", Duration::from_secs(60));
+    assert_eq!(c.redis_cli("b1", &["debug", "digest"]), digest, "primary:\n{perr}");
+    kill_host(&c.lan.host("b1").ns);
+    let _ = stderr_of(good);
+}
