@@ -41,6 +41,9 @@ pub struct BackupOptions {
     pub stall_after: Duration,
     /// The program and its arguments; `None` runs the primary's.
     pub command: Option<Vec<OsString>>,
+    /// Keep the stream durably without running the program: a copy of the log that cannot take
+    /// over, but can seed a backup later.
+    pub witness: bool,
 }
 
 type Writer = LogWriter<BufWriter<File>>;
@@ -99,6 +102,7 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
             log: log.clone(),
             dir: dir.clone(),
             following: following.clone(),
+            witness: opts.witness,
             ready: ready_tx,
         };
         let standing = Standing { incarnation: membership.incarnation, epoch: membership.epoch };
@@ -113,6 +117,13 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
         Ok(Ok(())) => {}
         Ok(Err(why)) => return Err(Error::Setup(why)),
         Err(_) => return Err(Error::Setup("the network thread ended before the primary welcomed this backup".into())),
+    }
+    if opts.witness {
+        while !following.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let events = resume_log(&log)?.1;
+        return Ok(Outcome::Completed { events });
     }
     let outcome = replayer::replay(&ReplayOptions {
         log,
@@ -132,6 +143,7 @@ struct Network {
     log: PathBuf,
     dir: Arc<StateDir>,
     following: Following,
+    witness: bool,
     ready: mpsc::Sender<std::result::Result<(), String>>,
 }
 
@@ -226,6 +238,9 @@ impl Network {
         if self.following.go_live.load(Ordering::SeqCst) {
             return "error: already promoted".into();
         }
+        if self.witness {
+            return "error: a witness keeps the log without running the program; it cannot take over".into();
+        }
         if self.following.stop.load(Ordering::SeqCst) {
             return "error: the primary's program ended; there is nothing to take over".into();
         }
@@ -295,27 +310,41 @@ impl Network {
         let mut data = net::frames(conn.accept_uni().await?);
         let mut control = net::frames(recv);
         let mut ended_at = None;
+        let io = |e: std::io::Error| NetError::Protocol(format!("{}: {e}", self.log.display()));
         loop {
-            let frame = tokio::select! {
+            let first = tokio::select! {
                 f = data.recv() => f,
                 f = control.recv() => f,
             };
-            let Some(frame) = frame.transpose()?.flatten() else {
-                return Err(NetError::Protocol("the primary closed a stream".into()));
-            };
-            match session.receive(frame).map_err(|e| NetError::Protocol(e.to_string()))? {
-                BackupAction::Append { first_seq, count, wall_ns, events } => {
-                    let Some(w) = writer.as_mut() else { unreachable!("the log exists once welcomed") };
-                    let io = |e: std::io::Error| NetError::Protocol(format!("{}: {e}", self.log.display()));
-                    w.write_batch(&events, first_seq, count, wall_ns).map_err(io)?;
-                    w.flush().map_err(io)?;
-                    w.get_ref().get_ref().sync_data().map_err(io)?;
-                    let ack = session.durable(first_seq + count as u64 - 1);
-                    write_frame(&mut send, &ack).await?;
+            // Group commit: every batch that has already arrived is appended, then one sync and
+            // one ACK cover them all.
+            let closed = || NetError::Protocol("the primary closed a stream".into());
+            let mut appended = None;
+            let mut next = Some(first.ok_or_else(closed)?);
+            while let Some(frame) = next {
+                let Some(frame) = frame? else {
+                    // The primary finishes its streams after END.
+                    if ended_at.is_some() {
+                        break;
+                    }
+                    return Err(closed());
+                };
+                match session.receive(frame).map_err(|e| NetError::Protocol(e.to_string()))? {
+                    BackupAction::Append { first_seq, count, wall_ns, events } => {
+                        let Some(w) = writer.as_mut() else { unreachable!("the log exists once welcomed") };
+                        w.write_batch(&events, first_seq, count, wall_ns).map_err(io)?;
+                        appended = Some(first_seq + count as u64 - 1);
+                    }
+                    BackupAction::Confirmed { reply, .. } => write_frame(&mut send, &reply).await?,
+                    BackupAction::Duplicate | BackupAction::Welcomed { .. } => {}
+                    BackupAction::Ended { last_seq } => ended_at = Some(last_seq),
                 }
-                BackupAction::Confirmed { reply, .. } => write_frame(&mut send, &reply).await?,
-                BackupAction::Duplicate | BackupAction::Welcomed { .. } => {}
-                BackupAction::Ended { last_seq } => ended_at = Some(last_seq),
+                next = data.try_recv().or_else(|_| control.try_recv()).ok();
+            }
+            if let (Some(last), Some(w)) = (appended, writer.as_mut()) {
+                w.flush().map_err(io)?;
+                w.get_ref().get_ref().sync_data().map_err(io)?;
+                write_frame(&mut send, &session.durable(last)).await?;
             }
             if ended_at.is_some_and(|last| session.held >= last) {
                 conn.close(0u32.into(), b"complete");

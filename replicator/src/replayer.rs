@@ -158,6 +158,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
 
     let mut live = false;
     let mut exit_code = None;
+    let mut gone_since: Option<Instant> = None;
     let mut last = (feed.control().delivered.load(Ordering::Relaxed), Instant::now());
     loop {
         let seen = region.header().doorbell.load(Ordering::Acquire);
@@ -180,7 +181,12 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
             live = true;
             eprintln!("tandem: end of the log after {} events: the program runs live", feeder.events);
         }
-        if all_gone {
+        // A backup's program can exit (as the primary's did) just before the stream's end
+        // reaches the log: wait for that end a while before judging.
+        let end_on_its_way = all_gone
+            && opts.follow.as_ref().is_some_and(|f| !f.stop.load(Ordering::Acquire))
+            && *gone_since.get_or_insert_with(Instant::now) + opts.stall_after > Instant::now();
+        if all_gone && !end_on_its_way {
             return Ok(match exit_code {
                 Some(code) if live => Outcome::Live { events: feeder.events, exit_code: code },
                 _ if feed.exhausted() => Outcome::Completed { events: feeder.events },
