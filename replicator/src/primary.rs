@@ -147,9 +147,12 @@ impl Tap for Hub {
     fn may_take_more(&self, next_seq: u64) -> bool {
         match self.mode {
             OutputMode::Sync => true,
+            // The bound is on connected backups' lag; with none connected the log keeps
+            // everything for the one that comes.
             OutputMode::Async { max_lag_events } => {
-                let acked = group_ack(self.state().acked.values().copied(), self.min_backups).unwrap_or(0);
-                next_seq.saturating_sub(acked) <= max_lag_events
+                let st = self.state();
+                let slowest = st.acked.values().copied().min();
+                slowest.is_none_or(|acked| next_seq.saturating_sub(acked) <= max_lag_events)
             }
         }
     }
@@ -327,13 +330,14 @@ async fn send_events(
 ) -> std::result::Result<(), net::NetError> {
     let mut written = hub.written.subscribe();
     let mut ended = hub.ended.subscribe();
+    let mut cursor = None;
     loop {
         let next = lock(&session).next_to_send;
         let upto = *written.borrow_and_update();
         if next <= upto {
             let batches = match hub.batch_in_memory(next) {
                 Some(b) => vec![b],
-                None => read_back(&hub, next).await?,
+                None => read_back(&hub, next, &mut cursor).await?,
             };
             for b in batches {
                 let frame = lock(&session).data(b.first_seq, b.count, b.wall_ns, &b.body);
@@ -361,18 +365,28 @@ async fn send_events(
     }
 }
 
+type LogCursor = eventlog::logfile::LogReader<std::io::BufReader<std::fs::File>>;
+
 /// Batches from the log file, from the one holding `from` up to what memory holds (at most a
 /// few at a time, so a far-behind backup does not hold the file's whole history in memory).
-async fn read_back(hub: &Arc<Hub>, from: u64) -> std::result::Result<Vec<Arc<WireBatch>>, net::NetError> {
+/// `cursor` keeps the file open where the last call stopped, so catching up reads it once.
+async fn read_back(
+    hub: &Arc<Hub>,
+    from: u64,
+    cursor: &mut Option<LogCursor>,
+) -> std::result::Result<Vec<Arc<WireBatch>>, net::NetError> {
     let (path, stop) = (hub.log.clone(), hub.oldest_in_memory().unwrap_or(u64::MAX));
-    tokio::task::spawn_blocking(move || {
-        let mut reader = recorder::open_log(&path).map_err(|e| net::NetError::Protocol(e.to_string()))?;
+    let kept = cursor.take().filter(|r| r.next_seq().is_some_and(|n| n <= from));
+    let (reader, out) = tokio::task::spawn_blocking(move || {
+        let bad = |e: &dyn std::fmt::Display| net::NetError::Protocol(format!("{}: {e}", path.display()));
+        let mut reader = match kept {
+            Some(r) => r,
+            None => recorder::open_log(&path).map_err(|e| bad(&e))?,
+        };
         let mut out = Vec::new();
         let mut bytes = 0;
-        while let Some(b) = reader.follow().map_err(|e| net::NetError::Protocol(e.to_string()))?.flatten() {
-            if b.first_seq >= stop || bytes > 64 << 20 {
-                break;
-            }
+        while bytes <= 64 << 20 {
+            let Some(b) = reader.follow().map_err(|e| bad(&e))?.flatten() else { break };
             if b.first_seq + b.event_count as u64 > from {
                 bytes += b.body.len();
                 out.push(Arc::new(WireBatch {
@@ -382,9 +396,14 @@ async fn read_back(hub: &Arc<Hub>, from: u64) -> std::result::Result<Vec<Arc<Wir
                     body: b.body,
                 }));
             }
+            if b.first_seq + b.event_count as u64 >= stop {
+                break;
+            }
         }
-        Ok(out)
+        Ok::<_, net::NetError>((reader, out))
     })
     .await
-    .map_err(|e| net::NetError::Protocol(e.to_string()))?
+    .map_err(|e| net::NetError::Protocol(e.to_string()))??;
+    *cursor = Some(reader);
+    Ok(out)
 }
