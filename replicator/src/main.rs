@@ -80,7 +80,7 @@ enum Command {
         /// Backups that must hold an event before output depending on it leaves.
         #[arg(long, default_value_t = 1)]
         min_backups: usize,
-        /// Async mode: most events the backups may lag behind before the program is held back.
+        /// Async mode: most events a connected backup may lag behind before the program is held back.
         #[arg(long, default_value_t = 1_000_000)]
         max_lag_events: u64,
         #[command(flatten)]
@@ -100,6 +100,10 @@ enum Command {
         /// Seconds without progress (with events waiting) before the replay is reported as stalled.
         #[arg(long, default_value_t = 5.0)]
         stall_timeout: f64,
+        /// Keep the primary's log durably without running the program (a witness cannot be
+        /// promoted, but its state directory can seed a backup).
+        #[arg(long)]
+        witness: bool,
         #[command(flatten)]
         member: MemberArgs,
         /// The program and its arguments; by default the primary's.
@@ -237,7 +241,7 @@ fn run(cli: Cli) -> Result<u8> {
             let rec = replicator::primary::run(&launch, &opts)?;
             Ok(rec.exit_code.clamp(0, 255) as u8)
         }
-        Command::Backup { group, primary, stall_timeout, member, command } => {
+        Command::Backup { group, primary, stall_timeout, witness, member, command } => {
             init_tracing();
             let opts = replicator::backup::BackupOptions {
                 group,
@@ -248,9 +252,15 @@ fn run(cli: Cli) -> Result<u8> {
                 geometry: Geometry::replay(member.max_threads, FEED_BYTES),
                 stall_after: Duration::from_secs_f64(stall_timeout.max(0.1)),
                 command: (!command.is_empty()).then_some(command),
+                witness,
             };
             let outcome = replicator::backup::run(&opts)?;
-            report(&outcome);
+            match outcome {
+                Outcome::Completed { events } if witness => {
+                    eprintln!("tandem: holds all {events} events of the primary's log")
+                }
+                _ => report(&outcome),
+            }
             Ok(outcome.exit_code().clamp(0, 255) as u8)
         }
         Command::Promote { state_dir } => {
