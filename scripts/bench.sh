@@ -5,6 +5,9 @@
 #   scripts/bench.sh drain   events per second the agent sustains from one busy thread
 #   scripts/bench.sh replay  wall time of replaying a recorded redis-server run, against the run
 #   scripts/bench.sh handoff the sequencer's hand-off between two threads, against native futexes
+#   scripts/bench.sh live    redis-benchmark SET throughput under `tandem primary` with one backup
+#                            on loopback, sync and async mode, vs native
+#   scripts/bench.sh stream  event throughput between two agents on loopback
 #   scripts/bench.sh         all of them
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -157,12 +160,94 @@ handoff() {
     done
 }
 
+certs() {
+    [ -f "$work/certs/ca.crt" ] && return
+    "$tandem" certs init --dir "$work/certs" >/dev/null
+    for n in primary backup; do "$tandem" certs issue --dir "$work/certs" --name $n >/dev/null; done
+}
+
+# One run of redis-server as a primary in MODE with one backup; prints its SET requests/s.
+primary_rps() { # mode port
+    local agent=$(( $2 + 1000 ))
+    rm -rf "$work/p" "$work/b"; mkdir -p "$work/p" "$work/b"
+    (cd "$work/b" && exec "$tandem" backup --group bench --primary 127.0.0.1:$agent --name backup \
+        --certs "$work/certs" --state-dir "$work/b/state" >/dev/null 2>"$work/b/err") &
+    (cd "$work/p" && exec "$tandem" primary --group bench --listen 127.0.0.1:$agent --mode "$1" --name primary \
+        --certs "$work/certs" --state-dir "$work/p/state" -- \
+        redis-server --port "$2" --save '' --appendonly no >/dev/null 2>"$work/p/err") &
+    wait_ping "$2"
+    redis_rps "$2"
+    redis-cli -p "$2" shutdown nosave >/dev/null 2>&1 || true
+    wait
+}
+
+live() {
+    certs
+    for i in $(seq "$rounds"); do
+        port=$(( 25000 + i ))
+        redis-server --port $port --save '' --appendonly no --dir "$work" >/dev/null 2>&1 &
+        wait_ping $port
+        echo "native $(redis_rps $port)"
+        redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true
+        wait
+        echo "sync $(primary_rps sync $(( 26000 + i )))"
+        echo "async $(primary_rps async $(( 27000 + i )))"
+    done > "$work/live.txt"
+    n=$(awk '$1=="native" {print $2}' "$work/live.txt" | median)
+    echo "redis-benchmark -c 50 -n 200000 -t set, one backup on loopback (requests/s, median of $rounds alternating runs)"
+    printf '%-34s %12s %8s\n' mode "requests/s" ratio
+    printf '%-34s %12.0f %8s\n' native "$n" 1.00
+    for m in sync async; do
+        r=$(awk -v m=$m '$1==m {print $2}' "$work/live.txt" | median)
+        printf '%-34s %12.0f %8.2f\n' "tandem primary --mode $m" "$r" "$(echo "scale=4; $r / $n" | bc)"
+    done
+}
+
+size_of() { stat -c %s "$1" 2>/dev/null || echo 0; }
+
+# A primary records 10M events, then its program idles; a witness backup started then catches up
+# over QUIC (from the primary's memory and log file), verifying and durably appending each batch.
+stream() {
+    certs
+    gcc -O2 -o "$work/tight_loop" bench/tight_loop.c
+    for i in $(seq "$rounds"); do
+        agent=$(( 28000 + i ))
+        rm -rf "$work/p" "$work/b"; mkdir -p "$work/p" "$work/b"
+        (cd "$work/p" && exec "$tandem" primary --group bench --listen 127.0.0.1:$agent --mode async \
+            --name primary --certs "$work/certs" --state-dir "$work/p/state" -- \
+            sh -c "'$work/tight_loop' 10000000 && touch '$work/p/done' && exec sleep 60" 2>"$work/p/err") &
+        pid=$!
+        while [ ! -f "$work/p/done" ]; do sleep 0.05; done
+        sleep 0.3
+        bytes=$(size_of "$work/p/state/log.tlog")
+        start=$(now_ns)
+        (cd "$work/b" && exec "$tandem" backup --witness --group bench --primary 127.0.0.1:$agent --name backup \
+            --certs "$work/certs" --state-dir "$work/b/state" 2>"$work/b/err") &
+        while [ "$(size_of "$work/b/state/log.tlog")" -lt "$bytes" ]; do sleep 0.005; done
+        took=$(( $(now_ns) - start ))
+        kill -TERM "$pid"
+        wait
+        events=$("$tandem" log stats "$work/p/state/log.tlog" | awk '/^events/ {print $2}')
+        echo "$took $bytes $events"
+    done > "$work/stream.txt"
+    t=$(awk '{print $1}' "$work/stream.txt" | median)
+    b=$(awk '{print $2}' "$work/stream.txt" | median)
+    e=$(awk '{print $3}' "$work/stream.txt" | median)
+    echo "Stream between two agents on loopback: a witness catching up on $e events ($((b / 1048576)) MiB of log)"
+    echo "(median of $rounds runs; QUIC with TLS 1.3, crc32c checked, appended and fdatasync'd before each ACK)"
+    printf '%-22s %10s %14s %10s\n' "" seconds "events/s" "MiB/s"
+    printf '%-22s %10.3f %14.0f %10.0f\n' "primary -> witness" "$(echo "$t / 1000000000" | bc -l)" \
+        "$(echo "$e * 1000000000 / $t" | bc -l)" "$(echo "$b * 1000000000 / $t / 1048576" | bc -l)"
+}
+
 case "${1:-all}" in
     calls) calls ;;
     redis) redis ;;
     drain) drain ;;
     replay) replay ;;
     handoff) handoff ;;
-    all) calls; echo; redis; echo; drain; echo; replay; echo; handoff ;;
-    *) echo "usage: scripts/bench.sh [calls|redis|drain|replay|handoff]" >&2; exit 2 ;;
+    live) live ;;
+    stream) stream ;;
+    all) calls; echo; redis; echo; drain; echo; replay; echo; handoff; echo; live; echo; stream ;;
+    *) echo "usage: scripts/bench.sh [calls|redis|drain|replay|handoff|live|stream]" >&2; exit 2 ;;
 esac
