@@ -498,8 +498,12 @@ fn read_launch(input: &mut impl Read) -> Result<(Launch, u64), LogError> {
 
 /// Checks that `body` holds exactly `count` well-formed events numbered from `first_seq`.
 pub fn verify_events(body: &[u8], first_seq: u64, count: u32) -> Result<(), String> {
+    if first_seq.checked_add(count as u64).is_none() {
+        return Err(format!("{count} events from seq {first_seq} run past the last sequence number"));
+    }
     let mut rest = body;
-    for (i, seq) in (0..count).zip(first_seq..) {
+    for i in 0..count {
+        let seq = first_seq + i as u64;
         let (e, r) = Event::parse(rest).map_err(|e: RecordError| format!("event {i} of {count}: {e}"))?;
         if e.header.seq != seq {
             return Err(format!("event {i} has seq {}, expected {seq}", e.header.seq));
