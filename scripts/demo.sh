@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The most complete real scenario tandem supports so far: a real redis-server runs as the primary
-# under `tandem record` and takes load; the primary is killed; a backup replays its log, catches
-# up to the exact point the primary reached, goes live on the same port and serves the primary's
-# data, byte for byte.
+# The most complete real scenario tandem supports so far: a real redis-server runs under
+# `tandem primary` and takes load while a `tandem backup` follows it live over QUIC (sync mode:
+# no reply leaves before the backup holds what it depends on). The primary is killed; the backup
+# is promoted, replays up to the exact point the primary reached, goes live on the same port and
+# serves the primary's data, byte for byte.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -10,7 +11,7 @@ scripts/setup.sh
 tandem=$PWD/target/release/tandem
 work=$(mktemp -d /tmp/tandem-demo.XXXXXX)
 port=$(( 20000 + RANDOM % 20000 ))
-log="$work/redis.tlog"
+agent_port=$(( port + 1 ))
 mkdir -p "$work/primary" "$work/backup"
 redis_args=(redis-server --port "$port" --save '' --appendonly yes --dir . --enable-debug-command yes)
 
@@ -23,8 +24,19 @@ wait_ping() {
     exit 1
 }
 
-echo "== primary: redis-server on port $port under tandem record (log $log)"
-(cd "$work/primary" && exec "$tandem" record --out "$log" -- "${redis_args[@]}" > "$work/primary.out" 2>&1) &
+echo "== certificates: a cluster CA, a primary and a backup"
+"$tandem" certs init --dir "$work/certs" >/dev/null
+"$tandem" certs issue --dir "$work/certs" --name primary >/dev/null
+"$tandem" certs issue --dir "$work/certs" --name backup >/dev/null
+
+echo "== backup: tandem backup, following 127.0.0.1:$agent_port"
+(cd "$work/backup" && exec "$tandem" backup --group demo --primary "127.0.0.1:$agent_port" --name backup \
+    --certs "$work/certs" > "$work/backup.out" 2>&1) &
+backup=$!
+
+echo "== primary: redis-server on port $port under tandem primary (sync mode)"
+(cd "$work/primary" && exec "$tandem" primary --group demo --listen "127.0.0.1:$agent_port" --name primary \
+    --certs "$work/certs" -- "${redis_args[@]}" > "$work/primary.out" 2>&1) &
 agent=$!
 wait_ping
 primary_pid=$(cut -d' ' -f1 "/proc/$agent/task/$agent/children")
@@ -36,16 +48,14 @@ redis-cli -p "$port" set demo:last-write "$(date -u +%T)"
 primary_digest=$(redis-cli -p "$port" debug digest)
 echo "   primary's DEBUG DIGEST: $primary_digest"
 
-echo "== killing the primary (SIGKILL to redis-server, pid $primary_pid)"
-kill -KILL "$primary_pid"
+echo "== the primary's host dies (SIGKILL to redis-server, pid $primary_pid, and its agent)"
+kill -KILL "$primary_pid" "$agent"
 wait "$agent" || true
-"$tandem" log stats "$log" | head -4
 
 echo
-echo "== backup: tandem replay --go-live, in another directory"
+echo "== tandem promote: the backup replays what it holds and goes live"
 start=$(date +%s%N)
-(cd "$work/backup" && exec "$tandem" replay --go-live "$log" > "$work/backup.out" 2>&1) &
-backup=$!
+(cd "$work/backup" && "$tandem" promote | sed 's/^/   /')
 wait_ping
 echo "   the backup answers on port $port after $(( ($(date +%s%N) - start) / 1000000 )) ms"
 backup_digest=$(redis-cli -p "$port" debug digest)
