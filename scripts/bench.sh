@@ -172,7 +172,8 @@ primary_rps() { # mode port
     rm -rf "$work/p" "$work/b"; mkdir -p "$work/p" "$work/b"
     (cd "$work/b" && exec "$tandem" backup --group bench --primary 127.0.0.1:$agent --name backup \
         --certs "$work/certs" --state-dir "$work/b/state" >/dev/null 2>"$work/b/err") &
-    (cd "$work/p" && exec "$tandem" primary --group bench --listen 127.0.0.1:$agent --mode "$1" --name primary \
+    (cd "$work/p" && exec "$tandem" primary --group bench --wait-for-backups 1 --listen 127.0.0.1:$agent --mode "$1" \
+        --name primary \
         --certs "$work/certs" --state-dir "$work/p/state" -- \
         redis-server --port "$2" --save '' --appendonly no >/dev/null 2>"$work/p/err") &
     wait_ping "$2"

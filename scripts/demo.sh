@@ -35,7 +35,7 @@ echo "== backup: tandem backup, following 127.0.0.1:$agent_port"
 backup=$!
 
 echo "== primary: redis-server on port $port under tandem primary (sync mode)"
-(cd "$work/primary" && exec "$tandem" primary --group demo --listen "127.0.0.1:$agent_port" --name primary \
+(cd "$work/primary" && exec "$tandem" primary --group demo --wait-for-backups 1 --listen "127.0.0.1:$agent_port" --name primary \
     --certs "$work/certs" -- "${redis_args[@]}" > "$work/primary.out" 2>&1) &
 agent=$!
 wait_ping

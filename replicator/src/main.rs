@@ -80,6 +80,10 @@ enum Command {
         /// Backups that must hold an event before output depending on it leaves.
         #[arg(long, default_value_t = 1)]
         min_backups: usize,
+        /// Start the program only once this many backups are connected (by default at once: a
+        /// backup that comes later catches up from the log).
+        #[arg(long, default_value_t = 0)]
+        wait_for_backups: usize,
         /// Async mode: most events a connected backup may lag behind before the program is held back.
         #[arg(long, default_value_t = 1_000_000)]
         max_lag_events: u64,
@@ -222,7 +226,7 @@ fn run(cli: Cli) -> Result<u8> {
             show::show(&file, json, &mut std::io::stdout().lock())?;
             Ok(0)
         }
-        Command::Primary { group, listen, mode, min_backups, max_lag_events, member, command } => {
+        Command::Primary { group, listen, mode, min_backups, wait_for_backups, max_lag_events, member, command } => {
             init_tracing();
             let launch = Launch::new(&command, "record")?;
             let opts = replicator::primary::PrimaryOptions {
@@ -233,6 +237,7 @@ fn run(cli: Cli) -> Result<u8> {
                     ModeArg::Async => replicator::primary::OutputMode::Async { max_lag_events },
                 },
                 min_backups,
+                wait_for_backups,
                 state_dir: member.state_dir,
                 certs: member.certs,
                 name: member.name,

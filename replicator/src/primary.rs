@@ -43,6 +43,8 @@ pub struct PrimaryOptions {
     pub listen: SocketAddr,
     pub mode: OutputMode,
     pub min_backups: usize,
+    /// The program starts only once this many backups are connected.
+    pub wait_for_backups: usize,
     pub state_dir: PathBuf,
     pub certs: PathBuf,
     pub name: String,
@@ -197,6 +199,12 @@ pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
     let endpoint = runtime.block_on(async { net::server(&identity, opts.listen) })?;
     tracing::info!(group = %opts.group, listen = %opts.listen, incarnation = %membership.incarnation, "serving backups");
     runtime.spawn(accept_loop(endpoint.clone(), hub.clone()));
+    if opts.wait_for_backups > 0 {
+        tracing::info!("waiting for {} backups before starting the program", opts.wait_for_backups);
+        while hub.state().acked.len() < opts.wait_for_backups {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 
     let rec_opts = recorder::RecordOptions {
         out: dir.log_path(),

@@ -22,6 +22,8 @@ struct Cluster {
     dir: tempfile::TempDir,
     /// The port backups dial on the primary's host (the agent's, or an impairing relay's).
     dial: u16,
+    /// Hosts that are not the group's backups.
+    strangers: usize,
 }
 
 impl Cluster {
@@ -38,7 +40,7 @@ impl Cluster {
         for h in hosts {
             std::fs::create_dir_all(dir.path().join(h)).unwrap();
         }
-        Cluster { lan: Lan::new(hosts), dir, dial: AGENT_PORT }
+        Cluster { lan: Lan::new(hosts), dir, dial: AGENT_PORT, strangers: 0 }
     }
 
     fn home(&self, host: &str) -> PathBuf {
@@ -67,9 +69,11 @@ impl Cluster {
             .unwrap()
     }
 
+    /// The primary, starting its program once every other host's backup is connected.
     fn primary(&self, mode: &str, program: &[String]) -> Child {
-        let args = ["primary", "--group", "g", "--mode", mode, "--listen"].map(String::from);
-        let mut args = args.to_vec();
+        let backups = (self.lan.hosts.len() - 1 - self.strangers).to_string();
+        let args = ["primary", "--group", "g", "--mode", mode, "--wait-for-backups", &backups, "--listen"];
+        let mut args = args.map(String::from).to_vec();
         args.push(format!("{}:{AGENT_PORT}", self.lan.host("p").addr));
         let mut program = program.to_vec();
         program.insert(0, "--".into());
@@ -295,7 +299,8 @@ fn sync_mode_releases_no_reply_the_backup_does_not_hold() {
 fn strangers_and_garbage_are_refused_while_the_good_backup_goes_on() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     require("redis-server");
-    let c = Cluster::new(&["p", "b1", "x"]);
+    let mut c = Cluster::new(&["p", "b1", "x"]);
+    c.strangers = 1;
     let theirs = c.dir.path().join("other-certs");
     for args in [vec!["init"], vec!["issue", "--name", "x"]] {
         let o = tandem().arg("certs").arg(args[0]).arg("--dir").arg(&theirs).args(&args[1..]).output().unwrap();

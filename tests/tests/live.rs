@@ -41,7 +41,8 @@ fn a_backup_follows_the_primary_live_and_strangers_are_refused() {
     std::fs::create_dir_all(&p).unwrap();
     let primary = tandem()
         .current_dir(&p)
-        .args(["primary", "--group", "g", "--listen", &format!("127.0.0.1:{port}"), "--name", "primary", "--certs"])
+        .args(["primary", "--group", "g", "--wait-for-backups", "1", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--name", "primary", "--certs"])
         .arg(&ours)
         .arg("--")
         .arg(&program)
