@@ -73,20 +73,24 @@ wait_ping() {
     echo "redis on port $1 did not start" >&2; exit 1
 }
 
+# Runs COMMAND (a redis-server on PORT, maybe under tandem) in the background, prints its SET
+# requests/s, shuts it down and waits for every background job.
+measure_rps() { # port command...
+    local port=$1; shift
+    "$@" >/dev/null 2>&1 &
+    wait_ping "$port"
+    redis_rps "$port"
+    redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    wait
+}
+
+redis_cmd=(redis-server --save '' --appendonly no --dir "$work")
+
 redis() {
     for i in $(seq "$rounds"); do
-        port=$(( 21000 + i ))
-        redis-server --port $port --save '' --appendonly no --dir "$work" >/dev/null 2>&1 &
-        wait_ping $port
-        echo "native $(redis_rps $port)"
-        redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true
-        wait
+        echo "native $(measure_rps $(( 21000 + i )) "${redis_cmd[@]}" --port $(( 21000 + i )))"
         port=$(( 22000 + i ))
-        "$tandem" record --out "$work/redis.tlog" -- redis-server --port $port --save '' --appendonly no --dir "$work" >/dev/null 2>&1 &
-        wait_ping $port
-        echo "record $(redis_rps $port)"
-        redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true
-        wait
+        echo "record $(measure_rps $port "$tandem" record --out "$work/redis.tlog" -- "${redis_cmd[@]}" --port $port)"
     done > "$work/redis.txt"
     n=$(awk '$1=="native" {print $2}' "$work/redis.txt" | median)
     r=$(awk '$1=="record" {print $2}' "$work/redis.txt" | median)
@@ -115,7 +119,7 @@ replay() {
     for i in $(seq "$rounds"); do
         port=$(( 23000 + i ))
         start=$(now_ns)
-        "$tandem" record --out "$work/replay.tlog" -- redis-server --port $port --save '' --appendonly no --dir "$work" >/dev/null 2>&1 &
+        "$tandem" record --out "$work/replay.tlog" -- "${redis_cmd[@]}" --port $port >/dev/null 2>&1 &
         wait_ping $port
         redis-benchmark -p $port -c 50 -n 100000 -r 100000 -t set,incr,lpush,sadd -q >/dev/null 2>&1
         redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true
@@ -172,25 +176,18 @@ primary_rps() { # mode port
     rm -rf "$work/p" "$work/b"; mkdir -p "$work/p" "$work/b"
     (cd "$work/b" && exec "$tandem" backup --group bench --primary 127.0.0.1:$agent --name backup \
         --certs "$work/certs" --state-dir "$work/b/state" >/dev/null 2>"$work/b/err") &
-    (cd "$work/p" && exec "$tandem" primary --group bench --wait-for-backups 1 --listen 127.0.0.1:$agent --mode "$1" \
-        --name primary \
-        --certs "$work/certs" --state-dir "$work/p/state" -- \
-        redis-server --port "$2" --save '' --appendonly no >/dev/null 2>"$work/p/err") &
-    wait_ping "$2"
-    redis_rps "$2"
-    redis-cli -p "$2" shutdown nosave >/dev/null 2>&1 || true
-    wait
+    measure_rps "$2" primary_redis "$1" "$2" "$agent"
+}
+
+primary_redis() { # mode port agent-port
+    cd "$work/p" && exec "$tandem" primary --group bench --wait-for-backups 1 --listen 127.0.0.1:$3 --mode "$1" \
+        --name primary --certs "$work/certs" --state-dir "$work/p/state" -- "${redis_cmd[@]}" --port "$2" 2>"$work/p/err"
 }
 
 live() {
     certs
     for i in $(seq "$rounds"); do
-        port=$(( 25000 + i ))
-        redis-server --port $port --save '' --appendonly no --dir "$work" >/dev/null 2>&1 &
-        wait_ping $port
-        echo "native $(redis_rps $port)"
-        redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true
-        wait
+        echo "native $(measure_rps $(( 25000 + i )) "${redis_cmd[@]}" --port $(( 25000 + i )))"
         echo "sync $(primary_rps sync $(( 26000 + i )))"
         echo "async $(primary_rps async $(( 27000 + i )))"
     done > "$work/live.txt"

@@ -5,13 +5,7 @@
 
 use replicator::certs::Identity;
 use replicator::net;
-
-fn random_bytes(n: usize) -> Vec<u8> {
-    let mut f = std::fs::File::open("/dev/urandom").expect("/dev/urandom");
-    let mut out = vec![0u8; n];
-    std::io::Read::read_exact(&mut f, &mut out).expect("/dev/urandom");
-    out
-}
+use replicator::statedir::random;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -26,7 +20,7 @@ async fn main() {
     let conn = net::connect(&endpoint, addr).await.expect("connect");
     let (mut send, mut recv) = conn.open_bi().await.expect("open a stream");
     // A header-sized prefix of random bytes is never a valid frame (magic and checksum).
-    let _ = send.write_all(&random_bytes(4096)).await;
+    let _ = send.write_all(&random::<4096>().expect("random bytes")).await;
     let _ = send.finish();
     let answer = recv.read_to_end(1 << 20).await;
     let closed = conn.closed().await;
@@ -35,7 +29,7 @@ async fn main() {
 
     let udp = std::net::UdpSocket::bind(("0.0.0.0", 0)).expect("udp");
     for _ in 0..200 {
-        let _ = udp.send_to(&random_bytes(1200), addr);
+        let _ = udp.send_to(&random::<1200>().expect("random bytes"), addr);
     }
     let by_primary = matches!(closed, quinn::ConnectionError::ApplicationClosed(ref c) if u64::from(c.error_code) != 0);
     std::process::exit(if by_primary { 0 } else { 1 });

@@ -120,6 +120,15 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// A cluster CA in `dir` and a member certificate for each of `names`.
+pub fn certs(dir: &Path, names: &[&str]) {
+    let ok = |o: Output| assert!(o.status.success(), "{}", text(&o.stderr));
+    ok(tandem().args(["certs", "init", "--dir"]).arg(dir).output().expect("run tandem"));
+    for n in names {
+        ok(tandem().args(["certs", "issue", "--dir"]).arg(dir).args(["--name", n]).output().expect("run tandem"));
+    }
+}
+
 /// A local TCP port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")

@@ -29,14 +29,8 @@ struct Cluster {
 impl Cluster {
     fn new(hosts: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let certs = dir.path().join("certs");
-        for args in [vec!["init"], vec!["issue", "--name", "primary"]]
-            .into_iter()
-            .chain(hosts.iter().filter(|h| **h != "p").map(|h| vec!["issue", "--name", h]))
-        {
-            let o = tandem().arg("certs").arg(args[0]).arg("--dir").arg(&certs).args(&args[1..]).output().unwrap();
-            assert!(o.status.success(), "{}", text(&o.stderr));
-        }
+        let members: Vec<&str> = hosts.iter().map(|h| if *h == "p" { "primary" } else { h }).collect();
+        certs(&dir.path().join("certs"), &members);
         for h in hosts {
             std::fs::create_dir_all(dir.path().join(h)).unwrap();
         }
@@ -302,10 +296,7 @@ fn strangers_and_garbage_are_refused_while_the_good_backup_goes_on() {
     let mut c = Cluster::new(&["p", "b1", "x"]);
     c.strangers = 1;
     let theirs = c.dir.path().join("other-certs");
-    for args in [vec!["init"], vec!["issue", "--name", "x"]] {
-        let o = tandem().arg("certs").arg(args[0]).arg("--dir").arg(&theirs).args(&args[1..]).output().unwrap();
-        assert!(o.status.success(), "{}", text(&o.stderr));
-    }
+    certs(&theirs, &["x"]);
     let good = c.backup("b1");
     let primary = c.primary("sync", &redis_server());
     c.wait_for_redis("p", Duration::from_secs(20));

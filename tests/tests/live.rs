@@ -5,14 +5,6 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use tandem_tests::*;
 
-fn certs(dir: &Path, names: &[&str]) {
-    let ok = |o: std::process::Output| assert!(o.status.success(), "{}", text(&o.stderr));
-    ok(tandem().args(["certs", "init", "--dir"]).arg(dir).output().unwrap());
-    for n in names {
-        ok(tandem().args(["certs", "issue", "--dir"]).arg(dir).args(["--name", n]).output().unwrap());
-    }
-}
-
 fn backup(dir: &Path, certs: &Path, name: &str, port: u16) -> Child {
     std::fs::create_dir_all(dir).unwrap();
     tandem()

@@ -97,10 +97,25 @@ pub unsafe fn write_from(
 ) -> isize {
     let Some(hook) = Hook::enter() else { return real() };
     // SAFETY: per the caller.
-    let d = || digest(unsafe { bytes(buf, count as isize) });
+    let d = digest(unsafe { bytes(buf, count as isize) });
+    write_known(&hook, call, fd, d, count, aux1, real)
+}
+
+/// Either write shape, once the digest and length of its bytes are known: on a backup, checked
+/// against the primary's and answered (or made, for local state); on a primary, recorded.
+#[inline(always)]
+fn write_known(
+    hook: &Hook,
+    call: Call,
+    fd: c_int,
+    d: u64,
+    total: usize,
+    aux1: u64,
+    real: impl FnOnce() -> isize,
+) -> isize {
     if let Some(t) = hook.turn(call) {
-        expect_fd_count(&t, fd, count as u64);
-        t.expect_digest(d());
+        expect_fd_count(&t, fd, total as u64);
+        t.expect_digest(d);
         if t.kind().is_local_state() {
             let r = real();
             t.expect_outcome(r as i64);
@@ -111,7 +126,7 @@ pub unsafe fn write_from(
     if fdtable::is_dead(fd) {
         return refused();
     }
-    record_write(&hook, Ev::new(call).digest(d()).aux(count as u64, aux1), fd, real)
+    record_write(hook, Ev::new(call).digest(d).aux(total as u64, aux1), fd, real)
 }
 
 /// Records a write on a primary: output to the outside world first waits for the backups
@@ -500,20 +515,7 @@ unsafe fn write_vec(
     let Some(hook) = Hook::enter() else { return real() };
     // SAFETY: per the caller.
     let (d, total) = unsafe { iov_digest(iov, cnt) };
-    if let Some(t) = hook.turn(call) {
-        expect_fd_count(&t, fd, total as u64);
-        t.expect_digest(d);
-        if t.kind().is_local_state() {
-            let r = real();
-            t.expect_outcome(r as i64);
-            return r;
-        }
-        return t.ret() as isize;
-    }
-    if fdtable::is_dead(fd) {
-        return refused();
-    }
-    record_write(&hook, Ev::new(call).digest(d).aux(total as u64, aux1), fd, real)
+    write_known(&hook, call, fd, d, total, aux1, real)
 }
 
 #[no_mangle]
