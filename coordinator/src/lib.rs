@@ -1,2 +1,4 @@
-//! The coordinator: the authority on which member of a replica group is primary, in which epoch,
-//! and of which incarnation. Not built yet; the recording and replay layers come first.
+//! tandem's coordinator: says which member of each replica group is primary, in which epoch and
+//! of which incarnation, and keeps that on a Raft cluster (one member by default).
+
+pub mod model;

@@ -1,0 +1,291 @@
+//! The coordinator's replicated state machine, free of I/O: every member applies the same
+//! commands in the order Raft agreed and reaches the same state. Anything nondeterministic (a new
+//! incarnation token, the time) is chosen by the member that proposes a command and carried in it.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// How many request outcomes are kept for retries (oldest forgotten first).
+pub const REMEMBERED_REQUESTS: usize = 100_000;
+
+/// How a group's primary releases output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Outputs wait for the backups: a failover must land on a backup holding every event the
+    /// primary released output for.
+    Sync,
+    /// Outputs leave at once: a failover lands on the most up-to-date backup.
+    Async,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Where its agent listens (the primary's replication address, a backup's control address).
+    pub address: String,
+    /// Highest seq it holds durably (a backup), or has recorded (the primary).
+    pub held: u64,
+    /// Joined without a token: holds nothing until it has caught up from the primary's start.
+    pub catching_up: bool,
+    /// Stopped on a mismatch with the primary: never promoted.
+    pub diverged: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// Names this group's history; a member holding another group's or an older token holds
+    /// state from a history that no longer exists.
+    pub incarnation: String,
+    /// Grows by one at every change of primary; frames and acks of older epochs are refused.
+    pub epoch: u64,
+    pub primary: Option<String>,
+    pub mode: Mode,
+    /// Highest seq the primary released output for (reported by it): a sync-mode failover needs
+    /// a backup holding at least this much.
+    pub released: u64,
+    /// The primary is gone and no backup is eligible: nothing is promoted onto a hole.
+    pub stalled: bool,
+    pub members: BTreeMap<String, Member>,
+}
+
+/// A change to the state, as proposed through Raft.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// A member joins (or rejoins) a group. `token` is the incarnation it holds (none for a new
+    /// or wiped state dir); `new_incarnation` names the group if this creates it.
+    Register { group: String, member: String, address: String, mode: Mode, token: Option<String>, new_incarnation: String },
+    /// A member's position: a backup's durable seq, or the primary's recorded and released seqs.
+    Report { group: String, member: String, epoch: u64, held: u64, released: u64, diverged: bool },
+    /// Names a new primary: `to`, or the most up-to-date eligible backup.
+    Failover { group: String, to: Option<String> },
+    /// The primary of `epoch` let its lease lapse (proposed by the leader that saw it).
+    LeaseExpired { group: String, epoch: u64 },
+}
+
+impl Command {
+    pub fn group(&self) -> &str {
+        match self {
+            Command::Register { group, .. }
+            | Command::Report { group, .. }
+            | Command::Failover { group, .. }
+            | Command::LeaseExpired { group, .. } => group,
+        }
+    }
+}
+
+/// A write as clients send it: `id` is theirs, so a retry returns the first outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: String,
+    pub command: Command,
+}
+
+/// Why a command changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "error", rename_all = "snake_case")]
+pub enum Refusal {
+    #[error("no group named {group}")]
+    NoGroup { group: String },
+    #[error("{member} is not a member of group {group}")]
+    NoMember { group: String, member: String },
+    #[error("{member} holds incarnation {held} but group {group} is incarnation {current}: its state is from a history that no longer exists; wipe its state dir to rejoin by full catch-up")]
+    StaleIncarnation { group: String, member: String, held: String, current: String },
+    #[error("{member} reports epoch {reported} but group {group} is at epoch {current}")]
+    StaleEpoch { group: String, member: String, reported: u64, current: u64 },
+    #[error("{member} cannot be promoted in group {group}: {why}")]
+    NotEligible { group: String, member: String, why: String },
+    #[error("group {group} has no backup that may be promoted (each is diverged, catching up, or behind what the primary released)")]
+    NoEligible { group: String },
+    #[error("group {group} registered mode {current}; {member} asked for {asked}")]
+    ModeMismatch { group: String, member: String, current: String, asked: String },
+}
+
+/// The result of a command: the group as it stands after it, or why it changed nothing.
+pub type Outcome = Result<Group, Refusal>;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub groups: BTreeMap<String, Group>,
+    /// Outcomes of the last requests, by request id, oldest first in `request_order`.
+    requests: BTreeMap<String, Outcome>,
+    request_order: VecDeque<String>,
+}
+
+impl State {
+    /// Applies `req` once: a request id seen before returns its first outcome unchanged.
+    pub fn apply(&mut self, req: &Request) -> Outcome {
+        if let Some(first) = self.requests.get(&req.id) {
+            return first.clone();
+        }
+        let outcome = self.execute(&req.command);
+        self.requests.insert(req.id.clone(), outcome.clone());
+        self.request_order.push_back(req.id.clone());
+        while self.request_order.len() > REMEMBERED_REQUESTS {
+            if let Some(old) = self.request_order.pop_front() {
+                self.requests.remove(&old);
+            }
+        }
+        outcome
+    }
+
+    /// The outcome already recorded for a request id, if any.
+    pub fn outcome_of(&self, id: &str) -> Option<&Outcome> {
+        self.requests.get(id)
+    }
+
+    fn execute(&mut self, cmd: &Command) -> Outcome {
+        match cmd {
+            Command::Register { group, member, address, mode, token, new_incarnation } => {
+                self.register(group, member, address, *mode, token.as_deref(), new_incarnation)
+            }
+            Command::Report { group, member, epoch, held, released, diverged } => {
+                let g = self.group_mut(group)?;
+                if *epoch != g.epoch {
+                    return Err(Refusal::StaleEpoch {
+                        group: group.clone(),
+                        member: member.clone(),
+                        reported: *epoch,
+                        current: g.epoch,
+                    });
+                }
+                let is_primary = g.primary.as_deref() == Some(member.as_str());
+                let m = g
+                    .members
+                    .get_mut(member)
+                    .ok_or_else(|| Refusal::NoMember { group: group.clone(), member: member.clone() })?;
+                m.held = m.held.max(*held);
+                m.diverged |= *diverged;
+                // A backup that reports a position has caught up from the start.
+                m.catching_up &= *held == 0;
+                if is_primary {
+                    g.released = g.released.max(*released);
+                }
+                Ok(g.clone())
+            }
+            Command::Failover { group, to } => self.failover(group, to.as_deref(), false),
+            Command::LeaseExpired { group, epoch } => {
+                let g = self.group_mut(group)?;
+                if *epoch != g.epoch || g.primary.is_none() {
+                    // Already handled: a failover happened since, or the group is stalled.
+                    return Ok(g.clone());
+                }
+                self.failover(group, None, true)
+            }
+        }
+    }
+
+    fn group_mut(&mut self, group: &str) -> Result<&mut Group, Refusal> {
+        self.groups.get_mut(group).ok_or_else(|| Refusal::NoGroup { group: group.to_string() })
+    }
+
+    fn register(
+        &mut self,
+        group: &str,
+        member: &str,
+        address: &str,
+        mode: Mode,
+        token: Option<&str>,
+        new_incarnation: &str,
+    ) -> Outcome {
+        let g = self.groups.entry(group.to_string()).or_insert_with(|| Group {
+            incarnation: new_incarnation.to_string(),
+            epoch: 1,
+            primary: Some(member.to_string()),
+            mode,
+            released: 0,
+            stalled: false,
+            members: BTreeMap::new(),
+        });
+        if let Some(held) = token {
+            if held != g.incarnation {
+                return Err(Refusal::StaleIncarnation {
+                    group: group.to_string(),
+                    member: member.to_string(),
+                    held: held.to_string(),
+                    current: g.incarnation.clone(),
+                });
+            }
+        }
+        if g.mode != mode {
+            return Err(Refusal::ModeMismatch {
+                group: group.to_string(),
+                member: member.to_string(),
+                current: format!("{:?}", g.mode).to_lowercase(),
+                asked: format!("{mode:?}").to_lowercase(),
+            });
+        }
+        let creating = g.members.is_empty();
+        let m = g.members.entry(member.to_string()).or_insert_with(|| Member {
+            address: String::new(),
+            held: 0,
+            catching_up: token.is_none() && !creating,
+            diverged: false,
+        });
+        m.address = address.to_string();
+        if token.is_none() && !creating {
+            // No token: whatever it holds is not trusted; it catches up from the start.
+            m.held = 0;
+            m.catching_up = true;
+        }
+        Ok(g.clone())
+    }
+
+    /// Names a new primary. When the old one is gone (`primary_lost`) and no backup is eligible,
+    /// the group stalls; otherwise a failover with nowhere to go changes nothing.
+    fn failover(&mut self, group: &str, to: Option<&str>, primary_lost: bool) -> Outcome {
+        let g = self.group_mut(group)?;
+        let old = g.primary.clone();
+        let eligible = |name: &str, m: &Member| -> Result<(), String> {
+            if Some(name) == old.as_deref() {
+                return Err("it is the primary".into());
+            }
+            if m.diverged {
+                return Err("it diverged from the primary".into());
+            }
+            if m.catching_up {
+                return Err("it has not caught up from the primary's start".into());
+            }
+            if g.mode == Mode::Sync && m.held < g.released {
+                return Err(format!("it holds events up to {} but the primary released output for {}", m.held, g.released));
+            }
+            Ok(())
+        };
+        let chosen = match to {
+            Some(name) => {
+                let m = g
+                    .members
+                    .get(name)
+                    .ok_or_else(|| Refusal::NoMember { group: group.to_string(), member: name.to_string() })?;
+                eligible(name, m).map_err(|why| Refusal::NotEligible {
+                    group: group.to_string(),
+                    member: name.to_string(),
+                    why,
+                })?;
+                Some(name.to_string())
+            }
+            // The most up-to-date eligible backup; ties go to the first name, so every member
+            // chooses the same one.
+            None => g
+                .members
+                .iter()
+                .filter(|(name, m)| eligible(name, m).is_ok())
+                .max_by(|a, b| a.1.held.cmp(&b.1.held).then_with(|| b.0.cmp(a.0)))
+                .map(|(name, _)| name.clone()),
+        };
+        if chosen.is_none() && !primary_lost {
+            return Err(Refusal::NoEligible { group: group.to_string() });
+        }
+        // The old primary's epoch is over: it may release nothing more.
+        g.epoch += 1;
+        if let Some(old) = &old {
+            g.members.remove(old);
+        }
+        g.stalled = chosen.is_none();
+        g.primary = chosen;
+        Ok(g.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests;

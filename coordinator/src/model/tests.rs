@@ -1,0 +1,237 @@
+use super::*;
+
+fn req(id: &str, command: Command) -> Request {
+    Request { id: id.to_string(), command }
+}
+
+fn register(s: &mut State, id: &str, member: &str, mode: Mode, token: Option<&str>) -> Outcome {
+    let command = Command::Register {
+        group: "g".into(),
+        member: member.into(),
+        address: format!("{member}:1"),
+        mode,
+        token: token.map(str::to_string),
+        new_incarnation: "inc-1".into(),
+    };
+    s.apply(&req(id, command))
+}
+
+fn report(s: &mut State, id: &str, member: &str, epoch: u64, held: u64, released: u64) -> Outcome {
+    let command = Command::Report { group: "g".into(), member: member.into(), epoch, held, released, diverged: false };
+    s.apply(&req(id, command))
+}
+
+fn lapse(s: &mut State, id: &str, epoch: u64) -> Outcome {
+    s.apply(&req(id, Command::LeaseExpired { group: "g".into(), epoch }))
+}
+
+/// A sync group: primary p released output up to 100; b_ok holds 120, b_behind 90, b_new has
+/// no token yet, b_div diverged.
+fn group_with_backups() -> State {
+    let mut s = State::default();
+    register(&mut s, "r1", "p", Mode::Sync, None).unwrap();
+    for (i, b) in ["b_ok", "b_behind", "b_new", "b_div"].iter().enumerate() {
+        let token = (*b != "b_new").then_some("inc-1");
+        register(&mut s, &format!("r2.{i}"), b, Mode::Sync, token).unwrap();
+    }
+    report(&mut s, "r3", "p", 1, 130, 100).unwrap();
+    report(&mut s, "r4", "b_ok", 1, 120, 0).unwrap();
+    report(&mut s, "r5", "b_behind", 1, 90, 0).unwrap();
+    let div = Command::Report { group: "g".into(), member: "b_div".into(), epoch: 1, held: 200, released: 0, diverged: true };
+    s.apply(&req("r6", div)).unwrap();
+    s
+}
+
+#[test]
+fn the_first_member_is_primary_at_epoch_one_and_joiners_with_a_token_are_backups() {
+    let mut s = State::default();
+    let g = register(&mut s, "a", "p", Mode::Sync, None).unwrap();
+    assert_eq!((g.epoch, g.primary.as_deref(), g.incarnation.as_str()), (1, Some("p"), "inc-1"));
+    let g = register(&mut s, "b", "b1", Mode::Sync, Some("inc-1")).unwrap();
+    assert_eq!(g.primary.as_deref(), Some("p"));
+    assert!(!g.members["b1"].catching_up);
+}
+
+#[test]
+fn a_member_holding_another_incarnation_is_refused() {
+    let mut s = State::default();
+    register(&mut s, "a", "p", Mode::Sync, None).unwrap();
+    let e = register(&mut s, "b", "b1", Mode::Sync, Some("inc-0")).unwrap_err();
+    assert!(matches!(e, Refusal::StaleIncarnation { ref held, ref current, .. } if held == "inc-0" && current == "inc-1"));
+    assert!(!s.groups["g"].members.contains_key("b1"), "a refused member must not be added");
+    assert!(e.to_string().contains("inc-0") && e.to_string().contains("inc-1"));
+}
+
+#[test]
+fn a_member_without_a_token_must_catch_up_before_it_can_be_promoted() {
+    let mut s = group_with_backups();
+    assert!(s.groups["g"].members["b_new"].catching_up);
+    let e = s.apply(&req("f", Command::Failover { group: "g".into(), to: Some("b_new".into()) })).unwrap_err();
+    assert!(matches!(e, Refusal::NotEligible { ref why, .. } if why.contains("caught up")), "{e}");
+    report(&mut s, "rep", "b_new", 1, 150, 0).unwrap();
+    assert!(!s.groups["g"].members["b_new"].catching_up);
+}
+
+#[test]
+fn a_lapsed_lease_promotes_only_an_eligible_backup() {
+    let mut s = group_with_backups();
+    let g = lapse(&mut s, "lapse", 1).unwrap();
+    // b_div holds the most but diverged; b_behind lacks released output; b_new is catching up.
+    assert_eq!((g.primary.as_deref(), g.epoch, g.stalled), (Some("b_ok"), 2, false));
+    assert!(!g.members.contains_key("p"), "the old primary leaves the group");
+}
+
+#[test]
+fn a_named_failover_refuses_each_kind_of_ineligible_backup_and_changes_nothing() {
+    let mut s = group_with_backups();
+    let before = s.groups["g"].clone();
+    for (i, (to, why)) in [("b_behind", "released"), ("b_div", "diverged"), ("b_new", "caught up"), ("p", "is the primary")]
+        .iter()
+        .enumerate()
+    {
+        let e = s.apply(&req(&format!("f{i}"), Command::Failover { group: "g".into(), to: Some(to.to_string()) }));
+        assert!(matches!(e, Err(Refusal::NotEligible { why: ref w, .. }) if w.contains(why)), "{to}: {e:?}");
+    }
+    assert_eq!(s.groups["g"], before);
+    let g = s.apply(&req("ok", Command::Failover { group: "g".into(), to: Some("b_ok".into()) })).unwrap();
+    assert_eq!((g.primary.as_deref(), g.epoch), (Some("b_ok"), 2));
+}
+
+#[test]
+fn with_no_eligible_backup_a_lapsed_lease_stalls_the_group_and_a_request_changes_nothing() {
+    let mut s = State::default();
+    register(&mut s, "a", "p", Mode::Sync, None).unwrap();
+    register(&mut s, "b", "b1", Mode::Sync, Some("inc-1")).unwrap();
+    report(&mut s, "c", "p", 1, 50, 40).unwrap();
+    report(&mut s, "d", "b1", 1, 30, 0).unwrap();
+    let e = s.apply(&req("f", Command::Failover { group: "g".into(), to: None })).unwrap_err();
+    assert_eq!(e, Refusal::NoEligible { group: "g".into() });
+    assert_eq!(s.groups["g"].epoch, 1);
+    let g = lapse(&mut s, "l", 1).unwrap();
+    assert!(g.stalled && g.primary.is_none() && g.epoch == 2, "{g:?}");
+    // A second report of the same lapse changes nothing.
+    assert_eq!(lapse(&mut s, "l2", 1).unwrap(), g);
+}
+
+#[test]
+fn async_mode_promotes_the_most_up_to_date_backup_even_behind_released_output() {
+    let mut s = State::default();
+    register(&mut s, "a", "p", Mode::Async, None).unwrap();
+    register(&mut s, "b", "b1", Mode::Async, Some("inc-1")).unwrap();
+    register(&mut s, "c", "b2", Mode::Async, Some("inc-1")).unwrap();
+    report(&mut s, "d", "p", 1, 500, 500).unwrap();
+    report(&mut s, "e", "b1", 1, 300, 0).unwrap();
+    report(&mut s, "f", "b2", 1, 400, 0).unwrap();
+    assert_eq!(lapse(&mut s, "l", 1).unwrap().primary.as_deref(), Some("b2"));
+}
+
+#[test]
+fn reports_of_an_older_epoch_are_refused() {
+    let mut s = group_with_backups();
+    lapse(&mut s, "l", 1).unwrap();
+    let e = report(&mut s, "late", "b_behind", 1, 95, 0).unwrap_err();
+    assert!(matches!(e, Refusal::StaleEpoch { reported: 1, current: 2, .. }));
+    assert_eq!(s.groups["g"].members["b_behind"].held, 90);
+}
+
+#[test]
+fn a_retried_request_id_is_applied_once_and_returns_its_first_outcome() {
+    let mut s = group_with_backups();
+    let failover = Command::Failover { group: "g".into(), to: None };
+    let first = s.apply(&req("retry-me", failover.clone()));
+    let g = first.clone().unwrap();
+    assert_eq!(g.epoch, 2);
+    // The retry (say, to a new leader after the first reply was lost) finds the first outcome.
+    for _ in 0..3 {
+        assert_eq!(s.apply(&req("retry-me", failover.clone())), first);
+    }
+    assert_eq!(s.groups["g"].epoch, 2);
+    assert_eq!(s.outcome_of("retry-me"), Some(&first));
+    // A new id is a new request: from b_ok, no backup is left to fail over to.
+    assert_eq!(s.apply(&req("another", failover)), Err(Refusal::NoEligible { group: "g".into() }));
+}
+
+#[test]
+fn old_request_ids_are_forgotten_oldest_first() {
+    let mut s = State::default();
+    register(&mut s, "first", "p", Mode::Sync, None).unwrap();
+    for i in 0..REMEMBERED_REQUESTS {
+        report(&mut s, &format!("r{i}"), "p", 1, i as u64, 0).unwrap();
+    }
+    assert!(s.outcome_of("first").is_none());
+    assert!(s.outcome_of("r1").is_some());
+}
+
+/// A small deterministic generator, so a failing sequence can be replayed from its seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn under_random_commands_epochs_only_grow_and_every_new_primary_was_eligible() {
+    let names = ["m0", "m1", "m2", "m3", "m4"];
+    for seed in 1..200u64 {
+        let mut rng = Rng(seed * 0x9e37_79b9_7f4a_7c15);
+        let mut s = State::default();
+        let mode = if seed % 2 == 0 { Mode::Sync } else { Mode::Async };
+        let mut ids: Vec<String> = Vec::new();
+        for step in 0..300 {
+            let member = names[rng.next(5) as usize].to_string();
+            let epoch = s.groups.get("g").map_or(1, |g| g.epoch - rng.next(2).min(g.epoch - 1));
+            let command = match rng.next(6) {
+                0 => Command::Register {
+                    group: "g".into(),
+                    member: member.clone(),
+                    address: String::new(),
+                    mode,
+                    token: (rng.next(3) != 0).then(|| "inc-1".to_string()),
+                    new_incarnation: "inc-1".into(),
+                },
+                1 | 2 => Command::Report {
+                    group: "g".into(),
+                    member: member.clone(),
+                    epoch,
+                    held: rng.next(1000),
+                    released: rng.next(1000),
+                    diverged: rng.next(20) == 0,
+                },
+                3 => Command::Failover { group: "g".into(), to: (rng.next(2) == 0).then(|| member.clone()) },
+                _ => Command::LeaseExpired { group: "g".into(), epoch },
+            };
+            // Now and then, a retry of an earlier request.
+            let id = if !ids.is_empty() && rng.next(5) == 0 {
+                ids[rng.next(ids.len() as u64) as usize].clone()
+            } else {
+                format!("{seed}.{step}")
+            };
+            let retry = s.outcome_of(&id).cloned();
+            let before = s.groups.get("g").cloned();
+            let outcome = s.apply(&Request { id: id.clone(), command });
+            ids.push(id);
+            let after = s.groups.get("g").cloned();
+            if let Some(first) = retry {
+                assert_eq!(outcome, first, "seed {seed}: a retry must return the first outcome");
+                assert_eq!(after, before, "seed {seed}: a retry must change nothing");
+                continue;
+            }
+            let (Some(b), Some(a)) = (before, after) else { continue };
+            assert!(a.epoch >= b.epoch, "seed {seed}: epoch went from {} to {}", b.epoch, a.epoch);
+            if a.primary != b.primary {
+                assert_eq!(a.epoch, b.epoch + 1, "seed {seed}: a new primary needs a new epoch");
+                if let Some(p) = &a.primary {
+                    let m = &b.members[p];
+                    assert!(!m.diverged && !m.catching_up, "seed {seed}: promoted {p}: {m:?}");
+                    if mode == Mode::Sync {
+                        assert!(m.held >= b.released, "seed {seed}: promoted {p} onto a hole: {m:?} < {}", b.released);
+                    }
+                }
+            }
+        }
+    }
+}
