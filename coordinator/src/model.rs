@@ -53,8 +53,18 @@ pub struct Group {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
     /// A member joins (or rejoins) a group. `token` is the incarnation it holds (none for a new
-    /// or wiped state dir); `new_incarnation` names the group if this creates it.
-    Register { group: String, member: String, address: String, mode: Mode, token: Option<String>, new_incarnation: String },
+    /// or wiped state dir); `new_incarnation` names the group if this creates it (the member
+    /// that proposes the command chooses it).
+    Register {
+        group: String,
+        member: String,
+        address: String,
+        mode: Mode,
+        #[serde(default)]
+        token: Option<String>,
+        #[serde(default)]
+        new_incarnation: String,
+    },
     /// A member's position: a backup's durable seq, or the primary's recorded and released seqs.
     Report { group: String, member: String, epoch: u64, held: u64, released: u64, diverged: bool },
     /// Names a new primary: `to`, or the most up-to-date eligible backup.
@@ -247,7 +257,10 @@ impl State {
                 return Err("it has not caught up from the primary's start".into());
             }
             if g.mode == Mode::Sync && m.held < g.released {
-                return Err(format!("it holds events up to {} but the primary released output for {}", m.held, g.released));
+                return Err(format!(
+                    "it holds events up to {} but the primary released output for {}",
+                    m.held, g.released
+                ));
             }
             Ok(())
         };

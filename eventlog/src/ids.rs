@@ -40,3 +40,19 @@ impl core::fmt::Display for IncarnationToken {
         Ok(())
     }
 }
+
+/// Random bytes from the kernel.
+#[cfg(feature = "host")]
+pub fn random<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut out = [0u8; N];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut out)?;
+    Ok(out)
+}
+
+#[cfg(feature = "host")]
+impl IncarnationToken {
+    /// A new incarnation's token.
+    pub fn random() -> std::io::Result<Self> {
+        random().map(IncarnationToken)
+    }
+}

@@ -20,6 +20,8 @@ pub enum Error {
     Certs(#[from] crate::certs::CertError),
     #[error("network: {0}")]
     Net(#[from] crate::net::NetError),
+    #[error("coordinator: {0}")]
+    Coordinator(#[from] coordinator::server::ServeError),
 }
 
 impl Error {
@@ -36,7 +38,7 @@ impl Error {
             Error::NotFound(_) => 127,
             Error::Refused { .. } => 126,
             Error::Log { .. } => 1,
-            Error::Io { .. } | Error::Setup(_) | Error::Certs(_) | Error::Net(_) => 125,
+            Error::Io { .. } | Error::Setup(_) | Error::Certs(_) | Error::Net(_) | Error::Coordinator(_) => 125,
         }
     }
 }

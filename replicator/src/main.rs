@@ -122,6 +122,27 @@ enum Command {
         #[arg(long, default_value = "tandem-state")]
         state_dir: PathBuf,
     },
+    /// Run a coordinator member: the authority on each group's primary, epoch and incarnation,
+    /// serving an HTTP/JSON API. Alone (the default) it is the whole coordinator; with --peers it
+    /// is one member of a Raft cluster of 3 or 5.
+    Coordinator {
+        /// Where this member keeps its Raft log, state and identity.
+        #[arg(long, default_value = "tandem-coordinator")]
+        data_dir: PathBuf,
+        /// Address of the API (and of the members' Raft traffic).
+        #[arg(long, default_value = "127.0.0.1:7500")]
+        listen: std::net::SocketAddr,
+        /// This member's id in --peers.
+        #[arg(long, default_value_t = 1)]
+        id: u64,
+        /// Every member of the cluster, this one included: ID=ADDR,ID=ADDR,... (by default this
+        /// member alone, at --listen).
+        #[arg(long, value_parser = coordinator::server::parse_peers)]
+        peers: Option<std::collections::BTreeMap<u64, String>>,
+        /// Milliseconds without a renewal after which a primary's lease lapses and its epoch ends.
+        #[arg(long, default_value_t = 500)]
+        lease_timeout_ms: u64,
+    },
     /// Read log files.
     Log {
         #[command(subcommand)]
@@ -282,6 +303,27 @@ fn run(cli: Cli) -> Result<u8> {
             println!("issued {} (with its key beside it)", cert.display());
             Ok(0)
         }
+        Command::Coordinator { data_dir, listen, id, peers, lease_timeout_ms } => {
+            let peers = peers.unwrap_or_else(|| [(id, listen.to_string())].into());
+            if !peers.contains_key(&id) {
+                return Err(Error::Setup(format!("--peers does not name this member (id {id})")));
+            }
+            let config = coordinator::server::Config {
+                data_dir,
+                listen,
+                id,
+                peers,
+                lease_timeout: Duration::from_millis(lease_timeout_ms),
+            };
+            init_tracing();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(Error::io("cannot start the coordinator's runtime"))?;
+            runtime.block_on(coordinator::server::run(config))?;
+            Ok(0)
+        }
         Command::Log { command: LogCommand::Stats { file } } => {
             show::stats(&file, &mut std::io::stdout().lock())?;
             Ok(0)
@@ -298,10 +340,11 @@ fn report(outcome: &Outcome) {
     }
 }
 
-/// Agents log to stderr, one line an event; `TANDEM_LOG` filters (default `info`).
+/// Agents log to stderr, one line an event; `TANDEM_LOG` filters (default `info`, with the Raft
+/// library's own chatter at `warn`).
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -39,10 +39,7 @@ fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
 
 /// Random bytes from the kernel.
 pub fn random<const N: usize>() -> Result<[u8; N]> {
-    let mut out = [0u8; N];
-    let mut f = fs::File::open("/dev/urandom").map_err(Error::io("/dev/urandom"))?;
-    std::io::Read::read_exact(&mut f, &mut out).map_err(Error::io("/dev/urandom"))?;
-    Ok(out)
+    eventlog::ids::random().map_err(Error::io("/dev/urandom"))
 }
 
 impl StateDir {

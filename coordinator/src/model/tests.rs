@@ -37,7 +37,8 @@ fn group_with_backups() -> State {
     report(&mut s, "r3", "p", 1, 130, 100).unwrap();
     report(&mut s, "r4", "b_ok", 1, 120, 0).unwrap();
     report(&mut s, "r5", "b_behind", 1, 90, 0).unwrap();
-    let div = Command::Report { group: "g".into(), member: "b_div".into(), epoch: 1, held: 200, released: 0, diverged: true };
+    let div =
+        Command::Report { group: "g".into(), member: "b_div".into(), epoch: 1, held: 200, released: 0, diverged: true };
     s.apply(&req("r6", div)).unwrap();
     s
 }
@@ -57,7 +58,9 @@ fn a_member_holding_another_incarnation_is_refused() {
     let mut s = State::default();
     register(&mut s, "a", "p", Mode::Sync, None).unwrap();
     let e = register(&mut s, "b", "b1", Mode::Sync, Some("inc-0")).unwrap_err();
-    assert!(matches!(e, Refusal::StaleIncarnation { ref held, ref current, .. } if held == "inc-0" && current == "inc-1"));
+    assert!(
+        matches!(e, Refusal::StaleIncarnation { ref held, ref current, .. } if held == "inc-0" && current == "inc-1")
+    );
     assert!(!s.groups["g"].members.contains_key("b1"), "a refused member must not be added");
     assert!(e.to_string().contains("inc-0") && e.to_string().contains("inc-1"));
 }
@@ -85,9 +88,10 @@ fn a_lapsed_lease_promotes_only_an_eligible_backup() {
 fn a_named_failover_refuses_each_kind_of_ineligible_backup_and_changes_nothing() {
     let mut s = group_with_backups();
     let before = s.groups["g"].clone();
-    for (i, (to, why)) in [("b_behind", "released"), ("b_div", "diverged"), ("b_new", "caught up"), ("p", "is the primary")]
-        .iter()
-        .enumerate()
+    for (i, (to, why)) in
+        [("b_behind", "released"), ("b_div", "diverged"), ("b_new", "caught up"), ("p", "is the primary")]
+            .iter()
+            .enumerate()
     {
         let e = s.apply(&req(&format!("f{i}"), Command::Failover { group: "g".into(), to: Some(to.to_string()) }));
         assert!(matches!(e, Err(Refusal::NotEligible { why: ref w, .. }) if w.contains(why)), "{to}: {e:?}");

@@ -1,0 +1,103 @@
+//! JSON over HTTP/1.1: the client the members and agents use, and the pieces of the server.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// How long one HTTP exchange may take before it counts as lost.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot reach {0}: {1}")]
+    Connect(String, String),
+    #[error("{0} did not answer within {1:?}")]
+    Timeout(String, Duration),
+    #[error("{addr} answered {status}: {body}")]
+    Status { addr: String, status: StatusCode, body: String },
+    #[error("{0} sent a reply that is not what was asked for: {1}")]
+    BadReply(String, String),
+}
+
+fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
+    static CLIENT: OnceLock<Client<HttpConnector, Full<Bytes>>> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(1)));
+        Client::builder(TokioExecutor::new()).build(connector)
+    })
+}
+
+/// One exchange: the status and body of the reply.
+pub async fn exchange(addr: &str, method: Method, path: &str, body: Bytes) -> Result<(StatusCode, Bytes), HttpError> {
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(Full::new(body))
+        .map_err(|e| HttpError::Connect(addr.to_string(), e.to_string()))?;
+    let work = async {
+        let resp = client().request(req).await.map_err(|e| HttpError::Connect(addr.to_string(), e.to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| HttpError::Connect(addr.to_string(), e.to_string()))?
+            .to_bytes();
+        Ok((status, body))
+    };
+    tokio::time::timeout(TIMEOUT, work).await.map_err(|_| HttpError::Timeout(addr.to_string(), TIMEOUT))?
+}
+
+fn decode<T: DeserializeOwned>(addr: &str, status: StatusCode, body: &[u8]) -> Result<T, HttpError> {
+    if !status.is_success() {
+        return Err(HttpError::Status {
+            addr: addr.to_string(),
+            status,
+            body: String::from_utf8_lossy(body).into_owned(),
+        });
+    }
+    serde_json::from_slice(body).map_err(|e| HttpError::BadReply(addr.to_string(), e.to_string()))
+}
+
+pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
+    addr: &str,
+    path: &str,
+    req: &Req,
+) -> Result<Resp, HttpError> {
+    let body = serde_json::to_vec(req).map_err(|e| HttpError::BadReply(addr.to_string(), e.to_string()))?;
+    let (status, reply) = exchange(addr, Method::POST, path, body.into()).await?;
+    decode(addr, status, &reply)
+}
+
+pub async fn get_json<Resp: DeserializeOwned>(addr: &str, path: &str) -> Result<Resp, HttpError> {
+    let (status, reply) = exchange(addr, Method::GET, path, Bytes::new()).await?;
+    decode(addr, status, &reply)
+}
+
+/// A reply with a JSON body.
+pub fn json_reply(status: StatusCode, value: &impl Serialize) -> hyper::Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    raw_reply(status, body.into())
+}
+
+pub fn raw_reply(status: StatusCode, body: Bytes) -> hyper::Response<Full<Bytes>> {
+    let mut resp = hyper::Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// A one-line error for the caller, as `{"error": kind, "message": text}`.
+pub fn error_reply(status: StatusCode, kind: &str, message: &str) -> hyper::Response<Full<Bytes>> {
+    json_reply(status, &serde_json::json!({ "error": kind, "message": message }))
+}
