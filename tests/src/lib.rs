@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod http;
 pub mod lan;
 
 pub fn root() -> PathBuf {
