@@ -36,14 +36,26 @@ fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
     })
 }
 
-/// One exchange: the status and body of the reply.
-pub async fn exchange(addr: &str, method: Method, path: &str, body: Bytes) -> Result<(StatusCode, Bytes), HttpError> {
-    let req = hyper::Request::builder()
+/// The header naming the coordinator incarnation a request belongs to: members refuse Raft
+/// messages of another incarnation, and tell clients of a lost one that their data is gone.
+pub const INCARNATION_HEADER: &str = "x-tandem-incarnation";
+
+/// One exchange: the status and body of the reply. `incarnation`: the one the caller speaks for.
+pub async fn exchange(
+    addr: &str,
+    method: Method,
+    path: &str,
+    incarnation: Option<&str>,
+    body: Bytes,
+) -> Result<(StatusCode, Bytes), HttpError> {
+    let mut req = hyper::Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"))
-        .header("content-type", "application/json")
-        .body(Full::new(body))
-        .map_err(|e| HttpError::Connect(addr.to_string(), e.to_string()))?;
+        .header("content-type", "application/json");
+    if let Some(inc) = incarnation.filter(|i| !i.is_empty()) {
+        req = req.header(INCARNATION_HEADER, inc);
+    }
+    let req = req.body(Full::new(body)).map_err(|e| HttpError::Connect(addr.to_string(), e.to_string()))?;
     let work = async {
         let resp = client().request(req).await.map_err(|e| HttpError::Connect(addr.to_string(), e.to_string()))?;
         let status = resp.status();
@@ -72,15 +84,16 @@ fn decode<T: DeserializeOwned>(addr: &str, status: StatusCode, body: &[u8]) -> R
 pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
     addr: &str,
     path: &str,
+    incarnation: Option<&str>,
     req: &Req,
 ) -> Result<Resp, HttpError> {
     let body = serde_json::to_vec(req).map_err(|e| HttpError::BadReply(addr.to_string(), e.to_string()))?;
-    let (status, reply) = exchange(addr, Method::POST, path, body.into()).await?;
+    let (status, reply) = exchange(addr, Method::POST, path, incarnation, body.into()).await?;
     decode(addr, status, &reply)
 }
 
 pub async fn get_json<Resp: DeserializeOwned>(addr: &str, path: &str) -> Result<Resp, HttpError> {
-    let (status, reply) = exchange(addr, Method::GET, path, Bytes::new()).await?;
+    let (status, reply) = exchange(addr, Method::GET, path, None, Bytes::new()).await?;
     decode(addr, status, &reply)
 }
 

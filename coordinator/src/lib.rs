@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod lease;
+pub mod membership;
 pub mod model;
 pub mod raft;
 pub mod server;

@@ -13,6 +13,7 @@ use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::io::Cursor;
+use std::sync::{Arc, RwLock};
 
 pub type NodeId = u64;
 
@@ -31,15 +32,20 @@ pub const APPEND_PATH: &str = "/raft/append";
 pub const VOTE_PATH: &str = "/raft/vote";
 pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 
+/// The incarnation a member speaks for in its Raft messages (empty while it holds none).
+pub type SpeaksFor = Arc<RwLock<String>>;
+
 /// Connects members by their API address.
 #[derive(Debug, Clone, Default)]
-pub struct Network;
+pub struct Network {
+    pub speaks_for: SpeaksFor,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
-        Peer { target, addr: node.addr.clone() }
+        Peer { target, addr: node.addr.clone(), speaks_for: self.speaks_for.clone() }
     }
 }
 
@@ -47,6 +53,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Peer {
     target: NodeId,
     addr: String,
+    speaks_for: SpeaksFor,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -58,8 +65,9 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let incarnation = self.speaks_for.read().map(|s| s.clone()).unwrap_or_default();
         let reply: Result<Resp, RaftError<NodeId, E>> =
-            post_json(&self.addr, path, req).await.map_err(|e| match e {
+            post_json(&self.addr, path, Some(&incarnation), req).await.map_err(|e| match e {
                 HttpError::Connect(..) => RPCError::Unreachable(Unreachable::new(&e)),
                 _ => RPCError::Network(NetworkError::new(&e)),
             })?;

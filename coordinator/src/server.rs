@@ -8,12 +8,14 @@
 //! - `GET /v1/status`: this member's view of the cluster
 //!
 //! A member that is not the leader passes writes and reads to the leader and relays its reply:
-//! callers never need to find the leader.
+//! callers never need to find the leader. A caller that names the incarnation it knows
+//! (`x-tandem-incarnation`) is told when that incarnation was lost instead of being served.
 
-use crate::http::{error_reply, exchange, json_reply, raw_reply};
+use crate::http::{error_reply, exchange, get_json, json_reply, raw_reply, INCARNATION_HEADER};
 use crate::lease::Leases;
+use crate::membership::{self, Join, Status};
 use crate::model::{Command, Group, Request};
-use crate::raft::{Network, NodeId, Raft, APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
+use crate::raft::{Network, NodeId, Raft, SpeaksFor, APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::store::{Identity, StateMachine, Store, StoreError};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -25,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 /// How a member is started.
@@ -51,13 +53,33 @@ pub enum ServeError {
     Raft(String),
     #[error("{path} belongs to member {stored}, not {asked}; start it with --id {stored} or give it its own data dir")]
     WrongMember { path: PathBuf, stored: NodeId, asked: NodeId },
+    #[error("this member held incarnation {held}, but the other members moved to {now} (a reinit): its state was discarded; start it again to join {now}")]
+    Superseded { held: String, now: String },
+}
+
+/// Where this member stands, as it changes.
+#[derive(Debug, Default)]
+struct Standing {
+    /// Stored once the member holds state of its incarnation.
+    identity: Option<Identity>,
+    /// Why it does not serve, when it does not.
+    trouble: Option<String>,
 }
 
 pub struct Member {
     pub id: NodeId,
+    peers: BTreeMap<NodeId, String>,
     pub raft: Raft,
     machine: StateMachine,
-    pub identity: Identity,
+    store: Store,
+    standing: RwLock<Standing>,
+    /// The incarnation in this member's Raft messages (the one it holds or is joining).
+    speaks_for: SpeaksFor,
+    /// What the other members last said of themselves (`None`: no answer).
+    census: Mutex<BTreeMap<NodeId, Option<Status>>>,
+    /// Set when the member must stop (its incarnation was replaced).
+    ended: Mutex<Option<ServeError>>,
+    ending: tokio::sync::Notify,
     leases: Leases,
 }
 
@@ -74,17 +96,6 @@ pub struct Renewal {
 pub struct Renewed {
     pub primary: bool,
     pub epoch: u64,
-}
-
-/// What `GET /v1/status` says.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Status {
-    pub id: NodeId,
-    pub leader: Option<NodeId>,
-    pub term: u64,
-    pub state: String,
-    pub incarnation: String,
-    pub last_applied: Option<u64>,
 }
 
 fn raft_config() -> openraft::Config {
@@ -117,46 +128,255 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
     Ok(peers)
 }
 
+/// `tandem coordinator reinit`: gives the (stopped) member in `data_dir` a new incarnation, for
+/// when the old one is held by fewer than a majority and its data may be lost. Its old state is
+/// discarded; started again, it forms the new incarnation with the other members, and clients of
+/// the old one are told their data was lost. Returns the old incarnation (if it held one) and the
+/// new one.
+pub fn reinit(data_dir: &std::path::Path, id: NodeId, members: usize) -> Result<(Option<String>, String), ServeError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| StoreError::Db { path: data_dir.to_path_buf(), source: Box::new(e) })?;
+    let store = match Store::open(data_dir) {
+        Ok(store) => store,
+        Err(StoreError::Corrupt { path, .. }) => {
+            std::fs::remove_file(&path).map_err(|e| StoreError::Db { path: path.clone(), source: Box::new(e) })?;
+            Store::open(data_dir)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let old = store.identity().ok().flatten().map(|i| i.incarnation);
+    store.discard()?;
+    drop(store);
+    let store = Store::open(data_dir)?;
+    let incarnation = random_token()?;
+    let identity = Identity {
+        member: id,
+        disk: random_token()?,
+        incarnation: incarnation.clone(),
+        distributor: true,
+        formed: members == 1,
+        replaced: old.clone(),
+    };
+    store.set_identity(&identity)?;
+    Ok((old, incarnation))
+}
+
 /// Starts a member and serves its API until the process ends.
 pub async fn run(config: Config) -> Result<(), ServeError> {
     let member = Member::start(&config).await?;
-    tracing::info!(id = config.id, listen = %config.listen, incarnation = member.identity.incarnation, "coordinator member serving");
+    tracing::info!(id = config.id, listen = %config.listen, "coordinator member serving");
     member.serve(config.listen).await
 }
 
 impl Member {
-    /// Opens the data dir and starts the Raft node. A member with a fresh data dir that is the
-    /// only member (embedded mode) creates the coordinator's first incarnation.
+    /// Opens the data dir and starts the Raft node. A member without its identity joins (or
+    /// creates) an incarnation first, in the background (see `membership`).
     pub async fn start(config: &Config) -> Result<Arc<Member>, ServeError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StoreError::Db { path: config.data_dir.clone(), source: Box::new(e) })?;
         let store = Store::open(&config.data_dir)?;
-        let fresh = store.identity()?.is_none();
-        let identity = match store.identity()? {
-            Some(id) if id.member != config.id => {
-                return Err(ServeError::WrongMember {
-                    path: store.path().to_path_buf(),
-                    stored: id.member,
-                    asked: config.id,
-                })
-            }
-            Some(id) => id,
-            None => {
-                let id = Identity { member: config.id, disk: random_token()?, incarnation: random_token()? };
-                store.set_identity(&id)?;
-                id
-            }
-        };
+        let identity = store.identity()?;
+        if let Some(id) = identity.as_ref().filter(|id| id.member != config.id) {
+            return Err(ServeError::WrongMember {
+                path: store.path().to_path_buf(),
+                stored: id.member,
+                asked: config.id,
+            });
+        }
+        let speaks_for: SpeaksFor =
+            Arc::new(RwLock::new(identity.as_ref().map(|i| i.incarnation.clone()).unwrap_or_default()));
         let machine = StateMachine::load(&store)?;
-        let raft = Raft::new(config.id, Arc::new(raft_config()), Network, store.clone(), machine.clone())
+        let network = Network { speaks_for: speaks_for.clone() };
+        let raft = Raft::new(config.id, Arc::new(raft_config()), network, store.clone(), machine.clone())
             .await
             .map_err(|e| ServeError::Raft(e.to_string()))?;
-        if fresh && config.peers.len() == 1 {
-            let nodes: BTreeMap<NodeId, BasicNode> =
-                config.peers.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
-            raft.initialize(nodes).await.map_err(|e| ServeError::Raft(e.to_string()))?;
+        let member = Arc::new(Member {
+            id: config.id,
+            peers: config.peers.clone(),
+            raft,
+            machine,
+            store,
+            standing: RwLock::new(Standing { identity: identity.clone(), trouble: None }),
+            speaks_for,
+            census: Mutex::new(config.peers.keys().filter(|&&id| id != config.id).map(|&id| (id, None)).collect()),
+            ended: Mutex::new(None),
+            ending: tokio::sync::Notify::new(),
+            leases: Leases::new(config.lease_timeout),
+        });
+        match identity {
+            // A distributor whose incarnation is not formed yet starts Raft with every member
+            // (after the cluster's first start or a reinit), once.
+            Some(id) if id.distributor && !id.formed => member.initialize().await?,
+            Some(_) => {}
+            None => {
+                member.set_trouble(Some("this member holds no state yet: it is asking the others".into()));
+                tokio::spawn(member.clone().join());
+            }
         }
-        Ok(Arc::new(Member { id: config.id, raft, machine, identity, leases: Leases::new(config.lease_timeout) }))
+        tokio::spawn(member.clone().take_census());
+        Ok(member)
+    }
+
+    async fn initialize(&self) -> Result<(), ServeError> {
+        if self.raft.is_initialized().await.map_err(|e| ServeError::Raft(e.to_string()))? {
+            return Ok(());
+        }
+        let nodes: BTreeMap<NodeId, BasicNode> =
+            self.peers.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
+        self.raft.initialize(nodes).await.map_err(|e| ServeError::Raft(e.to_string()))
+    }
+
+    fn identity(&self) -> Option<Identity> {
+        self.standing.read().unwrap_or_else(|p| p.into_inner()).identity.clone()
+    }
+
+    fn set_trouble(&self, trouble: Option<String>) {
+        let mut s = self.standing.write().unwrap_or_else(|p| p.into_inner());
+        if s.trouble != trouble {
+            if let Some(t) = &trouble {
+                tracing::warn!("{t}");
+            }
+            s.trouble = trouble;
+        }
+    }
+
+    /// Stores the identity: from here on the member votes and serves.
+    fn hold(&self, identity: Identity) -> Result<(), StoreError> {
+        self.store.set_identity(&identity)?;
+        *self.speaks_for.write().unwrap_or_else(|p| p.into_inner()) = identity.incarnation.clone();
+        tracing::info!(incarnation = identity.incarnation, "holding the coordinator's incarnation");
+        let mut s = self.standing.write().unwrap_or_else(|p| p.into_inner());
+        s.identity = Some(identity);
+        s.trouble = None;
+        Ok(())
+    }
+
+    fn new_identity(&self, incarnation: String, distributor: bool, formed: bool) -> Result<Identity, StoreError> {
+        Ok(Identity { member: self.id, disk: random_token()?, incarnation, distributor, formed, replaced: None })
+    }
+
+    /// A member without an identity: asks the others until it may join an incarnation.
+    async fn join(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(CENSUS_EVERY);
+        // The first census is under way.
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let census = self.census.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let n = self.peers.len();
+            let result = match membership::decide_join(self.id, &census) {
+                Join::Bootstrap => match random_token().and_then(|t| self.new_identity(t, true, n == 1)) {
+                    Ok(identity) => match self.hold(identity) {
+                        Ok(()) => self.initialize().await.map(|_| true),
+                        Err(e) => Err(e.into()),
+                    },
+                    Err(e) => Err(e.into()),
+                },
+                Join::Forming(inc) => {
+                    self.new_identity(inc, false, false).and_then(|i| self.hold(i)).map(|_| true).map_err(Into::into)
+                }
+                Join::CatchUp { incarnation, applied } => self.catch_up(incarnation, applied).await,
+                Join::Lost { incarnation, holders } => {
+                    self.set_trouble(Some(lost_message(&incarnation, holders, n)));
+                    Ok(false)
+                }
+                Join::Wait { silent } => {
+                    self.set_trouble(Some(format!(
+                        "this member holds no state yet and members {silent:?} do not answer"
+                    )));
+                    Ok(false)
+                }
+            };
+            match result {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => self.set_trouble(Some(format!("cannot join the cluster: {e}"))),
+            }
+        }
+    }
+
+    /// Takes the Raft log of `incarnation` from its leader until this member has applied what a
+    /// majority had, and only then holds it (and votes).
+    async fn catch_up(&self, incarnation: String, applied: u64) -> Result<bool, ServeError> {
+        *self.speaks_for.write().unwrap_or_else(|p| p.into_inner()) = incarnation.clone();
+        self.set_trouble(Some(format!("this member is catching up on incarnation {incarnation} before it votes")));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut metrics = self.raft.metrics();
+        while metrics.borrow().last_applied.map_or(0, |l| l.index) < applied {
+            if Instant::now() > deadline {
+                return Ok(false);
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), metrics.changed()).await;
+        }
+        self.hold(self.new_identity(incarnation, false, true)?)?;
+        Ok(true)
+    }
+
+    /// Every member, every CENSUS_EVERY: asks the others what they hold, then acts on it.
+    async fn take_census(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(CENSUS_EVERY);
+        loop {
+            tick.tick().await;
+            let asks = self.peers.iter().filter(|(&id, _)| id != self.id).map(|(&id, addr)| {
+                let addr = addr.clone();
+                async move { (id, get_json::<Status>(&addr, "/v1/status").await.ok()) }
+            });
+            let census: BTreeMap<NodeId, Option<Status>> = futures_join_all(asks).await.into_iter().collect();
+            *self.census.lock().unwrap_or_else(|p| p.into_inner()) = census.clone();
+            let Some(identity) = self.identity() else { continue };
+            let n = self.peers.len();
+            if !identity.formed {
+                let holding = 1 + census
+                    .values()
+                    .flatten()
+                    .filter(|s| s.ready && s.incarnation.as_deref() == Some(&identity.incarnation))
+                    .count();
+                if holding >= membership::majority(n) {
+                    let formed = Identity { formed: true, ..identity.clone() };
+                    if self.store.set_identity(&formed).is_ok() {
+                        self.standing.write().unwrap_or_else(|p| p.into_inner()).identity = Some(formed);
+                    }
+                }
+            }
+            if let Some(now) = membership::superseded_by(&identity.incarnation, &census) {
+                self.end(ServeError::Superseded { held: identity.incarnation.clone(), now }).await;
+                return;
+            }
+            // Every other member answered and too few hold this incarnation: no quorum can form
+            // in it again, and what only the others held is gone.
+            let lost = identity.formed.then(|| membership::lost_majority(&identity.incarnation, &census)).flatten();
+            let trouble = lost.map(|holders| lost_message(&identity.incarnation, holders, n));
+            self.set_trouble(trouble);
+        }
+    }
+
+    /// The other members moved to a new incarnation: this member's state is from a lost history.
+    /// It discards it and stops.
+    async fn end(&self, why: ServeError) {
+        tracing::error!("{why}");
+        let _ = self.raft.shutdown().await;
+        if let Err(e) = self.store.discard() {
+            tracing::error!("could not discard {}: {e}", self.store.path().display());
+        }
+        *self.ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        self.ending.notify_one();
+    }
+
+    pub fn status(&self) -> Status {
+        let m = self.raft.metrics().borrow().clone();
+        let s = self.standing.read().unwrap_or_else(|p| p.into_inner());
+        let speaks_for = self.speaks_for.read().map(|s| s.clone()).unwrap_or_default();
+        Status {
+            id: self.id,
+            incarnation: (!speaks_for.is_empty()).then_some(speaks_for),
+            ready: s.identity.is_some(),
+            forming: s.identity.as_ref().is_some_and(|i| i.distributor && !i.formed),
+            replaced: s.identity.as_ref().and_then(|i| i.replaced.clone()),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_applied: m.last_applied.map(|l| l.index),
+            trouble: s.trouble.clone(),
+        }
     }
 
     /// Serves the API until the process ends.
@@ -164,7 +384,14 @@ impl Member {
         let listener = TcpListener::bind(listen).await.map_err(|e| ServeError::Listen(listen, e))?;
         tokio::spawn(self.clone().watch_leases());
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = self.ending.notified() => match self.ended.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    Some(why) => return Err(why),
+                    None => continue,
+                },
+            };
+            let Ok((stream, _)) = accepted else { continue };
             let _ = stream.set_nodelay(true);
             let member = self.clone();
             tokio::spawn(async move {
@@ -180,10 +407,14 @@ impl Member {
 
     async fn handle(&self, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
         let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        let theirs = req.headers().get(INCARNATION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
         let body = match req.into_body().collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => return error_reply(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
         };
+        if let Some(refusal) = self.refusal(&method, &path, theirs.as_deref()) {
+            return refusal;
+        }
         match (&method, path.as_str()) {
             (&Method::POST, APPEND_PATH) => {
                 self.raft_rpc(&body, |raft, rpc| async move { raft.append_entries(rpc).await }).await
@@ -214,6 +445,41 @@ impl Member {
         }
     }
 
+    /// Why this member does not answer a request, if it does not: Raft messages of another
+    /// incarnation (and votes while it holds no state), and API calls it cannot serve.
+    fn refusal(&self, method: &Method, path: &str, theirs: Option<&str>) -> Option<hyper::Response<Full<Bytes>>> {
+        if path == "/v1/status" {
+            return None;
+        }
+        let ours = self.speaks_for.read().map(|s| s.clone()).unwrap_or_default();
+        let ready = self.identity().is_some();
+        if path.starts_with("/raft/") {
+            if theirs != Some(ours.as_str()) || ours.is_empty() {
+                let why = format!(
+                    "Raft message of incarnation {} refused: this member holds {ours:?}",
+                    theirs.unwrap_or("none")
+                );
+                return Some(error_reply(StatusCode::CONFLICT, "incarnation", &why));
+            }
+            if path == VOTE_PATH && !ready {
+                return Some(error_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_state",
+                    "this member does not vote before it holds state",
+                ));
+            }
+            return None;
+        }
+        if let Some(theirs) = theirs.filter(|t| ready && *t != ours) {
+            let why = format!(
+                "the coordinator's incarnation {theirs} was lost; it is now incarnation {ours}: state kept in {theirs} is gone, register again ({method} {path})"
+            );
+            return Some(error_reply(StatusCode::GONE, "incarnation_lost", &why));
+        }
+        let trouble = self.standing.read().unwrap_or_else(|p| p.into_inner()).trouble.clone();
+        trouble.map(|t| error_reply(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &t))
+    }
+
     async fn raft_rpc<Req, Resp, E, F, Fut>(&self, body: &[u8], call: F) -> hyper::Response<Full<Bytes>>
     where
         Req: serde::de::DeserializeOwned,
@@ -225,18 +491,6 @@ impl Member {
         match serde_json::from_slice::<Req>(body) {
             Ok(rpc) => json_reply(StatusCode::OK, &call(self.raft.clone(), rpc).await),
             Err(e) => error_reply(StatusCode::BAD_REQUEST, "bad_request", &format!("not a Raft message: {e}")),
-        }
-    }
-
-    pub fn status(&self) -> Status {
-        let m = self.raft.metrics().borrow().clone();
-        Status {
-            id: self.id,
-            leader: m.current_leader,
-            term: m.current_term,
-            state: format!("{:?}", m.state),
-            incarnation: self.identity.incarnation.clone(),
-            last_applied: m.last_applied.map(|l| l.index),
         }
     }
 
@@ -255,7 +509,8 @@ impl Member {
                 "no leader is elected yet; retry shortly",
             );
         };
-        match exchange(&addr, method, path, body).await {
+        let ours = self.speaks_for.read().map(|s| s.clone()).unwrap_or_default();
+        match exchange(&addr, method, path, Some(&ours), body).await {
             Ok((status, reply)) => raw_reply(status, reply),
             Err(e) => {
                 error_reply(StatusCode::SERVICE_UNAVAILABLE, "no_leader", &format!("the leader did not answer: {e}"))
@@ -273,7 +528,10 @@ impl Member {
                 }
             }
         }
-        match self.raft.client_write(req).await {
+        let Ok(written) = tokio::time::timeout(QUORUM_WAIT, self.raft.client_write(req)).await else {
+            return error_reply(StatusCode::SERVICE_UNAVAILABLE, "no_quorum", &no_quorum());
+        };
+        match written {
             Ok(resp) => outcome_reply(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                 self.relay(Method::POST, path, body).await
@@ -288,7 +546,10 @@ impl Member {
         path: &str,
         view: impl FnOnce(&BTreeMap<String, Group>) -> serde_json::Result<serde_json::Value>,
     ) -> hyper::Response<Full<Bytes>> {
-        match self.raft.ensure_linearizable().await {
+        let Ok(confirmed) = tokio::time::timeout(QUORUM_WAIT, self.raft.ensure_linearizable()).await else {
+            return error_reply(StatusCode::SERVICE_UNAVAILABLE, "no_quorum", &no_quorum());
+        };
+        match confirmed {
             Ok(_) => {
                 let value = {
                     let m = self.machine.machine.lock().unwrap_or_else(|p| p.into_inner());
@@ -360,6 +621,38 @@ impl Member {
             }
         }
     }
+}
+
+/// How long a write or a read waits for a majority before the caller is told to retry.
+const QUORUM_WAIT: Duration = Duration::from_secs(3);
+
+fn no_quorum() -> String {
+    format!("no majority of members answered within {QUORUM_WAIT:?}; retry (with the same request id for a write)")
+}
+
+/// How often members ask each other what they hold.
+const CENSUS_EVERY: Duration = Duration::from_millis(200);
+
+fn lost_message(incarnation: &str, holders: usize, members: usize) -> String {
+    format!(
+        "the coordinator's incarnation {incarnation} is held by {holders} of {members} members, fewer than a majority: its data may be lost; an operator must run `tandem coordinator reinit` on one member to start a new incarnation"
+    )
+}
+
+/// Runs the futures at once and collects their outputs in order.
+async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
 }
 
 /// A write's outcome as the reply: the group (200) or why nothing changed (409).

@@ -52,6 +52,17 @@ pub struct Identity {
     pub disk: String,
     /// The coordinator's incarnation this member holds.
     pub incarnation: String,
+    /// This member created the incarnation (at the cluster's first start, or by `reinit`): it
+    /// starts Raft with every member, and fresh members may join it at once until it is formed.
+    #[serde(default)]
+    pub distributor: bool,
+    /// A majority of members has held the incarnation: from then on a fresh member joins only by
+    /// catching up from a majority.
+    #[serde(default)]
+    pub formed: bool,
+    /// The incarnation this one replaced (by `reinit`), whose clients are told their data was lost.
+    #[serde(default)]
+    pub replaced: Option<String>,
 }
 
 /// The snapshot as stored and sent: the state machine and where it stands.
@@ -147,6 +158,14 @@ impl Store {
             let mut table = tx.open_table(META).map_err(|e| self.db_err(e))?;
             table.insert(key, seal(value).as_slice()).map_err(|e| self.db_err(e))?;
         }
+        tx.commit().map_err(|e| self.db_err(e))
+    }
+
+    /// Empties the file: the member's state was from an incarnation that no longer exists.
+    pub fn discard(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        tx.delete_table(LOG).map_err(|e| self.db_err(e))?;
+        tx.delete_table(META).map_err(|e| self.db_err(e))?;
         tx.commit().map_err(|e| self.db_err(e))
     }
 
@@ -400,7 +419,14 @@ mod tests {
     #[test]
     fn identity_survives_reopening_and_a_damaged_value_is_refused_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let identity = Identity { member: 2, disk: "d".into(), incarnation: "i".into() };
+        let identity = Identity {
+            member: 2,
+            disk: "d".into(),
+            incarnation: "i".into(),
+            distributor: true,
+            formed: false,
+            replaced: None,
+        };
         {
             let store = Store::open(dir.path()).unwrap();
             assert_eq!(store.identity().unwrap(), None);

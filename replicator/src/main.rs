@@ -125,7 +125,10 @@ enum Command {
     /// Run a coordinator member: the authority on each group's primary, epoch and incarnation,
     /// serving an HTTP/JSON API. Alone (the default) it is the whole coordinator; with --peers it
     /// is one member of a Raft cluster of 3 or 5.
+    #[command(args_conflicts_with_subcommands = true)]
     Coordinator {
+        #[command(subcommand)]
+        action: Option<CoordinatorAction>,
         /// Where this member keeps its Raft log, state and identity.
         #[arg(long, default_value = "tandem-coordinator")]
         data_dir: PathBuf,
@@ -192,6 +195,23 @@ enum CertsCommand {
         /// The member's name, as other members' logs will show it.
         #[arg(long)]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CoordinatorAction {
+    /// Start a new incarnation on this (stopped) member, when the old one is held by fewer than
+    /// a majority of members and its data may be lost. Discards the member's state; started
+    /// again, it forms the new incarnation with the others, and clients of the old incarnation
+    /// are told their data was lost.
+    Reinit {
+        #[arg(long, default_value = "tandem-coordinator")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        id: u64,
+        /// Every member of the cluster, as the members are started with.
+        #[arg(long, value_parser = coordinator::server::parse_peers)]
+        peers: Option<std::collections::BTreeMap<u64, String>>,
     },
 }
 
@@ -303,7 +323,16 @@ fn run(cli: Cli) -> Result<u8> {
             println!("issued {} (with its key beside it)", cert.display());
             Ok(0)
         }
-        Command::Coordinator { data_dir, listen, id, peers, lease_timeout_ms } => {
+        Command::Coordinator { action: Some(CoordinatorAction::Reinit { data_dir, id, peers }), .. } => {
+            let members = peers.map_or(1, |p| p.len());
+            let (old, new) = coordinator::server::reinit(&data_dir, id, members)?;
+            match old {
+                Some(old) => println!("member {id}: new incarnation {new}, replacing {old}; start the member again"),
+                None => println!("member {id}: new incarnation {new}; start the member again"),
+            }
+            Ok(0)
+        }
+        Command::Coordinator { action: None, data_dir, listen, id, peers, lease_timeout_ms } => {
             let peers = peers.unwrap_or_else(|| [(id, listen.to_string())].into());
             if !peers.contains_key(&id) {
                 return Err(Error::Setup(format!("--peers does not name this member (id {id})")));

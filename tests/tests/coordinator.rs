@@ -118,3 +118,286 @@ fn a_single_member_keeps_its_state_across_a_kill_and_refuses_a_damaged_file() {
     assert_eq!(out.status.code(), Some(125), "a damaged file must stop the member: {err}");
     assert!(err.contains(&file.display().to_string()) && err.contains("damaged"), "{err}");
 }
+
+/// Three members, each on a host of its own.
+struct Cluster {
+    lan: tandem_tests::lan::Lan,
+    dir: tempfile::TempDir,
+    members: Vec<Option<Child>>,
+}
+
+const PORT: u16 = 7500;
+
+/// One cluster test at a time: elections are timing-sensitive on a small machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Cluster {
+    fn new() -> Cluster {
+        let lan = tandem_tests::lan::Lan::new(&["c1", "c2", "c3"]);
+        Cluster { lan, dir: tempfile::tempdir().unwrap(), members: vec![None, None, None] }
+    }
+
+    fn addr(&self, i: usize) -> String {
+        format!("{}:{PORT}", self.lan.host(&format!("c{i}")).addr)
+    }
+
+    fn peers(&self) -> String {
+        (1..=3).map(|i| format!("{i}={}", self.addr(i))).collect::<Vec<_>>().join(",")
+    }
+
+    fn data(&self, i: usize) -> std::path::PathBuf {
+        self.dir.path().join(format!("m{i}"))
+    }
+
+    fn log_path(&self, i: usize) -> std::path::PathBuf {
+        self.dir.path().join(format!("m{i}.log"))
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
+    }
+
+    fn start(&mut self, i: usize) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(i)).unwrap();
+        let child = self
+            .lan
+            .command(&format!("c{i}"), bin_dir().join("tandem"))
+            .args(["coordinator", "--data-dir"])
+            .arg(self.data(i))
+            .args(["--listen", &self.addr(i), "--id", &i.to_string(), "--peers", &self.peers()])
+            .stderr(log)
+            .spawn()
+            .expect("start a coordinator member");
+        self.members[i - 1] = Some(child);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i - 1].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn status(&self, i: usize) -> Option<Value> {
+        match get(&self.addr(i), "/v1/status") {
+            Ok((200, body)) => serde_json::from_str(&body).ok(),
+            _ => None,
+        }
+    }
+
+    /// The leader, once the live members among `among` agree on one that is one of them.
+    fn leader(&self, among: &[usize]) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let seen: Vec<Option<u64>> =
+                among.iter().map(|&i| self.status(i).and_then(|s| s["leader"].as_u64())).collect();
+            if let Some(Some(l)) = seen.first() {
+                if seen.iter().all(|s| *s == Some(*l)) && among.contains(&(*l as usize)) {
+                    return *l as usize;
+                }
+            }
+            assert!(Instant::now() < deadline, "members {among:?} agree on no leader: {seen:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn applied(&self, i: usize) -> u64 {
+        self.status(i).and_then(|s| s["last_applied"].as_u64()).unwrap_or(0)
+    }
+
+    /// Waits until member `i` holds state and has applied as much as member `like`.
+    fn wait_caught_up(&self, i: usize, like: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let target = self.applied(like);
+        while !(self.status(i).is_some_and(|s| s["ready"] == true) && self.applied(i) >= target) {
+            assert!(Instant::now() < deadline, "member {i} did not catch up: {:?}\n{}", self.status(i), self.log(i));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn groups(&self, i: usize) -> serde_json::Map<String, Value> {
+        let (status, body) = get(&self.addr(i), "/v1/groups").expect("read groups");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("groups are JSON")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 1..=3 {
+            self.kill(i);
+        }
+    }
+}
+
+/// Writes a new group per request to the members in `targets` in turn, retrying each request id
+/// until it is acknowledged, until `stop`; returns the acknowledged groups.
+fn write_stream(addrs: Vec<String>, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vec<String> {
+    let mut acked = Vec::new();
+    let mut k = 0usize;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let name = format!("g{k}");
+        let body = json!({ "id": format!("w{k}"), "command": register(&name, "p") }).to_string();
+        for attempt in 0.. {
+            let addr = &addrs[(k + attempt) % addrs.len()];
+            if let Ok((200, _)) = post(addr, "/v1/write", &body) {
+                acked.push(name.clone());
+                break;
+            }
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return acked;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        k += 1;
+    }
+    acked
+}
+
+#[test]
+fn three_members_lose_no_acknowledged_write_when_the_leader_dies_or_a_member_is_cut_off() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = Cluster::new();
+    for i in 1..=3 {
+        c.start(i);
+    }
+    let leader = c.leader(&[1, 2, 3]);
+
+    // Writes to every member in turn while the leader is SIGKILLed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let addrs: Vec<String> = (1..=3).map(|i| c.addr(i)).collect();
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || write_stream(addrs, stop))
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    c.kill(leader);
+    let rest: Vec<usize> = (1..=3).filter(|&i| i != leader).collect();
+    let new_leader = c.leader(&rest);
+    assert_ne!(new_leader, leader);
+    std::thread::sleep(Duration::from_millis(800));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().unwrap();
+    assert!(acked.len() > 20, "too few writes went through: {}", acked.len());
+    let groups = c.groups(new_leader);
+    let missing: Vec<&String> = acked.iter().filter(|g| !groups.contains_key(*g)).collect();
+    assert!(missing.is_empty(), "acknowledged writes lost after the leader died: {missing:?}");
+
+    // The old leader comes back with its state and catches up.
+    c.start(leader);
+    c.wait_caught_up(leader, new_leader);
+
+    // Cut a follower off: the other two go on; the cut-off member acknowledges nothing.
+    let follower = (1..=3).find(|&i| i != new_leader).unwrap();
+    c.lan.set_link(&format!("c{follower}"), false);
+    let body = json!({ "id": "while-cut", "command": register("cut", "p") }).to_string();
+    let (status, reply) = post(&c.addr(new_leader), "/v1/write", &body).expect("write to the leader");
+    assert_eq!(status, 200, "{reply}");
+    c.lan.set_link(&format!("c{follower}"), true);
+    c.wait_caught_up(follower, new_leader);
+    assert!(c.groups(follower).contains_key("cut"));
+}
+
+#[test]
+fn a_wiped_member_rejoins_by_catching_up_before_it_votes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = Cluster::new();
+    for i in 1..=3 {
+        c.start(i);
+    }
+    let leader = c.leader(&[1, 2, 3]);
+    for k in 0..30 {
+        let body = json!({ "id": format!("w{k}"), "command": register(&format!("g{k}"), "p") }).to_string();
+        assert_eq!(post(&c.addr(leader), "/v1/write", &body).unwrap().0, 200);
+    }
+    let wiped = (1..=3).find(|&i| i != leader).unwrap();
+    c.kill(wiped);
+    std::fs::remove_dir_all(c.data(wiped)).unwrap();
+    c.start(wiped);
+    c.wait_caught_up(wiped, leader);
+    let log = c.log(wiped);
+    let catching = log.find("catching up on incarnation").expect("the wiped member caught up first");
+    let holding = log.rfind("holding the coordinator's incarnation").expect("then held the incarnation");
+    assert!(catching < holding, "{log}");
+    let incarnation = c.status(leader).unwrap()["incarnation"].clone();
+    assert_eq!(c.status(wiped).unwrap()["incarnation"], incarnation);
+    // It now counts for the quorum: with the third member gone, the two still write.
+    let third = (1..=3).find(|&i| i != leader && i != wiped).unwrap();
+    c.kill(third);
+    let body = json!({ "id": "after", "command": register("after", "p") }).to_string();
+    let (status, reply) = post(&c.addr(wiped), "/v1/write", &body).unwrap();
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(c.groups(wiped).len(), 31);
+}
+
+#[test]
+fn with_two_of_three_wiped_clients_are_told_of_the_loss_until_an_operator_reinitialises() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = Cluster::new();
+    for i in 1..=3 {
+        c.start(i);
+    }
+    let leader = c.leader(&[1, 2, 3]);
+    let body = json!({ "id": "w0", "command": register("g0", "p") }).to_string();
+    assert_eq!(post(&c.addr(leader), "/v1/write", &body).unwrap().0, 200);
+    let old = c.status(1).unwrap()["incarnation"].as_str().unwrap().to_string();
+
+    // Members 2 and 3 lose their disks; member 1 keeps its state.
+    for i in [2, 3] {
+        c.kill(i);
+        std::fs::remove_dir_all(c.data(i)).unwrap();
+        c.start(i);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for i in 1..=3 {
+        loop {
+            let body = json!({ "id": format!("lost{i}"), "command": register("new", "p") }).to_string();
+            let (status, reply) = post(&c.addr(i), "/v1/write", &body).unwrap_or((0, String::new()));
+            assert_ne!(status, 200, "member {i} served a write with its incarnation lost: {reply}");
+            if status == 503 && reply.contains("held by 1 of 3") && reply.contains(&old) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "member {i} does not report the loss: {status} {reply}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    // The operator starts a new incarnation on member 2.
+    c.kill(2);
+    let out = tandem()
+        .args(["coordinator", "reinit", "--data-dir"])
+        .arg(c.data(2))
+        .args(["--id", "2", "--peers", &c.peers()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    c.start(2);
+    let new_leader = c.leader(&[2, 3]);
+    let new = c.status(new_leader).unwrap()["incarnation"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    let body = json!({ "id": "w1", "command": register("g1", "p") }).to_string();
+    let (status, reply) = post(&c.addr(3), "/v1/write", &body).unwrap();
+    assert_eq!(status, 200, "{reply}");
+    assert!(!c.groups(new_leader).contains_key("g0"), "the new incarnation starts empty");
+
+    // A client of the old incarnation is told its data was lost, with both incarnations named.
+    let (status, reply) =
+        tandem_tests::http::request_with(&c.addr(3), "GET", "/v1/groups", &[("x-tandem-incarnation", &old)], "")
+            .unwrap();
+    assert_eq!(status, 410, "{reply}");
+    assert!(reply.contains(&old) && reply.contains(&new), "{reply}");
+
+    // Member 1 learns its incarnation was replaced, discards its state and stops; started again,
+    // it joins the new one.
+    let member1 = c.members[0].as_mut().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while member1.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "member 1 kept serving a replaced incarnation");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(c.log(1).contains(&format!("the other members moved to {new}")), "{}", c.log(1));
+    c.members[0] = None;
+    c.start(1);
+    c.wait_caught_up(1, new_leader);
+    assert_eq!(c.status(1).unwrap()["incarnation"], new.as_str());
+}
