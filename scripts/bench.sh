@@ -8,6 +8,8 @@
 #   scripts/bench.sh live    redis-benchmark SET throughput under `tandem primary` with one backup
 #                            on loopback, sync and async mode, vs native
 #   scripts/bench.sh stream  event throughput between two agents on loopback
+#   scripts/bench.sh coordinator  three coordinator members on loopback: writes, lease renewals,
+#                            and how soon after a primary's last renewal its epoch ends
 #   scripts/bench.sh         all of them
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -238,6 +240,25 @@ stream() {
         "$(echo "$e * 1000000000 / $t" | bc -l)" "$(echo "$b * 1000000000 / $t / 1048576" | bc -l)"
 }
 
+# Three members on loopback, each its own process and data dir on this machine's disk.
+coordinator() {
+    cargo build --release -q -p coordinator --example coordinator_bench
+    local peers="1=127.0.0.1:29101,2=127.0.0.1:29102,3=127.0.0.1:29103" pids=()
+    for i in 1 2 3; do
+        "$tandem" coordinator --data-dir "$work/coord$i" --listen 127.0.0.1:2910$i --id $i --peers "$peers" \
+            2>"$work/coord$i.log" &
+        pids+=($!)
+    done
+    for _ in $(seq 100); do
+        curl -sf 127.0.0.1:29101/v1/status 2>/dev/null | grep -q '"leader":[0-9]' && break
+        sleep 0.1
+    done
+    echo "Coordinator: three members on loopback (tandem coordinator --peers ...)"
+    target/release/examples/coordinator_bench 127.0.0.1:29101,127.0.0.1:29102,127.0.0.1:29103 500
+    kill "${pids[@]}"
+    wait "${pids[@]}" 2>/dev/null || true
+}
+
 case "${1:-all}" in
     calls) calls ;;
     redis) redis ;;
@@ -246,6 +267,7 @@ case "${1:-all}" in
     handoff) handoff ;;
     live) live ;;
     stream) stream ;;
-    all) calls; echo; redis; echo; drain; echo; replay; echo; handoff; echo; live; echo; stream ;;
-    *) echo "usage: scripts/bench.sh [calls|redis|drain|replay|handoff|live|stream]" >&2; exit 2 ;;
+    coordinator) coordinator ;;
+    all) calls; echo; redis; echo; drain; echo; replay; echo; handoff; echo; live; echo; stream; echo; coordinator ;;
+    *) echo "usage: scripts/bench.sh [calls|redis|drain|replay|handoff|live|stream|coordinator]" >&2; exit 2 ;;
 esac

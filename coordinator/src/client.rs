@@ -1,0 +1,195 @@
+//! The client the agents use: any member will do (each passes writes to the leader); a member
+//! that does not answer is skipped for the next; a write is retried under its request id, so it
+//! runs once however many times it is sent.
+
+use crate::http::exchange;
+use crate::membership::Status;
+use crate::model::{Command, Group, Refusal, Request};
+use crate::server::{Renewal, Renewed};
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How long a call keeps trying members before it gives up.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    #[error("no coordinator member answered within {PATIENCE:?}: {0}")]
+    Unavailable(String),
+    #[error("the coordinator refused: {0}")]
+    Refused(Refusal),
+    /// The coordinator's incarnation this client knew is gone (the message names both).
+    #[error("{0}")]
+    IncarnationLost(String),
+    #[error("the coordinator answered {0}")]
+    BadReply(String),
+}
+
+#[derive(Debug)]
+pub struct Client {
+    members: Vec<String>,
+    /// The member to try first (the last that answered).
+    next: AtomicUsize,
+    /// The coordinator incarnation this client has seen; sent with every call.
+    incarnation: Mutex<Option<String>>,
+}
+
+/// A primary's lease as its renewal loop sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// Renewed; the caller is primary of this epoch.
+    Held { epoch: u64 },
+    /// The group moved on to this epoch: the caller is primary no more.
+    Lost { epoch: u64 },
+}
+
+/// A fresh request id: random where the kernel gives randomness, else time and pid.
+fn request_id() -> String {
+    crate::server::random_token().unwrap_or_else(|_| {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        format!("{:x}-{}", t.as_nanos(), std::process::id())
+    })
+}
+
+impl Client {
+    pub fn new(members: Vec<String>) -> Client {
+        Client { members, next: AtomicUsize::new(0), incarnation: Mutex::new(None) }
+    }
+
+    /// The coordinator incarnation this client speaks to (learnt on first contact).
+    pub fn incarnation(&self) -> Option<String> {
+        self.incarnation.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Bytes) -> Result<T, ClientError> {
+        if self.incarnation().is_none() {
+            self.learn_incarnation().await;
+        }
+        let deadline = Instant::now() + PATIENCE;
+        let mut turn = self.next.load(Ordering::Relaxed);
+        loop {
+            let addr = &self.members[turn % self.members.len()];
+            let inc = self.incarnation();
+            let last = match exchange(addr, method.clone(), path, inc.as_deref(), body.clone()).await {
+                Ok((status, reply)) if status.is_success() => {
+                    self.next.store(turn, Ordering::Relaxed);
+                    return serde_json::from_slice(&reply).map_err(|e| ClientError::BadReply(e.to_string()));
+                }
+                Ok((StatusCode::CONFLICT, reply)) => {
+                    let v: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
+                    return match serde_json::from_value::<Refusal>(v["error"].clone()) {
+                        Ok(refusal) => Err(ClientError::Refused(refusal)),
+                        Err(_) => Err(ClientError::BadReply(String::from_utf8_lossy(&reply).into_owned())),
+                    };
+                }
+                Ok((StatusCode::GONE, reply)) => {
+                    let v: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
+                    return Err(ClientError::IncarnationLost(v["message"].as_str().unwrap_or_default().to_string()));
+                }
+                Ok((status, reply)) if status.is_client_error() => {
+                    return Err(ClientError::BadReply(format!("{status}: {}", String::from_utf8_lossy(&reply))))
+                }
+                Ok((status, reply)) => format!("{addr}: {status}: {}", String::from_utf8_lossy(&reply)),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() > deadline {
+                return Err(ClientError::Unavailable(last));
+            }
+            turn += 1;
+            if turn % self.members.len() == self.next.load(Ordering::Relaxed) % self.members.len() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    async fn learn_incarnation(&self) {
+        for addr in &self.members {
+            if let Ok((StatusCode::OK, body)) = exchange(addr, Method::GET, "/v1/status", None, Bytes::new()).await {
+                if let Ok(Status { incarnation: Some(inc), ready: true, .. }) = serde_json::from_slice(&body) {
+                    *self.incarnation.lock().unwrap_or_else(|p| p.into_inner()) = Some(inc);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Proposes `command` (under a new request id, kept across retries).
+    pub async fn write(&self, command: Command) -> Result<Group, ClientError> {
+        self.write_as(&request_id(), command).await
+    }
+
+    /// Proposes `command` under the caller's request id: sent again, it runs once.
+    pub async fn write_as(&self, id: &str, command: Command) -> Result<Group, ClientError> {
+        let req = Request { id: id.to_string(), command };
+        let body = serde_json::to_vec(&req).map_err(|e| ClientError::BadReply(e.to_string()))?;
+        self.call(Method::POST, "/v1/write", body.into()).await
+    }
+
+    pub async fn group(&self, name: &str) -> Result<Group, ClientError> {
+        self.call(Method::GET, &format!("/v1/groups/{name}"), Bytes::new()).await
+    }
+
+    pub async fn renew(&self, group: &str, member: &str, epoch: u64) -> Result<Renewed, ClientError> {
+        let r = Renewal { group: group.to_string(), member: member.to_string(), epoch };
+        let body = serde_json::to_vec(&r).map_err(|e| ClientError::BadReply(e.to_string()))?;
+        self.call(Method::POST, "/v1/lease", body.into()).await
+    }
+
+    /// Renews the lease of `member`, primary of `group` in `epoch`, every `period`, until the
+    /// group moves on; the receiver sees each change.
+    pub fn keep_lease(
+        self: Arc<Self>,
+        group: String,
+        member: String,
+        epoch: u64,
+        period: Duration,
+    ) -> watch::Receiver<Lease> {
+        let (tx, rx) = watch::channel(Lease::Held { epoch });
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match self.renew(&group, &member, epoch).await {
+                    Ok(Renewed { primary: true, .. }) => {}
+                    Ok(Renewed { epoch: now, .. }) => {
+                        let _ = tx.send(Lease::Lost { epoch: now });
+                        return;
+                    }
+                    Err(e) => tracing::warn!(group, "could not renew the lease: {e}"),
+                }
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    /// Reads `group` every `period`; the receiver sees each new state.
+    pub fn watch_group(self: Arc<Self>, group: String, period: Duration) -> watch::Receiver<Option<Group>> {
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                if let Ok(g) = self.group(&group).await {
+                    tx.send_if_modified(|old| {
+                        let changed = old.as_ref() != Some(&g);
+                        *old = Some(g);
+                        changed
+                    });
+                }
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+}
