@@ -22,7 +22,8 @@ fn register(group: &str, member: &str, token: Option<String>) -> Command {
         group: group.into(),
         member: member.into(),
         address: format!("{member}.example:7400"),
-        mode: Mode::Sync,
+        primary: token.is_none(),
+        mode: Some(Mode::Sync),
         token,
         new_incarnation: String::new(),
     }
@@ -77,7 +78,7 @@ async fn main() {
     let client = Arc::new(Client::new(members.clone()));
     let g = client.write(register("bench", "p", None)).await.expect("register the bench group");
     // The bench group's primary keeps its lease all along, as a real one does.
-    let _lease = client.clone().keep_lease("bench".into(), "p".into(), g.epoch, Duration::from_millis(100));
+    let _lease = client.clone().keep_lease("bench".into(), "p".into(), g.epoch, Duration::from_millis(100), timeout);
 
     let size = serde_json::to_vec(&coordinator::model::Request {
         id: "0123456789abcdef0123456789abcdef".into(),

@@ -141,27 +141,44 @@ impl Client {
     }
 
     /// Renews the lease of `member`, primary of `group` in `epoch`, every `period`, until the
-    /// group moves on; the receiver sees each change.
+    /// group moves on; the receiver sees each change. A lease not confirmed for `expire_after`
+    /// (until the coordinator says its timeout; then four fifths of that) counts as lost: the
+    /// coordinator may be about to end the epoch without this member hearing of it.
     pub fn keep_lease(
         self: Arc<Self>,
         group: String,
         member: String,
         epoch: u64,
         period: Duration,
+        mut expire_after: Duration,
     ) -> watch::Receiver<Lease> {
         let (tx, rx) = watch::channel(Lease::Held { epoch });
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut confirmed = Instant::now();
             loop {
                 tick.tick().await;
-                match self.renew(&group, &member, epoch).await {
-                    Ok(Renewed { primary: true, .. }) => {}
-                    Ok(Renewed { epoch: now, .. }) => {
+                let sent = Instant::now();
+                // A renewal still unanswered when the lease expires is too late.
+                let deadline = tokio::time::Instant::from_std(confirmed + expire_after);
+                match tokio::time::timeout_at(deadline, self.renew(&group, &member, epoch)).await {
+                    Ok(Ok(Renewed { primary: true, timeout_ms, .. })) => {
+                        confirmed = sent;
+                        if timeout_ms > 0 {
+                            expire_after = Duration::from_millis(timeout_ms * 4 / 5);
+                        }
+                    }
+                    Ok(Ok(Renewed { epoch: now, .. })) => {
                         let _ = tx.send(Lease::Lost { epoch: now });
                         return;
                     }
-                    Err(e) => tracing::warn!(group, "could not renew the lease: {e}"),
+                    Ok(Err(e)) => tracing::warn!(group, "could not renew the lease: {e}"),
+                    Err(_) => tracing::warn!(group, "no renewal of the lease was confirmed within {expire_after:?}"),
+                }
+                if confirmed.elapsed() >= expire_after {
+                    let _ = tx.send(Lease::Lost { epoch: epoch + 1 });
+                    return;
                 }
                 if tx.is_closed() {
                     return;

@@ -18,6 +18,10 @@ impl Leases {
         Leases { timeout, deadlines: Mutex::new(BTreeMap::new()) }
     }
 
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (u64, Instant)>> {
         self.deadlines.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -52,14 +52,18 @@ pub struct Group {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
-    /// A member joins (or rejoins) a group. `token` is the incarnation it holds (none for a new
-    /// or wiped state dir); `new_incarnation` names the group if this creates it (the member
-    /// that proposes the command chooses it).
+    /// A member joins (or rejoins) a group: as its primary (`primary`, which creates the group
+    /// with `mode`), or as a backup. `token` is the incarnation it holds (none for a new or wiped
+    /// state dir); `new_incarnation` names the group if this creates it (the member that proposes
+    /// the command chooses it).
     Register {
         group: String,
         member: String,
         address: String,
-        mode: Mode,
+        #[serde(default)]
+        primary: bool,
+        #[serde(default)]
+        mode: Option<Mode>,
         #[serde(default)]
         token: Option<String>,
         #[serde(default)]
@@ -109,6 +113,8 @@ pub enum Refusal {
     NoEligible { group: String },
     #[error("group {group} registered mode {current}; {member} asked for {asked}")]
     ModeMismatch { group: String, member: String, current: String, asked: String },
+    #[error("{member} cannot be primary of group {group}: its primary is {primary:?} in epoch {epoch}; start {member} as a backup")]
+    NotPrimary { group: String, member: String, primary: Option<String>, epoch: u64 },
 }
 
 /// The result of a command: the group as it stands after it, or why it changed nothing.
@@ -146,8 +152,8 @@ impl State {
 
     fn execute(&mut self, cmd: &Command) -> Outcome {
         match cmd {
-            Command::Register { group, member, address, mode, token, new_incarnation } => {
-                self.register(group, member, address, *mode, token.as_deref(), new_incarnation)
+            Command::Register { group, member, address, primary, mode, token, new_incarnation } => {
+                self.register(group, member, address, *primary, *mode, token.as_deref(), new_incarnation)
             }
             Command::Report { group, member, epoch, held, released, diverged } => {
                 let g = self.group_mut(group)?;
@@ -189,24 +195,35 @@ impl State {
         self.groups.get_mut(group).ok_or_else(|| Refusal::NoGroup { group: group.to_string() })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn register(
         &mut self,
         group: &str,
         member: &str,
         address: &str,
-        mode: Mode,
+        as_primary: bool,
+        mode: Option<Mode>,
         token: Option<&str>,
         new_incarnation: &str,
     ) -> Outcome {
-        let g = self.groups.entry(group.to_string()).or_insert_with(|| Group {
-            incarnation: new_incarnation.to_string(),
-            epoch: 1,
-            primary: Some(member.to_string()),
-            mode,
-            released: 0,
-            stalled: false,
-            members: BTreeMap::new(),
-        });
+        if !self.groups.contains_key(group) {
+            if !as_primary {
+                return Err(Refusal::NoGroup { group: group.to_string() });
+            }
+            self.groups.insert(
+                group.to_string(),
+                Group {
+                    incarnation: new_incarnation.to_string(),
+                    epoch: 1,
+                    primary: Some(member.to_string()),
+                    mode: mode.unwrap_or(Mode::Sync),
+                    released: 0,
+                    stalled: false,
+                    members: BTreeMap::new(),
+                },
+            );
+        }
+        let g = self.group_mut(group)?;
         if let Some(held) = token {
             if held != g.incarnation {
                 return Err(Refusal::StaleIncarnation {
@@ -217,12 +234,20 @@ impl State {
                 });
             }
         }
-        if g.mode != mode {
+        if let Some(mode) = mode.filter(|m| *m != g.mode) {
             return Err(Refusal::ModeMismatch {
                 group: group.to_string(),
                 member: member.to_string(),
                 current: format!("{:?}", g.mode).to_lowercase(),
                 asked: format!("{mode:?}").to_lowercase(),
+            });
+        }
+        if as_primary && g.primary.as_deref() != Some(member) {
+            return Err(Refusal::NotPrimary {
+                group: group.to_string(),
+                member: member.to_string(),
+                primary: g.primary.clone(),
+                epoch: g.epoch,
             });
         }
         let creating = g.members.is_empty();

@@ -96,6 +96,10 @@ pub struct Renewal {
 pub struct Renewed {
     pub primary: bool,
     pub epoch: u64,
+    /// The coordinator's lease timeout: a primary must stop before this long after a renewal it
+    /// sent, or another may be named while it still acts.
+    #[serde(default)]
+    pub timeout_ms: u64,
 }
 
 fn raft_config() -> openraft::Config {
@@ -588,7 +592,8 @@ impl Member {
         if primary {
             self.leases.renew(&r.group, g.epoch);
         }
-        json_reply(StatusCode::OK, &Renewed { primary, epoch: g.epoch })
+        let timeout_ms = self.leases.timeout().as_millis() as u64;
+        json_reply(StatusCode::OK, &Renewed { primary, epoch: g.epoch, timeout_ms })
     }
 
     /// On the leader: a primary whose lease lapsed loses its epoch (through Raft, so every

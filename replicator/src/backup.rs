@@ -14,6 +14,7 @@ use crate::net::{self, read_frame, write_frame, NetError};
 use crate::recorder::now_ns;
 use crate::replayer::{self, Following, Outcome, ReplayOptions};
 use crate::statedir::{random, Membership, StateDir};
+use crate::steer::Steering;
 use crate::wire::frame::Body;
 use crate::wire::session::{BackupAction, BackupSession, SessionError, Standing};
 use eventlog::logfile::{LogReader, LogWriter};
@@ -24,7 +25,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -44,6 +45,9 @@ pub struct BackupOptions {
     /// Keep the stream durably without running the program: a copy of the log that cannot take
     /// over, but can seed a backup later.
     pub witness: bool,
+    /// The coordinator's members: the backup registers, reports its position, and promotes
+    /// itself when the coordinator names it primary.
+    pub coordinator: Option<Vec<String>>,
 }
 
 type Writer = LogWriter<BufWriter<File>>;
@@ -104,6 +108,8 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
             following: following.clone(),
             witness: opts.witness,
             ready: ready_tx,
+            steering: opts.coordinator.as_ref().map(|c| Steering::new(c, &opts.group, &opts.name)),
+            held: Arc::new(AtomicU64::new(held)),
         };
         let standing = Standing { incarnation: membership.incarnation, epoch: membership.epoch };
         let session = BackupSession::new(standing, &opts.group, &opts.name, membership.handle, held);
@@ -145,6 +151,9 @@ struct Network {
     following: Following,
     witness: bool,
     ready: mpsc::Sender<std::result::Result<(), String>>,
+    steering: Option<Steering>,
+    /// The last event held durably (reported to the coordinator).
+    held: Arc<AtomicU64>,
 }
 
 enum SessionEnd {
@@ -163,6 +172,31 @@ impl Network {
         };
         runtime.block_on(async {
             let (requests_tx, mut requests) = tokio::sync::mpsc::channel(4);
+            if let Some(steering) = &self.steering {
+                let held = Some(session.standing.incarnation);
+                let registered = steering
+                    .register_when_ready(self.dir.path.display().to_string(), held)
+                    .await
+                    .and_then(|g| Ok((crate::steer::token(&g)?, g)));
+                match registered {
+                    Ok((token, g)) => {
+                        tracing::info!(group = steering.group, epoch = g.epoch, primary = ?g.primary, "registered with the coordinator");
+                        // The primary must speak for the group's incarnation and epoch.
+                        session.standing.incarnation = token;
+                        session.standing.epoch = session.standing.epoch.max(g.epoch);
+                        if !self.witness {
+                            let held = self.held.clone();
+                            steering.report(g.epoch, move || (held.load(Ordering::Relaxed), 0));
+                            steering.await_promotion(g.epoch, requests_tx.clone());
+                        }
+                    }
+                    Err(e) => {
+                        let _ = self.ready.send(Err(e.to_string()));
+                        self.following.stop.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
             let control = control::serve(self.dir.path.clone(), requests_tx);
             tokio::spawn(async move {
                 if let Err(e) = control.await {
@@ -344,6 +378,7 @@ impl Network {
             if let (Some(last), Some(w)) = (appended, writer.as_mut()) {
                 w.flush().map_err(io)?;
                 w.get_ref().get_ref().sync_data().map_err(io)?;
+                self.held.store(last, Ordering::Relaxed);
                 write_frame(&mut send, &session.durable(last)).await?;
             }
             if ended_at.is_some_and(|last| session.held >= last) {

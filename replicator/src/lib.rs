@@ -13,4 +13,5 @@ pub mod recorder;
 pub mod replayer;
 pub mod show;
 pub mod statedir;
+pub mod steer;
 pub mod wire;

@@ -142,7 +142,8 @@ enum Command {
         /// member alone, at --listen).
         #[arg(long, value_parser = coordinator::server::parse_peers)]
         peers: Option<std::collections::BTreeMap<u64, String>>,
-        /// Milliseconds without a renewal after which a primary's lease lapses and its epoch ends.
+        /// Milliseconds without a renewal after which a primary's lease lapses and its epoch ends
+        /// (primaries fence themselves at four fifths of this without a confirmed renewal).
         #[arg(long, default_value_t = 500)]
         lease_timeout_ms: u64,
     },
@@ -179,6 +180,10 @@ struct MemberArgs {
     /// Most threads alive at once, across all processes of the program.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
     max_threads: u32,
+    /// The coordinator's members (ADDR,ADDR,...): the agent registers with its group there and
+    /// follows its decisions (a primary keeps a lease; a backup named primary promotes itself).
+    #[arg(long, value_delimiter = ',')]
+    coordinator: Option<Vec<String>>,
 }
 
 #[derive(Subcommand)]
@@ -283,6 +288,7 @@ fn run(cli: Cli) -> Result<u8> {
                 certs: member.certs,
                 name: member.name,
                 geometry: Geometry::record(member.max_threads, MIN_RING_BYTES),
+                coordinator: member.coordinator,
             };
             let rec = replicator::primary::run(&launch, &opts)?;
             Ok(rec.exit_code.clamp(0, 255) as u8)
@@ -299,6 +305,7 @@ fn run(cli: Cli) -> Result<u8> {
                 stall_after: Duration::from_secs_f64(stall_timeout.max(0.1)),
                 command: (!command.is_empty()).then_some(command),
                 witness,
+                coordinator: member.coordinator,
             };
             let outcome = replicator::backup::run(&opts)?;
             match outcome {

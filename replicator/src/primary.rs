@@ -13,8 +13,11 @@ use crate::launch::Launch;
 use crate::net::{self, read_frame, write_frame};
 use crate::recorder::{self, Recording, Tap};
 use crate::statedir::{random, Membership, StateDir};
+use crate::steer::{self, Steering};
 use crate::wire::frame::{Body, Frame};
 use crate::wire::session::{group_ack, PrimarySession, Standing};
+use coordinator::client::Lease;
+use coordinator::model::Mode;
 use eventlog::logfile::Launch as LaunchRecord;
 use eventlog::ring::{Geometry, SharedRegion};
 use eventlog::IncarnationToken;
@@ -49,6 +52,9 @@ pub struct PrimaryOptions {
     pub certs: PathBuf,
     pub name: String,
     pub geometry: Geometry,
+    /// The coordinator's members: the group's incarnation and epoch come from there, and the
+    /// primary keeps a lease; when it lapses, output is held for good (fencing).
+    pub coordinator: Option<Vec<String>>,
 }
 
 struct WireBatch {
@@ -88,6 +94,8 @@ pub struct Hub {
     ended: watch::Sender<Option<u64>>,
     /// The release point (the group's acknowledged position).
     released: watch::Sender<u64>,
+    /// The coordinator ended this primary's epoch: nothing more is released.
+    fenced: std::sync::atomic::AtomicBool,
 }
 
 impl Hub {
@@ -97,6 +105,9 @@ impl Hub {
 
     /// Recomputes the release point from the backups' positions and hands it to the shim.
     fn update_release(&self) {
+        if self.fenced.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let point = group_ack(self.state().acked.values().copied(), self.min_backups);
         if let Some(point) = point {
             let point = point.min(*self.written.borrow());
@@ -108,6 +119,14 @@ impl Hub {
                 *r = (*r).max(point);
                 moved
             });
+        }
+    }
+
+    /// This primary's epoch is over: outputs from here on wait for good, in either mode.
+    fn fence(&self) {
+        self.fenced.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(region) = self.region.get() {
+            region.region().set_gate(true);
         }
     }
 
@@ -170,9 +189,33 @@ impl Tap for Hub {
 pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
     let identity = Identity::load(&opts.certs, &opts.name)?;
     let dir = StateDir::open(&opts.state_dir)?;
-    // Every run of the program is a new incarnation of the group: backups of an earlier run
-    // cannot resume into this one.
-    let membership = Membership { incarnation: IncarnationToken(random::<16>()?), epoch: 1, handle: 0 };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("tandem-net")
+        .build()
+        .map_err(Error::io("cannot start the network runtime"))?;
+    let steering = opts.coordinator.as_ref().map(|c| Steering::new(c, &opts.group, &opts.name));
+    let membership = match &steering {
+        // The coordinator names the group's incarnation and epoch.
+        Some(steering) => {
+            let mode = match opts.mode {
+                OutputMode::Sync => Mode::Sync,
+                OutputMode::Async { .. } => Mode::Async,
+            };
+            let g = runtime.block_on(steering.register(opts.listen.to_string(), Some(mode), None))?;
+            if g.members.len() > 1 {
+                return Err(Error::Setup(format!(
+                    "group {} already has members following an earlier run of its primary (epoch {}): a new run of the program is a new history; use a new group name, or fail over to a backup",
+                    opts.group, g.epoch
+                )));
+            }
+            Membership { incarnation: steer::token(&g)?, epoch: g.epoch, handle: 0 }
+        }
+        // Every run of the program is a new incarnation of the group: backups of an earlier
+        // run cannot resume into this one.
+        None => Membership { incarnation: IncarnationToken(random::<16>()?), epoch: 1, handle: 0 },
+    };
     dir.store(&membership)?;
     let (written, _) = watch::channel(0);
     let (ended, _) = watch::channel(None);
@@ -189,13 +232,29 @@ pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
         written,
         ended,
         released,
+        fenced: Default::default(),
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("tandem-net")
-        .build()
-        .map_err(Error::io("cannot start the network runtime"))?;
+    if let Some(steering) = &steering {
+        let _guard = runtime.enter();
+        let epoch = membership.epoch;
+        let h = hub.clone();
+        steering.report(epoch, move || (*h.written.borrow(), *h.released.borrow()));
+        let mut lease = steering.keep_lease(epoch);
+        let h = hub.clone();
+        runtime.spawn(async move {
+            while lease.changed().await.is_ok() {
+                if let Lease::Lost { epoch: now } = *lease.borrow() {
+                    h.fence();
+                    tracing::error!(
+                        epoch,
+                        now,
+                        "the coordinator ended this primary's epoch: its output is held for good"
+                    );
+                    return;
+                }
+            }
+        });
+    }
     let endpoint = runtime.block_on(async { net::server(&identity, opts.listen) })?;
     tracing::info!(group = %opts.group, listen = %opts.listen, incarnation = %membership.incarnation, "serving backups");
     runtime.spawn(accept_loop(endpoint.clone(), hub.clone()));

@@ -53,8 +53,9 @@ fn write(addr: &str, id: &str, command: Value) -> (u16, Value) {
     (status, serde_json::from_str(&body).unwrap_or_else(|_| panic!("reply is not JSON: {body}")))
 }
 
+/// A primary's registration (which creates the group).
 fn register(group: &str, member: &str) -> Value {
-    json!({ "op": "register", "group": group, "member": member, "address": format!("{member}:7400"), "mode": "sync" })
+    json!({ "op": "register", "group": group, "member": member, "address": format!("{member}:7400"), "primary": true })
 }
 
 fn group(addr: &str, name: &str) -> Value {
@@ -75,6 +76,7 @@ fn a_single_member_keeps_its_state_across_a_kill_and_refuses_a_damaged_file() {
     let token = g["incarnation"].as_str().expect("a new group gets an incarnation token").to_string();
     let mut b1 = register("web", "b1");
     b1["token"] = json!(token);
+    b1["primary"] = json!(false);
     assert_eq!(write(&addr, "reg-b1", b1).0, 200);
     let report = json!({ "op": "report", "group": "web", "member": "b1", "epoch": 1, "held": 40, "released": 0, "diverged": false });
     assert_eq!(write(&addr, "rep-b1", report).0, 200);

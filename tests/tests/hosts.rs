@@ -331,3 +331,118 @@ fn strangers_and_garbage_are_refused_while_the_good_backup_goes_on() {
     kill_host(&c.lan.host("b1").ns);
     let _ = stderr_of(good);
 }
+
+/// The coordinator on host `c`, one member; returns it and its address.
+fn start_coordinator(c: &Cluster) -> (Child, String) {
+    let addr = format!("{}:7500", c.lan.host("c").addr);
+    let child = c
+        .lan
+        .command("c", bin_dir().join("tandem"))
+        .args(["coordinator", "--data-dir"])
+        .arg(c.home("c").join("coordinator"))
+        .args(["--listen", &addr])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !tandem_tests::http::get(&addr, "/v1/status").is_ok_and(|(s, b)| s == 200 && b.contains("\"leader\":1")) {
+        assert!(Instant::now() < deadline, "the coordinator did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, addr)
+}
+
+/// redis-server as the primary on `p` and its backup on `b1`, both steered by the coordinator.
+fn steered_redis(c: &Cluster, mode: &str, coordinator: &str) -> (Child, Child) {
+    let certs = c.dir.path().join("certs");
+    let args = ["backup", "--group", "g", "--primary", &c.primary_at().to_string(), "--coordinator", coordinator];
+    let backup = c.agent("b1", &certs, &args.map(String::from), &[]);
+    let listen = format!("{}:{AGENT_PORT}", c.lan.host("p").addr);
+    let args = ["primary", "--group", "g", "--mode", mode, "--wait-for-backups", "1", "--listen", &listen];
+    let mut args = args.map(String::from).to_vec();
+    args.extend(["--coordinator".to_string(), coordinator.to_string()]);
+    let mut program = redis_server();
+    program.insert(0, "--".into());
+    let primary = c.agent("p", &certs, &args, &program);
+    c.wait_for_redis("p", Duration::from_secs(20));
+    (primary, backup)
+}
+
+fn coordinator_group(addr: &str) -> serde_json::Value {
+    let (status, body) = tandem_tests::http::get(addr, "/v1/groups/g").unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn the_coordinator_promotes_the_backup_when_the_primary_host_dies() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    require("redis-server");
+    let mut c = Cluster::new(&["p", "b1", "c"]);
+    c.strangers = 1;
+    let (coordinator, at) = start_coordinator(&c);
+    let (primary, backup) = steered_redis(&c, "sync", &at);
+    let load = c.benchmark(5_000);
+    let (out, err) = stderr_of(load);
+    assert!(out.status.success(), "redis-benchmark: {err}");
+    assert_eq!(c.redis_cli("p", &["set", "last", "word"]), "OK");
+    let digest = c.redis_cli("p", &["debug", "digest"]);
+    let before = coordinator_group(&at);
+    assert_eq!((before["epoch"].as_u64(), before["primary"].as_str()), (Some(1), Some("primary")), "{before}");
+
+    // No operator: the primary's lease lapses, the coordinator names the backup, which goes live.
+    kill_host(&c.lan.host("p").ns);
+    let (_, perr) = stderr_of(primary);
+    c.wait_for_redis("b1", Duration::from_secs(30));
+    let after = coordinator_group(&at);
+    assert_eq!((after["epoch"].as_u64(), after["primary"].as_str()), (Some(2), Some("b1")), "{after}");
+    let theirs = c.redis_cli("b1", &["debug", "digest"]);
+    let word = c.redis_cli("b1", &["get", "last"]);
+    kill_host(&c.lan.host("b1").ns);
+    let (_, berr) = stderr_of(backup);
+    assert_eq!(theirs, digest, "b1 took over with other data\nb1:\n{berr}\nprimary:\n{perr}");
+    assert_eq!(word, "word");
+    assert!(berr.contains("the coordinator named this member primary"), "{berr}");
+    kill_host(&c.lan.host("c").ns);
+    let _ = stderr_of(coordinator);
+}
+
+#[test]
+fn a_primary_cut_off_from_the_coordinator_fences_itself_while_its_backup_takes_over() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    require("redis-server");
+    let mut c = Cluster::new(&["p", "b1", "c"]);
+    c.strangers = 1;
+    let (coordinator, at) = start_coordinator(&c);
+    // Async mode: outputs leave without waiting for the backup, so only the fence holds them.
+    let (primary, backup) = steered_redis(&c, "async", &at);
+    assert_eq!(c.redis_cli("p", &["set", "k", "before"]), "OK");
+    // Async mode lets the backup lag: cut only once it holds what the primary recorded.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let g = coordinator_group(&at);
+        let (p, b) = (g["members"]["primary"]["held"].as_u64(), g["members"]["b1"]["held"].as_u64());
+        if p.is_some_and(|p| p > 0 && b >= Some(p)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the backup does not catch up: {g}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    c.lan.set_link("p", false);
+    c.wait_for_redis("b1", Duration::from_secs(30));
+    assert_eq!(c.redis_cli("b1", &["get", "k"]), "before");
+    // A client next to the old primary gets nothing more from it.
+    let mut local = c.lan.command("p", "redis-cli");
+    local.args(["-p", &REDIS_PORT.to_string(), "set", "k", "after"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (out, _) = finish(local.spawn().unwrap(), Duration::from_secs(3));
+    assert!(!text(&out.stdout).contains("OK"), "the fenced primary replied: {}", text(&out.stdout));
+
+    kill_host(&c.lan.host("p").ns);
+    let (_, perr) = stderr_of(primary);
+    assert!(perr.contains("the coordinator ended this primary's epoch"), "{perr}");
+    kill_host(&c.lan.host("b1").ns);
+    let _ = stderr_of(backup);
+    kill_host(&c.lan.host("c").ns);
+    let _ = stderr_of(coordinator);
+}

@@ -9,7 +9,8 @@ fn register(s: &mut State, id: &str, member: &str, mode: Mode, token: Option<&st
         group: "g".into(),
         member: member.into(),
         address: format!("{member}:1"),
-        mode,
+        primary: member == "p",
+        mode: Some(mode),
         token: token.map(str::to_string),
         new_incarnation: "inc-1".into(),
     };
@@ -51,6 +52,26 @@ fn the_first_member_is_primary_at_epoch_one_and_joiners_with_a_token_are_backups
     let g = register(&mut s, "b", "b1", Mode::Sync, Some("inc-1")).unwrap();
     assert_eq!(g.primary.as_deref(), Some("p"));
     assert!(!g.members["b1"].catching_up);
+}
+
+#[test]
+fn only_the_primary_creates_a_group_and_nobody_else_claims_it() {
+    let mut s = State::default();
+    let e = register(&mut s, "a", "b1", Mode::Sync, None).unwrap_err();
+    assert_eq!(e, Refusal::NoGroup { group: "g".into() });
+    register(&mut s, "b", "p", Mode::Sync, None).unwrap();
+    let claim = Command::Register {
+        group: "g".into(),
+        member: "q".into(),
+        address: String::new(),
+        primary: true,
+        mode: None,
+        token: None,
+        new_incarnation: "inc-2".into(),
+    };
+    let e = s.apply(&req("c", claim)).unwrap_err();
+    assert!(matches!(e, Refusal::NotPrimary { ref primary, epoch: 1, .. } if primary.as_deref() == Some("p")), "{e}");
+    assert_eq!(s.groups["g"].incarnation, "inc-1");
 }
 
 #[test]
@@ -193,7 +214,8 @@ fn under_random_commands_epochs_only_grow_and_every_new_primary_was_eligible() {
                     group: "g".into(),
                     member: member.clone(),
                     address: String::new(),
-                    mode,
+                    primary: rng.next(4) == 0,
+                    mode: Some(mode),
                     token: (rng.next(3) != 0).then(|| "inc-1".to_string()),
                     new_incarnation: "inc-1".into(),
                 },

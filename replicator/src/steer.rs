@@ -1,0 +1,159 @@
+//! An agent steered by the coordinator (`--coordinator`): it registers with its group, takes the
+//! group's incarnation token and epoch from there, reports how far it holds the primary's events,
+//! and follows the coordinator's decisions: a primary whose lease lapsed is fenced (its output is
+//! held for good); a backup named primary of a new epoch promotes itself.
+
+use crate::control;
+use crate::error::{Error, Result};
+use crate::statedir::unhex;
+use coordinator::client::{Client, ClientError, Lease};
+use coordinator::model::{Command, Group, Mode, Refusal};
+use eventlog::IncarnationToken;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How often a primary renews its lease.
+pub const LEASE_PERIOD: Duration = Duration::from_millis(100);
+/// A primary that has not had its lease confirmed for this long fences itself, until the first
+/// renewal tells it the coordinator's timeout (it then fences at four fifths of that): sooner than
+/// the lease lapses there, counted from the renewal's arrival, so the old primary stops before
+/// the coordinator can name another.
+pub const FENCE_AFTER: Duration = Duration::from_millis(400);
+/// How often an agent reports its position.
+pub const REPORT_EVERY: Duration = Duration::from_millis(100);
+/// How often a backup looks at its group.
+pub const WATCH_EVERY: Duration = Duration::from_millis(50);
+
+#[derive(Clone)]
+pub struct Steering {
+    pub client: Arc<Client>,
+    pub group: String,
+    pub member: String,
+}
+
+fn coordinator_error(e: ClientError) -> Error {
+    Error::Setup(format!("coordinator: {e}"))
+}
+
+pub fn token(group: &Group) -> Result<IncarnationToken> {
+    unhex::<16>(&group.incarnation)
+        .map(IncarnationToken)
+        .ok_or_else(|| Error::Setup(format!("the coordinator's token {:?} is not a tandem token", group.incarnation)))
+}
+
+impl Steering {
+    pub fn new(addresses: &[String], group: &str, member: &str) -> Steering {
+        Steering { client: Arc::new(Client::new(addresses.to_vec())), group: group.into(), member: member.into() }
+    }
+
+    /// `register`, waiting while the group does not exist yet (a backup started before its primary).
+    pub async fn register_when_ready(&self, address: String, held: Option<IncarnationToken>) -> Result<Group> {
+        let mut waited = false;
+        loop {
+            match self.register(address.clone(), None, held).await {
+                Err(Error::Setup(why)) if why.starts_with("no group named") => {
+                    if !waited {
+                        tracing::info!(group = self.group, "waiting for the group's primary to register");
+                        waited = true;
+                    }
+                    tokio::time::sleep(WATCH_EVERY * 4).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Joins the group: as its primary with `mode` (creating it), or as a backup (`mode` none).
+    /// `held`: the token this member's state dir holds (none: a backup joins only through a full
+    /// catch-up; an older incarnation's token is refused).
+    pub async fn register(&self, address: String, mode: Option<Mode>, held: Option<IncarnationToken>) -> Result<Group> {
+        let command = Command::Register {
+            group: self.group.clone(),
+            member: self.member.clone(),
+            address,
+            primary: mode.is_some(),
+            mode,
+            token: held.filter(|t| !t.is_none()).map(|t| t.to_string()),
+            new_incarnation: String::new(),
+        };
+        match self.client.write(command).await {
+            Ok(g) => Ok(g),
+            Err(ClientError::Refused(r)) => Err(Error::Setup(r.to_string())),
+            Err(e) => Err(coordinator_error(e)),
+        }
+    }
+
+    /// Reports `position()`: (held, released) every REPORT_EVERY while `epoch` lasts. A backup
+    /// holds what it synced; the primary holds what it recorded and released output for what its
+    /// backups acknowledged.
+    pub fn report(&self, epoch: u64, position: impl Fn() -> (u64, u64) + Send + 'static) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REPORT_EVERY);
+            let mut last = (u64::MAX, u64::MAX);
+            loop {
+                tick.tick().await;
+                let now = position();
+                if now == last {
+                    continue;
+                }
+                let command = Command::Report {
+                    group: me.group.clone(),
+                    member: me.member.clone(),
+                    epoch,
+                    held: now.0,
+                    released: now.1,
+                    diverged: false,
+                };
+                match me.client.write(command).await {
+                    Ok(_) => last = now,
+                    Err(ClientError::Refused(Refusal::StaleEpoch { .. } | Refusal::NoMember { .. })) => return,
+                    Err(e) => tracing::warn!(group = me.group, "could not report to the coordinator: {e}"),
+                }
+            }
+        });
+    }
+
+    /// Renews this primary's lease; the receiver learns when the epoch ends.
+    pub fn keep_lease(&self, epoch: u64) -> watch::Receiver<Lease> {
+        self.client.clone().keep_lease(self.group.clone(), self.member.clone(), epoch, LEASE_PERIOD, FENCE_AFTER)
+    }
+
+    /// A backup: once the coordinator names this member primary of an epoch after `epoch`, asks
+    /// the agent to promote itself (through the same channel as `tandem promote`), then keeps the
+    /// new epoch's lease.
+    pub fn await_promotion(&self, epoch: u64, agent: mpsc::Sender<control::Request>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut group = me.client.clone().watch_group(me.group.clone(), WATCH_EVERY);
+            let new_epoch = loop {
+                if group.changed().await.is_err() {
+                    return;
+                }
+                let g = group.borrow_and_update().clone();
+                if let Some(g) = g.filter(|g| g.epoch > epoch && g.primary.as_deref() == Some(me.member.as_str())) {
+                    break g.epoch;
+                }
+            };
+            drop(group);
+            let (reply, answer) = oneshot::channel();
+            if agent.send(control::Request { line: control::PROMOTE.into(), reply }).await.is_err() {
+                return;
+            }
+            let answer = answer.await.unwrap_or_default();
+            if answer.starts_with("error:") {
+                tracing::error!(epoch = new_epoch, "the coordinator named this member primary, but {answer}");
+                return;
+            }
+            tracing::info!(epoch = new_epoch, "the coordinator named this member primary: {answer}");
+            let mut lease = me.keep_lease(new_epoch);
+            while lease.changed().await.is_ok() {
+                if let Lease::Lost { epoch } = *lease.borrow() {
+                    tracing::error!(epoch, "this member's lease as primary lapsed");
+                    return;
+                }
+            }
+        });
+    }
+}
