@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The most complete real scenario tandem supports so far: a real redis-server runs under
 # `tandem primary` and takes load while a `tandem backup` follows it live over QUIC (sync mode:
-# no reply leaves before the backup holds what it depends on). The primary is killed; the backup
-# is promoted, replays up to the exact point the primary reached, goes live on the same port and
-# serves the primary's data, byte for byte.
+# no reply leaves before the backup holds what it depends on), both steered by a
+# `tandem coordinator`. The primary is killed; its lease lapses, the coordinator names the backup
+# primary of a new epoch, and the backup replays up to the exact point the primary reached, goes
+# live on the same port and serves the primary's data, byte for byte. No one runs a command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -12,6 +13,8 @@ tandem=$PWD/target/release/tandem
 work=$(mktemp -d /tmp/tandem-demo.XXXXXX)
 port=$(( 20000 + RANDOM % 20000 ))
 agent_port=$(( port + 1 ))
+coordinator_port=$(( port + 2 ))
+coordinator=127.0.0.1:$coordinator_port
 mkdir -p "$work/primary" "$work/backup"
 redis_args=(redis-server --port "$port" --save '' --appendonly yes --dir . --enable-debug-command yes)
 
@@ -29,15 +32,21 @@ echo "== certificates: a cluster CA, a primary and a backup"
 "$tandem" certs issue --dir "$work/certs" --name primary >/dev/null
 "$tandem" certs issue --dir "$work/certs" --name backup >/dev/null
 
-echo "== backup: tandem backup, following 127.0.0.1:$agent_port"
-(cd "$work/backup" && exec "$tandem" backup --group demo --primary "127.0.0.1:$agent_port" --name backup \
-    --certs "$work/certs" > "$work/backup.out" 2>&1) &
-backup=$!
+echo "== coordinator: one member at $coordinator (lease timeout 500 ms)"
+"$tandem" coordinator --data-dir "$work/coordinator" --listen "$coordinator" > "$work/coordinator.out" 2>&1 &
+coordinator_pid=$!
+trap 'kill $coordinator_pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -sf "$coordinator/v1/status" | grep -q '"leader":1' && break; sleep 0.05; done
 
 echo "== primary: redis-server on port $port under tandem primary (sync mode)"
 (cd "$work/primary" && exec "$tandem" primary --group demo --wait-for-backups 1 --listen "127.0.0.1:$agent_port" --name primary \
-    --certs "$work/certs" -- "${redis_args[@]}" > "$work/primary.out" 2>&1) &
+    --certs "$work/certs" --coordinator "$coordinator" -- "${redis_args[@]}" > "$work/primary.out" 2>&1) &
 agent=$!
+
+echo "== backup: tandem backup, following 127.0.0.1:$agent_port"
+(cd "$work/backup" && exec "$tandem" backup --group demo --primary "127.0.0.1:$agent_port" --name backup \
+    --certs "$work/certs" --coordinator "$coordinator" > "$work/backup.out" 2>&1) &
+backup=$!
 wait_ping
 primary_pid=$(cut -d' ' -f1 "/proc/$agent/task/$agent/children")
 
@@ -47,17 +56,20 @@ echo "== a last acknowledged write: SET demo:last-write \"$(date -u +%T)\""
 redis-cli -p "$port" set demo:last-write "$(date -u +%T)"
 primary_digest=$(redis-cli -p "$port" debug digest)
 echo "   primary's DEBUG DIGEST: $primary_digest"
+echo "   the coordinator's view: $(curl -s "$coordinator/v1/groups/demo")"
 
 echo "== the primary's host dies (SIGKILL to redis-server, pid $primary_pid, and its agent)"
 kill -KILL "$primary_pid" "$agent"
 wait "$agent" || true
 
-echo
-echo "== tandem promote: the backup replays what it holds and goes live"
 start=$(date +%s%N)
-(cd "$work/backup" && "$tandem" promote | sed 's/^/   /')
+
+echo
+echo "== the lease lapses; the coordinator promotes the backup, which replays what it holds and goes live"
 wait_ping
-echo "   the backup answers on port $port after $(( ($(date +%s%N) - start) / 1000000 )) ms"
+echo "   the backup answers on port $port $(( ($(date +%s%N) - start) / 1000000 )) ms after the kill"
+echo "   the coordinator's view: $(curl -s "$coordinator/v1/groups/demo")"
+grep -h "named this member primary" "$work/backup.out" | sed 's/^/   backup: /' | cut -c1-160
 backup_digest=$(redis-cli -p "$port" debug digest)
 echo "   backup's DEBUG DIGEST:  $backup_digest"
 echo "   GET demo:last-write:     $(redis-cli -p "$port" get demo:last-write)"

@@ -417,7 +417,9 @@ fn a_primary_cut_off_from_the_coordinator_fences_itself_while_its_backup_takes_o
     // Async mode: outputs leave without waiting for the backup, so only the fence holds them.
     let (primary, backup) = steered_redis(&c, "async", &at);
     assert_eq!(c.redis_cli("p", &["set", "k", "before"]), "OK");
-    // Async mode lets the backup lag: cut only once it holds what the primary recorded.
+    // Async mode lets the backup lag: cut only once it holds what the primary recorded (and has
+    // reported since the SET: positions reach the coordinator every 100 ms).
+    std::thread::sleep(Duration::from_millis(500));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let g = coordinator_group(&at);
