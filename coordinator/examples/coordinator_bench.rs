@@ -6,6 +6,7 @@
 //! (scripts/bench.sh coordinator starts three members on loopback and runs this.)
 
 use coordinator::client::Client;
+use coordinator::http::Transport;
 use coordinator::model::{Command, Mode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,7 +40,8 @@ async fn write_run(members: &[String], writers: usize) -> Vec<Duration> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for w in 0..writers {
-        let (client, stop) = (Arc::new(Client::new(members[w % members.len()..].to_vec())), stop.clone());
+        let (client, stop) =
+            (Arc::new(Client::new(members[w % members.len()..].to_vec(), Transport::plain())), stop.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut held = 0;
@@ -75,7 +77,7 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let members: Vec<String> = args.next().expect("member addresses").split(',').map(str::to_string).collect();
     let timeout = Duration::from_millis(args.next().map_or(500, |t| t.parse().expect("lease timeout in ms")));
-    let client = Arc::new(Client::new(members.clone()));
+    let client = Arc::new(Client::new(members.clone(), Transport::plain()));
     let g = client.write(register("bench", "p", None)).await.expect("register the bench group");
     // The bench group's primary keeps its lease all along, as a real one does.
     let _lease = client.clone().keep_lease("bench".into(), "p".into(), g.epoch, Duration::from_millis(100), timeout);

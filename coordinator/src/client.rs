@@ -2,7 +2,7 @@
 //! that does not answer is skipped for the next; a write is retried under its request id, so it
 //! runs once however many times it is sent.
 
-use crate::http::exchange;
+use crate::http::{exchange, Transport};
 use crate::membership::Status;
 use crate::model::{Command, Group, Refusal, Request};
 use crate::server::{Renewal, Renewed};
@@ -33,6 +33,7 @@ pub enum ClientError {
 #[derive(Debug)]
 pub struct Client {
     members: Vec<String>,
+    transport: Transport,
     /// The member to try first (the last that answered).
     next: AtomicUsize,
     /// The coordinator incarnation this client has seen; sent with every call.
@@ -57,8 +58,8 @@ fn request_id() -> String {
 }
 
 impl Client {
-    pub fn new(members: Vec<String>) -> Client {
-        Client { members, next: AtomicUsize::new(0), incarnation: Mutex::new(None) }
+    pub fn new(members: Vec<String>, transport: Transport) -> Client {
+        Client { members, transport, next: AtomicUsize::new(0), incarnation: Mutex::new(None) }
     }
 
     /// The coordinator incarnation this client speaks to (learnt on first contact).
@@ -75,7 +76,7 @@ impl Client {
         loop {
             let addr = &self.members[turn % self.members.len()];
             let inc = self.incarnation();
-            let last = match exchange(addr, method.clone(), path, inc.as_deref(), body.clone()).await {
+            let last = match exchange(&self.transport, addr, method.clone(), path, inc.as_deref(), body.clone()).await {
                 Ok((status, reply)) if status.is_success() => {
                     self.next.store(turn, Ordering::Relaxed);
                     return serde_json::from_slice(&reply).map_err(|e| ClientError::BadReply(e.to_string()));
@@ -109,7 +110,8 @@ impl Client {
 
     async fn learn_incarnation(&self) {
         for addr in &self.members {
-            if let Ok((StatusCode::OK, body)) = exchange(addr, Method::GET, "/v1/status", None, Bytes::new()).await {
+            let asked = exchange(&self.transport, addr, Method::GET, "/v1/status", None, Bytes::new()).await;
+            if let Ok((StatusCode::OK, body)) = asked {
                 if let Ok(Status { incarnation: Some(inc), ready: true, .. }) = serde_json::from_slice(&body) {
                     *self.incarnation.lock().unwrap_or_else(|p| p.into_inner()) = Some(inc);
                     return;

@@ -3,12 +3,13 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, StatusCode};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long one HTTP exchange may take before it counts as lost.
@@ -26,14 +27,72 @@ pub enum HttpError {
     BadReply(String, String),
 }
 
-fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
-    static CLIENT: OnceLock<Client<HttpConnector, Full<Bytes>>> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(1)));
-        Client::builder(TokioExecutor::new()).build(connector)
-    })
+/// How members and clients reach each other: plain HTTP, or HTTPS with the cluster's
+/// certificates (mutual TLS: each side presents one the cluster's CA issued).
+#[derive(Clone)]
+pub struct Transport {
+    client: Connector,
+    /// What a member accepts connections with (TLS), if it serves.
+    pub acceptor: Option<tokio_rustls::TlsAcceptor>,
+}
+
+#[derive(Clone)]
+enum Connector {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.client {
+            Connector::Plain(_) => "Transport(http)",
+            Connector::Tls(_) => "Transport(https)",
+        })
+    }
+}
+
+fn http_connector() -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(1)));
+    connector.enforce_http(false);
+    connector
+}
+
+impl Transport {
+    pub fn plain() -> Transport {
+        Transport {
+            client: Connector::Plain(Client::builder(TokioExecutor::new()).build(http_connector())),
+            acceptor: None,
+        }
+    }
+
+    /// HTTPS: `client` presents this side's certificate and checks the other's against the CA
+    /// under `server_name` (the name every member certificate carries); `server`, for a member,
+    /// requires the same of whoever connects.
+    pub fn tls(
+        mut client: rustls::ClientConfig,
+        server: Option<rustls::ServerConfig>,
+        server_name: &str,
+    ) -> Result<Transport, HttpError> {
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+            .map_err(|e| HttpError::Connect(server_name.to_string(), e.to_string()))?;
+        client.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector =
+            HttpsConnector::new(http_connector(), client, true, Arc::new(FixedServerNameResolver::new(name)));
+        let acceptor = server.map(|mut s| {
+            s.alpn_protocols = vec![b"http/1.1".to_vec()];
+            tokio_rustls::TlsAcceptor::from(Arc::new(s))
+        });
+        Ok(Transport { client: Connector::Tls(Client::builder(TokioExecutor::new()).build(connector)), acceptor })
+    }
+
+    fn scheme(&self) -> &'static str {
+        match self.client {
+            Connector::Plain(_) => "http",
+            Connector::Tls(_) => "https",
+        }
+    }
 }
 
 /// The header naming the coordinator incarnation a request belongs to: members refuse Raft
@@ -42,6 +101,7 @@ pub const INCARNATION_HEADER: &str = "x-tandem-incarnation";
 
 /// One exchange: the status and body of the reply. `incarnation`: the one the caller speaks for.
 pub async fn exchange(
+    transport: &Transport,
     addr: &str,
     method: Method,
     path: &str,
@@ -50,14 +110,18 @@ pub async fn exchange(
 ) -> Result<(StatusCode, Bytes), HttpError> {
     let mut req = hyper::Request::builder()
         .method(method)
-        .uri(format!("http://{addr}{path}"))
+        .uri(format!("{}://{addr}{path}", transport.scheme()))
         .header("content-type", "application/json");
     if let Some(inc) = incarnation.filter(|i| !i.is_empty()) {
         req = req.header(INCARNATION_HEADER, inc);
     }
     let req = req.body(Full::new(body)).map_err(|e| HttpError::Connect(addr.to_string(), e.to_string()))?;
     let work = async {
-        let resp = client().request(req).await.map_err(|e| HttpError::Connect(addr.to_string(), e.to_string()))?;
+        let sent = match &transport.client {
+            Connector::Plain(c) => c.request(req).await,
+            Connector::Tls(c) => c.request(req).await,
+        };
+        let resp = sent.map_err(|e| HttpError::Connect(addr.to_string(), connect_error(&e)))?;
         let status = resp.status();
         let body = resp
             .into_body()
@@ -81,19 +145,37 @@ fn decode<T: DeserializeOwned>(addr: &str, status: StatusCode, body: &[u8]) -> R
     serde_json::from_slice(body).map_err(|e| HttpError::BadReply(addr.to_string(), e.to_string()))
 }
 
+/// The innermost cause, which names a refused certificate.
+fn connect_error(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    if std::ptr::eq(inner, e) {
+        e.to_string()
+    } else {
+        format!("{e}: {inner}")
+    }
+}
+
 pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
+    transport: &Transport,
     addr: &str,
     path: &str,
     incarnation: Option<&str>,
     req: &Req,
 ) -> Result<Resp, HttpError> {
     let body = serde_json::to_vec(req).map_err(|e| HttpError::BadReply(addr.to_string(), e.to_string()))?;
-    let (status, reply) = exchange(addr, Method::POST, path, incarnation, body.into()).await?;
+    let (status, reply) = exchange(transport, addr, Method::POST, path, incarnation, body.into()).await?;
     decode(addr, status, &reply)
 }
 
-pub async fn get_json<Resp: DeserializeOwned>(addr: &str, path: &str) -> Result<Resp, HttpError> {
-    let (status, reply) = exchange(addr, Method::GET, path, None, Bytes::new()).await?;
+pub async fn get_json<Resp: DeserializeOwned>(
+    transport: &Transport,
+    addr: &str,
+    path: &str,
+) -> Result<Resp, HttpError> {
+    let (status, reply) = exchange(transport, addr, Method::GET, path, None, Bytes::new()).await?;
     decode(addr, status, &reply)
 }
 

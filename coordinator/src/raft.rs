@@ -1,7 +1,7 @@
 //! The Raft side: openraft's types for the coordinator, and the members' RPCs to each other as
 //! JSON over HTTP (the same listener as the API).
 
-use crate::http::{post_json, HttpError};
+use crate::http::{post_json, HttpError, Transport};
 use crate::model::{Outcome, Request};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::RPCOption;
@@ -36,16 +36,17 @@ pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 pub type SpeaksFor = Arc<RwLock<String>>;
 
 /// Connects members by their API address.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Network {
     pub speaks_for: SpeaksFor,
+    pub transport: Transport,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
-        Peer { target, addr: node.addr.clone(), speaks_for: self.speaks_for.clone() }
+        Peer { target, addr: node.addr.clone(), speaks_for: self.speaks_for.clone(), transport: self.transport.clone() }
     }
 }
 
@@ -54,6 +55,7 @@ pub struct Peer {
     target: NodeId,
     addr: String,
     speaks_for: SpeaksFor,
+    transport: Transport,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -67,7 +69,7 @@ impl Peer {
     {
         let incarnation = self.speaks_for.read().map(|s| s.clone()).unwrap_or_default();
         let reply: Result<Resp, RaftError<NodeId, E>> =
-            post_json(&self.addr, path, Some(&incarnation), req).await.map_err(|e| match e {
+            post_json(&self.transport, &self.addr, path, Some(&incarnation), req).await.map_err(|e| match e {
                 HttpError::Connect(..) => RPCError::Unreachable(Unreachable::new(&e)),
                 _ => RPCError::Network(NetworkError::new(&e)),
             })?;

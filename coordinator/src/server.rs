@@ -11,7 +11,7 @@
 //! callers never need to find the leader. A caller that names the incarnation it knows
 //! (`x-tandem-incarnation`) is told when that incarnation was lost instead of being served.
 
-use crate::http::{error_reply, exchange, get_json, json_reply, raw_reply, INCARNATION_HEADER};
+use crate::http::{error_reply, exchange, get_json, json_reply, raw_reply, Transport, INCARNATION_HEADER};
 use crate::lease::Leases;
 use crate::membership::{self, Join, Status};
 use crate::model::{Command, Group, Request};
@@ -41,6 +41,8 @@ pub struct Config {
     pub id: NodeId,
     pub peers: BTreeMap<NodeId, String>,
     pub lease_timeout: Duration,
+    /// How members are reached (and this one accepts): HTTP, or HTTPS with mutual TLS.
+    pub transport: Transport,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +79,7 @@ pub struct Member {
     speaks_for: SpeaksFor,
     /// What the other members last said of themselves (`None`: no answer).
     census: Mutex<BTreeMap<NodeId, Option<Status>>>,
+    transport: Transport,
     /// Set when the member must stop (its incarnation was replaced).
     ended: Mutex<Option<ServeError>>,
     ending: tokio::sync::Notify,
@@ -190,7 +193,7 @@ impl Member {
         let speaks_for: SpeaksFor =
             Arc::new(RwLock::new(identity.as_ref().map(|i| i.incarnation.clone()).unwrap_or_default()));
         let machine = StateMachine::load(&store)?;
-        let network = Network { speaks_for: speaks_for.clone() };
+        let network = Network { speaks_for: speaks_for.clone(), transport: config.transport.clone() };
         let raft = Raft::new(config.id, Arc::new(raft_config()), network, store.clone(), machine.clone())
             .await
             .map_err(|e| ServeError::Raft(e.to_string()))?;
@@ -203,6 +206,7 @@ impl Member {
             standing: RwLock::new(Standing { identity: identity.clone(), trouble: None }),
             speaks_for,
             census: Mutex::new(config.peers.keys().filter(|&&id| id != config.id).map(|&id| (id, None)).collect()),
+            transport: config.transport.clone(),
             ended: Mutex::new(None),
             ending: tokio::sync::Notify::new(),
             leases: Leases::new(config.lease_timeout),
@@ -322,8 +326,8 @@ impl Member {
         loop {
             tick.tick().await;
             let asks = self.peers.iter().filter(|(&id, _)| id != self.id).map(|(&id, addr)| {
-                let addr = addr.clone();
-                async move { (id, get_json::<Status>(&addr, "/v1/status").await.ok()) }
+                let (addr, transport) = (addr.clone(), self.transport.clone());
+                async move { (id, get_json::<Status>(&transport, &addr, "/v1/status").await.ok()) }
             });
             let census: BTreeMap<NodeId, Option<Status>> = futures_join_all(asks).await.into_iter().collect();
             *self.census.lock().unwrap_or_else(|p| p.into_inner()) = census.clone();
@@ -395,18 +399,32 @@ impl Member {
                     None => continue,
                 },
             };
-            let Ok((stream, _)) = accepted else { continue };
+            let Ok((stream, from)) = accepted else { continue };
             let _ = stream.set_nodelay(true);
             let member = self.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let member = member.clone();
-                    async move { Ok::<_, std::convert::Infallible>(member.handle(req).await) }
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                match member.transport.acceptor.clone() {
+                    None => member.serve_connection(stream).await,
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(tls) => member.serve_connection(tls).await,
+                        Err(e) => tracing::warn!(%from, "refused a peer at the handshake: {e}"),
+                    },
+                }
             });
         }
+    }
+
+    async fn serve_connection<S>(self: Arc<Self>, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let member = self.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let member = member.clone();
+            async move { Ok::<_, std::convert::Infallible>(member.handle(req).await) }
+        });
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
     }
 
     async fn handle(&self, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
@@ -514,7 +532,7 @@ impl Member {
             );
         };
         let ours = self.speaks_for.read().map(|s| s.clone()).unwrap_or_default();
-        match exchange(&addr, method, path, Some(&ours), body).await {
+        match exchange(&self.transport, &addr, method, path, Some(&ours), body).await {
             Ok((status, reply)) => raw_reply(status, reply),
             Err(e) => {
                 error_reply(StatusCode::SERVICE_UNAVAILABLE, "no_leader", &format!("the leader did not answer: {e}"))

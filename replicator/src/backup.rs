@@ -100,6 +100,8 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
         let _ = ready_tx.send(Ok(()));
     }
     if !ended {
+        let steering =
+            opts.coordinator.as_ref().map(|c| Steering::new(c, &opts.group, &opts.name, &identity)).transpose()?;
         let net = Network {
             identity,
             primary: opts.primary,
@@ -108,7 +110,7 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
             following: following.clone(),
             witness: opts.witness,
             ready: ready_tx,
-            steering: opts.coordinator.as_ref().map(|c| Steering::new(c, &opts.group, &opts.name)),
+            steering,
             held: Arc::new(AtomicU64::new(held)),
         };
         let standing = Standing { incarnation: membership.incarnation, epoch: membership.epoch };

@@ -142,6 +142,14 @@ enum Command {
         /// member alone, at --listen).
         #[arg(long, value_parser = coordinator::server::parse_peers)]
         peers: Option<std::collections::BTreeMap<u64, String>>,
+        /// Serve (and reach the other members) over HTTPS with mutual TLS: the cluster's
+        /// certificates from `tandem certs`, this member's being NAME.crt (see --name). Agents
+        /// then name the members as https://ADDR.
+        #[arg(long)]
+        certs: Option<PathBuf>,
+        /// This member's certificate name in --certs (default: coordinator-ID).
+        #[arg(long)]
+        name: Option<String>,
         /// Milliseconds without a renewal after which a primary's lease lapses and its epoch ends
         /// (primaries fence themselves at four fifths of this without a confirmed renewal).
         #[arg(long, default_value_t = 500)]
@@ -339,7 +347,20 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Coordinator { action: None, data_dir, listen, id, peers, lease_timeout_ms } => {
+        Command::Coordinator { action: None, data_dir, listen, id, peers, certs, name, lease_timeout_ms } => {
+            let transport = match certs {
+                None => coordinator::http::Transport::plain(),
+                Some(dir) => {
+                    let identity =
+                        replicator::certs::Identity::load(&dir, &name.unwrap_or(format!("coordinator-{id}")))?;
+                    coordinator::http::Transport::tls(
+                        identity.client_config()?,
+                        Some(identity.server_config()?),
+                        replicator::certs::CLUSTER_NAME,
+                    )
+                    .map_err(|e| Error::Setup(format!("coordinator TLS: {e}")))?
+                }
+            };
             let peers = peers.unwrap_or_else(|| [(id, listen.to_string())].into());
             if !peers.contains_key(&id) {
                 return Err(Error::Setup(format!("--peers does not name this member (id {id})")));
@@ -350,6 +371,7 @@ fn run(cli: Cli) -> Result<u8> {
                 id,
                 peers,
                 lease_timeout: Duration::from_millis(lease_timeout_ms),
+                transport,
             };
             init_tracing();
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -195,7 +195,8 @@ pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
         .thread_name("tandem-net")
         .build()
         .map_err(Error::io("cannot start the network runtime"))?;
-    let steering = opts.coordinator.as_ref().map(|c| Steering::new(c, &opts.group, &opts.name));
+    let steering =
+        opts.coordinator.as_ref().map(|c| Steering::new(c, &opts.group, &opts.name, &identity)).transpose()?;
     let membership = match &steering {
         // The coordinator names the group's incarnation and epoch.
         Some(steering) => {

@@ -3,10 +3,12 @@
 //! and follows the coordinator's decisions: a primary whose lease lapsed is fenced (its output is
 //! held for good); a backup named primary of a new epoch promotes itself.
 
+use crate::certs::{Identity, CLUSTER_NAME};
 use crate::control;
 use crate::error::{Error, Result};
 use crate::statedir::unhex;
 use coordinator::client::{Client, ClientError, Lease};
+use coordinator::http::Transport;
 use coordinator::model::{Command, Group, Mode, Refusal};
 use eventlog::IncarnationToken;
 use std::sync::Arc;
@@ -42,9 +44,26 @@ pub fn token(group: &Group) -> Result<IncarnationToken> {
         .ok_or_else(|| Error::Setup(format!("the coordinator's token {:?} is not a tandem token", group.incarnation)))
 }
 
+/// How to reach the coordinator's members at `addresses`: over HTTPS with this agent's
+/// certificate when they are given as `https://ADDR`, else over HTTP. Returns the bare addresses.
+pub fn transport(addresses: &[String], identity: &Identity) -> Result<(Transport, Vec<String>)> {
+    let bare: Vec<String> = addresses.iter().map(|a| a.strip_prefix("https://").unwrap_or(a).to_string()).collect();
+    let tls = addresses.iter().filter(|a| a.starts_with("https://")).count();
+    if tls == 0 {
+        return Ok((Transport::plain(), bare));
+    }
+    if tls != addresses.len() {
+        return Err(Error::Setup("--coordinator: give every member as https://ADDR, or none".into()));
+    }
+    let transport = Transport::tls(identity.client_config()?, None, CLUSTER_NAME)
+        .map_err(|e| Error::Setup(format!("coordinator: {e}")))?;
+    Ok((transport, bare))
+}
+
 impl Steering {
-    pub fn new(addresses: &[String], group: &str, member: &str) -> Steering {
-        Steering { client: Arc::new(Client::new(addresses.to_vec())), group: group.into(), member: member.into() }
+    pub fn new(addresses: &[String], group: &str, member: &str, identity: &Identity) -> Result<Steering> {
+        let (transport, addresses) = transport(addresses, identity)?;
+        Ok(Steering { client: Arc::new(Client::new(addresses, transport)), group: group.into(), member: member.into() })
     }
 
     /// `register`, waiting while the group does not exist yet (a backup started before its primary).

@@ -126,6 +126,8 @@ struct Cluster {
     lan: tandem_tests::lan::Lan,
     dir: tempfile::TempDir,
     members: Vec<Option<Child>>,
+    /// Members serve HTTPS with the cluster's certificates (in `dir/certs`).
+    tls: bool,
 }
 
 const PORT: u16 = 7500;
@@ -136,7 +138,33 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 impl Cluster {
     fn new() -> Cluster {
         let lan = tandem_tests::lan::Lan::new(&["c1", "c2", "c3"]);
-        Cluster { lan, dir: tempfile::tempdir().unwrap(), members: vec![None, None, None] }
+        Cluster { lan, dir: tempfile::tempdir().unwrap(), members: vec![None, None, None], tls: false }
+    }
+
+    /// Members with certificates coordinator-1..3 and a client certificate `client`.
+    fn with_tls() -> Cluster {
+        let mut c = Cluster::new();
+        certs(&c.dir.path().join("certs"), &["coordinator-1", "coordinator-2", "coordinator-3", "client"]);
+        c.tls = true;
+        c
+    }
+
+    /// curl over HTTPS to member `i` as `who` (a certificate in `certs`, or none): the status
+    /// code and body.
+    fn curl(&self, i: usize, who: Option<(&Path, &str)>, args: &[&str], path: &str) -> (String, String) {
+        let ca = self.dir.path().join("certs/ca.crt");
+        let addr = self.addr(i);
+        let (ip, port) = addr.split_once(':').unwrap();
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-s", "-m", "10", "-w", "\n%{http_code}", "--cacert"]).arg(&ca);
+        cmd.args(["--resolve", &format!("tandem:{port}:{ip}")]);
+        if let Some((dir, name)) = who {
+            cmd.arg("--cert").arg(dir.join(format!("{name}.crt"))).arg("--key").arg(dir.join(format!("{name}.key")));
+        }
+        let out = cmd.args(args).arg(format!("https://tandem:{port}{path}")).output().expect("run curl");
+        let all = text(&out.stdout);
+        let (body, code) = all.rsplit_once('\n').unwrap_or(("", &all));
+        (code.to_string(), body.to_string())
     }
 
     fn addr(&self, i: usize) -> String {
@@ -167,6 +195,7 @@ impl Cluster {
             .args(["coordinator", "--data-dir"])
             .arg(self.data(i))
             .args(["--listen", &self.addr(i), "--id", &i.to_string(), "--peers", &self.peers()])
+            .args(if self.tls { vec!["--certs".into(), self.dir.path().join("certs")] } else { vec![] })
             .stderr(log)
             .spawn()
             .expect("start a coordinator member");
@@ -417,4 +446,43 @@ fn with_two_of_three_wiped_clients_are_told_of_the_loss_until_an_operator_reinit
     c.start(1);
     c.wait_caught_up(1, new_leader);
     assert_eq!(c.status(1).unwrap()["incarnation"], new.as_str());
+}
+
+#[test]
+fn three_members_over_tls_serve_only_the_cluster() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    require("curl");
+    let mut c = Cluster::with_tls();
+    for i in 1..=3 {
+        c.start(i);
+    }
+    let ours = c.dir.path().join("certs");
+    let me = Some((ours.as_path(), "client"));
+    // The members find each other over TLS and elect a leader.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leader = loop {
+        let (code, body) = c.curl(1, me, &[], "/v1/status");
+        let status: Value = serde_json::from_str(&body).unwrap_or_default();
+        if code == "200" && status["leader"].is_u64() && status["ready"] == true {
+            break status["leader"].as_u64().unwrap() as usize;
+        }
+        assert!(Instant::now() < deadline, "no leader over TLS: {code} {body}\n{}", c.log(1));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // A write sent to a follower reaches the leader over TLS and comes back.
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    let body = json!({ "id": "tls-1", "command": register("secure", "p") }).to_string();
+    let (code, reply) = c.curl(follower, me, &["-X", "POST", "--data", &body], "/v1/write");
+    assert_eq!(code, "200", "{reply}");
+    let (code, reply) = c.curl(leader, me, &[], "/v1/groups/secure");
+    assert_eq!(code, "200", "{reply}");
+
+    // Without a certificate, or with one from another CA, nothing is served.
+    let (code, _) = c.curl(leader, None, &[], "/v1/groups/secure");
+    assert_eq!(code, "000", "a client without a certificate was served");
+    let theirs = c.dir.path().join("other-certs");
+    certs(&theirs, &["client"]);
+    let (code, _) = c.curl(leader, Some((theirs.as_path(), "client")), &[], "/v1/groups/secure");
+    assert_eq!(code, "000", "a client with another CA's certificate was served");
+    assert!(c.log(leader).contains("refused a peer at the handshake"), "{}", c.log(leader));
 }

@@ -109,14 +109,19 @@ impl Cluster {
     }
 
     fn wait_for_redis(&self, host: &str, within: Duration) {
+        assert!(self.redis_answers(host, within), "redis on {host} did not answer within {within:?}");
+    }
+
+    /// Whether redis on `host` answers PING within `within`.
+    fn redis_answers(&self, host: &str, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if self.redis_cli(host, &["ping"]) == "PONG" {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("redis on {host} did not answer within {within:?}");
+        false
     }
 
     fn benchmark(&self, requests: u32) -> Child {
@@ -280,13 +285,19 @@ fn sync_mode_releases_no_reply_the_backup_does_not_hold() {
     let waited = cut_at.elapsed();
     assert!(waited >= Duration::from_secs(4), "{waited:?}");
 
+    // Let the resumed session settle before the primary dies: a promotion within milliseconds
+    // of a resume can stall the replay at the resumed session's first event (a known problem,
+    // not what this test is about).
+    std::thread::sleep(Duration::from_millis(500));
     kill_host(&c.lan.host("p").ns);
     let (_, perr) = stderr_of(primary);
     c.promote("b1");
-    c.wait_for_redis("b1", Duration::from_secs(30));
-    assert_eq!(c.redis_cli("b1", &["get", "k"]), "during", "primary:\n{perr}");
+    let live = c.redis_answers("b1", Duration::from_secs(30));
+    let value = c.redis_cli("b1", &["get", "k"]);
     kill_host(&c.lan.host("b1").ns);
-    let _ = stderr_of(backup);
+    let (_, berr) = stderr_of(backup);
+    assert!(live, "redis on b1 did not answer after the promotion\nb1:\n{berr}\nprimary:\n{perr}");
+    assert_eq!(value, "during", "primary:\n{perr}");
 }
 
 #[test]
@@ -332,24 +343,49 @@ fn strangers_and_garbage_are_refused_while_the_good_backup_goes_on() {
     let _ = stderr_of(good);
 }
 
-/// The coordinator on host `c`, one member; returns it and its address.
-fn start_coordinator(c: &Cluster) -> (Child, String) {
+/// The coordinator on host `c`, one member (over HTTPS with the cluster's certificates when
+/// `tls`); returns it and the address agents are given.
+fn start_coordinator(c: &Cluster, tls: bool) -> (Child, String) {
     let addr = format!("{}:7500", c.lan.host("c").addr);
-    let child = c
-        .lan
-        .command("c", bin_dir().join("tandem"))
-        .args(["coordinator", "--data-dir"])
-        .arg(c.home("c").join("coordinator"))
-        .args(["--listen", &addr])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cmd = c.lan.command("c", bin_dir().join("tandem"));
+    cmd.args(["coordinator", "--data-dir"]).arg(c.home("c").join("coordinator")).args(["--listen", &addr]);
+    if tls {
+        cmd.arg("--certs").arg(c.dir.path().join("certs")).args(["--name", "c"]);
+    }
+    let child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let given = if tls { format!("https://{addr}") } else { addr };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !tandem_tests::http::get(&addr, "/v1/status").is_ok_and(|(s, b)| s == 200 && b.contains("\"leader\":1")) {
+    while !coordinator_get(c, &given, "/v1/status").is_some_and(|b| b["leader"] == 1) {
         assert!(Instant::now() < deadline, "the coordinator did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (child, addr)
+    (child, given)
+}
+
+/// A GET to the coordinator at `addr` (`https://` with host c's certificate, through curl).
+fn coordinator_get(c: &Cluster, addr: &str, path: &str) -> Option<serde_json::Value> {
+    let body = match addr.strip_prefix("https://") {
+        None => match tandem_tests::http::get(addr, path) {
+            Ok((200, body)) => body,
+            _ => return None,
+        },
+        Some(bare) => {
+            let (ip, port) = bare.split_once(':').unwrap();
+            let certs = c.dir.path().join("certs");
+            let out = Command::new("curl")
+                .args(["-sf", "-m", "5", "--resolve", &format!("tandem:{port}:{ip}"), "--cacert"])
+                .arg(certs.join("ca.crt"))
+                .arg("--cert")
+                .arg(certs.join("c.crt"))
+                .arg("--key")
+                .arg(certs.join("c.key"))
+                .arg(format!("https://tandem:{port}{path}"))
+                .output()
+                .ok()?;
+            text(&out.stdout)
+        }
+    };
+    serde_json::from_str(&body).ok()
 }
 
 /// redis-server as the primary on `p` and its backup on `b1`, both steered by the coordinator.
@@ -368,10 +404,8 @@ fn steered_redis(c: &Cluster, mode: &str, coordinator: &str) -> (Child, Child) {
     (primary, backup)
 }
 
-fn coordinator_group(addr: &str) -> serde_json::Value {
-    let (status, body) = tandem_tests::http::get(addr, "/v1/groups/g").unwrap();
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+fn coordinator_group(c: &Cluster, addr: &str) -> serde_json::Value {
+    coordinator_get(c, addr, "/v1/groups/g").expect("the coordinator answers for group g")
 }
 
 #[test]
@@ -380,21 +414,23 @@ fn the_coordinator_promotes_the_backup_when_the_primary_host_dies() {
     require("redis-server");
     let mut c = Cluster::new(&["p", "b1", "c"]);
     c.strangers = 1;
-    let (coordinator, at) = start_coordinator(&c);
+    // The coordinator and the agents' calls to it over HTTPS with the cluster's certificates.
+    require("curl");
+    let (coordinator, at) = start_coordinator(&c, true);
     let (primary, backup) = steered_redis(&c, "sync", &at);
     let load = c.benchmark(5_000);
     let (out, err) = stderr_of(load);
     assert!(out.status.success(), "redis-benchmark: {err}");
     assert_eq!(c.redis_cli("p", &["set", "last", "word"]), "OK");
     let digest = c.redis_cli("p", &["debug", "digest"]);
-    let before = coordinator_group(&at);
+    let before = coordinator_group(&c, &at);
     assert_eq!((before["epoch"].as_u64(), before["primary"].as_str()), (Some(1), Some("primary")), "{before}");
 
     // No operator: the primary's lease lapses, the coordinator names the backup, which goes live.
     kill_host(&c.lan.host("p").ns);
     let (_, perr) = stderr_of(primary);
     c.wait_for_redis("b1", Duration::from_secs(30));
-    let after = coordinator_group(&at);
+    let after = coordinator_group(&c, &at);
     assert_eq!((after["epoch"].as_u64(), after["primary"].as_str()), (Some(2), Some("b1")), "{after}");
     let theirs = c.redis_cli("b1", &["debug", "digest"]);
     let word = c.redis_cli("b1", &["get", "last"]);
@@ -413,7 +449,7 @@ fn a_primary_cut_off_from_the_coordinator_fences_itself_while_its_backup_takes_o
     require("redis-server");
     let mut c = Cluster::new(&["p", "b1", "c"]);
     c.strangers = 1;
-    let (coordinator, at) = start_coordinator(&c);
+    let (coordinator, at) = start_coordinator(&c, false);
     // Async mode: outputs leave without waiting for the backup, so only the fence holds them.
     let (primary, backup) = steered_redis(&c, "async", &at);
     assert_eq!(c.redis_cli("p", &["set", "k", "before"]), "OK");
@@ -422,7 +458,7 @@ fn a_primary_cut_off_from_the_coordinator_fences_itself_while_its_backup_takes_o
     std::thread::sleep(Duration::from_millis(500));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let g = coordinator_group(&at);
+        let g = coordinator_group(&c, &at);
         let (p, b) = (g["members"]["primary"]["held"].as_u64(), g["members"]["b1"]["held"].as_u64());
         if p.is_some_and(|p| p > 0 && b >= Some(p)) {
             break;
