@@ -217,13 +217,15 @@ impl Network {
                 let request = tokio::select! {
                     end = self.session(&endpoint, &mut session, &mut writer) => match end {
                         Ok(SessionEnd::Complete) => {
+                            // Said before the log's end marker is written: the replay may end
+                            // the process as soon as it reads that marker.
+                            tracing::info!(held = session.held, "the primary's program ended; this backup holds all of it");
                             if let Some(w) = writer.take() {
                                 if let Err(e) = w.finish(now_ns()).and_then(|f| f.get_ref().sync_all()) {
                                     tracing::error!("cannot finish {}: {e}", self.log.display());
                                 }
                             }
                             self.following.stop.store(true, Ordering::SeqCst);
-                            tracing::info!(held = session.held, "the primary's program ended; this backup holds all of it");
                             break;
                         }
                         Err(e @ NetError::Refused { .. }) => {
