@@ -20,6 +20,8 @@ trap 'rm -rf "$work"' EXIT
 rounds=${ROUNDS:-9}
 
 median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+# The median of column N of FILE.
+median_of() { awk -v c="$1" '{print $c}' "$2" | median; }
 
 calls() {
     gcc -O2 -pthread -o "$work/call_cost" bench/call_cost.c
@@ -134,10 +136,10 @@ replay() {
         events=$("$tandem" log stats "$work/replay.tlog" | awk '/^events/ {print $2}')
         echo "$recorded $span $replayed $events"
     done > "$work/replay.txt"
-    r=$(awk '{print $1}' "$work/replay.txt" | median)
-    s=$(awk '{print $2}' "$work/replay.txt" | median)
-    p=$(awk '{print $3}' "$work/replay.txt" | median)
-    e=$(awk '{print $4}' "$work/replay.txt" | median)
+    r=$(median_of 1 "$work/replay.txt")
+    s=$(median_of 2 "$work/replay.txt")
+    p=$(median_of 3 "$work/replay.txt")
+    e=$(median_of 4 "$work/replay.txt")
     echo "redis-server under redis-benchmark -c 50 -n 100000 -r 100000 -t set,incr,lpush,sadd, then replayed"
     echo "(median of $rounds runs; about $e events per log)"
     printf '%-34s %10s %12s\n' "" seconds "replay ratio"
@@ -230,9 +232,9 @@ stream() {
         events=$("$tandem" log stats "$work/p/state/log.tlog" | awk '/^events/ {print $2}')
         echo "$took $bytes $events"
     done > "$work/stream.txt"
-    t=$(awk '{print $1}' "$work/stream.txt" | median)
-    b=$(awk '{print $2}' "$work/stream.txt" | median)
-    e=$(awk '{print $3}' "$work/stream.txt" | median)
+    t=$(median_of 1 "$work/stream.txt")
+    b=$(median_of 2 "$work/stream.txt")
+    e=$(median_of 3 "$work/stream.txt")
     echo "Stream between two agents on loopback: a witness catching up on $e events ($((b / 1048576)) MiB of log)"
     echo "(median of $rounds runs; QUIC with TLS 1.3, crc32c checked, appended and fdatasync'd before each ACK)"
     printf '%-22s %10s %14s %10s\n' "" seconds "events/s" "MiB/s"

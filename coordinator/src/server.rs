@@ -371,7 +371,8 @@ impl Member {
     }
 
     pub fn status(&self) -> Status {
-        let m = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         let s = self.standing.read().unwrap_or_else(|p| p.into_inner());
         let speaks_for = self.speaks_for.read().map(|s| s.clone()).unwrap_or_default();
         Status {
@@ -517,7 +518,8 @@ impl Member {
     }
 
     fn leader_addr(&self) -> Option<String> {
-        let m = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         let leader = m.current_leader?;
         m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
     }
@@ -573,10 +575,7 @@ impl Member {
         };
         match confirmed {
             Ok(_) => {
-                let value = {
-                    let m = self.machine.machine.lock().unwrap_or_else(|p| p.into_inner());
-                    view(&m.state.groups)
-                };
+                let value = self.groups(view);
                 match value {
                     Ok(serde_json::Value::Null) => error_reply(StatusCode::NOT_FOUND, "no_group", "no such group"),
                     Ok(v) => json_reply(StatusCode::OK, &v),
@@ -588,14 +587,14 @@ impl Member {
         }
     }
 
-    fn group(&self, name: &str) -> Option<Group> {
+    /// Looks at the groups this member has applied.
+    fn groups<T>(&self, look: impl FnOnce(&BTreeMap<String, Group>) -> T) -> T {
         let m = self.machine.machine.lock().unwrap_or_else(|p| p.into_inner());
-        m.state.groups.get(name).cloned()
+        look(&m.state.groups)
     }
 
     fn is_leader(&self) -> bool {
-        let m = self.raft.metrics().borrow().clone();
-        m.state == ServerState::Leader
+        self.raft.metrics().borrow().state == ServerState::Leader
     }
 
     /// Renews a primary's lease on the leader, without a Raft round: leases are leader-local.
@@ -603,15 +602,17 @@ impl Member {
         if !self.is_leader() {
             return self.relay(Method::POST, path, body).await;
         }
-        let Some(g) = self.group(&r.group) else {
+        let standing =
+            self.groups(|gs| gs.get(&r.group).map(|g| (g.epoch, g.primary.as_deref() == Some(r.member.as_str()))));
+        let Some((epoch, is_primary)) = standing else {
             return error_reply(StatusCode::NOT_FOUND, "no_group", &format!("no group named {}", r.group));
         };
-        let primary = g.epoch == r.epoch && g.primary.as_deref() == Some(r.member.as_str());
+        let primary = is_primary && epoch == r.epoch;
         if primary {
-            self.leases.renew(&r.group, g.epoch);
+            self.leases.renew(&r.group, epoch);
         }
         let timeout_ms = self.leases.timeout().as_millis() as u64;
-        json_reply(StatusCode::OK, &Renewed { primary, epoch: g.epoch, timeout_ms })
+        json_reply(StatusCode::OK, &Renewed { primary, epoch, timeout_ms })
     }
 
     /// On the leader: a primary whose lease lapsed loses its epoch (through Raft, so every
@@ -629,10 +630,9 @@ impl Member {
             if !leader {
                 continue;
             }
-            let groups: Vec<(String, u64)> = {
-                let m = self.machine.machine.lock().unwrap_or_else(|p| p.into_inner());
-                m.state.groups.iter().filter(|(_, g)| g.primary.is_some()).map(|(n, g)| (n.clone(), g.epoch)).collect()
-            };
+            let groups: Vec<(String, u64)> = self.groups(|gs| {
+                gs.iter().filter(|(_, g)| g.primary.is_some()).map(|(n, g)| (n.clone(), g.epoch)).collect()
+            });
             for (group, epoch) in self.leases.lapsed(&groups) {
                 // The id names the lapse, so two leaders proposing it apply it once.
                 let id = format!("lease-lapsed/{group}/{epoch}");

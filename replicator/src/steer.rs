@@ -34,8 +34,12 @@ pub struct Steering {
     pub member: String,
 }
 
-fn coordinator_error(e: ClientError) -> Error {
-    Error::Setup(format!("coordinator: {e}"))
+/// A refusal is said as the coordinator put it; anything else names the coordinator.
+fn registration_error(e: ClientError) -> Error {
+    match e {
+        ClientError::Refused(r) => Error::Setup(r.to_string()),
+        e => Error::Setup(format!("coordinator: {e}")),
+    }
 }
 
 pub fn token(group: &Group) -> Result<IncarnationToken> {
@@ -70,15 +74,15 @@ impl Steering {
     pub async fn register_when_ready(&self, address: String, held: Option<IncarnationToken>) -> Result<Group> {
         let mut waited = false;
         loop {
-            match self.register(address.clone(), None, held).await {
-                Err(Error::Setup(why)) if why.starts_with("no group named") => {
+            match self.client.write(self.registration(address.clone(), None, held)).await {
+                Err(ClientError::Refused(Refusal::NoGroup { .. })) => {
                     if !waited {
                         tracing::info!(group = self.group, "waiting for the group's primary to register");
                         waited = true;
                     }
                     tokio::time::sleep(WATCH_EVERY * 4).await;
                 }
-                other => return other,
+                other => return other.map_err(registration_error),
             }
         }
     }
@@ -87,7 +91,11 @@ impl Steering {
     /// `held`: the token this member's state dir holds (none: a backup joins only through a full
     /// catch-up; an older incarnation's token is refused).
     pub async fn register(&self, address: String, mode: Option<Mode>, held: Option<IncarnationToken>) -> Result<Group> {
-        let command = Command::Register {
+        self.client.write(self.registration(address, mode, held)).await.map_err(registration_error)
+    }
+
+    fn registration(&self, address: String, mode: Option<Mode>, held: Option<IncarnationToken>) -> Command {
+        Command::Register {
             group: self.group.clone(),
             member: self.member.clone(),
             address,
@@ -95,11 +103,6 @@ impl Steering {
             mode,
             token: held.filter(|t| !t.is_none()).map(|t| t.to_string()),
             new_incarnation: String::new(),
-        };
-        match self.client.write(command).await {
-            Ok(g) => Ok(g),
-            Err(ClientError::Refused(r)) => Err(Error::Setup(r.to_string())),
-            Err(e) => Err(coordinator_error(e)),
         }
     }
 

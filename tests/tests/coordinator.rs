@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-use tandem_tests::http::{get, post};
+use tandem_tests::http::{curl_tls, get, post};
 use tandem_tests::*;
 
 /// A member process, killed when dropped.
@@ -141,6 +141,16 @@ impl Cluster {
         Cluster { lan, dir: tempfile::tempdir().unwrap(), members: vec![None, None, None], tls: false }
     }
 
+    /// Three running members, and the leader they agree on.
+    fn running() -> (Cluster, usize) {
+        let mut c = Cluster::new();
+        for i in 1..=3 {
+            c.start(i);
+        }
+        let leader = c.leader(&[1, 2, 3]);
+        (c, leader)
+    }
+
     /// Members with certificates coordinator-1..3 and a client certificate `client`.
     fn with_tls() -> Cluster {
         let mut c = Cluster::new();
@@ -151,20 +161,9 @@ impl Cluster {
 
     /// curl over HTTPS to member `i` as `who` (a certificate in `certs`, or none): the status
     /// code and body.
+    /// curl over HTTPS to member `i` as `who` (see `curl_tls`): the status code and body.
     fn curl(&self, i: usize, who: Option<(&Path, &str)>, args: &[&str], path: &str) -> (String, String) {
-        let ca = self.dir.path().join("certs/ca.crt");
-        let addr = self.addr(i);
-        let (ip, port) = addr.split_once(':').unwrap();
-        let mut cmd = std::process::Command::new("curl");
-        cmd.args(["-s", "-m", "10", "-w", "\n%{http_code}", "--cacert"]).arg(&ca);
-        cmd.args(["--resolve", &format!("tandem:{port}:{ip}")]);
-        if let Some((dir, name)) = who {
-            cmd.arg("--cert").arg(dir.join(format!("{name}.crt"))).arg("--key").arg(dir.join(format!("{name}.key")));
-        }
-        let out = cmd.args(args).arg(format!("https://tandem:{port}{path}")).output().expect("run curl");
-        let all = text(&out.stdout);
-        let (body, code) = all.rsplit_once('\n').unwrap_or(("", &all));
-        (code.to_string(), body.to_string())
+        curl_tls(&self.addr(i), &self.dir.path().join("certs/ca.crt"), who, args, path)
     }
 
     fn addr(&self, i: usize) -> String {
@@ -288,11 +287,7 @@ fn write_stream(addrs: Vec<String>, stop: std::sync::Arc<std::sync::atomic::Atom
 #[test]
 fn three_members_lose_no_acknowledged_write_when_the_leader_dies_or_is_cut_off() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let mut c = Cluster::new();
-    for i in 1..=3 {
-        c.start(i);
-    }
-    let leader = c.leader(&[1, 2, 3]);
+    let (mut c, leader) = Cluster::running();
 
     // Writes to every member in turn while the leader is SIGKILLed.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -347,11 +342,7 @@ fn three_members_lose_no_acknowledged_write_when_the_leader_dies_or_is_cut_off()
 #[test]
 fn a_wiped_member_rejoins_by_catching_up_before_it_votes() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let mut c = Cluster::new();
-    for i in 1..=3 {
-        c.start(i);
-    }
-    let leader = c.leader(&[1, 2, 3]);
+    let (mut c, leader) = Cluster::running();
     for k in 0..30 {
         let body = json!({ "id": format!("w{k}"), "command": register(&format!("g{k}"), "p") }).to_string();
         assert_eq!(post(&c.addr(leader), "/v1/write", &body).unwrap().0, 200);
@@ -379,11 +370,7 @@ fn a_wiped_member_rejoins_by_catching_up_before_it_votes() {
 #[test]
 fn with_two_of_three_wiped_clients_are_told_of_the_loss_until_an_operator_reinitialises() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let mut c = Cluster::new();
-    for i in 1..=3 {
-        c.start(i);
-    }
-    let leader = c.leader(&[1, 2, 3]);
+    let (mut c, leader) = Cluster::running();
     let body = json!({ "id": "w0", "command": register("g0", "p") }).to_string();
     assert_eq!(post(&c.addr(leader), "/v1/write", &body).unwrap().0, 200);
     let old = c.status(1).unwrap()["incarnation"].as_str().unwrap().to_string();

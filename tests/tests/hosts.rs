@@ -370,19 +370,11 @@ fn coordinator_get(c: &Cluster, addr: &str, path: &str) -> Option<serde_json::Va
             _ => return None,
         },
         Some(bare) => {
-            let (ip, port) = bare.split_once(':').unwrap();
             let certs = c.dir.path().join("certs");
-            let out = Command::new("curl")
-                .args(["-sf", "-m", "5", "--resolve", &format!("tandem:{port}:{ip}"), "--cacert"])
-                .arg(certs.join("ca.crt"))
-                .arg("--cert")
-                .arg(certs.join("c.crt"))
-                .arg("--key")
-                .arg(certs.join("c.key"))
-                .arg(format!("https://tandem:{port}{path}"))
-                .output()
-                .ok()?;
-            text(&out.stdout)
+            match tandem_tests::http::curl_tls(bare, &certs.join("ca.crt"), Some((&certs, "c")), &[], path) {
+                (code, body) if code == "200" => body,
+                _ => return None,
+            }
         }
     };
     serde_json::from_str(&body).ok()
