@@ -386,7 +386,7 @@ impl Network {
                 write_frame(&mut send, &session.durable(last)).await?;
             }
             if ended_at.is_some_and(|last| session.held >= last) {
-                conn.close(0u32.into(), b"complete");
+                conn.close(net::COMPLETE.into(), b"complete");
                 return Ok(SessionEnd::Complete);
             }
         }

@@ -96,6 +96,21 @@ pub fn tls_refusal(e: &quinn::ConnectionError) -> Option<String> {
     }
 }
 
+/// The close code of a session that ended as it should: the backup holds the whole program.
+pub const COMPLETE: u32 = 0;
+
+/// Whether `e` is the peer closing the connection with [`COMPLETE`].
+pub fn closed_complete(e: &NetError) -> bool {
+    use quinn::{ConnectionError, ReadError, ReadExactError, WriteError};
+    let lost = match e {
+        NetError::Connection(c)
+        | NetError::Read(ReadExactError::ReadError(ReadError::ConnectionLost(c)))
+        | NetError::Write(WriteError::ConnectionLost(c)) => c,
+        _ => return false,
+    };
+    matches!(lost, ConnectionError::ApplicationClosed(a) if a.error_code == quinn::VarInt::from_u32(COMPLETE))
+}
+
 /// The member name in the peer's certificate (its common name).
 pub fn peer_name(conn: &quinn::Connection) -> Option<String> {
     let certs = conn.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;

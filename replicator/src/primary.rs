@@ -30,7 +30,7 @@ use tokio::sync::watch;
 
 /// Batches kept in memory for sending; older ones are read back from the log file.
 const MEMORY_BYTES: usize = 256 << 20;
-/// How long the primary waits, after the program ends, for backups to acknowledge everything.
+/// How long the primary waits, after the program ends, for connected backups to hold all of it.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +78,17 @@ struct HubState {
     acked: BTreeMap<u128, u64>,
 }
 
+impl HubState {
+    /// Records a connected backup's position, or (`None`) that its session ended.
+    fn set_acked(&mut self, handle: u128, position: Option<u64>, sessions: &watch::Sender<usize>) {
+        match position {
+            Some(p) => self.acked.insert(handle, p),
+            None => self.acked.remove(&handle),
+        };
+        sessions.send_if_modified(|n| std::mem::replace(n, self.acked.len()) != self.acked.len());
+    }
+}
+
 /// The primary's side of every session.
 pub struct Hub {
     group: String,
@@ -94,6 +105,8 @@ pub struct Hub {
     ended: watch::Sender<Option<u64>>,
     /// The release point (the group's acknowledged position).
     released: watch::Sender<u64>,
+    /// How many backups are connected.
+    sessions: watch::Sender<usize>,
     /// The coordinator ended this primary's epoch: nothing more is released.
     fenced: std::sync::atomic::AtomicBool,
 }
@@ -221,6 +234,7 @@ pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
     let (written, _) = watch::channel(0);
     let (ended, _) = watch::channel(None);
     let (released, _) = watch::channel(0);
+    let (sessions, _) = watch::channel(0);
     let hub = Arc::new(Hub {
         group: opts.group.clone(),
         standing: Standing { incarnation: membership.incarnation, epoch: membership.epoch },
@@ -233,6 +247,7 @@ pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
         written,
         ended,
         released,
+        sessions,
         fenced: Default::default(),
     });
     if let Some(steering) = &steering {
@@ -273,26 +288,12 @@ pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
         tap: Some(hub.clone() as Arc<dyn Tap>),
     };
     let recording = recorder::record(launch, &rec_opts);
-    if let Ok(rec) = &recording {
-        let hub = hub.clone();
-        let last = rec.events;
+    if recording.is_ok() {
+        // Each connected backup ends its session once it holds the end marker too; closing
+        // before that could cut off the marker, and the backup would wait for a primary gone.
+        let mut sessions = hub.sessions.subscribe();
         runtime.block_on(async move {
-            let mut released = hub.released.subscribe();
-            let all_held = async {
-                loop {
-                    let done = {
-                        let st = hub.state();
-                        !st.acked.is_empty() && st.acked.values().all(|&a| a >= last)
-                    };
-                    if done || hub.state().acked.is_empty() {
-                        break;
-                    }
-                    if released.changed().await.is_err() {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(DRAIN_TIMEOUT, all_held).await;
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, sessions.wait_for(|&n| n == 0)).await;
         });
     }
     endpoint.close(0u32.into(), b"the primary's program has ended");
@@ -314,9 +315,15 @@ async fn accept_loop(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
                 }
             };
             let who = net::peer_name(&conn).unwrap_or_else(|| "?".into());
-            if let Err(e) = serve(&conn, &hub, &who).await {
-                tracing::warn!(%from, member = %who, "session ended: {e}");
-                conn.close(1u32.into(), e.to_string().as_bytes());
+            match serve(&conn, &hub, &who).await {
+                Ok(()) => {}
+                Err(e) if net::closed_complete(&e) => {
+                    tracing::info!(%from, member = %who, "the backup holds the whole program; session complete")
+                }
+                Err(e) => {
+                    tracing::warn!(%from, member = %who, "session ended: {e}");
+                    conn.close(1u32.into(), e.to_string().as_bytes());
+                }
             }
         });
     }
@@ -340,14 +347,14 @@ async fn serve(conn: &quinn::Connection, hub: &Arc<Hub>, who: &str) -> std::resu
     };
     let handle = session.handle;
     tracing::info!(member = %who, handle = format!("{handle:032x}"), from = session.next_to_send, "backup connected");
-    hub.state().acked.insert(handle, session.acked);
+    hub.state().set_acked(handle, Some(session.acked), &hub.sessions);
     write_frame(&mut ctl_send, &welcome).await?;
     let session = Arc::new(Mutex::new(session));
     let data = conn.open_uni().await?;
     let sender = tokio::spawn(send_events(data, hub.clone(), session.clone()));
     let result = receive_acks(ctl_send, ctl_recv, hub, &session).await;
     sender.abort();
-    hub.state().acked.remove(&handle);
+    hub.state().set_acked(handle, None, &hub.sessions);
     hub.update_release();
     result
 }
@@ -373,7 +380,7 @@ async fn receive_acks(
                     s.receive(&frame).map_err(|e| net::NetError::Protocol(e.to_string()))?;
                     (s.handle, s.acked)
                 };
-                hub.state().acked.insert(handle, acked);
+                hub.state().set_acked(handle, Some(acked), &hub.sessions);
                 hub.update_release();
             }
             changed = released.changed() => {

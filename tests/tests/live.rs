@@ -26,11 +26,9 @@ fn a_backup_follows_the_primary_live_and_strangers_are_refused() {
     certs(&ours, &["primary", "backup1"]);
     certs(&theirs, &["backup1"]);
     let port = free_port();
-    let good = backup(&dir.path().join("b"), &ours, "backup1", port);
-    let stranger = backup(&dir.path().join("s"), &theirs, "backup1", port);
-
     let p = dir.path().join("p");
     std::fs::create_dir_all(&p).unwrap();
+    // The program starts once a backup is connected: the stranger is refused before that.
     let primary = tandem()
         .current_dir(&p)
         .args(["primary", "--group", "g", "--wait-for-backups", "1", "--listen", &format!("127.0.0.1:{port}")])
@@ -39,21 +37,27 @@ fn a_backup_follows_the_primary_live_and_strangers_are_refused() {
         .arg("--")
         .arg(&program)
         .args(["transcript", child.to_str().unwrap(), "child-out", "100"])
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let stranger = backup(&dir.path().join("s"), &theirs, "backup1", port).wait_with_output().unwrap();
+    let serr = text(&stranger.stderr);
+    assert!(!stranger.status.success(), "the stranger was not refused:\n{serr}");
+    assert!(serr.contains("refused"), "{serr}");
+    let good = backup(&dir.path().join("b"), &ours, "backup1", port);
+    let primary = primary.wait_with_output().unwrap();
     let perr = text(&primary.stderr);
     assert!(primary.status.success(), "primary failed:\n{perr}");
     let good = good.wait_with_output().unwrap();
     let berr = text(&good.stderr);
-    assert!(good.status.success(), "backup failed:\n{berr}");
+    assert!(good.status.success(), "backup failed:\n{berr}\nprimary:\n{perr}");
     assert!(berr.contains("holds all of it"), "{berr}");
+    assert!(perr.contains("session complete"), "{perr}");
     for file in ["transcript", "child-out"] {
         let (a, b) = (std::fs::read(p.join(file)).unwrap(), std::fs::read(dir.path().join("b").join(file)).unwrap());
         assert_eq!(text(&a), text(&b), "{file} differs");
     }
-    let mut stranger = stranger;
-    let _ = stranger.kill();
-    let serr = text(&stranger.wait_with_output().unwrap().stderr);
     assert!(perr.contains("refused a peer at the handshake"), "primary:\n{perr}\nstranger:\n{serr}");
     assert!(!std::fs::exists(dir.path().join("s").join("transcript")).unwrap(), "the stranger got the program");
 }
