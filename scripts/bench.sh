@@ -207,39 +207,49 @@ live() {
 
 size_of() { stat -c %s "$1" 2>/dev/null || echo 0; }
 
-# A primary records 10M events, then its program idles; a witness backup started then catches up
+# A primary records 10M events, then its program waits; a witness backup started then catches up
 # over QUIC (from the primary's memory and log file), verifying and durably appending each batch.
+# Once the witness is following, the program ends: the witness exits when it holds all of it.
 stream() {
     certs
     gcc -O2 -o "$work/tight_loop" bench/tight_loop.c
-    for i in $(seq "$rounds"); do
-        agent=$(( 28000 + i ))
-        rm -rf "$work/p" "$work/b"; mkdir -p "$work/p" "$work/b"
-        (cd "$work/p" && exec "$tandem" primary --group bench --listen 127.0.0.1:$agent --mode async \
-            --name primary --certs "$work/certs" --state-dir "$work/p/state" -- \
-            sh -c "'$work/tight_loop' 10000000 && touch '$work/p/done' && exec sleep 60" 2>"$work/p/err") &
-        pid=$!
-        while [ ! -f "$work/p/done" ]; do sleep 0.05; done
-        sleep 0.3
-        bytes=$(size_of "$work/p/state/log.tlog")
-        start=$(now_ns)
-        (cd "$work/b" && exec "$tandem" backup --witness --group bench --primary 127.0.0.1:$agent --name backup \
-            --certs "$work/certs" --state-dir "$work/b/state" 2>"$work/b/err") &
-        while [ "$(size_of "$work/b/state/log.tlog")" -lt "$bytes" ]; do sleep 0.005; done
-        took=$(( $(now_ns) - start ))
-        kill -TERM "$pid"
-        wait
-        events=$("$tandem" log stats "$work/p/state/log.tlog" | awk '/^events/ {print $2}')
-        echo "$took $bytes $events"
-    done > "$work/stream.txt"
-    t=$(median_of 1 "$work/stream.txt")
-    b=$(median_of 2 "$work/stream.txt")
-    e=$(median_of 3 "$work/stream.txt")
+    for mode in zstd none; do
+        flag=()
+        [ "$mode" = none ] && flag=(--no-compress)
+        for i in $(seq "$rounds"); do
+            agent=$(( 28000 + i ))
+            rm -rf "$work/p" "$work/b"; mkdir -p "$work/p" "$work/b"; mkfifo "$work/p/go"
+            (cd "$work/p" && exec "$tandem" primary --group bench --listen 127.0.0.1:$agent --mode async "${flag[@]}" \
+                --name primary --certs "$work/certs" --state-dir "$work/p/state" -- \
+                sh -c "'$work/tight_loop' 10000000 && touch '$work/p/done' && read x < '$work/p/go'" 2>"$work/p/err") &
+            pid=$!
+            while [ ! -f "$work/p/done" ]; do sleep 0.05; done
+            sleep 0.3
+            start=$(now_ns)
+            (cd "$work/b" && exec "$tandem" backup --witness --group bench --primary 127.0.0.1:$agent --name backup \
+                --certs "$work/certs" --state-dir "$work/b/state" 2>"$work/b/err") &
+            bpid=$!
+            until grep -q 'following the primary' "$work/b/err" 2>/dev/null; do sleep 0.002; done
+            echo > "$work/p/go"
+            wait "$bpid" || { cat "$work/b/err" >&2; exit 1; }
+            took=$(( $(now_ns) - start ))
+            wait "$pid"
+            events=$("$tandem" log stats "$work/p/state/log.tlog" | awk '/^events/ {print $2}')
+            echo "$took $(size_of "$work/p/state/log.tlog") $events $(size_of "$work/b/state/log.tlog")"
+        done > "$work/stream.$mode.txt"
+    done
+    b=$(median_of 2 "$work/stream.zstd.txt")
+    e=$(median_of 3 "$work/stream.zstd.txt")
     echo "Stream between two agents on loopback: a witness catching up on $e events ($((b / 1048576)) MiB of log)"
     echo "(median of $rounds runs; QUIC with TLS 1.3, crc32c checked, appended and fdatasync'd before each ACK)"
-    printf '%-22s %10s %14s %10s\n' "" seconds "events/s" "MiB/s"
-    printf '%-22s %10.3f %14.0f %10.0f\n' "primary -> witness" "$(echo "$t / 1000000000" | bc -l)" \
-        "$(echo "$e * 1000000000 / $t" | bc -l)" "$(echo "$b * 1000000000 / $t / 1048576" | bc -l)"
+    printf '%-22s %10s %14s %10s %16s\n' "" seconds "events/s" "MiB/s" "witness log MiB"
+    for mode in zstd none; do
+        t=$(median_of 1 "$work/stream.$mode.txt")
+        w=$(median_of 4 "$work/stream.$mode.txt")
+        printf '%-22s %10.3f %14.0f %10.0f %16.1f\n' "compression $mode" "$(echo "$t / 1000000000" | bc -l)" \
+            "$(echo "$e * 1000000000 / $t" | bc -l)" "$(echo "$b * 1000000000 / $t / 1048576" | bc -l)" \
+            "$(echo "$w / 1048576" | bc -l)"
+    done
 }
 
 # Three members on loopback, each its own process and data dir on this machine's disk.

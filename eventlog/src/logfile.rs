@@ -6,6 +6,7 @@
 //! FileHeader (64 bytes)
 //! LaunchHeader (24 bytes, magic "TLCH") body: the program's argv, environment and cwd
 //! BatchHeader (40 bytes, magic "TBAT")  body: event records, body_len bytes
+//!   or, with flag BATCH_ZSTD: the records' length (u32) and the records zstd-compressed
 //! ...
 //! BatchHeader (magic "TEND", no body)   written when the recording finished cleanly
 //! ```
@@ -17,7 +18,12 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 pub const FILE_MAGIC: [u8; 8] = *b"TNDMLOG\0";
 /// Bump whenever the file, batch or event layout changes.
-pub const FILE_VERSION: u32 = 2;
+pub const FILE_VERSION: u32 = 3;
+/// The oldest version this reader still reads: version 2 differs only in having no batch flags.
+pub const MIN_FILE_VERSION: u32 = 2;
+/// Batch flag: the body is the events' length and the events zstd-compressed (a backup keeps
+/// batches as they crossed the network).
+pub const BATCH_ZSTD: u32 = 1;
 pub const LAUNCH_MAGIC: u32 = u32::from_le_bytes(*b"TLCH");
 pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"TBAT");
 pub const END_MAGIC: u32 = u32::from_le_bytes(*b"TEND");
@@ -200,6 +206,23 @@ impl<W: Write> LogWriter<W> {
     /// Appends a batch of `event_count` encoded events starting at `first_seq`. Sequence numbers
     /// must continue where the previous batch stopped.
     pub fn write_batch(&mut self, body: &[u8], first_seq: u64, event_count: u32, wall_ns: u64) -> io::Result<()> {
+        self.append(&[body], 0, first_seq, event_count, wall_ns)
+    }
+
+    /// Appends a batch whose `raw_len` bytes of events are given zstd-compressed (`packed`). The
+    /// caller has checked that they decompress to the events it names; a reader checks again.
+    pub fn write_packed_batch(
+        &mut self,
+        packed: &[u8],
+        raw_len: u32,
+        first_seq: u64,
+        event_count: u32,
+        wall_ns: u64,
+    ) -> io::Result<()> {
+        self.append(&[&raw_len.to_le_bytes(), packed], BATCH_ZSTD, first_seq, event_count, wall_ns)
+    }
+
+    fn append(&mut self, body: &[&[u8]], flags: u32, first_seq: u64, event_count: u32, wall_ns: u64) -> io::Result<()> {
         if let Some(expected) = self.next_seq {
             if expected != first_seq {
                 return Err(io::Error::new(
@@ -208,24 +231,27 @@ impl<W: Write> LogWriter<W> {
                 ));
             }
         }
-        let body_len = u32::try_from(body.len())
+        let len: usize = body.iter().map(|part| part.len()).sum();
+        let body_len = u32::try_from(len)
             .ok()
             .filter(|&l| l <= MAX_BATCH_BODY)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "batch body too large"))?;
         let header = BatchHeader {
             magic: BATCH_MAGIC,
-            flags: 0,
+            flags,
             first_seq,
             event_count,
             body_len,
             wall_ns,
-            body_crc: crc32c::crc32c(body),
+            body_crc: body.iter().fold(0, |crc, part| crc32c::crc32c_append(crc, part)),
             header_crc: 0,
         }
         .seal();
         self.out.write_all(bytemuck::bytes_of(&header))?;
-        self.out.write_all(body)?;
-        self.offset += (core::mem::size_of::<BatchHeader>() + body.len()) as u64;
+        for part in body {
+            self.out.write_all(part)?;
+        }
+        self.offset += (core::mem::size_of::<BatchHeader>() + len) as u64;
         self.batches += 1;
         self.next_seq = Some(first_seq + event_count as u64);
         Ok(())
@@ -331,7 +357,7 @@ impl<R: Read> LogReader<R> {
             });
         }
         let header: FileHeader = bytemuck::pod_read_unaligned(&buf);
-        if header.version != FILE_VERSION {
+        if !(MIN_FILE_VERSION..=FILE_VERSION).contains(&header.version) {
             return Err(LogError::Version { found: header.version, supported: FILE_VERSION });
         }
         if header.crc != crc32c::crc32c(&buf[..60]) {
@@ -418,13 +444,15 @@ impl<R: Read> LogReader<R> {
         if crc32c::crc32c(&body) != header.body_crc {
             return Err(LogError::Checksum { batch, offset, what: "body" });
         }
-        verify_events(&body, header.first_seq, header.event_count).map_err(|detail| LogError::Corrupt {
-            batch,
-            offset,
-            detail,
-        })?;
+        let corrupt = |detail: String| LogError::Corrupt { batch, offset, detail };
+        let body = match header.flags {
+            0 => body,
+            BATCH_ZSTD => unpack(&body).map_err(corrupt)?,
+            other => return Err(corrupt(format!("unknown batch flags {other:#x}"))),
+        };
+        verify_events(&body, header.first_seq, header.event_count).map_err(corrupt)?;
         self.batch = batch;
-        self.offset += 40 + body.len() as u64;
+        self.offset += 40 + header.body_len as u64;
         self.next_seq = Some(header.first_seq + header.event_count as u64);
         Ok(Some(Batch {
             index: batch,
@@ -452,6 +480,20 @@ impl<R: Read + Seek> LogReader<R> {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The events of a [`BATCH_ZSTD`] body: their length, then the events compressed.
+fn unpack(stored: &[u8]) -> Result<Vec<u8>, String> {
+    let (len, packed) = stored.split_first_chunk::<4>().ok_or("a compressed batch without its length")?;
+    let len = u32::from_le_bytes(*len);
+    if len > MAX_BATCH_BODY {
+        return Err(format!("compressed events of {len} bytes are too large"));
+    }
+    let events = zstd::bulk::decompress(packed, len as usize).map_err(|e| format!("events do not decompress: {e}"))?;
+    if events.len() != len as usize {
+        return Err(format!("{} bytes of events, the batch says {len}", events.len()));
+    }
+    Ok(events)
 }
 
 /// Reads the launch section after the file header; returns it and its body length.
@@ -556,6 +598,22 @@ mod tests {
         w.finish(200).unwrap()
     }
 
+    /// A log whose middle batch is kept compressed, as a backup keeps what arrived so.
+    fn packed_log(packed: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
+        let mut w = LogWriter::create(Vec::new(), IncarnationToken::NONE, 1, &launch()).unwrap();
+        let plain = sample_log();
+        let mut r = LogReader::open(&plain[..]).unwrap();
+        while let Some(b) = r.next_batch().unwrap() {
+            if b.index == 2 {
+                w.write_packed_batch(&packed(&b.body), b.body.len() as u32, b.first_seq, b.event_count, b.wall_ns)
+            } else {
+                w.write_batch(&b.body, b.first_seq, b.event_count, b.wall_ns)
+            }
+            .unwrap();
+        }
+        w.finish(200).unwrap()
+    }
+
     fn read_all(bytes: &[u8]) -> Result<Vec<u64>, LogError> {
         let mut r = LogReader::open(bytes)?;
         let mut seqs = Vec::new();
@@ -605,6 +663,41 @@ mod tests {
         log[second_batch + 40 + 70] ^= 1;
         let msg = read_all(&log).unwrap_err().to_string();
         assert_eq!(msg, format!("batch 2 at offset {second_batch}: body checksum mismatch (corrupted)"));
+    }
+
+    #[test]
+    fn compressed_batches_read_as_their_events() {
+        let log = packed_log(|events| zstd::bulk::compress(events, 1).unwrap());
+        assert_eq!(read_all(&log).unwrap(), (1..=15).collect::<Vec<_>>());
+        let plain = sample_log();
+        let (mut a, mut b) = (LogReader::open(&log[..]).unwrap(), LogReader::open(&plain[..]).unwrap());
+        for _ in 0..3 {
+            assert_eq!(a.next_batch().unwrap().unwrap().body, b.next_batch().unwrap().unwrap().body);
+        }
+        for at in 0..log.len() {
+            let mut bad = log.clone();
+            bad[at] ^= 0x40;
+            assert!(read_all(&bad).is_err(), "flip at {at} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn compressed_batches_that_do_not_decompress_are_corrupt() {
+        let log = packed_log(|_| vec![0x5a; 40]);
+        let msg = read_all(&log).unwrap_err().to_string();
+        assert!(msg.starts_with("batch 2 at offset") && msg.contains("events do not decompress"), "{msg}");
+        let short = packed_log(|events| zstd::bulk::compress(&events[..events.len() - 64], 1).unwrap());
+        let msg = read_all(&short).unwrap_err().to_string();
+        assert!(msg.contains("the batch says"), "{msg}");
+    }
+
+    #[test]
+    fn version_2_logs_still_read() {
+        let mut log = sample_log();
+        log[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = crc32c::crc32c(&log[..60]);
+        log[60..64].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(read_all(&log).unwrap(), (1..=15).collect::<Vec<_>>());
     }
 
     #[test]

@@ -19,6 +19,9 @@ fuzz_target!(|data: &[u8]| {
         b[0..4].copy_from_slice(&MAGIC);
         b[4] = VERSION;
         b[5] = 1 + (b[5] % 8);
+        // DATA may be compressed: the decompressor sees the fuzzer's input too.
+        let flags = if b[5] == 3 { u16::from(b[6] & 1) } else { 0 };
+        b[6..8].copy_from_slice(&flags.to_le_bytes());
         b[32..36].copy_from_slice(&body_len.to_le_bytes());
         let crc = crc32c::crc32c_append(crc32c::crc32c(&b[..36]), &b[HEADER_LEN..]);
         b[36..40].copy_from_slice(&crc.to_le_bytes());

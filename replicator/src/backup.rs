@@ -95,6 +95,7 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
 
     let following = Following::default();
     following.stop.store(ended, Ordering::SeqCst);
+    let held = Arc::new(AtomicU64::new(held));
     let (ready_tx, ready_rx) = mpsc::channel::<std::result::Result<(), String>>();
     if writer.is_some() {
         let _ = ready_tx.send(Ok(()));
@@ -111,10 +112,11 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
             witness: opts.witness,
             ready: ready_tx,
             steering,
-            held: Arc::new(AtomicU64::new(held)),
+            held: held.clone(),
         };
         let standing = Standing { incarnation: membership.incarnation, epoch: membership.epoch };
-        let session = BackupSession::new(standing, &opts.group, &opts.name, membership.handle, held);
+        let session =
+            BackupSession::new(standing, &opts.group, &opts.name, membership.handle, held.load(Ordering::SeqCst));
         // Detached: it serves the control socket for as long as the agent lives.
         std::thread::Builder::new()
             .name("tandem-backup-net".into())
@@ -130,8 +132,7 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
         while !following.stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        let events = resume_log(&log)?.1;
-        return Ok(Outcome::Completed { events });
+        return Ok(Outcome::Completed { events: held.load(Ordering::SeqCst) });
     }
     let outcome = replayer::replay(&ReplayOptions {
         log,
@@ -368,9 +369,14 @@ impl Network {
                     return Err(closed());
                 };
                 match session.receive(frame).map_err(|e| NetError::Protocol(e.to_string()))? {
-                    BackupAction::Append { first_seq, count, wall_ns, events } => {
+                    BackupAction::Append { first_seq, count, wall_ns, events, packed } => {
                         let Some(w) = writer.as_mut() else { unreachable!("the log exists once welcomed") };
-                        w.write_batch(&events, first_seq, count, wall_ns).map_err(io)?;
+                        // Kept as it crossed the network: compressed batches stay compressed.
+                        match packed {
+                            Some(p) => w.write_packed_batch(&p, events.len() as u32, first_seq, count, wall_ns),
+                            None => w.write_batch(&events, first_seq, count, wall_ns),
+                        }
+                        .map_err(io)?;
                         appended = Some(first_seq + count as u64 - 1);
                     }
                     BackupAction::Confirmed { reply, .. } => write_frame(&mut send, &reply).await?,

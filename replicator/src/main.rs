@@ -87,6 +87,10 @@ enum Command {
         /// Async mode: most events a connected backup may lag behind before the program is held back.
         #[arg(long, default_value_t = 1_000_000)]
         max_lag_events: u64,
+        /// Send event batches to backups as they are, not compressed (zstd): for links faster
+        /// than a core compresses, about a gigabyte a second.
+        #[arg(long)]
+        no_compress: bool,
         #[command(flatten)]
         member: MemberArgs,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
@@ -280,7 +284,17 @@ fn run(cli: Cli) -> Result<u8> {
             show::show(&file, json, &mut std::io::stdout().lock())?;
             Ok(0)
         }
-        Command::Primary { group, listen, mode, min_backups, wait_for_backups, max_lag_events, member, command } => {
+        Command::Primary {
+            group,
+            listen,
+            mode,
+            min_backups,
+            wait_for_backups,
+            max_lag_events,
+            no_compress,
+            member,
+            command,
+        } => {
             init_tracing();
             let launch = Launch::new(&command, "record")?;
             let opts = replicator::primary::PrimaryOptions {
@@ -291,6 +305,7 @@ fn run(cli: Cli) -> Result<u8> {
                     ModeArg::Async => replicator::primary::OutputMode::Async { max_lag_events },
                 },
                 min_backups,
+                compress: !no_compress,
                 wait_for_backups,
                 state_dir: member.state_dir,
                 certs: member.certs,

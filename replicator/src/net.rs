@@ -128,7 +128,7 @@ pub async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Option<Frame>, N
     let header = Header::parse(&raw)?;
     let mut body = vec![0u8; header.body_len as usize];
     recv.read_exact(&mut body).await?;
-    Ok(Some(Frame::decode(&raw, &body)?))
+    Ok(Some(Frame::decode(&raw, body.into())?))
 }
 
 /// The frames arriving on `recv`, read by a task of their own: reading a frame is not
@@ -149,7 +149,11 @@ pub fn frames(mut recv: quinn::RecvStream) -> tokio::sync::mpsc::Receiver<Result
 }
 
 pub async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<(), NetError> {
-    send.write_all(&frame.encode()).await?;
+    let (head, events) = frame.encode_parts();
+    send.write_all(&head).await?;
+    if let Some(events) = events {
+        send.write_all_chunks(&mut [events]).await?;
+    }
     Ok(())
 }
 

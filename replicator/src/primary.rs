@@ -14,8 +14,9 @@ use crate::net::{self, read_frame, write_frame};
 use crate::recorder::{self, Recording, Tap};
 use crate::statedir::{random, Membership, StateDir};
 use crate::steer::{self, Steering};
-use crate::wire::frame::{Body, Frame};
+use crate::wire::frame::{self, Body, Frame};
 use crate::wire::session::{group_ack, PrimarySession, Standing};
+use bytes::Bytes;
 use coordinator::client::Lease;
 use coordinator::model::Mode;
 use eventlog::logfile::Launch as LaunchRecord;
@@ -26,10 +27,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// Batches kept in memory for sending; older ones are read back from the log file.
 const MEMORY_BYTES: usize = 256 << 20;
+/// Batches read back from the log ahead of the sender, when a backup catches up.
+const READ_AHEAD: usize = 8;
 /// How long the primary waits, after the program ends, for connected backups to hold all of it.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -46,6 +49,8 @@ pub struct PrimaryOptions {
     pub listen: SocketAddr,
     pub mode: OutputMode,
     pub min_backups: usize,
+    /// Event batches cross the network compressed.
+    pub compress: bool,
     /// The program starts only once this many backups are connected.
     pub wait_for_backups: usize,
     pub state_dir: PathBuf,
@@ -61,10 +66,25 @@ struct WireBatch {
     first_seq: u64,
     count: u32,
     wall_ns: u64,
-    body: Vec<u8>,
+    body: Bytes,
+    /// The events compressed for the wire, once one session has sent them so (`None`: they
+    /// travel as they are).
+    packed: OnceLock<Option<Bytes>>,
 }
 
 impl WireBatch {
+    fn new(first_seq: u64, count: u32, wall_ns: u64, body: Bytes) -> WireBatch {
+        WireBatch { first_seq, count, wall_ns, body, packed: OnceLock::new() }
+    }
+
+    /// The events compressed, if `compress` and they shrink (computed once, for every backup).
+    fn packed(&self, compress: bool) -> Option<&Bytes> {
+        if !compress {
+            return None;
+        }
+        self.packed.get_or_init(|| frame::pack(&self.body)).as_ref()
+    }
+
     fn last(&self) -> u64 {
         self.first_seq + self.count as u64 - 1
     }
@@ -97,6 +117,7 @@ pub struct Hub {
     log: PathBuf,
     mode: OutputMode,
     min_backups: usize,
+    compress: bool,
     region: OnceLock<Arc<SharedRegion>>,
     state: Mutex<HubState>,
     /// The last event written (0 before any).
@@ -166,7 +187,7 @@ impl Tap for Hub {
         {
             let mut st = self.state();
             st.memory_bytes += body.len();
-            st.memory.push_back(Arc::new(WireBatch { first_seq, count, wall_ns, body: body.to_vec() }));
+            st.memory.push_back(Arc::new(WireBatch::new(first_seq, count, wall_ns, Bytes::copy_from_slice(body))));
             while st.memory_bytes > MEMORY_BYTES && st.memory.len() > 1 {
                 if let Some(b) = st.memory.pop_front() {
                     st.memory_bytes -= b.body.len();
@@ -242,6 +263,7 @@ pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
         log: dir.log_path(),
         mode: opts.mode,
         min_backups: opts.min_backups,
+        compress: opts.compress,
         region: OnceLock::new(),
         state: Mutex::new(HubState::default()),
         written,
@@ -410,14 +432,15 @@ async fn send_events(
         let next = lock(&session).next_to_send;
         let upto = *written.borrow_and_update();
         if next <= upto {
-            let batches = match hub.batch_in_memory(next) {
-                Some(b) => vec![b],
-                None => read_back(&hub, next, &mut cursor).await?,
-            };
-            for b in batches {
-                let frame = lock(&session).data(b.first_seq, b.count, b.wall_ns, &b.body);
-                if let Some(f) = frame {
-                    write_frame(&mut data, &f).await?;
+            match hub.batch_in_memory(next) {
+                Some(b) => send_batch(&mut data, &hub, &session, &b).await?,
+                None => {
+                    let (mut batches, reader) = read_back(&hub, next, cursor.take());
+                    while let Some(b) = batches.recv().await {
+                        send_batch(&mut data, &hub, &session, &b).await?;
+                    }
+                    let reader = reader.await.map_err(|e| net::NetError::Protocol(e.to_string()))??;
+                    cursor = Some(reader);
                 }
             }
             continue;
@@ -442,43 +465,75 @@ async fn send_events(
 
 type LogCursor = eventlog::logfile::LogReader<std::io::BufReader<std::fs::File>>;
 
-/// Batches from the log file, from the one holding `from` up to what memory holds (at most a
-/// few at a time, so a far-behind backup does not hold the file's whole history in memory).
-/// `cursor` keeps the file open where the last call stopped, so catching up reads it once.
-async fn read_back(
+async fn send_batch(
+    data: &mut quinn::SendStream,
+    hub: &Hub,
+    session: &Mutex<PrimarySession>,
+    b: &WireBatch,
+) -> std::result::Result<(), net::NetError> {
+    // Compressing a large batch takes a millisecond or more: other tasks move to another
+    // thread meanwhile.
+    let packed = if b.packed.get().is_none() && hub.compress && b.body.len() >= frame::PACK_MIN {
+        tokio::task::block_in_place(|| b.packed(hub.compress))
+    } else {
+        b.packed(hub.compress)
+    };
+    let frame = lock(session).data(b.first_seq, b.count, b.wall_ns, &b.body, packed);
+    match frame {
+        Some(f) => write_frame(data, &f).await,
+        None => Ok(()),
+    }
+}
+
+/// Batches read back from the log file, from the one holding `from` until the next is in
+/// memory, by a thread of their own that reads (and compresses) a few batches ahead of the
+/// sender. The thread hands back its reader, still open where it stopped, for the next call
+/// (`cursor`): catching up reads the file once.
+fn read_back(
     hub: &Arc<Hub>,
     from: u64,
-    cursor: &mut Option<LogCursor>,
-) -> std::result::Result<Vec<Arc<WireBatch>>, net::NetError> {
-    let (path, stop) = (hub.log.clone(), hub.oldest_in_memory().unwrap_or(u64::MAX));
-    let kept = cursor.take().filter(|r| r.next_seq().is_some_and(|n| n <= from));
-    let (reader, out) = tokio::task::spawn_blocking(move || {
-        let bad = |e: &dyn std::fmt::Display| net::NetError::Protocol(format!("{}: {e}", path.display()));
-        let mut reader = match kept {
+    cursor: Option<LogCursor>,
+) -> (mpsc::Receiver<Arc<WireBatch>>, tokio::task::JoinHandle<std::result::Result<LogCursor, net::NetError>>) {
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let hub = hub.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        let bad = |e: &dyn std::fmt::Display| net::NetError::Protocol(format!("{}: {e}", hub.log.display()));
+        let mut reader = match cursor.filter(|r| r.next_seq().is_some_and(|n| n <= from)) {
             Some(r) => r,
-            None => recorder::open_log(&path).map_err(|e| bad(&e))?,
+            None => recorder::open_log(&hub.log).map_err(|e| bad(&e))?,
         };
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        while bytes <= 64 << 20 {
-            let Some(b) = reader.follow().map_err(|e| bad(&e))?.flatten() else { break };
-            if b.first_seq + b.event_count as u64 > from {
-                bytes += b.body.len();
-                out.push(Arc::new(WireBatch {
-                    first_seq: b.first_seq,
-                    count: b.event_count,
-                    wall_ns: b.wall_ns,
-                    body: b.body,
-                }));
+        // Batches are compressed a few at a time, one per core.
+        let width = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let mut ahead = Vec::with_capacity(width);
+        let mut done = false;
+        while !done {
+            match reader.follow().map_err(|e| bad(&e))?.flatten() {
+                Some(b) => {
+                    let end = b.first_seq + b.event_count as u64;
+                    if end > from {
+                        ahead.push(WireBatch::new(b.first_seq, b.event_count, b.wall_ns, b.body.into()));
+                    }
+                    done = end >= hub.oldest_in_memory().unwrap_or(u64::MAX);
+                }
+                None => done = true,
             }
-            if b.first_seq + b.event_count as u64 >= stop {
-                break;
+            if ahead.len() == width || done {
+                if hub.compress {
+                    std::thread::scope(|s| {
+                        for b in ahead.iter().skip(1) {
+                            s.spawn(|| b.packed(true));
+                        }
+                        ahead.first().map(|b| b.packed(true));
+                    });
+                }
+                for b in ahead.drain(..) {
+                    if tx.blocking_send(Arc::new(b)).is_err() {
+                        return Ok(reader);
+                    }
+                }
             }
         }
-        Ok::<_, net::NetError>((reader, out))
-    })
-    .await
-    .map_err(|e| net::NetError::Protocol(e.to_string()))??;
-    *cursor = Some(reader);
-    Ok(out)
+        Ok(reader)
+    });
+    (rx, reader)
 }

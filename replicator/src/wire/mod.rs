@@ -5,7 +5,7 @@ pub mod session;
 
 /// Encoded events `first..first + count` with payloads of varied lengths, for tests.
 #[cfg(test)]
-pub(crate) fn sample_events(first: u64, count: u64) -> Vec<u8> {
+pub(crate) fn sample_events(first: u64, count: u64) -> bytes::Bytes {
     use eventlog::record::{encode_into, EventHeader};
     let mut out = Vec::new();
     for seq in first..first + count {
@@ -13,5 +13,5 @@ pub(crate) fn sample_events(first: u64, count: u64) -> Vec<u8> {
         let h = EventHeader { payload_len: payload.len() as u32, ..EventHeader::new(seq, eventlog::call::Call::Read) };
         encode_into(&mut out, &h, &payload);
     }
-    out
+    out.into()
 }

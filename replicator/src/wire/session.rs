@@ -18,6 +18,7 @@
 //! or of an epoch older than the newest this end has seen, is refused.
 
 use super::frame::{Body, Frame};
+use bytes::Bytes;
 use eventlog::ids::IncarnationToken;
 use eventlog::logfile::Launch;
 use eventlog::record::{EventHeader, HEADER_LEN};
@@ -155,19 +156,27 @@ impl PrimarySession {
 
     /// A DATA frame for the next batch, which must start where this session stands. A batch the
     /// backup already holds (it resumed beyond its start) is cut to what it lacks.
-    pub fn data(&mut self, first_seq: u64, count: u32, wall_ns: u64, events: &[u8]) -> Option<Frame> {
+    pub fn data(
+        &mut self,
+        first_seq: u64,
+        count: u32,
+        wall_ns: u64,
+        events: &Bytes,
+        packed: Option<&Bytes>,
+    ) -> Option<Frame> {
         let last = first_seq + count as u64 - 1;
         if last < self.next_to_send || first_seq > self.next_to_send {
             return None;
         }
-        let (first_seq, count, events) = if first_seq < self.next_to_send {
+        // A batch the backup holds part of is cut, and goes uncompressed.
+        let (first_seq, count, events, packed) = if first_seq < self.next_to_send {
             let skip = (self.next_to_send - first_seq) as usize;
-            (self.next_to_send, count - skip as u32, &events[skip_events(events, skip)..])
+            (self.next_to_send, count - skip as u32, events.slice(skip_events(events, skip)..), None)
         } else {
-            (first_seq, count, events)
+            (first_seq, count, events.clone(), packed.cloned())
         };
         self.next_to_send = last + 1;
-        Some(self.standing.frame(Body::Data { first_seq, count, wall_ns, events: events.to_vec() }))
+        Some(self.standing.frame(Body::Data { first_seq, count, wall_ns, events, packed }))
     }
 
     /// A CONFIRM frame, if `released` moves past what this backup was last told (and it holds it).
@@ -218,7 +227,7 @@ pub enum BackupAction {
     /// Start (or keep) the program with this launch; events follow from `resume_from`.
     Welcomed { resume_from: u64, adopted_token: bool },
     /// Make these events durable, then feed them to the program, then call `durable`.
-    Append { first_seq: u64, count: u32, wall_ns: u64, events: Vec<u8> },
+    Append { first_seq: u64, count: u32, wall_ns: u64, events: Bytes, packed: Option<Bytes> },
     /// A batch it already held: nothing to do.
     Duplicate,
     /// Store the confirmation, then send the frame.
@@ -292,7 +301,7 @@ impl BackupSession {
         }
         self.standing.admit(&f)?;
         match f.body {
-            Body::Data { first_seq, count, wall_ns, events } => {
+            Body::Data { first_seq, count, wall_ns, events, packed } => {
                 let last = first_seq + count as u64 - 1;
                 if last <= self.received {
                     return Ok(BackupAction::Duplicate);
@@ -304,13 +313,18 @@ impl BackupSession {
                     )));
                 }
                 let skip = (self.received + 1 - first_seq) as usize;
-                let events = events[skip_events(&events, skip)..].to_vec();
+                // A batch held in part is cut, and kept uncompressed.
+                let (events, packed) = match skip {
+                    0 => (events, packed),
+                    _ => (events.slice(skip_events(&events, skip)..), None),
+                };
                 self.received = last;
                 Ok(BackupAction::Append {
                     first_seq: first_seq + skip as u64,
                     count: count - skip as u32,
                     wall_ns,
                     events,
+                    packed,
                 })
             }
             Body::Confirm { seq } => {
@@ -388,7 +402,7 @@ mod tests {
     fn data_ack_confirm_round() {
         let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, 0);
         let mut p = connect(&mut b);
-        let data = p.data(1, 10, 0, &events(1, 10)).unwrap();
+        let data = p.data(1, 10, 0, &events(1, 10), None).unwrap();
         let BackupAction::Append { first_seq: 1, count: 10, .. } = b.receive(data).unwrap() else { panic!() };
         p.receive(&b.durable(10)).unwrap();
         assert_eq!(p.acked, 10);
@@ -411,7 +425,7 @@ mod tests {
         let mut appended = Vec::new();
         let mut p = connect(&mut b);
         for (round, &(first, count)) in batches.iter().enumerate() {
-            let Some(f) = p.data(first, count, 0, &events(first, count as u64)) else { continue };
+            let Some(f) = p.data(first, count, 0, &events(first, count as u64), None) else { continue };
             if round == 5 {
                 continue; // lost in the cut
             }
@@ -424,7 +438,7 @@ mod tests {
                 assert_eq!(p.next_to_send, 36);
                 // The primary resends from where the backup stands, batch boundaries and all.
                 for &(first, count) in &batches[5..=round] {
-                    let f = p.data(first, count, 0, &events(first, count as u64)).unwrap();
+                    let f = p.data(first, count, 0, &events(first, count as u64), None).unwrap();
                     let BackupAction::Append { first_seq, count, .. } = b.receive(f.clone()).unwrap() else { panic!() };
                     appended.extend(first_seq..first_seq + count as u64);
                     assert_eq!(b.receive(f).unwrap(), BackupAction::Duplicate);
@@ -443,7 +457,7 @@ mod tests {
         let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, 4);
         let mut p = connect(&mut b);
         // The primary's batch 1..=10 straddles the resume point 5.
-        let f = p.data(1, 10, 0, &events(1, 10)).unwrap();
+        let f = p.data(1, 10, 0, &events(1, 10), None).unwrap();
         let BackupAction::Append { first_seq, count, events: got, .. } = b.receive(f).unwrap() else { panic!() };
         assert_eq!((first_seq, count), (5, 6));
         assert_eq!(got, events(5, 6));
@@ -463,7 +477,7 @@ mod tests {
         let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, 0);
         let mut p = connect(&mut b);
         assert!(p.end(3).is_none());
-        p.data(1, 3, 0, &events(1, 3)).unwrap();
+        p.data(1, 3, 0, &events(1, 3), None).unwrap();
         let end = p.end(3).unwrap();
         assert!(p.end(3).is_none());
         assert_eq!(b.receive(end).unwrap(), BackupAction::Ended { last_seq: 3 });
