@@ -194,10 +194,13 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
             });
         }
         if !live {
+            // Time counts only while an event waits: a primary quiet for a while (a cut link,
+            // a program blocked in a call) leaves nothing to deliver, and its next event must
+            // be given the whole timeout too.
             let delivered = feed.control().delivered.load(Ordering::Relaxed);
-            if delivered != last.0 {
+            if delivered != last.0 || feed.peek().is_none() {
                 last = (delivered, Instant::now());
-            } else if last.1.elapsed() >= opts.stall_after && feed.peek().is_some() {
+            } else if last.1.elapsed() >= opts.stall_after {
                 let why = format!("no progress for {:.1} s", last.1.elapsed().as_secs_f64());
                 let report = stall_report(&feed, &why);
                 stop_all();
@@ -233,9 +236,30 @@ fn stall_report(feed: &Feed, why: &str) -> String {
         None => format!("replay stalled ({why}) with no event left to deliver"),
     };
     for t in &threads {
-        out.push_str(&format!("\n  thread {}.{} (os tid {}) {}", t.lpid, t.ltid, t.os_tid, describe_thread(t)));
+        out.push_str(&format!(
+            "\n  thread {}.{} (os tid {}) {}{}",
+            t.lpid,
+            t.ltid,
+            t.os_tid,
+            describe_thread(t),
+            kernel_view(t.os_pid, t.os_tid)
+        ));
     }
     out
+}
+
+/// What the kernel says the thread is doing (its state and the function it sleeps in), so a
+/// thread the shim believes waiting can be told from one blocked elsewhere.
+fn kernel_view(pid: i32, tid: i32) -> String {
+    let task = format!("/proc/{pid}/task/{tid}");
+    let Ok(stat) = std::fs::read_to_string(format!("{task}/stat")) else { return " [gone]".into() };
+    // The state follows the command name, which is in parentheses and may hold spaces.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).unwrap_or("?");
+    let wchan = std::fs::read_to_string(format!("{task}/wchan")).unwrap_or_default();
+    match wchan.trim() {
+        "" | "0" => format!(" [kernel: {state}]"),
+        w => format!(" [kernel: {state} in {w}]"),
+    }
 }
 
 /// Kills every process of the program (we are their subreaper, so every descendant ends up as our
