@@ -482,10 +482,23 @@ impl<R: Read + Seek> LogReader<R> {
     }
 }
 
-/// The events of a [`BATCH_ZSTD`] body: their length, then the events compressed.
-fn unpack(stored: &[u8]) -> Result<Vec<u8>, String> {
-    let (len, packed) = stored.split_first_chunk::<4>().ok_or("a compressed batch without its length")?;
-    let len = u32::from_le_bytes(*len);
+/// Smaller batches are kept (and sent) as they are: compressing them would save little.
+pub const PACK_MIN: usize = 16 << 10;
+/// zstd's level: one of its fast levels, which compresses at about a gigabyte a second.
+const ZSTD_LEVEL: i32 = -1;
+
+/// `events` compressed, when they are large enough to be worth it and come out at least an
+/// eighth smaller: what a [`BATCH_ZSTD`] batch or a compressed DATA frame carries.
+pub fn pack_events(events: &[u8]) -> Option<Vec<u8>> {
+    if events.len() < PACK_MIN {
+        return None;
+    }
+    let packed = zstd::bulk::compress(events, ZSTD_LEVEL).ok()?;
+    (packed.len() <= events.len() - events.len() / 8).then_some(packed)
+}
+
+/// The `len` bytes of events that `packed` ([`pack_events`]) holds; why not, if it does not.
+pub fn unpack_events(len: u32, packed: &[u8]) -> Result<Vec<u8>, String> {
     if len > MAX_BATCH_BODY {
         return Err(format!("compressed events of {len} bytes are too large"));
     }
@@ -494,6 +507,12 @@ fn unpack(stored: &[u8]) -> Result<Vec<u8>, String> {
         return Err(format!("{} bytes of events, the batch says {len}", events.len()));
     }
     Ok(events)
+}
+
+/// The events of a [`BATCH_ZSTD`] body: their length, then the events compressed.
+fn unpack(stored: &[u8]) -> Result<Vec<u8>, String> {
+    let (len, packed) = stored.split_first_chunk::<4>().ok_or("a compressed batch without its length")?;
+    unpack_events(u32::from_le_bytes(*len), packed)
 }
 
 /// Reads the launch section after the file header; returns it and its body length.

@@ -14,12 +14,12 @@ use crate::net::{self, read_frame, write_frame};
 use crate::recorder::{self, Recording, Tap};
 use crate::statedir::{random, Membership, StateDir};
 use crate::steer::{self, Steering};
-use crate::wire::frame::{self, Body, Frame};
+use crate::wire::frame::{Body, Frame};
 use crate::wire::session::{group_ack, PrimarySession, Standing};
 use bytes::Bytes;
 use coordinator::client::Lease;
 use coordinator::model::Mode;
-use eventlog::logfile::Launch as LaunchRecord;
+use eventlog::logfile::{pack_events, Launch as LaunchRecord, PACK_MIN};
 use eventlog::ring::{Geometry, SharedRegion};
 use eventlog::IncarnationToken;
 use std::collections::{BTreeMap, VecDeque};
@@ -82,7 +82,7 @@ impl WireBatch {
         if !compress {
             return None;
         }
-        self.packed.get_or_init(|| frame::pack(&self.body)).as_ref()
+        self.packed.get_or_init(|| pack_events(&self.body).map(Bytes::from)).as_ref()
     }
 
     fn last(&self) -> u64 {
@@ -473,7 +473,7 @@ async fn send_batch(
 ) -> std::result::Result<(), net::NetError> {
     // Compressing a large batch takes a millisecond or more: other tasks move to another
     // thread meanwhile.
-    let packed = if b.packed.get().is_none() && hub.compress && b.body.len() >= frame::PACK_MIN {
+    let packed = if b.packed.get().is_none() && hub.compress && b.body.len() >= PACK_MIN {
         tokio::task::block_in_place(|| b.packed(hub.compress))
     } else {
         b.packed(hub.compress)
@@ -523,7 +523,9 @@ fn read_back(
                         for b in ahead.iter().skip(1) {
                             s.spawn(|| b.packed(true));
                         }
-                        ahead.first().map(|b| b.packed(true));
+                        if let Some(b) = ahead.first() {
+                            b.packed(true);
+                        }
                     });
                 }
                 for b in ahead.drain(..) {

@@ -18,7 +18,7 @@
 
 use bytes::Bytes;
 use eventlog::ids::IncarnationToken;
-use eventlog::logfile::{verify_events, Launch};
+use eventlog::logfile::{unpack_events, verify_events, Launch};
 
 pub const MAGIC: [u8; 4] = *b"TNDF";
 pub const VERSION: u8 = 2;
@@ -27,10 +27,6 @@ pub const HEADER_LEN: usize = 40;
 pub const MAX_BODY: u32 = 65 << 20;
 /// Header flag of a DATA frame: the events are zstd-compressed, after their length (u32).
 pub const FLAG_ZSTD: u16 = 1;
-/// Smaller batches travel as they are: compressing them would save little.
-pub const PACK_MIN: usize = 16 << 10;
-/// zstd's level: one of its fast levels, which compresses at about a gigabyte a second.
-const ZSTD_LEVEL: i32 = -1;
 /// Longest group or member name.
 pub const MAX_NAME: usize = 255;
 
@@ -42,7 +38,7 @@ pub enum Body {
     Welcome { resume_from: u64, launch: Launch },
     /// Primary to backup: consecutive events `first_seq..first_seq + count`, as a log batch body.
     /// The events are shared, not copied, from the log batch they came from to the wire. A
-    /// sender that has them compressed ([`pack`]) passes that too, and the frame carries it; a
+    /// sender that has them compressed (`pack_events`) passes that too, and the frame carries it; a
     /// decoded frame has both (the compressed form is what a backup keeps in its log).
     Data { first_seq: u64, count: u32, wall_ns: u64, events: Bytes, packed: Option<Bytes> },
     /// Backup to primary: every event up to `seq` is durable in the backup's state directory.
@@ -291,16 +287,6 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// `events` compressed for a DATA frame, when they are large enough to be worth it and come out
-/// at least an eighth smaller.
-pub fn pack(events: &[u8]) -> Option<Bytes> {
-    if events.len() < PACK_MIN {
-        return None;
-    }
-    let packed = zstd::bulk::compress(events, ZSTD_LEVEL).ok()?;
-    (packed.len() <= events.len() - events.len() / 8).then(|| packed.into())
-}
-
 fn decode_body(kind: u8, flags: u16, body: Bytes) -> Result<Body, FrameError> {
     let names = ["", "HELLO", "WELCOME", "DATA", "ACK", "CONFIRM", "CONFIRM-ACK", "END", "REFUSE"];
     let mut c = Cursor { rest: &body, kind: names.get(kind as usize).copied().unwrap_or("unknown") };
@@ -326,22 +312,14 @@ fn decode_body(kind: u8, flags: u16, body: Bytes) -> Result<Body, FrameError> {
             if count == 0 || first_seq == 0 {
                 return Err(malformed(c.kind, "an empty batch or sequence number 0"));
             }
-            let events = if flags & FLAG_ZSTD != 0 {
+            let (events, packed) = if flags & FLAG_ZSTD != 0 {
                 let len = c.u32("the events' length")?;
-                if len > MAX_BODY {
-                    return Err(malformed(c.kind, format!("{len} bytes of events are over the limit of {MAX_BODY}")));
-                }
                 let packed = body.slice(body.len() - c.rest.len()..);
-                let events = zstd::bulk::decompress(std::mem::take(&mut c.rest), len as usize)
-                    .map_err(|e| malformed(c.kind, format!("the events do not decompress: {e}")))?;
-                if events.len() != len as usize {
-                    return Err(malformed(c.kind, format!("{} bytes of events, the frame says {len}", events.len())));
-                }
+                let events = unpack_events(len, std::mem::take(&mut c.rest)).map_err(|e| malformed(c.kind, e))?;
                 (Bytes::from(events), Some(packed))
             } else {
                 (body.slice(body.len() - std::mem::take(&mut c.rest).len()..), None)
             };
-            let (events, packed) = events;
             verify_events(&events, first_seq, count).map_err(|e| malformed("DATA", e))?;
             Body::Data { first_seq, count, wall_ns, events, packed }
         }
@@ -365,6 +343,7 @@ mod tests {
     use super::*;
 
     use crate::wire::sample_events as events;
+    use eventlog::logfile::{pack_events, PACK_MIN};
 
     fn samples() -> Vec<Frame> {
         let token = IncarnationToken([7; 16]);
@@ -444,7 +423,7 @@ mod tests {
     #[test]
     fn compressed_events_decode_to_the_same_events() {
         let events = events(1, 2000);
-        let packed = pack(&events).expect("a large batch of events compresses");
+        let packed = pack_events(&events).map(Bytes::from).expect("a large batch of events compresses");
         let bytes = data(events.clone(), Some(packed)).encode();
         assert!(bytes.len() * 4 < events.len(), "{} bytes on the wire for {}", bytes.len(), events.len());
         let (back, used) = Frame::decode_prefix(&bytes).unwrap().unwrap();
@@ -452,7 +431,7 @@ mod tests {
         let Body::Data { events: got, packed: Some(_), .. } = &back.body else { panic!("{back:?}") };
         assert_eq!(got, &events, "the receiver gets the events themselves");
         assert_eq!(back.encode(), bytes);
-        assert_eq!(pack(&events[..PACK_MIN - 1]), None, "small batches travel as they are");
+        assert_eq!(pack_events(&events[..PACK_MIN - 1]), None, "small batches travel as they are");
     }
 
     #[test]
@@ -462,7 +441,7 @@ mod tests {
         let err = Frame::decode_prefix(&data(events.clone(), Some(garbage)).encode()).unwrap_err().to_string();
         assert!(err.contains("do not decompress"), "{err}");
         // The length before the compressed events does not match what they decompress to.
-        let packed = pack(&events).unwrap();
+        let packed = Bytes::from(pack_events(&events).unwrap());
         for len in [events.len() - 1, events.len() + 1] {
             let frame = data(events.slice(..len.min(events.len())), Some(packed.clone()));
             let mut bytes = frame.encode();
