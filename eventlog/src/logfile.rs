@@ -9,7 +9,12 @@
 //!   or, with flag BATCH_ZSTD: the records' length (u32) and the records zstd-compressed
 //! ...
 //! BatchHeader (magic "TEND", no body)   written when the recording finished cleanly
+//! zero bytes                             space made ready for batches not yet written
 //! ```
+//!
+//! A writer that syncs every batch (a backup) writes into space it filled with zeros and synced
+//! beforehand: syncing a batch there commits no change of the file's size or extents. So a log
+//! may end in zeros, and a batch header of zeros is where the written part ends.
 
 use crate::ids::IncarnationToken;
 use crate::record::{Event, RecordError};
@@ -18,8 +23,9 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 pub const FILE_MAGIC: [u8; 8] = *b"TNDMLOG\0";
 /// Bump whenever the file, batch or event layout changes.
-pub const FILE_VERSION: u32 = 3;
-/// The oldest version this reader still reads: version 2 differs only in having no batch flags.
+pub const FILE_VERSION: u32 = 4;
+/// The oldest version this reader still reads: version 3 differs only in never ending in zeros,
+/// version 2 also in having no batch flags.
 pub const MIN_FILE_VERSION: u32 = 2;
 /// Batch flag: the body is the events' length and the events zstd-compressed (a backup keeps
 /// batches as they crossed the network).
@@ -406,6 +412,9 @@ impl<R: Read> LogReader<R> {
         if got < buf.len() {
             return Err(LogError::Truncated { batch, offset, what: "header", needed: 40, available: got as u64 });
         }
+        if buf == [0; 40] {
+            return Err(LogError::Unterminated { batch: self.batch, offset });
+        }
         let header: BatchHeader = bytemuck::pod_read_unaligned(&buf);
         if header.magic != BATCH_MAGIC && header.magic != END_MAGIC {
             return Err(LogError::Corrupt { batch, offset, detail: format!("bad batch magic {:#010x}", header.magic) });
@@ -479,6 +488,33 @@ impl<R: Read + Seek> LogReader<R> {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Whether a sealed batch header (or end marker) starts anywhere in `input`. After a batch that
+/// fails its checks, none means the batch is the torn last write of a writer that died; one
+/// means the damage is in the middle of the log.
+pub fn holds_batch_header(mut input: impl Read) -> io::Result<bool> {
+    const CHUNK: usize = 1 << 20;
+    let mut buf = vec![0u8; CHUNK + 40];
+    // Bytes carried over from the previous chunk, so a header across the seam is seen.
+    let mut kept = 0;
+    loop {
+        let got = read_full(&mut input, &mut buf[kept..])?;
+        let end = kept + got;
+        for at in 0..end.saturating_sub(39) {
+            let magic = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+            if (magic == BATCH_MAGIC || magic == END_MAGIC)
+                && bytemuck::pod_read_unaligned::<BatchHeader>(&buf[at..at + 40]).header_ok()
+            {
+                return Ok(true);
+            }
+        }
+        if got < buf.len() - kept {
+            return Ok(false);
+        }
+        buf.copy_within(end - 39..end, 0);
+        kept = 39;
     }
 }
 
@@ -726,6 +762,56 @@ mod tests {
         encode_into(&mut body, &h, &p);
         w.write_batch(&body, 1, 1, 0).unwrap();
         assert!(w.write_batch(&body, 5, 1, 0).is_err());
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_where_the_written_part_ends() {
+        let full = sample_log();
+        let end = full.len() - 40; // without the end marker
+        let mut log = full[..end].to_vec();
+        log.resize(end + 4096, 0);
+        let mut r = LogReader::open(&log[..]).unwrap();
+        let mut seqs = Vec::new();
+        let err = loop {
+            match r.next_batch() {
+                Ok(Some(b)) => seqs.extend(b.events().map(|e| e.header.seq)),
+                Ok(None) => panic!("no end marker was written"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(seqs, (1..=15).collect::<Vec<_>>());
+        assert!(matches!(err, LogError::Unterminated { batch: 3, .. }), "{err}");
+        assert_eq!(r.offset() as usize, end);
+        // What is written there later is read: here, the end marker.
+        log[end..end + 40].copy_from_slice(&full[end..]);
+        assert_eq!(read_all(&log).unwrap(), seqs);
+    }
+
+    #[test]
+    fn a_torn_last_batch_is_told_from_damage_in_the_middle() {
+        let full = sample_log();
+        let head = 64 + 24 + launch().encode().len();
+        let first_body = {
+            let mut r = LogReader::open(&full[..]).unwrap();
+            r.next_batch().unwrap().unwrap();
+            r.offset() as usize
+        };
+        // What follows the first batch holds the others (and the end marker).
+        assert!(holds_batch_header(&full[first_body..]).unwrap());
+        // A batch torn at the end: its header, part of its body, then zeros.
+        let mut torn = full[head..head + 50].to_vec();
+        torn.resize(3 << 20, 0);
+        assert!(!holds_batch_header(&torn[40..]).unwrap());
+        // A header across the scan's chunk seam is still found.
+        let mut seam = vec![0u8; (1 << 20) - 20];
+        seam.extend_from_slice(&full[first_body..first_body + 40]);
+        seam.resize(3 << 20, 0);
+        assert!(holds_batch_header(&seam[..]).unwrap());
+        // A magic with a damaged header is not a header.
+        let mut fake = [0u8; 100];
+        fake[10..50].copy_from_slice(&full[first_body..first_body + 40]);
+        fake[30] ^= 1;
+        assert!(!holds_batch_header(&fake[..]).unwrap());
     }
 
     /// A reader following a log that grows in uneven pieces sees every batch once, whole.
