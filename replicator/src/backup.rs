@@ -13,16 +13,18 @@ use crate::error::{Error, Result};
 use crate::net::{self, read_frame, write_frame, NetError};
 use crate::recorder::now_ns;
 use crate::replayer::{self, Following, Outcome, ReplayOptions};
+use crate::runway::Runway;
 use crate::statedir::{random, Membership, StateDir};
 use crate::steer::Steering;
 use crate::wire::frame::Body;
 use crate::wire::session::{BackupAction, BackupSession, SessionError, Standing};
-use eventlog::logfile::{LogReader, LogWriter};
+use eventlog::logfile::{holds_batch_header, BatchHeader, LogError, LogReader, LogWriter};
 use eventlog::ring::Geometry;
 use eventlog::IncarnationToken;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom};
+use std::mem::size_of;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,25 +54,101 @@ pub struct BackupOptions {
 
 type Writer = LogWriter<BufWriter<File>>;
 
+/// The backup's copy of the group's log. Batches land in space made ready ahead of the writer
+/// ([`Runway`]), are synced before they are acknowledged, and are published to the replay
+/// (`Following::written`) once whole.
+struct LocalLog {
+    writer: Writer,
+    runway: Runway,
+    written: Arc<AtomicU64>,
+}
+
+impl LocalLog {
+    fn new(writer: Writer, written: Arc<AtomicU64>) -> std::io::Result<LocalLog> {
+        let runway = Runway::start(writer.get_ref().get_ref(), writer.bytes_written())?;
+        written.store(writer.bytes_written(), Ordering::Release);
+        Ok(LocalLog { writer, runway, written })
+    }
+
+    fn append(
+        &mut self,
+        first_seq: u64,
+        count: u32,
+        wall_ns: u64,
+        events: &[u8],
+        packed: Option<&[u8]>,
+    ) -> std::io::Result<()> {
+        let body = packed.map_or(events.len(), |p| 4 + p.len());
+        self.runway.claim(self.writer.bytes_written() + (size_of::<BatchHeader>() + body) as u64);
+        match packed {
+            Some(p) => self.writer.write_packed_batch(p, events.len() as u32, first_seq, count, wall_ns),
+            None => self.writer.write_batch(events, first_seq, count, wall_ns),
+        }
+    }
+
+    /// Makes every batch appended durable, and readable by the replay.
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.writer.flush()?;
+        let end = self.writer.bytes_written();
+        self.runway.synced(end - self.written.swap(end, Ordering::AcqRel));
+        self.writer.get_ref().get_ref().sync_data()
+    }
+
+    /// Nothing more will be written: the file is cut where the log ends, without the space
+    /// made ready past it.
+    fn close(&mut self) -> std::io::Result<()> {
+        self.runway.stop();
+        self.writer.flush()?;
+        let end = self.writer.bytes_written();
+        let file = self.writer.get_ref().get_ref();
+        file.set_len(end)?;
+        file.sync_all()?;
+        self.written.store(end, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes the end marker: the primary's program ended and this log holds all of it.
+    fn finish(mut self) -> std::io::Result<()> {
+        self.runway.stop();
+        let out = self.writer.finish(now_ns())?;
+        let file = out.get_ref();
+        let end = (&*file).stream_position()?;
+        file.set_len(end)?;
+        file.sync_all()?;
+        self.written.store(end, Ordering::Release);
+        Ok(())
+    }
+}
+
 /// The local log, continued where its complete part ends: (writer, last event held, ended).
 fn resume_log(path: &Path) -> Result<(Writer, u64, bool)> {
     let bad = |source| Error::Log { path: path.to_owned(), source };
-    let mut reader =
-        LogReader::open(std::io::BufReader::new(File::open(path).map_err(Error::io(path.display().to_string()))?))
-            .map_err(bad)?;
+    let io = || Error::io(path.display().to_string());
+    let mut reader = LogReader::open(std::io::BufReader::new(File::open(path).map_err(io())?)).map_err(bad)?;
     let ended = loop {
-        match reader.follow().map_err(bad)? {
-            Some(Some(_)) => {}
-            Some(None) => break true,
-            None => break false,
+        match reader.follow() {
+            Ok(Some(Some(_))) => {}
+            Ok(Some(None)) => break true,
+            Ok(None) => break false,
+            // A batch torn by a crash while it was written is the last thing in the file (it was
+            // never acknowledged); one followed by others is damage, and is reported.
+            Err(e @ (LogError::Checksum { .. } | LogError::Corrupt { .. } | LogError::SeqGap { .. })) => {
+                let mut rest = File::open(path).map_err(io())?;
+                rest.seek(SeekFrom::Start(reader.offset() + 4)).map_err(io())?;
+                if holds_batch_header(std::io::BufReader::new(rest)).map_err(io())? {
+                    return Err(bad(e));
+                }
+                tracing::warn!(log = %path.display(), "{e}: a batch torn when this agent stopped; it is cut off and fetched again");
+                break false;
+            }
+            Err(e) => return Err(bad(e)),
         }
     };
     let held = reader.next_seq().map_or(0, |n| n - 1);
-    let io = Error::io(path.display().to_string());
-    let mut file = OpenOptions::new().write(true).open(path).map_err(Error::io(path.display().to_string()))?;
-    // Cut a half-written last batch (the agent died while writing it).
-    file.set_len(reader.offset()).map_err(Error::io(path.display().to_string()))?;
-    file.seek(SeekFrom::Start(reader.offset())).map_err(io)?;
+    let mut file = OpenOptions::new().write(true).open(path).map_err(io())?;
+    // Cut a half-written last batch (the agent died while writing it) and any space made ready.
+    file.set_len(reader.offset()).map_err(io())?;
+    file.seek(SeekFrom::Start(reader.offset())).map_err(io())?;
     let writer = LogWriter::resume(BufWriter::with_capacity(1 << 20, file), reader.offset(), reader.next_seq());
     Ok((writer, held, ended))
 }
@@ -95,9 +173,18 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
 
     let following = Following::default();
     following.stop.store(ended, Ordering::SeqCst);
+    let writer = match writer {
+        Some(w) if ended => {
+            following.written.store(w.bytes_written(), Ordering::Release);
+            None
+        }
+        Some(w) => Some(LocalLog::new(w, following.written.clone()).map_err(Error::io(log.display().to_string()))?),
+        None => None,
+    };
+    let resumed = writer.is_some() || ended;
     let held = Arc::new(AtomicU64::new(held));
     let (ready_tx, ready_rx) = mpsc::channel::<std::result::Result<(), String>>();
-    if writer.is_some() {
+    if resumed {
         let _ = ready_tx.send(Ok(()));
     }
     if !ended {
@@ -165,7 +252,7 @@ enum SessionEnd {
 }
 
 impl Network {
-    fn run(self, mut session: BackupSession, mut writer: Option<Writer>) {
+    fn run(self, mut session: BackupSession, mut writer: Option<LocalLog>) {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(r) => r,
             Err(e) => {
@@ -222,7 +309,7 @@ impl Network {
                             // the process as soon as it reads that marker.
                             tracing::info!(held = session.held, "the primary's program ended; this backup holds all of it");
                             if let Some(w) = writer.take() {
-                                if let Err(e) = w.finish(now_ns()).and_then(|f| f.get_ref().sync_all()) {
+                                if let Err(e) = w.finish() {
                                     tracing::error!("cannot finish {}: {e}", self.log.display());
                                 }
                             }
@@ -270,7 +357,7 @@ impl Network {
     }
 
     /// A control request, between sessions.
-    fn handle(&self, line: &str, session: &BackupSession, writer: &mut Option<Writer>) -> String {
+    fn handle(&self, line: &str, session: &BackupSession, writer: &mut Option<LocalLog>) -> String {
         if line != control::PROMOTE {
             return format!("error: unknown request {line:?}; this agent knows {:?}", control::PROMOTE);
         }
@@ -286,7 +373,7 @@ impl Network {
         let Some(w) = writer.as_mut() else {
             return "error: this backup holds nothing of the primary's yet; it cannot take over".into();
         };
-        if let Err(e) = w.flush() {
+        if let Err(e) = w.close() {
             return format!("error: cannot flush {}: {e}", self.log.display());
         }
         self.following.go_live.store(true, Ordering::SeqCst);
@@ -299,7 +386,7 @@ impl Network {
         &self,
         endpoint: &quinn::Endpoint,
         session: &mut BackupSession,
-        writer: &mut Option<Writer>,
+        writer: &mut Option<LocalLog>,
     ) -> std::result::Result<SessionEnd, NetError> {
         let conn = net::connect(endpoint, self.primary).await?;
         let (mut send, mut recv) = conn.open_bi().await?;
@@ -342,7 +429,7 @@ impl Network {
             )
             .map_err(io)?;
             w.flush().map_err(io)?;
-            *writer = Some(w);
+            *writer = Some(LocalLog::new(w, self.following.written.clone()).map_err(io)?);
             let _ = self.ready.send(Ok(()));
         }
         tracing::info!(primary = %self.primary, from = session.held + 1, "following the primary");
@@ -372,11 +459,7 @@ impl Network {
                     BackupAction::Append { first_seq, count, wall_ns, events, packed } => {
                         let Some(w) = writer.as_mut() else { unreachable!("the log exists once welcomed") };
                         // Kept as it crossed the network: compressed batches stay compressed.
-                        match packed {
-                            Some(p) => w.write_packed_batch(&p, events.len() as u32, first_seq, count, wall_ns),
-                            None => w.write_batch(&events, first_seq, count, wall_ns),
-                        }
-                        .map_err(io)?;
+                        w.append(first_seq, count, wall_ns, &events, packed.as_deref()).map_err(io)?;
                         appended = Some(first_seq + count as u64 - 1);
                     }
                     BackupAction::Confirmed { reply, .. } => write_frame(&mut send, &reply).await?,
@@ -386,8 +469,7 @@ impl Network {
                 next = data.try_recv().or_else(|_| control.try_recv()).ok();
             }
             if let (Some(last), Some(w)) = (appended, writer.as_mut()) {
-                w.flush().map_err(io)?;
-                w.get_ref().get_ref().sync_data().map_err(io)?;
+                w.sync().map_err(io)?;
                 self.held.store(last, Ordering::Relaxed);
                 write_frame(&mut send, &session.durable(last)).await?;
             }
@@ -396,5 +478,71 @@ impl Network {
                 return Ok(SessionEnd::Complete);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventlog::logfile::Launch as LaunchRecord;
+    use eventlog::record::encode_into;
+    use eventlog::{Call, EventHeader};
+    use std::io::Write;
+
+    /// A log of `batches` batches of 4 events each, as the backup writes it (no end marker).
+    fn log_bytes(batches: u64) -> (Vec<u8>, Vec<u64>) {
+        let mut w = LogWriter::create(Vec::new(), IncarnationToken::NONE, 1, &LaunchRecord::default()).unwrap();
+        let mut starts = Vec::new();
+        for b in 0..batches {
+            let mut body = Vec::new();
+            for i in 0..4 {
+                let h = EventHeader { payload_len: 300, ..EventHeader::new(b * 4 + i + 1, Call::Read) };
+                encode_into(&mut body, &h, &[b as u8 + 1; 300]);
+            }
+            starts.push(w.bytes_written());
+            w.write_batch(&body, b * 4 + 1, 4, 0).unwrap();
+        }
+        w.flush().unwrap();
+        (w.get_ref().clone(), starts)
+    }
+
+    fn write_log(dir: &Path, bytes: &[u8]) -> PathBuf {
+        let path = dir.join("log.tlog");
+        File::create(&path).unwrap().write_all(bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_restarted_backup_cuts_the_space_made_ready_and_a_torn_last_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (whole, starts) = log_bytes(3);
+        // Space made ready past the log.
+        let mut bytes = whole.clone();
+        bytes.resize(whole.len() + (1 << 20), 0);
+        let path = write_log(dir.path(), &bytes);
+        let (w, held, ended) = resume_log(&path).unwrap();
+        assert_eq!((held, ended, w.bytes_written()), (12, false, whole.len() as u64));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole.len() as u64);
+
+        // The last batch torn: its header and half its body reached the disk, then zeros.
+        let mut bytes = whole.clone();
+        let torn_at = starts[2] as usize;
+        bytes[torn_at + 40 + 600..].fill(0);
+        bytes.resize(whole.len() + 4096, 0);
+        let path = write_log(dir.path(), &bytes);
+        let (w, held, _) = resume_log(&path).unwrap();
+        assert_eq!((held, w.bytes_written()), (8, torn_at as u64));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), torn_at as u64);
+    }
+
+    #[test]
+    fn a_damaged_batch_before_others_is_reported_not_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut bytes, starts) = log_bytes(3);
+        bytes[starts[1] as usize + 100] ^= 0x40;
+        let path = write_log(dir.path(), &bytes);
+        let err = resume_log(&path).err().expect("a damaged log must not be resumed").to_string();
+        assert!(err.contains("log.tlog") && err.contains("batch 2"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "the damaged log was changed");
     }
 }

@@ -11,6 +11,7 @@ pub mod net;
 pub mod primary;
 pub mod recorder;
 pub mod replayer;
+pub mod runway;
 pub mod show;
 pub mod statedir;
 pub mod steer;

@@ -3,7 +3,6 @@
 
 use crate::error::{Error, Result};
 use crate::launch::Launch;
-use crate::recorder::open_log;
 use eventlog::logfile::LogError;
 use eventlog::ring::feed::{Feed, ThreadView, PHASE_IN_CALL, PHASE_WAITING};
 use eventlog::ring::{Geometry, Mode, SharedRegion};
@@ -11,9 +10,10 @@ use eventlog::Call;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use std::io::{Read, Seek};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,36 @@ pub struct Following {
     pub stop: Arc<AtomicBool>,
     /// Turns true when the backup is promoted: at the end, the program goes live.
     pub go_live: Arc<AtomicBool>,
+    /// How far the log holds whole batches: the replay reads no further. Past it, space made
+    /// ready ahead of the writer may hold a batch half copied in.
+    pub written: Arc<AtomicU64>,
+}
+
+/// The log file, read no further than `end` when one is given.
+struct LogInput {
+    file: std::fs::File,
+    pos: u64,
+    end: Option<Arc<AtomicU64>>,
+}
+
+impl Read for LogInput {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let room = self.end.as_ref().map_or(buf.len() as u64, |e| e.load(Ordering::Acquire).saturating_sub(self.pos));
+        let n = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        if n == 0 {
+            return Ok(0);
+        }
+        let got = self.file.read(&mut buf[..n])?;
+        self.pos += got as u64;
+        Ok(got)
+    }
+}
+
+impl Seek for LogInput {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.pos = self.file.seek(to)?;
+        Ok(self.pos)
+    }
 }
 
 /// How a replay ended.
@@ -69,7 +99,7 @@ impl Outcome {
 
 /// Pulls verified batches from the log into the feed as room allows.
 struct Feeder {
-    reader: eventlog::logfile::LogReader<std::io::BufReader<std::fs::File>>,
+    reader: eventlog::logfile::LogReader<std::io::BufReader<LogInput>>,
     log: PathBuf,
     follow: Option<Following>,
     batch: Option<(Vec<u8>, usize)>,
@@ -132,7 +162,10 @@ impl Feeder {
 }
 
 pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
-    let reader = open_log(&opts.log)?;
+    let file = std::fs::File::open(&opts.log).map_err(Error::io(opts.log.display().to_string()))?;
+    let input = LogInput { file, pos: 0, end: opts.follow.as_ref().map(|f| f.written.clone()) };
+    let reader = eventlog::logfile::LogReader::open(std::io::BufReader::with_capacity(1 << 20, input))
+        .map_err(|source| Error::Log { path: opts.log.clone(), source })?;
     let launch = Launch::replaying(reader.launch(), opts.command.as_deref(), "replay")?;
     let here = std::env::current_dir().map(|d| d.into_os_string()).unwrap_or_default();
     let there = std::ffi::OsStr::from_bytes(&reader.launch().cwd);

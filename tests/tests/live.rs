@@ -93,3 +93,48 @@ fn a_quiet_primary_is_not_a_stalled_backup() {
     assert!(good.status.success(), "backup failed:\n{berr}\nprimary:\n{perr}");
     assert_eq!(text(&std::fs::read(b.join("out")).unwrap()), "before\nafter\n");
 }
+
+/// A backup's agent killed in the middle of the stream leaves its log with space made ready past
+/// the last batch; started again on the same state directory, it cuts that space, replays what
+/// the log holds and follows the primary on to the end.
+#[test]
+fn a_killed_backup_resumes_from_its_own_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs_dir = dir.path().join("certs");
+    certs(&certs_dir, &["primary", "backup1"]);
+    let port = free_port();
+    let p = dir.path().join("p");
+    // About 3 s, in 100 processes (a backup's replay has room for 256).
+    let program = "i=0; while [ $i -lt 100 ]; do echo $i >> out; sleep 0.03; i=$((i+1)); done";
+    let primary = primary(&p, &certs_dir, port, &["sh", "-c", program]);
+    let b = dir.path().join("b");
+    let log = b.join("tandem-state").join("log.tlog");
+    let mut first = backup(&b, &certs_dir, "backup1", port, &["--witness"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Some batches, then zeros.
+    let held_and_ready = |log: &Path| {
+        std::fs::read(log).is_ok_and(|bytes| {
+            bytes.len() > 8192
+                && bytes.windows(4).filter(|w| w == b"TBAT").count() >= 3
+                && bytes[bytes.len() - 4096..].iter().all(|&b| b == 0)
+        })
+    };
+    while !held_and_ready(&log) {
+        assert!(std::time::Instant::now() < deadline, "the backup's log has no space made ready past its batches");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let again = backup(&b, &certs_dir, "backup1", port, &[]).wait_with_output().unwrap();
+    let perr = text(&primary.wait_with_output().unwrap().stderr);
+    let berr = text(&again.stderr);
+    assert!(again.status.success(), "backup failed:\n{berr}\nprimary:\n{perr}");
+    assert!(
+        !berr.contains("from=1\n") && berr.contains("following the primary"),
+        "it did not resume from its log:\n{berr}"
+    );
+    assert_eq!(text(&std::fs::read(b.join("out")).unwrap()), text(&std::fs::read(p.join("out")).unwrap()));
+    // A finished log ends with its end marker, not with space made ready.
+    let bytes = std::fs::read(&log).unwrap();
+    assert_eq!(&bytes[bytes.len() - 40..bytes.len() - 36], b"TEND", "the finished log does not end at its end marker");
+}
