@@ -223,8 +223,12 @@ impl Tap for Hub {
 pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
     let identity = Identity::load(&opts.certs, &opts.name)?;
     let dir = StateDir::open(&opts.state_dir)?;
+    // One network thread: a round trip in sync mode crosses the sessions' tasks and quinn's
+    // drivers several times, and each hop to another thread is a wake-up (sync mode ran 4-10%
+    // faster with one worker than with two); reading back has a thread of its own, and
+    // compressing moves the other tasks off the worker (`block_in_place`).
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .thread_name("tandem-net")
         .build()
