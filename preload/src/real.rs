@@ -187,6 +187,7 @@ real_fns! {
     fn _exit(status: c_int) -> ();
     fn waitpid(pid: pid_t, status: *mut c_int, options: c_int) -> pid_t;
     fn wait4(pid: pid_t, status: *mut c_int, options: c_int, ru: *mut rusage) -> pid_t;
+    fn wait3(status: *mut c_int, options: c_int, ru: *mut rusage) -> pid_t;
     fn wait(status: *mut c_int) -> pid_t;
     // threads
     fn pthread_create(t: *mut pthread_t, attr: *const pthread_attr_t, start: StartRoutine, arg: *mut c_void) -> c_int;

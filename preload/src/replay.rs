@@ -476,6 +476,14 @@ pub fn child_here(primary: i32) -> Option<i32> {
     CHILDREN_TABLE.iter().find(|c| c.primary.load(Ordering::Acquire) == primary).map(|c| c.here.load(Ordering::Acquire))
 }
 
+/// The primary's child `primary` was reaped.
+pub fn forget_child(primary: i32) {
+    if let Some(c) = CHILDREN_TABLE.iter().find(|c| c.primary.load(Ordering::Acquire) == primary) {
+        c.here.store(0, Ordering::Relaxed);
+        c.primary.store(0, Ordering::Release);
+    }
+}
+
 /// A fork child has no children yet.
 pub fn forget_children() {
     for c in CHILDREN_TABLE.iter() {

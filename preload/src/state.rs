@@ -190,12 +190,21 @@ impl ThreadCtx {
     fn register(&self) {
         let Some(feed) = feed() else { return };
         let lpid = LPID.load(Ordering::Relaxed);
-        match feed.register(lpid, self.ltid.get(), sys::getpid(), sys::gettid()) {
-            Some(i) => self.slot.set(i),
-            None => crate::msg::fatal!(
-                "the replay thread table is full: thread {lpid}.{} cannot follow the log",
-                self.ltid.get()
-            ),
+        // The agent frees the slots of threads that have ended within milliseconds: only a
+        // wait of a second says the table is too small.
+        for waited_ms in 0u32.. {
+            if let Some(i) = feed.register(lpid, self.ltid.get(), sys::getpid(), sys::gettid()) {
+                self.slot.set(i);
+                return;
+            }
+            if waited_ms == 1000 {
+                crate::msg::report!(
+                    "all {} replay thread slots are taken; thread {lpid}.{} waits for one (raise --max-threads)",
+                    feed.thread_count(),
+                    self.ltid.get()
+                );
+            }
+            sys::sleep_ns(1_000_000);
         }
     }
 

@@ -19,7 +19,7 @@ const BATCH_BYTES: usize = 1 << 20;
 /// How long the agent sleeps when the rings are empty, unless a producer rings.
 const IDLE_WAIT: Duration = Duration::from_millis(2);
 /// How often dead threads' rings are looked for.
-const REAP_EVERY: Duration = Duration::from_millis(50);
+pub(crate) const REAP_EVERY: Duration = Duration::from_millis(50);
 
 pub struct RecordOptions {
     pub out: PathBuf,

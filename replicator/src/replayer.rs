@@ -192,6 +192,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
     let mut live = false;
     let mut exit_code = None;
     let mut gone_since: Option<Instant> = None;
+    let mut last_reap = Instant::now();
     let mut last = (feed.control().delivered.load(Ordering::Relaxed), Instant::now());
     loop {
         let seen = region.header().doorbell.load(Ordering::Acquire);
@@ -204,6 +205,13 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
             return Ok(Outcome::Diverged { seq, report });
         }
         let all_gone = crate::recorder::reap_children(top, &mut exit_code);
+        // Thread slots of the program's ended threads and processes are taken again by new ones.
+        if last_reap.elapsed() >= crate::recorder::REAP_EVERY {
+            feed.reap(Some(&crate::recorder::thread_alive));
+            last_reap = Instant::now();
+        } else {
+            feed.reap(None);
+        }
         if feeder.done && feed.exhausted() && !live {
             let promoted = opts.follow.as_ref().is_some_and(|f| f.go_live.load(Ordering::Acquire));
             if !opts.go_live && !promoted {

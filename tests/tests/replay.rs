@@ -193,3 +193,23 @@ fn going_live_closes_the_primarys_connections_and_serves_new_ones() {
     assert!(said.contains("eof 5 write 104"), "{said}");
     assert!(said.contains("accept 5") || said.contains("accept 6"), "{said}");
 }
+
+/// A shell that runs more commands over its life than the replay has thread slots (256 by
+/// default): slots and child entries of processes that have ended are taken again, and the
+/// shell's reaping (wait3) is replayed like any wait.
+#[test]
+fn a_shell_running_more_commands_than_thread_slots_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("sh.tlog");
+    let script = "i=0; while [ $i -lt 400 ]; do /bin/true; i=$((i+1)); done; echo $i > out";
+    let rec = record_in(dir.path(), &log, Path::new("/bin/sh"), &["-c", script], 0);
+    assert!(rec.status.success(), "record failed: {}", text(&rec.stderr));
+    let waits = read_log(&log).unwrap().iter().filter(|e| e.call() == eventlog::Call::Wait4).count();
+    assert!(waits >= 400, "the shell's reaping was not recorded ({waits} waits)");
+    std::fs::remove_file(dir.path().join("out")).unwrap();
+    let rep = replay_in(dir.path(), &log, &[], &[], 0);
+    let err = text(&rep.stderr);
+    assert_eq!(rep.status.code(), Some(0), "replay failed:\n{err}");
+    assert!(!err.contains("slots are taken") && !err.contains("will not be followed"), "{err}");
+    assert_eq!(text(&std::fs::read(dir.path().join("out")).unwrap()), "400\n");
+}

@@ -29,6 +29,9 @@ pub const PHASE_IN_CALL: u32 = 2;
 const THREAD_FREE: u32 = 0;
 const THREAD_CLAIMING: u32 = 1;
 const THREAD_ACTIVE: u32 = 2;
+/// Given back by its thread (exit, exec). Only the agent frees a slot ([`Feed::reap`]), so a
+/// slot it finds active under a dead thread cannot have been taken by another meanwhile.
+const THREAD_EXITED: u32 = 3;
 
 /// Bytes of a divergence report.
 pub const REPORT_BYTES: usize = 2048;
@@ -212,9 +215,38 @@ impl Feed {
         None
     }
 
-    /// Gives a thread's slot back (thread exit, exec).
+    /// How many threads the table holds at once.
+    pub fn thread_count(&self) -> u32 {
+        self.thread_count
+    }
+
+    /// Gives a thread's slot back (thread exit, exec); the agent frees it.
     pub fn unregister(&self, index: u32) {
-        self.thread(index).state.store(THREAD_FREE, Ordering::Release);
+        self.thread(index).state.store(THREAD_EXITED, Ordering::Release);
+    }
+
+    /// The agent: frees the slots given back and, with `is_alive`, those of threads that ended
+    /// without giving theirs back (a process's exit ends all its threads at once). Returns how
+    /// many.
+    #[cfg(feature = "host")]
+    pub fn reap(&self, is_alive: Option<&dyn Fn(i32, i32) -> bool>) -> u32 {
+        let high = self.control().threads_high.load(Ordering::SeqCst).min(self.thread_count);
+        let mut freed = 0;
+        for i in 0..high {
+            let t = self.thread(i);
+            let state = t.state.load(Ordering::Acquire);
+            let gone = match (state, is_alive) {
+                (THREAD_EXITED, _) => true,
+                (THREAD_ACTIVE, Some(alive)) => {
+                    !alive(t.os_pid.load(Ordering::Relaxed), t.os_tid.load(Ordering::Relaxed))
+                }
+                _ => false,
+            };
+            if gone && t.state.compare_exchange(state, THREAD_FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                freed += 1;
+            }
+        }
+        freed
     }
 
     /// The registered slot of logical thread `lpid.ltid`.
@@ -440,5 +472,29 @@ mod tests {
         assert!(feed.report(7, b"first"));
         assert!(!feed.report(9, b"second"));
         assert_eq!(feed.take_report(), Some((7, "first".to_string())));
+    }
+
+    #[test]
+    fn only_the_agent_frees_slots_given_back_or_left_by_dead_threads() {
+        let shared = SharedRegion::create(Geometry::replay(3, MIN_FEED_BYTES), Mode::Replay).unwrap();
+        let feed = shared.region().feed().unwrap();
+        let exits = feed.register(1, 1, 100, 100).unwrap();
+        let dies = feed.register(2, 1, 200, 200).unwrap();
+        let lives = feed.register(3, 1, 300, 300).unwrap();
+        assert_eq!(feed.register(4, 1, 400, 400), None, "three slots, three threads");
+        feed.unregister(exits);
+        // Given back, but not free until the agent says so.
+        assert_eq!(feed.register(4, 1, 400, 400), None);
+        assert_eq!(feed.find(1, 1), None);
+        let alive = |_pid: i32, tid: i32| tid != 200;
+        assert_eq!(feed.reap(None), 1, "a slot given back is freed without asking who lives");
+        assert_eq!(feed.reap(Some(&alive)), 1, "the dead thread's slot is freed");
+        assert_eq!(feed.find(3, 1), Some(lives));
+        let mut taken = [feed.register(4, 1, 400, 400).unwrap(), feed.register(5, 1, 500, 500).unwrap()];
+        taken.sort();
+        let mut expected = [exits, dies];
+        expected.sort();
+        assert_eq!(taken, expected);
+        assert_eq!(feed.reap(Some(&alive)), 0);
     }
 }

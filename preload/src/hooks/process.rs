@@ -472,6 +472,10 @@ unsafe fn wait_with(
             let mut st: c_int = 0;
             // SAFETY: waiting for our own child; `st` is a local.
             let got = unsafe { real::waitpid(here, &mut st, options & !libc::WNOHANG) };
+            if got == here && (libc::WIFEXITED(st) || libc::WIFSIGNALED(st)) {
+                // Its entry is free for the next child.
+                crate::replay::forget_child(primary_child);
+            }
             t.expect(
                 "the child's status",
                 t.header().aux[0] as u32 as i64,
@@ -512,6 +516,13 @@ pub unsafe extern "C" fn waitpid(pid: pid_t, status: *mut c_int, options: c_int)
 pub unsafe extern "C" fn wait(status: *mut c_int) -> pid_t {
     // SAFETY: as above.
     unsafe { wait_with(Call::Waitpid, -1, status, 0, core::ptr::null_mut(), || real::wait(status)) }
+}
+
+/// wait4 for any child (shells reap with it).
+#[no_mangle]
+pub unsafe extern "C" fn wait3(status: *mut c_int, options: c_int, ru: *mut rusage) -> pid_t {
+    // SAFETY: as above.
+    unsafe { wait_with(Call::Wait4, -1, status, options, ru, || real::wait3(status, options, ru)) }
 }
 
 #[no_mangle]
