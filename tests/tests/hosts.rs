@@ -134,10 +134,19 @@ impl Cluster {
             .unwrap()
     }
 
-    fn promote(&self, host: &str) -> String {
+    /// Promotes the backup on `host`: what it said, or why not (and the backup's own story).
+    fn promote(&self, host: &str, backup: Child) -> (String, Child) {
         let o = tandem().arg("promote").arg("--state-dir").arg(self.home(host).join("state")).output().unwrap();
-        assert!(o.status.success(), "promoting {host}: {}", text(&o.stderr));
-        text(&o.stdout)
+        if !o.status.success() {
+            let (_, berr) = finish(backup, Duration::from_secs(5));
+            panic!(
+                "promoting {host}: {}
+{host}:
+{berr}",
+                text(&o.stderr)
+            );
+        }
+        (text(&o.stdout), backup)
     }
 }
 
@@ -205,7 +214,7 @@ fn redis_on_every_backup(c: &Cluster, backups: &[&str], requests: u32, during: i
     let (_, perr) = stderr_of(primary);
     let mut logs = Vec::new();
     for (b, child) in running {
-        let said = c.promote(b);
+        let (said, child) = c.promote(b, child);
         assert!(said.contains("goes live after event"), "{said}");
         c.wait_for_redis(b, Duration::from_secs(60));
         let theirs = c.redis_cli(b, &["debug", "digest"]);
@@ -289,7 +298,7 @@ fn sync_mode_releases_no_reply_the_backup_does_not_hold() {
     // count that time against the resumed session's first events.
     kill_host(&c.lan.host("p").ns);
     let (_, perr) = stderr_of(primary);
-    c.promote("b1");
+    let (_, backup) = c.promote("b1", backup);
     let live = c.redis_answers("b1", Duration::from_secs(30));
     let value = c.redis_cli("b1", &["get", "k"]);
     kill_host(&c.lan.host("b1").ns);
@@ -334,7 +343,7 @@ fn strangers_and_garbage_are_refused_while_the_good_backup_goes_on() {
     let (_, perr) = stderr_of(primary);
     assert!(perr.contains("refused a peer at the handshake"), "primary:\n{perr}");
     assert!(perr.contains("member=x") && perr.contains("bad frame"), "primary:\n{perr}");
-    c.promote("b1");
+    let (_, good) = c.promote("b1", good);
     c.wait_for_redis("b1", Duration::from_secs(60));
     assert_eq!(c.redis_cli("b1", &["debug", "digest"]), digest, "primary:\n{perr}");
     kill_host(&c.lan.host("b1").ns);
