@@ -94,18 +94,34 @@ impl WireBatch {
 struct HubState {
     memory: VecDeque<Arc<WireBatch>>,
     memory_bytes: usize,
-    /// Acknowledged position of each connected backup, by resume handle.
-    acked: BTreeMap<u128, u64>,
+    /// Acknowledged position of each connected backup, by resume handle, with the number of the
+    /// session holding the handle. A backup that reconnects before this side has seen its old
+    /// connection die has two sessions for a while: only the newer one counts.
+    acked: BTreeMap<u128, (u64, u64)>,
 }
 
 impl HubState {
-    /// Records a connected backup's position, or (`None`) that its session ended.
-    fn set_acked(&mut self, handle: u128, position: Option<u64>, sessions: &watch::Sender<usize>) {
+    /// Records the position of session `number` of a backup, or (`None`) that the session ended.
+    fn set_acked(&mut self, handle: u128, number: u64, position: Option<u64>, sessions: &watch::Sender<usize>) {
         match position {
-            Some(p) => self.acked.insert(handle, p),
-            None => self.acked.remove(&handle),
-        };
+            Some(p) => {
+                let held = self.acked.entry(handle).or_insert((number, p));
+                if held.0 <= number {
+                    *held = (number, p);
+                }
+            }
+            None => {
+                if self.acked.get(&handle).is_some_and(|&(n, _)| n == number) {
+                    self.acked.remove(&handle);
+                }
+            }
+        }
         sessions.send_if_modified(|n| std::mem::replace(n, self.acked.len()) != self.acked.len());
+    }
+
+    /// The connected backups' acknowledged positions.
+    fn positions(&self) -> impl Iterator<Item = u64> + '_ {
+        self.acked.values().map(|&(_, p)| p)
     }
 }
 
@@ -130,6 +146,8 @@ pub struct Hub {
     sessions: watch::Sender<usize>,
     /// The coordinator ended this primary's epoch: nothing more is released.
     fenced: std::sync::atomic::AtomicBool,
+    /// Numbers sessions in the order they start.
+    next_session: std::sync::atomic::AtomicU64,
 }
 
 impl Hub {
@@ -142,7 +160,7 @@ impl Hub {
         if self.fenced.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        let point = group_ack(self.state().acked.values().copied(), self.min_backups);
+        let point = group_ack(self.state().positions(), self.min_backups);
         if let Some(point) = point {
             let point = point.min(*self.written.borrow());
             if let Some(region) = self.region.get() {
@@ -206,7 +224,7 @@ impl Tap for Hub {
             // everything for the one that comes.
             OutputMode::Async { max_lag_events } => {
                 let st = self.state();
-                let slowest = st.acked.values().copied().min();
+                let slowest = st.positions().min();
                 slowest.is_none_or(|acked| next_seq.saturating_sub(acked) <= max_lag_events)
             }
         }
@@ -275,6 +293,7 @@ pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
         released,
         sessions,
         fenced: Default::default(),
+        next_session: Default::default(),
     });
     if let Some(steering) = &steering {
         let _guard = runtime.enter();
@@ -372,15 +391,16 @@ async fn serve(conn: &quinn::Connection, hub: &Arc<Hub>, who: &str) -> std::resu
         }
     };
     let handle = session.handle;
+    let number = hub.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(member = %who, handle = format!("{handle:032x}"), from = session.next_to_send, "backup connected");
-    hub.state().set_acked(handle, Some(session.acked), &hub.sessions);
+    hub.state().set_acked(handle, number, Some(session.acked), &hub.sessions);
     write_frame(&mut ctl_send, &welcome).await?;
     let session = Arc::new(Mutex::new(session));
     let data = conn.open_uni().await?;
     let sender = tokio::spawn(send_events(data, hub.clone(), session.clone()));
-    let result = receive_acks(ctl_send, ctl_recv, hub, &session).await;
+    let result = receive_acks(ctl_send, ctl_recv, hub, &session, number).await;
     sender.abort();
-    hub.state().set_acked(handle, None, &hub.sessions);
+    hub.state().set_acked(handle, number, None, &hub.sessions);
     hub.update_release();
     result
 }
@@ -394,6 +414,7 @@ async fn receive_acks(
     recv: quinn::RecvStream,
     hub: &Arc<Hub>,
     session: &Mutex<PrimarySession>,
+    number: u64,
 ) -> std::result::Result<(), net::NetError> {
     let mut released = hub.released.subscribe();
     let mut frames = net::frames(recv);
@@ -406,7 +427,7 @@ async fn receive_acks(
                     s.receive(&frame).map_err(|e| net::NetError::Protocol(e.to_string()))?;
                     (s.handle, s.acked)
                 };
-                hub.state().set_acked(handle, Some(acked), &hub.sessions);
+                hub.state().set_acked(handle, number, Some(acked), &hub.sessions);
                 hub.update_release();
             }
             changed = released.changed() => {
@@ -542,4 +563,30 @@ fn read_back(
         Ok(reader)
     });
     (rx, reader)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backup_back_before_its_old_session_ended_is_counted_once_and_stays_counted() {
+        let (sessions, seen) = watch::channel(0);
+        let mut st = HubState::default();
+        st.set_acked(7, 0, Some(10), &sessions);
+        st.set_acked(9, 1, Some(30), &sessions);
+        // Backup 7 reconnects (session 2) while its first session still lingers.
+        st.set_acked(7, 2, Some(12), &sessions);
+        assert_eq!(*seen.borrow(), 2);
+        // A late word from the old session does not move the new one's position back.
+        st.set_acked(7, 0, Some(11), &sessions);
+        assert_eq!(st.positions().collect::<Vec<_>>(), [12, 30]);
+        // The old session ends: the backup is still connected through the new one.
+        st.set_acked(7, 0, None, &sessions);
+        assert_eq!(st.positions().collect::<Vec<_>>(), [12, 30]);
+        assert_eq!(*seen.borrow(), 2);
+        st.set_acked(7, 2, None, &sessions);
+        assert_eq!(st.positions().collect::<Vec<_>>(), [30]);
+        assert_eq!(*seen.borrow(), 1);
+    }
 }
