@@ -94,17 +94,11 @@ impl LocalLog {
         self.writer.get_ref().get_ref().sync_data()
     }
 
-    /// Nothing more will be written: the file is cut where the log ends, without the space
-    /// made ready past it.
+    /// Nothing more will be written (the backup is promoted).
     fn close(&mut self) -> std::io::Result<()> {
         self.runway.stop();
         self.writer.flush()?;
-        let end = self.writer.bytes_written();
-        let file = self.writer.get_ref().get_ref();
-        file.set_len(end)?;
-        file.sync_all()?;
-        self.written.store(end, Ordering::Release);
-        Ok(())
+        cut_at_end(self.writer.get_ref().get_ref(), self.writer.bytes_written(), &self.written)
     }
 
     /// Writes the end marker: the primary's program ended and this log holds all of it.
@@ -113,11 +107,16 @@ impl LocalLog {
         let out = self.writer.finish(now_ns())?;
         let file = out.get_ref();
         let end = (&*file).stream_position()?;
-        file.set_len(end)?;
-        file.sync_all()?;
-        self.written.store(end, Ordering::Release);
-        Ok(())
+        cut_at_end(file, end, &self.written)
     }
+}
+
+/// The log ends at `end`: the space made ready past it is cut off, and the replay may read to it.
+fn cut_at_end(file: &File, end: u64, written: &AtomicU64) -> std::io::Result<()> {
+    file.set_len(end)?;
+    file.sync_all()?;
+    written.store(end, Ordering::Release);
+    Ok(())
 }
 
 /// The local log, continued where its complete part ends: (writer, last event held, ended).
@@ -134,6 +133,7 @@ fn resume_log(path: &Path) -> Result<(Writer, u64, bool)> {
             // never acknowledged); one followed by others is damage, and is reported.
             Err(e @ (LogError::Checksum { .. } | LogError::Corrupt { .. } | LogError::SeqGap { .. })) => {
                 let mut rest = File::open(path).map_err(io())?;
+                // Past the failing batch's own magic.
                 rest.seek(SeekFrom::Start(reader.offset() + 4)).map_err(io())?;
                 if holds_batch_header(std::io::BufReader::new(rest)).map_err(io())? {
                     return Err(bad(e));

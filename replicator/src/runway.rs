@@ -44,6 +44,16 @@ impl State {
     fn worth_filling(&self) -> bool {
         self.per_sync < WORTH_BELOW
     }
+
+    /// Where the next fill would start.
+    fn fill_from(&self) -> u64 {
+        self.ready.max(self.claimed)
+    }
+
+    /// Whether the filler has work now: it is idle, filling pays, and little is ready ahead.
+    fn wants_fill(&self) -> bool {
+        !self.stop && self.filling.is_none() && self.worth_filling() && self.fill_from() - self.claimed < LOW_WATER
+    }
 }
 
 struct Shared {
@@ -82,16 +92,18 @@ impl Runway {
             st = self.shared.moved.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         st.claimed = st.claimed.max(end);
-        drop(st);
-        self.shared.moved.notify_all();
+        // Waking the filler is a system call: only when it has work.
+        if st.wants_fill() {
+            drop(st);
+            self.shared.moved.notify_all();
+        }
     }
 
     /// The writer synced `bytes` written since its previous sync.
     pub fn synced(&self, bytes: u64) {
         let mut st = self.shared.lock();
-        let was = st.worth_filling();
         st.per_sync = st.per_sync - st.per_sync / 8 + bytes / 8;
-        if st.worth_filling() != was {
+        if st.wants_fill() {
             drop(st);
             self.shared.moved.notify_all();
         }
@@ -120,11 +132,11 @@ fn fill(shared: &Shared, file: &File) {
         if st.stop {
             return;
         }
-        let from = st.ready.max(st.claimed);
-        if from - st.claimed >= LOW_WATER || !st.worth_filling() {
+        if !st.wants_fill() {
             st = shared.moved.wait(st).unwrap_or_else(|p| p.into_inner());
             continue;
         }
+        let from = st.fill_from();
         st.filling = Some((from, from + CHUNK));
         drop(st);
         let filled = file.write_all_at(&zeros, from).and_then(|()| file.sync_data());

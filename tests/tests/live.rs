@@ -18,6 +18,15 @@ fn backup(dir: &Path, certs: &Path, name: &str, port: u16, extra: &[&str]) -> Ch
         .unwrap()
 }
 
+/// A directory holding the cluster's certificates (`certs`, for `primary` and `backup1`), and a
+/// free port for the primary.
+fn cluster() -> (tempfile::TempDir, std::path::PathBuf, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let certs_dir = dir.path().join("certs");
+    certs(&certs_dir, &["primary", "backup1"]);
+    (dir, certs_dir, free_port())
+}
+
 /// A primary in `dir` that starts `program` once one backup is connected.
 fn primary(dir: &Path, certs: &Path, port: u16, program: &[&str]) -> Child {
     std::fs::create_dir_all(dir).unwrap();
@@ -38,11 +47,9 @@ fn primary(dir: &Path, certs: &Path, port: u16, program: &[&str]) -> Child {
 fn a_backup_follows_the_primary_live_and_strangers_are_refused() {
     let program = fixture("mt_record", &[]);
     let child = fixture("mt_child", &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let (ours, theirs) = (dir.path().join("certs"), dir.path().join("other-certs"));
-    certs(&ours, &["primary", "backup1"]);
+    let (dir, ours, port) = cluster();
+    let theirs = dir.path().join("other-certs");
     certs(&theirs, &["backup1"]);
-    let port = free_port();
     let p = dir.path().join("p");
     // The program starts once a backup is connected: the stranger is refused before that.
     let primary = primary(
@@ -76,10 +83,7 @@ fn a_backup_follows_the_primary_live_and_strangers_are_refused() {
 /// when its next event arrives the backup takes it, instead of judging the wait a stall.
 #[test]
 fn a_quiet_primary_is_not_a_stalled_backup() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs_dir = dir.path().join("certs");
-    certs(&certs_dir, &["primary", "backup1"]);
-    let port = free_port();
+    let (dir, certs_dir, port) = cluster();
     let primary = primary(
         &dir.path().join("p"),
         &certs_dir,
@@ -99,12 +103,9 @@ fn a_quiet_primary_is_not_a_stalled_backup() {
 /// the log holds and follows the primary on to the end.
 #[test]
 fn a_killed_backup_resumes_from_its_own_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs_dir = dir.path().join("certs");
-    certs(&certs_dir, &["primary", "backup1"]);
-    let port = free_port();
+    let (dir, certs_dir, port) = cluster();
     let p = dir.path().join("p");
-    // About 3 s, in 100 processes (a backup's replay has room for 256).
+    // About 3 s.
     let program = "i=0; while [ $i -lt 100 ]; do echo $i >> out; sleep 0.03; i=$((i+1)); done";
     let primary = primary(&p, &certs_dir, port, &["sh", "-c", program]);
     let b = dir.path().join("b");
