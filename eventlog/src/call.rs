@@ -71,6 +71,7 @@ calls! {
     7 Wait4 "wait4" Process,
     8 PosixSpawn "posix_spawn" Process,
     9 ProcessStart "process_start" Process,
+    10 Waitid "waitid" Process,
     // threads
     20 PthreadCreate "pthread_create" Thread,
     21 PthreadJoin "pthread_join" Thread,

@@ -7,9 +7,10 @@
 use core::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use libc::{
-    clockid_t, epoll_event, fd_set, mode_t, msghdr, nfds_t, off_t, pid_t, pollfd, posix_spawn_file_actions_t,
-    posix_spawnattr_t, pthread_attr_t, pthread_cond_t, pthread_mutex_t, pthread_rwlock_t, pthread_t, rusage, sem_t,
-    sigset_t, size_t, sockaddr, socklen_t, ssize_t, time_t, timespec, timeval, useconds_t, utsname, FILE,
+    clockid_t, epoll_event, fd_set, id_t, idtype_t, mode_t, msghdr, nfds_t, off_t, pid_t, pollfd,
+    posix_spawn_file_actions_t, posix_spawnattr_t, pthread_attr_t, pthread_cond_t, pthread_mutex_t, pthread_rwlock_t,
+    pthread_t, rusage, sem_t, siginfo_t, sigset_t, size_t, sockaddr, socklen_t, ssize_t, time_t, timespec, timeval,
+    useconds_t, utsname, FILE,
 };
 
 pub type StartRoutine = extern "C" fn(*mut c_void) -> *mut c_void;
@@ -189,6 +190,7 @@ real_fns! {
     fn wait4(pid: pid_t, status: *mut c_int, options: c_int, ru: *mut rusage) -> pid_t;
     fn wait3(status: *mut c_int, options: c_int, ru: *mut rusage) -> pid_t;
     fn wait(status: *mut c_int) -> pid_t;
+    fn waitid(idtype: idtype_t, id: id_t, info: *mut siginfo_t, options: c_int) -> c_int;
     // threads
     fn pthread_create(t: *mut pthread_t, attr: *const pthread_attr_t, start: StartRoutine, arg: *mut c_void) -> c_int;
     fn pthread_join(t: pthread_t, ret: *mut *mut c_void) -> c_int;

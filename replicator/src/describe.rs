@@ -71,6 +71,7 @@ pub fn details(e: &Event) -> String {
         Call::Exit | Call::ExitNow => format!("status {}", a0 as i32),
         Call::Execve | Call::Open | Call::Openat | Call::Creat | Call::Fopen => preview(e.payload, 200),
         Call::Waitpid | Call::Wait4 => format!("pid={} status={:#x}", a1 as u32 as i32, a0 as u32),
+        Call::Waitid => format!("idtype={} code={} status={}", a1 as u32, (a0 >> 32) as u32, a0 as u32 as i32),
         Call::Signal => signal_name(a0),
         Call::IoUringSetup => format!("syscall {} refused", a0),
         Call::Pipe | Call::Pipe2 | Call::Socketpair => format!("fds [{}, {}]", h.fd, a0 as i64),

@@ -14,7 +14,7 @@ use core::ffi::{c_char, c_int};
 use core::sync::atomic::Ordering;
 use eventlog::digest::digest_parts;
 use eventlog::{env, Call};
-use libc::{pid_t, posix_spawn_file_actions_t, posix_spawnattr_t, rusage};
+use libc::{id_t, idtype_t, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t, rusage, siginfo_t};
 
 extern "C" {
     static environ: *const *const c_char;
@@ -529,6 +529,71 @@ pub unsafe extern "C" fn wait3(status: *mut c_int, options: c_int, ru: *mut rusa
 pub unsafe extern "C" fn wait4(pid: pid_t, status: *mut c_int, options: c_int, ru: *mut rusage) -> pid_t {
     // SAFETY: as above.
     unsafe { wait_with(Call::Wait4, pid, status, options, ru, || real::wait4(pid, status, options, ru)) }
+}
+
+/// waitid: the result is 0 or -1, the payload the siginfo the primary got (whose `si_pid` is
+/// the primary's child), aux[0] its code and status. Recorded through a siginfo of the shim's,
+/// so the child is known even when the program passes none.
+#[no_mangle]
+pub unsafe extern "C" fn waitid(idtype: idtype_t, id: id_t, info: *mut siginfo_t, options: c_int) -> c_int {
+    // SAFETY: forwarding the program's own arguments.
+    let Some(hook) = Hook::enter() else { return unsafe { real::waitid(idtype, id, info, options) } };
+    let info_len = core::mem::size_of::<siginfo_t>();
+    // SAFETY: siginfo_t is plain data; all zeroes is "no child" (si_pid 0).
+    let mut got: siginfo_t = unsafe { core::mem::zeroed() };
+    if let Some(t) = hook.turn(Call::Waitid) {
+        if t.payload_len() == info_len {
+            // SAFETY: `got` is `info_len` bytes of plain data.
+            t.payload(0, unsafe { core::slice::from_raw_parts_mut(&mut got as *mut siginfo_t as *mut u8, info_len) });
+        }
+        // SAFETY: the kernel filled si_pid for every waitid that returned 0.
+        let primary_child = unsafe { got.si_pid() };
+        if t.result() == 0 && primary_child > 0 {
+            let Some(here) = crate::replay::child_here(primary_child) else {
+                t.diverge(format_args!(
+                    "waitid: the primary waited for child {primary_child}, which this backup never started"
+                ))
+            };
+            // SAFETY: as above.
+            let mut local: siginfo_t = unsafe { core::mem::zeroed() };
+            // Waits for the same change of this backup's own child (it follows its events to it).
+            // SAFETY: `local` is ours; P_PID with our own child.
+            let r = unsafe { real::waitid(libc::P_PID, here as id_t, &mut local, options & !libc::WNOHANG) };
+            let ended = matches!(got.si_code, libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED);
+            if r == 0 && ended && options & libc::WNOWAIT == 0 {
+                crate::replay::forget_child(primary_child);
+            }
+            t.expect(
+                "the child's code and status",
+                t.header().aux[0] as i64,
+                if r == 0 { code_and_status(&local) } else { -1 },
+            );
+        }
+        if !info.is_null() {
+            // SAFETY: the program's siginfo, as it passed it.
+            unsafe { *info = got };
+        }
+        return t.ret() as c_int;
+    }
+    // SAFETY: `got` is ours.
+    let r = unsafe { real::waitid(idtype, id, &mut got, options) };
+    if r == 0 && !info.is_null() {
+        // SAFETY: the program's siginfo, as it passed it.
+        unsafe { *info = got };
+    }
+    let ev = Ev::new(Call::Waitid)
+        .result(r as i64)
+        .aux(if r == 0 { code_and_status(&got) as u64 } else { 0 }, (idtype as u64) | ((options as u32 as u64) << 32));
+    // SAFETY: `got` is `info_len` bytes of plain data.
+    hook.emit(ev, &[if r == 0 { unsafe { bytes(&got, info_len as isize) } } else { &[] }]);
+    r
+}
+
+/// A waitid outcome as one number: the code (how the child changed) and its status.
+fn code_and_status(info: &siginfo_t) -> i64 {
+    // SAFETY: si_status is filled for every child state change waitid reports.
+    let status = unsafe { info.si_status() };
+    ((info.si_code as u32 as i64) << 32) | status as u32 as i64
 }
 
 // Sending a signal is a call like any other; a signal the program sends itself is delivered
