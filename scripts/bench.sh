@@ -6,7 +6,8 @@
 #   scripts/bench.sh replay  wall time of replaying a recorded redis-server run, against the run
 #   scripts/bench.sh handoff the sequencer's hand-off between two threads, against native futexes
 #   scripts/bench.sh live    redis-benchmark SET throughput under `tandem primary` with one backup
-#                            on loopback, sync and async mode, vs native
+#                            on loopback, sync and async mode, vs native (and sync with the
+#                            backup's state directory in tmpfs: what the disk's flush costs)
 #   scripts/bench.sh stream  event throughput between two agents on loopback
 #   scripts/bench.sh coordinator  three coordinator members on loopback: writes, lease renewals,
 #                            and how soon after a primary's last renewal its epoch ends
@@ -175,12 +176,14 @@ certs() {
 }
 
 # One run of redis-server as a primary in MODE with one backup; prints its SET requests/s.
+# The backup's state directory is on disk unless BACKUP_STATE names another.
 primary_rps() { # mode port
-    local agent=$(( $2 + 1000 ))
-    rm -rf "$work/p" "$work/b"; mkdir -p "$work/p" "$work/b"
+    local agent=$(( $2 + 1000 )) state=${BACKUP_STATE:-$work/b/state}
+    rm -rf "$work/p" "$work/b" "$state"; mkdir -p "$work/p" "$work/b"
     (cd "$work/b" && exec "$tandem" backup --group bench --primary 127.0.0.1:$agent --name backup \
-        --certs "$work/certs" --state-dir "$work/b/state" >/dev/null 2>"$work/b/err") &
+        --certs "$work/certs" --state-dir "$state" >/dev/null 2>"$work/b/err") &
     measure_rps "$2" primary_redis "$1" "$2" "$agent"
+    rm -rf "$state"
 }
 
 primary_redis() { # mode port agent-port
@@ -194,14 +197,18 @@ live() {
         echo "native $(measure_rps $(( 25000 + i )) "${redis_cmd[@]}" --port $(( 25000 + i )))"
         echo "sync $(primary_rps sync $(( 26000 + i )))"
         echo "async $(primary_rps async $(( 27000 + i )))"
+        # The same sync run with the backup's log in memory: what the device's flush costs.
+        echo "sync-tmpfs $(BACKUP_STATE=/dev/shm/tandem-bench-state.$$ primary_rps sync $(( 29000 + i )))"
     done > "$work/live.txt"
     n=$(awk '$1=="native" {print $2}' "$work/live.txt" | median)
     echo "redis-benchmark -c 50 -n 200000 -t set, one backup on loopback (requests/s, median of $rounds alternating runs)"
-    printf '%-34s %12s %8s\n' mode "requests/s" ratio
-    printf '%-34s %12.0f %8s\n' native "$n" 1.00
-    for m in sync async; do
+    printf '%-50s %12s %8s\n' mode "requests/s" ratio
+    printf '%-50s %12.0f %8s\n' native "$n" 1.00
+    for m in sync async sync-tmpfs; do
         r=$(awk -v m=$m '$1==m {print $2}' "$work/live.txt" | median)
-        printf '%-34s %12.0f %8.2f\n' "tandem primary --mode $m" "$r" "$(echo "scale=4; $r / $n" | bc)"
+        label="tandem primary --mode ${m%-tmpfs}"
+        [ "$m" = sync-tmpfs ] && label="$label, backup's log in tmpfs"
+        printf '%-50s %12.0f %8.2f\n' "$label" "$r" "$(echo "scale=4; $r / $n" | bc)"
     done
 }
 
