@@ -2,7 +2,7 @@
 //! that reaches them through the generic wrapper is recorded the same way. io_uring numbers are
 //! trapped by the seccomp filter wherever they come from.
 
-use super::{fd, identity, io, poll, random, time};
+use super::{fd, identity, io, poll, process, random, time};
 use crate::real;
 use crate::sys;
 use core::ffi::{c_int, c_long, c_uint, c_void};
@@ -54,6 +54,11 @@ pub unsafe extern "C" fn syscall(
             libc::SYS_eventfd2 => fd::eventfd(a1 as c_uint, a2 as c_int) as c_long,
             libc::SYS_epoll_ctl => poll::epoll_ctl(a1 as c_int, a2 as c_int, a3 as c_int, a4 as *mut _) as c_long,
             libc::SYS_epoll_wait => poll::epoll_wait(a1 as c_int, a2 as *mut _, a3 as c_int, a4 as c_int) as c_long,
+            libc::SYS_wait4 => process::wait4(a1 as c_int, a2 as *mut c_int, a3 as c_int, a4 as *mut _) as c_long,
+            // The kernel's waitid also takes a rusage, which the library call does not have.
+            libc::SYS_waitid if a5 == 0 => {
+                process::waitid(a1 as libc::idtype_t, a2 as libc::id_t, a3 as *mut _, a4 as c_int) as c_long
+            }
             _ => real::syscall(nr, a1, a2, a3, a4, a5, a6),
         }
     }
