@@ -375,10 +375,13 @@ fn with_two_of_three_wiped_clients_are_told_of_the_loss_until_an_operator_reinit
     assert_eq!(post(&c.addr(leader), "/v1/write", &body).unwrap().0, 200);
     let old = c.status(1).unwrap()["incarnation"].as_str().unwrap().to_string();
 
-    // Members 2 and 3 lose their disks; member 1 keeps its state.
+    // Members 2 and 3 lose their disks together; member 1 keeps its state. (Wiped one after
+    // the other, the first would catch up from the two others before the second goes.)
     for i in [2, 3] {
         c.kill(i);
         std::fs::remove_dir_all(c.data(i)).unwrap();
+    }
+    for i in [2, 3] {
         c.start(i);
     }
     let deadline = Instant::now() + Duration::from_secs(20);
