@@ -272,6 +272,13 @@ impl<W: Write> LogWriter<W> {
         self.offset
     }
 
+    /// Where the log will end once a batch of `events_len` bytes of events is written, given
+    /// compressed (`packed`, with their length before them) or as they are.
+    pub fn end_after(&self, events_len: usize, packed: Option<&[u8]>) -> u64 {
+        let body = packed.map_or(events_len, |p| core::mem::size_of::<u32>() + p.len());
+        self.offset + (core::mem::size_of::<BatchHeader>() + body) as u64
+    }
+
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
@@ -659,12 +666,14 @@ mod tests {
         let plain = sample_log();
         let mut r = LogReader::open(&plain[..]).unwrap();
         while let Some(b) = r.next_batch().unwrap() {
-            if b.index == 2 {
-                w.write_packed_batch(&packed(&b.body), b.body.len() as u32, b.first_seq, b.event_count, b.wall_ns)
-            } else {
-                w.write_batch(&b.body, b.first_seq, b.event_count, b.wall_ns)
+            let compressed = (b.index == 2).then(|| packed(&b.body));
+            let end = w.end_after(b.body.len(), compressed.as_deref());
+            match &compressed {
+                Some(p) => w.write_packed_batch(p, b.body.len() as u32, b.first_seq, b.event_count, b.wall_ns),
+                None => w.write_batch(&b.body, b.first_seq, b.event_count, b.wall_ns),
             }
             .unwrap();
+            assert_eq!(w.bytes_written(), end, "end_after foretold another end");
         }
         w.finish(200).unwrap()
     }

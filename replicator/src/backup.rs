@@ -18,13 +18,12 @@ use crate::statedir::{random, Membership, StateDir};
 use crate::steer::Steering;
 use crate::wire::frame::Body;
 use crate::wire::session::{BackupAction, BackupSession, SessionError, Standing};
-use eventlog::logfile::{holds_batch_header, BatchHeader, LogError, LogReader, LogWriter};
+use eventlog::logfile::{holds_batch_header, LogError, LogReader, LogWriter};
 use eventlog::ring::Geometry;
 use eventlog::IncarnationToken;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom};
-use std::mem::size_of;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,8 +77,7 @@ impl LocalLog {
         events: &[u8],
         packed: Option<&[u8]>,
     ) -> std::io::Result<()> {
-        let body = packed.map_or(events.len(), |p| 4 + p.len());
-        self.runway.claim(self.writer.bytes_written() + (size_of::<BatchHeader>() + body) as u64);
+        self.runway.claim(self.writer.end_after(events.len(), packed));
         match packed {
             Some(p) => self.writer.write_packed_batch(p, events.len() as u32, first_seq, count, wall_ns),
             None => self.writer.write_batch(events, first_seq, count, wall_ns),

@@ -8,6 +8,7 @@
 use super::{bytes, cstr, PATH_MAX_RECORDED};
 use crate::msg::write_decimal;
 use crate::real;
+use crate::replay::Turn;
 use crate::state::{self, Ev, Hook, LPID};
 use crate::sys;
 use core::ffi::{c_char, c_int};
@@ -462,25 +463,12 @@ unsafe fn wait_with(
     if let Some(t) = hook.turn(call) {
         let primary_child = t.result() as pid_t;
         if primary_child > 0 {
-            // Reap this backup's own child, which has followed its events to the end.
-            let Some(here) = crate::replay::child_here(primary_child) else {
-                t.diverge(format_args!(
-                    "{}: the primary reaped child {primary_child}, which this backup never started",
-                    call.name()
-                ))
-            };
-            let mut st: c_int = 0;
-            // SAFETY: waiting for our own child; `st` is a local.
-            let got = unsafe { real::waitpid(here, &mut st, options & !libc::WNOHANG) };
-            if got == here && (libc::WIFEXITED(st) || libc::WIFSIGNALED(st)) {
-                // Its entry is free for the next child.
-                crate::replay::forget_child(primary_child);
-            }
-            t.expect(
-                "the child's status",
-                t.header().aux[0] as u32 as i64,
-                if got == here { st as u32 as i64 } else { -1 },
-            );
+            follow_child(&t, call, "the child's status", t.header().aux[0] as u32 as i64, primary_child, |here| {
+                let mut st: c_int = 0;
+                // SAFETY: waiting for our own child; `st` is a local.
+                let got = unsafe { real::waitpid(here, &mut st, options & !libc::WNOHANG) };
+                (got == here).then(|| (libc::WIFEXITED(st) || libc::WIFSIGNALED(st), st as u32 as i64))
+            });
             // SAFETY: the program's status and rusage pointers, as it passed them.
             unsafe {
                 if !status.is_null() {
@@ -531,6 +519,30 @@ pub unsafe extern "C" fn wait4(pid: pid_t, status: *mut c_int, options: c_int, r
     unsafe { wait_with(Call::Wait4, pid, status, options, ru, || real::wait4(pid, status, options, ru)) }
 }
 
+/// A backup follows the primary's wait for `primary_child`: `wait_here` waits for the same change
+/// of this backup's own child (which follows its events to it) and says whether it reaped it and
+/// what it saw, compared with `recorded`. A reaped child's entry is free for the next child.
+fn follow_child(
+    t: &Turn,
+    call: Call,
+    what: &str,
+    recorded: i64,
+    primary_child: pid_t,
+    wait_here: impl FnOnce(pid_t) -> Option<(bool, i64)>,
+) {
+    let Some(here) = crate::replay::child_here(primary_child) else {
+        t.diverge(format_args!(
+            "{}: the primary waited for child {primary_child}, which this backup never started",
+            call.name()
+        ))
+    };
+    let seen = wait_here(here);
+    if let Some((true, _)) = seen {
+        crate::replay::forget_child(primary_child);
+    }
+    t.expect(what, recorded, seen.map_or(-1, |(_, outcome)| outcome));
+}
+
 /// waitid: the result is 0 or -1, the payload the siginfo the primary got (whose `si_pid` is
 /// the primary's child), aux[0] its code and status. Recorded through a siginfo of the shim's,
 /// so the child is known even when the program passes none.
@@ -549,24 +561,21 @@ pub unsafe extern "C" fn waitid(idtype: idtype_t, id: id_t, info: *mut siginfo_t
         // SAFETY: the kernel filled si_pid for every waitid that returned 0.
         let primary_child = unsafe { got.si_pid() };
         if t.result() == 0 && primary_child > 0 {
-            let Some(here) = crate::replay::child_here(primary_child) else {
-                t.diverge(format_args!(
-                    "waitid: the primary waited for child {primary_child}, which this backup never started"
-                ))
-            };
-            // SAFETY: as above.
-            let mut local: siginfo_t = unsafe { core::mem::zeroed() };
-            // Waits for the same change of this backup's own child (it follows its events to it).
-            // SAFETY: `local` is ours; P_PID with our own child.
-            let r = unsafe { real::waitid(libc::P_PID, here as id_t, &mut local, options & !libc::WNOHANG) };
-            let ended = matches!(got.si_code, libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED);
-            if r == 0 && ended && options & libc::WNOWAIT == 0 {
-                crate::replay::forget_child(primary_child);
-            }
-            t.expect(
+            follow_child(
+                &t,
+                Call::Waitid,
                 "the child's code and status",
                 t.header().aux[0] as i64,
-                if r == 0 { code_and_status(&local) } else { -1 },
+                primary_child,
+                |here| {
+                    // SAFETY: as above.
+                    let mut local: siginfo_t = unsafe { core::mem::zeroed() };
+                    // SAFETY: `local` is ours; P_PID with our own child.
+                    let r = unsafe { real::waitid(libc::P_PID, here as id_t, &mut local, options & !libc::WNOHANG) };
+                    let reaped = options & libc::WNOWAIT == 0
+                        && matches!(local.si_code, libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED);
+                    (r == 0).then(|| (reaped, code_and_status(&local)))
+                },
             );
         }
         if !info.is_null() {
