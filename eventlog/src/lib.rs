@@ -15,5 +15,5 @@ pub mod ring;
 
 pub use call::{Call, Family};
 pub use fdkind::FdKind;
-pub use ids::{IncarnationToken, LogicalPid, LogicalTid, Seq};
+pub use ids::{Epoch, Incarnation, IncarnationToken, LogicalPid, LogicalTid, Seq};
 pub use record::{Event, EventHeader};
