@@ -1,5 +1,19 @@
-//! Every call the shim records, with a stable numeric id (part of the log format: never reuse or
-//! renumber an id; add new ones at the end of their family's range).
+//! Every call the shim records, declared once: its stable numeric id (part of the log format:
+//! never reuse or renumber an id; add new ones at the end of their family's range), its name and
+//! family, the entry points that record as it, its arguments' roles, what a backup does with it,
+//! when it takes its sequence number, and what each field of its event holds. The shim's hooks,
+//! `log show` (text and JSON) and the call table in ARCHITECTURE.md are all read from here.
+
+#[cfg(feature = "host")]
+pub mod decode;
+pub mod spec;
+#[cfg(feature = "host")]
+pub mod table;
+
+use spec::names::*;
+use spec::Format::*;
+use spec::Role::*;
+use spec::{arg, halves, one, part, Len, Order, Replay, Shape, Slot, Spec, FD, UNUSED};
 
 /// What kind of thing a call does; `log stats` groups by it and replay dispatches on it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
@@ -24,7 +38,7 @@ pub enum Family {
 }
 
 macro_rules! calls {
-    ($($id:literal $variant:ident $name:literal $family:ident,)*) => {
+    ($($id:literal $variant:ident $name:literal $family:ident { $($field:ident: $value:expr),* $(,)? })*) => {
         /// An intercepted call. The discriminant is the id stored in each event.
         #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
         #[repr(u16)]
@@ -56,131 +70,457 @@ macro_rules! calls {
                     $(Call::$variant => Family::$family,)*
                 }
             }
+
+            /// The call's declaration. Constant for a constant call, so a hook that asks it what
+            /// to do costs nothing at run time.
+            #[inline(always)]
+            pub const fn spec(self) -> &'static Spec {
+                match self {
+                    $(Call::$variant => {
+                        // A declaration may name every field.
+                        #[allow(clippy::needless_update)]
+                        const S: Spec = Spec { $($field: $value,)* ..Spec::DEFAULT };
+                        &S
+                    })*
+                }
+            }
         }
     };
 }
 
+// Shared shapes of several declarations.
+const OBJECT: Slot = one("object", Hex);
+const COUNT: Slot = one("count", Unsigned);
+const DATA: spec::Part = part("data", Shape::Bytes, Len::Result);
+const PATH: spec::Part = part("path", Shape::Text, Len::Rest);
+const SLEPT: [Slot; 2] = [one("requested", Nanos), one("remaining", Nanos)];
+const WAIT: [Slot; 2] = [one("status", WaitStatus), halves(("pid", Signed), ("options", Flags(WAIT_OPTIONS)))];
+const SEND_TO: [Slot; 2] = [one("signal_target", Signed), one("signal", Signal)];
+
 calls! {
     // processes
-    1 Fork "fork" Process,
-    2 Execve "execve" Process,
-    3 ExecFailed "execve_failed" Process,
-    4 Exit "exit" Process,
-    5 ExitNow "_exit" Process,
-    6 Waitpid "waitpid" Process,
-    7 Wait4 "wait4" Process,
-    8 PosixSpawn "posix_spawn" Process,
-    9 ProcessStart "process_start" Process,
-    10 Waitid "waitid" Process,
+    1 Fork "fork" Process {
+        entries: &["fork", "vfork"], replay: Replay::Follow, order: Order::Before,
+        aux: [one("child", Unsigned), UNUSED],
+    }
+    2 Execve "execve" Process {
+        entries: &["execve", "execv", "execvp", "execvpe", "execl", "execle", "execlp", "fexecve"],
+        args: &[arg("path", Path), arg("argv", Value), arg("envp", Value)],
+        replay: Replay::Reexecute, order: Order::Before, payload: &[PATH], digest: "path and argv",
+    }
+    3 ExecFailed "execve_failed" Process { replay: Replay::Reexecute }
+    4 Exit "exit" Process {
+        entries: &["exit"], args: &[arg("status", Value)], replay: Replay::Reexecute, order: Order::Before,
+        aux: [one("status", Signed), UNUSED],
+    }
+    5 ExitNow "_exit" Process {
+        entries: &["_exit", "_Exit"], args: &[arg("status", Value)], replay: Replay::Reexecute, order: Order::Before,
+        aux: [one("status", Signed), UNUSED],
+    }
+    6 Waitpid "waitpid" Process {
+        entries: &["waitpid", "wait"],
+        args: &[arg("pid", Value), arg("status", BufOut), arg("options", Options)],
+        replay: Replay::Follow, aux: WAIT,
+    }
+    7 Wait4 "wait4" Process {
+        entries: &["wait4", "wait3"], syscalls: &["wait4"],
+        args: &[arg("pid", Value), arg("status", BufOut), arg("options", Options), arg("rusage", BufOut)],
+        replay: Replay::Follow, aux: WAIT, payload: &[part("rusage", Shape::Rusage, Len::Rest)],
+    }
+    8 PosixSpawn "posix_spawn" Process {
+        entries: &["posix_spawn", "posix_spawnp"],
+        args: &[arg("pid", BufOut), arg("path", Path), arg("actions", Value), arg("attr", Value), arg("argv", Value), arg("envp", Value)],
+        replay: Replay::Follow, order: Order::Before,
+        aux: [one("child", Unsigned), one("os_pid", Signed)],
+    }
+    9 ProcessStart "process_start" Process {
+        replay: Replay::Follow, aux: [one("spawner", Unsigned), one("parent_os_pid", Signed)],
+    }
+    10 Waitid "waitid" Process {
+        entries: &["waitid"], syscalls: &["waitid"],
+        args: &[arg("idtype", Value), arg("id", Value), arg("info", BufOut), arg("options", Options)],
+        replay: Replay::Follow,
+        aux: [one("child", ChildState), halves(("idtype", Enum(ID_TYPE)), ("options", Flags(WAIT_OPTIONS)))],
+        payload: &[part("siginfo", Shape::Siginfo, Len::Rest)],
+    }
     // threads
-    20 PthreadCreate "pthread_create" Thread,
-    21 PthreadJoin "pthread_join" Thread,
-    22 PthreadExit "pthread_exit" Thread,
-    23 PthreadCreateFailed "pthread_create_failed" Thread,
+    20 PthreadCreate "pthread_create" Thread {
+        entries: &["pthread_create"],
+        args: &[arg("thread", BufOut), arg("attr", Value), arg("start", Value), arg("arg", Value)],
+        replay: Replay::Create, order: Order::Before, aux: [one("thread", Unsigned), UNUSED],
+    }
+    21 PthreadJoin "pthread_join" Thread {
+        entries: &["pthread_join"], args: &[arg("thread", Value), arg("retval", BufOut)], replay: Replay::Reexecute,
+    }
+    22 PthreadExit "pthread_exit" Thread {
+        entries: &["pthread_exit"], args: &[arg("retval", Value)], replay: Replay::Reexecute, order: Order::Before,
+    }
+    23 PthreadCreateFailed "pthread_create_failed" Thread { aux: [one("thread", Unsigned), UNUSED] }
     // synchronisation
-    40 MutexLock "pthread_mutex_lock" Sync,
-    41 MutexTrylock "pthread_mutex_trylock" Sync,
-    42 MutexTimedlock "pthread_mutex_timedlock" Sync,
-    43 MutexUnlock "pthread_mutex_unlock" Sync,
-    44 RwlockRdlock "pthread_rwlock_rdlock" Sync,
-    45 RwlockTryrdlock "pthread_rwlock_tryrdlock" Sync,
-    46 RwlockTimedrdlock "pthread_rwlock_timedrdlock" Sync,
-    47 RwlockWrlock "pthread_rwlock_wrlock" Sync,
-    48 RwlockTrywrlock "pthread_rwlock_trywrlock" Sync,
-    49 RwlockTimedwrlock "pthread_rwlock_timedwrlock" Sync,
-    50 RwlockUnlock "pthread_rwlock_unlock" Sync,
-    51 CondWait "pthread_cond_wait" Sync,
-    52 CondTimedwait "pthread_cond_timedwait" Sync,
-    53 CondSignal "pthread_cond_signal" Sync,
-    54 CondBroadcast "pthread_cond_broadcast" Sync,
-    55 SemWait "sem_wait" Sync,
-    56 SemTrywait "sem_trywait" Sync,
-    57 SemTimedwait "sem_timedwait" Sync,
-    58 SemPost "sem_post" Sync,
-    59 CondWaitRelease "cond_wait_release" Sync, // the mutex a condition wait releases, as it starts
+    40 MutexLock "pthread_mutex_lock" Sync {
+        entries: &["pthread_mutex_lock"], args: &[arg("mutex", Object)], replay: Replay::Reexecute, aux: [OBJECT, UNUSED],
+    }
+    41 MutexTrylock "pthread_mutex_trylock" Sync {
+        entries: &["pthread_mutex_trylock"], args: &[arg("mutex", Object)], replay: Replay::Reexecute, aux: [OBJECT, UNUSED],
+    }
+    42 MutexTimedlock "pthread_mutex_timedlock" Sync {
+        entries: &["pthread_mutex_timedlock", "pthread_mutex_clocklock"],
+        args: &[arg("mutex", Object), arg("abstime", Time)], replay: Replay::Reexecute, aux: [OBJECT, one("clock", Clock)],
+    }
+    43 MutexUnlock "pthread_mutex_unlock" Sync {
+        entries: &["pthread_mutex_unlock"], args: &[arg("mutex", Object)], replay: Replay::Reexecute,
+        order: Order::Before, aux: [OBJECT, UNUSED],
+    }
+    44 RwlockRdlock "pthread_rwlock_rdlock" Sync {
+        entries: &["pthread_rwlock_rdlock"], args: &[arg("rwlock", Object)], replay: Replay::Reexecute, aux: [OBJECT, UNUSED],
+    }
+    45 RwlockTryrdlock "pthread_rwlock_tryrdlock" Sync {
+        entries: &["pthread_rwlock_tryrdlock"], args: &[arg("rwlock", Object)], replay: Replay::Reexecute, aux: [OBJECT, UNUSED],
+    }
+    46 RwlockTimedrdlock "pthread_rwlock_timedrdlock" Sync {
+        entries: &["pthread_rwlock_timedrdlock", "pthread_rwlock_clockrdlock"],
+        args: &[arg("rwlock", Object), arg("abstime", Time)], replay: Replay::Reexecute, aux: [OBJECT, one("clock", Clock)],
+    }
+    47 RwlockWrlock "pthread_rwlock_wrlock" Sync {
+        entries: &["pthread_rwlock_wrlock"], args: &[arg("rwlock", Object)], replay: Replay::Reexecute, aux: [OBJECT, UNUSED],
+    }
+    48 RwlockTrywrlock "pthread_rwlock_trywrlock" Sync {
+        entries: &["pthread_rwlock_trywrlock"], args: &[arg("rwlock", Object)], replay: Replay::Reexecute, aux: [OBJECT, UNUSED],
+    }
+    49 RwlockTimedwrlock "pthread_rwlock_timedwrlock" Sync {
+        entries: &["pthread_rwlock_timedwrlock", "pthread_rwlock_clockwrlock"],
+        args: &[arg("rwlock", Object), arg("abstime", Time)], replay: Replay::Reexecute, aux: [OBJECT, one("clock", Clock)],
+    }
+    50 RwlockUnlock "pthread_rwlock_unlock" Sync {
+        entries: &["pthread_rwlock_unlock"], args: &[arg("rwlock", Object)], replay: Replay::Reexecute,
+        order: Order::Before, aux: [OBJECT, UNUSED],
+    }
+    51 CondWait "pthread_cond_wait" Sync {
+        entries: &["pthread_cond_wait"], args: &[arg("cond", Object), arg("mutex", Object)],
+        replay: Replay::Reexecute, aux: [OBJECT, one("mutex", Hex)],
+    }
+    52 CondTimedwait "pthread_cond_timedwait" Sync {
+        entries: &["pthread_cond_timedwait", "pthread_cond_clockwait"],
+        args: &[arg("cond", Object), arg("mutex", Object), arg("abstime", Time)],
+        replay: Replay::Reexecute, aux: [OBJECT, one("mutex", Hex)],
+    }
+    53 CondSignal "pthread_cond_signal" Sync {
+        entries: &["pthread_cond_signal"], args: &[arg("cond", Object)], replay: Replay::HandBack,
+        order: Order::Before, aux: [OBJECT, UNUSED],
+    }
+    54 CondBroadcast "pthread_cond_broadcast" Sync {
+        entries: &["pthread_cond_broadcast"], args: &[arg("cond", Object)], replay: Replay::HandBack,
+        order: Order::Before, aux: [OBJECT, UNUSED],
+    }
+    55 SemWait "sem_wait" Sync {
+        entries: &["sem_wait"], args: &[arg("sem", Object)], replay: Replay::Reexecute, aux: [OBJECT, UNUSED],
+    }
+    56 SemTrywait "sem_trywait" Sync {
+        entries: &["sem_trywait"], args: &[arg("sem", Object)], replay: Replay::Reexecute, aux: [OBJECT, UNUSED],
+    }
+    57 SemTimedwait "sem_timedwait" Sync {
+        entries: &["sem_timedwait", "sem_clockwait"], args: &[arg("sem", Object), arg("abstime", Time)],
+        replay: Replay::Reexecute, aux: [OBJECT, one("clock", Clock)],
+    }
+    58 SemPost "sem_post" Sync {
+        entries: &["sem_post"], args: &[arg("sem", Object)], replay: Replay::Reexecute, order: Order::Before,
+        aux: [OBJECT, UNUSED],
+    }
+    // The mutex a condition wait releases, as it starts.
+    59 CondWaitRelease "cond_wait_release" Sync {
+        replay: Replay::Reexecute, order: Order::Before, aux: [OBJECT, one("mutex", Hex)],
+    }
     // time
-    70 ClockGettime "clock_gettime" Time,
-    71 Gettimeofday "gettimeofday" Time,
-    72 Time "time" Time,
-    73 Nanosleep "nanosleep" Time,
-    74 ClockNanosleep "clock_nanosleep" Time,
-    75 Usleep "usleep" Time,
-    76 Sleep "sleep" Time,
+    70 ClockGettime "clock_gettime" Time {
+        entries: &["clock_gettime"], syscalls: &["clock_gettime"], args: &[arg("clock", Value), arg("tp", BufOut)],
+        fd: one("clock", Clock), aux: [one("seconds", Unsigned), one("nanoseconds", Unsigned)],
+    }
+    71 Gettimeofday "gettimeofday" Time {
+        entries: &["gettimeofday"], syscalls: &["gettimeofday"], args: &[arg("tv", BufOut), arg("tz", BufOut)],
+        aux: [one("seconds", Unsigned), one("microseconds", Unsigned)],
+    }
+    72 Time "time" Time { entries: &["time"], args: &[arg("t", BufOut)] }
+    73 Nanosleep "nanosleep" Time {
+        entries: &["nanosleep"], syscalls: &["nanosleep"], args: &[arg("req", Time), arg("rem", BufOut)], aux: SLEPT,
+    }
+    74 ClockNanosleep "clock_nanosleep" Time {
+        entries: &["clock_nanosleep"], syscalls: &["clock_nanosleep"],
+        args: &[arg("clock", Value), arg("flags", Options), arg("req", Time), arg("rem", BufOut)],
+        fd: one("clock", Clock), aux: SLEPT,
+    }
+    75 Usleep "usleep" Time { entries: &["usleep"], args: &[arg("usec", Time)], aux: [one("microseconds", Unsigned), UNUSED] }
+    76 Sleep "sleep" Time { entries: &["sleep"], args: &[arg("seconds", Time)], aux: [one("seconds", Unsigned), UNUSED] }
     // randomness
-    90 Getrandom "getrandom" Random,
-    91 Getentropy "getentropy" Random,
-    92 Arc4random "arc4random" Random,
-    93 Arc4randomBuf "arc4random_buf" Random,
-    94 Arc4randomUniform "arc4random_uniform" Random,
+    90 Getrandom "getrandom" Random {
+        entries: &["getrandom"], syscalls: &["getrandom"], args: &[arg("buf", BufOut), arg("count", Count), arg("flags", Options)],
+        aux: [COUNT, one("flags", Flags(GETRANDOM))], payload: &[part("bytes", Shape::Bytes, Len::Result)],
+    }
+    91 Getentropy "getentropy" Random {
+        entries: &["getentropy"], args: &[arg("buf", BufOut), arg("count", Count)],
+        aux: [COUNT, UNUSED], payload: &[part("bytes", Shape::Bytes, Len::Aux(0))],
+    }
+    92 Arc4random "arc4random" Random { entries: &["arc4random"] }
+    93 Arc4randomBuf "arc4random_buf" Random {
+        entries: &["arc4random_buf"], args: &[arg("buf", BufOut), arg("count", Count)],
+        aux: [COUNT, one("done", Unsigned)], payload: &[part("bytes", Shape::Bytes, Len::Result)],
+    }
+    94 Arc4randomUniform "arc4random_uniform" Random {
+        entries: &["arc4random_uniform"], args: &[arg("bound", Value)], aux: [one("bound", Unsigned), UNUSED],
+    }
     // identity
-    110 Getpid "getpid" Identity,
-    111 Getppid "getppid" Identity,
-    112 Gettid "gettid" Identity,
-    113 Gethostname "gethostname" Identity,
-    114 Uname "uname" Identity,
+    110 Getpid "getpid" Identity { entries: &["getpid"], syscalls: &["getpid"] }
+    111 Getppid "getppid" Identity { entries: &["getppid"], syscalls: &["getppid"] }
+    112 Gettid "gettid" Identity { entries: &["gettid"], syscalls: &["gettid"] }
+    113 Gethostname "gethostname" Identity {
+        entries: &["gethostname", "__gethostname_chk"], args: &[arg("name", BufOut), arg("len", Count)],
+        aux: [one("len", Unsigned), UNUSED], payload: &[part("name", Shape::Text, Len::Rest)],
+    }
+    114 Uname "uname" Identity {
+        entries: &["uname"], args: &[arg("buf", BufOut)], payload: &[part("utsname", Shape::Utsname, Len::Rest)],
+    }
     // descriptors
-    130 Open "open" Fd,
-    131 Openat "openat" Fd,
-    132 Creat "creat" Fd,
-    133 Close "close" Fd,
-    134 Dup "dup" Fd,
-    135 Dup2 "dup2" Fd,
-    136 Dup3 "dup3" Fd,
-    137 Pipe "pipe" Fd,
-    138 Pipe2 "pipe2" Fd,
-    139 Socket "socket" Fd,
-    140 Socketpair "socketpair" Fd,
-    141 Accept "accept" Fd,
-    142 Accept4 "accept4" Fd,
-    143 EpollCreate "epoll_create" Fd,
-    144 EpollCreate1 "epoll_create1" Fd,
-    145 Eventfd "eventfd" Fd,
-    146 Fcntl "fcntl" Fd,
-    147 Fopen "fopen" Fd,
-    148 Fclose "fclose" Fd,
-    149 CloseRange "close_range" Fd,
+    130 Open "open" Fd {
+        entries: &["open", "open64", "__open_2", "__open64_2"], syscalls: &["open"],
+        args: &[arg("path", Path), arg("flags", Options), arg("mode", Options)],
+        replay: Replay::Create, fd: one("fd", Fd),
+        aux: [halves(("flags", Flags(OPEN)), ("mode", Hex)), one("dirfd", Fd)], payload: &[PATH], digest: "path and flags",
+    }
+    131 Openat "openat" Fd {
+        entries: &["openat", "openat64", "__openat_2", "__openat64_2"], syscalls: &["openat"],
+        args: &[arg("dirfd", FdIn), arg("path", Path), arg("flags", Options), arg("mode", Options)],
+        replay: Replay::Create, fd: one("fd", Fd),
+        aux: [halves(("flags", Flags(OPEN)), ("mode", Hex)), one("dirfd", Fd)], payload: &[PATH], digest: "path and flags",
+    }
+    132 Creat "creat" Fd {
+        entries: &["creat", "creat64"], args: &[arg("path", Path), arg("mode", Options)],
+        replay: Replay::Create, fd: one("fd", Fd),
+        aux: [halves(("flags", Flags(OPEN)), ("mode", Hex)), one("dirfd", Fd)], payload: &[PATH], digest: "path and flags",
+    }
+    133 Close "close" Fd {
+        entries: &["close"], syscalls: &["close"], args: &[arg("fd", FdIn)], replay: Replay::Reexecute, order: Order::Before, fd: FD,
+    }
+    134 Dup "dup" Fd {
+        entries: &["dup"], syscalls: &["dup"], args: &[arg("fd", FdIn)], replay: Replay::Create, fd: FD,
+    }
+    135 Dup2 "dup2" Fd {
+        entries: &["dup2"], args: &[arg("fd", FdIn), arg("to", FdOut)], replay: Replay::Create, fd: FD,
+        aux: [one("to", Fd), UNUSED],
+    }
+    136 Dup3 "dup3" Fd {
+        entries: &["dup3"], syscalls: &["dup3"], args: &[arg("fd", FdIn), arg("to", FdOut), arg("flags", Options)],
+        replay: Replay::Create, fd: FD, aux: [one("to", Fd), UNUSED],
+    }
+    137 Pipe "pipe" Fd {
+        entries: &["pipe"], args: &[arg("fds", FdOut)], replay: Replay::Create, fd: one("read_end", Fd),
+        aux: [one("write_end", Fd), UNUSED],
+    }
+    138 Pipe2 "pipe2" Fd {
+        entries: &["pipe2"], syscalls: &["pipe2"], args: &[arg("fds", FdOut), arg("flags", Options)],
+        replay: Replay::Create, fd: one("read_end", Fd), aux: [one("write_end", Fd), one("flags", Flags(CLOEXEC_NONBLOCK))],
+    }
+    139 Socket "socket" Fd {
+        entries: &["socket"], syscalls: &["socket"], args: &[arg("domain", Value), arg("type", Options), arg("protocol", Value)],
+        replay: Replay::Create, fd: one("fd", Fd),
+        aux: [one("domain", Enum(DOMAIN)), one("type", Flags(SOCK_TYPE))],
+    }
+    140 Socketpair "socketpair" Fd {
+        entries: &["socketpair"], args: &[arg("domain", Value), arg("type", Options), arg("protocol", Value), arg("sv", FdOut)],
+        replay: Replay::Create, fd: one("first", Fd),
+        aux: [one("second", Fd), halves(("domain", Enum(DOMAIN)), ("type", Flags(SOCK_TYPE)))],
+    }
+    141 Accept "accept" Fd {
+        entries: &["accept"], args: &[arg("fd", FdIn), arg("addr", Addr), arg("len", Count)],
+        replay: Replay::Create, fd: one("listener", Fd),
+        aux: [one("flags", Flags(CLOEXEC_NONBLOCK)), one("addr_len", Unsigned)],
+        payload: &[part("peer", Shape::SockAddr, Len::Aux(1))],
+    }
+    142 Accept4 "accept4" Fd {
+        entries: &["accept4"], syscalls: &["accept4"],
+        args: &[arg("fd", FdIn), arg("addr", Addr), arg("len", Count), arg("flags", Options)],
+        replay: Replay::Create, fd: one("listener", Fd),
+        aux: [one("flags", Flags(CLOEXEC_NONBLOCK)), one("addr_len", Unsigned)],
+        payload: &[part("peer", Shape::SockAddr, Len::Aux(1))],
+    }
+    143 EpollCreate "epoll_create" Fd {
+        entries: &["epoll_create"], args: &[arg("size", Value)], replay: Replay::Create, fd: one("fd", Fd),
+        aux: [one("size", Unsigned), UNUSED],
+    }
+    144 EpollCreate1 "epoll_create1" Fd {
+        entries: &["epoll_create1"], args: &[arg("flags", Options)], replay: Replay::Create, fd: one("fd", Fd),
+        aux: [one("flags", Flags(CLOEXEC_NONBLOCK)), UNUSED],
+    }
+    145 Eventfd "eventfd" Fd {
+        entries: &["eventfd"], syscalls: &["eventfd2"], args: &[arg("initval", Value), arg("flags", Options)],
+        replay: Replay::Create, fd: one("fd", Fd), aux: [one("initval", Unsigned), one("flags", Flags(CLOEXEC_NONBLOCK))],
+    }
+    146 Fcntl "fcntl" Fd {
+        entries: &["fcntl", "fcntl64"], args: &[arg("fd", FdIn), arg("cmd", Value), arg("arg", Value)],
+        replay: Replay::Reexecute, fd: FD, aux: [one("cmd", Enum(FCNTL_CMD)), one("arg", Hex)],
+    }
+    147 Fopen "fopen" Fd {
+        entries: &["fopen", "fopen64"], args: &[arg("path", Path), arg("mode", Options)],
+        replay: Replay::Create, fd: one("fd", Fd), payload: &[PATH], digest: "path and mode",
+    }
+    148 Fclose "fclose" Fd { entries: &["fclose"], args: &[arg("stream", Value)], replay: Replay::Reexecute, order: Order::Before, fd: FD }
+    149 CloseRange "close_range" Fd {
+        entries: &["close_range", "closefrom"], args: &[arg("first", FdIn), arg("last", FdIn), arg("flags", Options)],
+        replay: Replay::Reexecute, order: Order::Before, aux: [one("first", Fd), one("last", Unsigned)],
+    }
     // bytes through descriptors
-    170 Read "read" Io,
-    171 Readv "readv" Io,
-    172 Pread "pread" Io,
-    173 Recv "recv" Io,
-    174 Recvfrom "recvfrom" Io,
-    175 Recvmsg "recvmsg" Io,
-    176 Write "write" Io,
-    177 Writev "writev" Io,
-    178 Pwrite "pwrite" Io,
-    179 Send "send" Io,
-    180 Sendto "sendto" Io,
-    181 Sendmsg "sendmsg" Io,
-    182 Lseek "lseek" Io,
-    183 Fsync "fsync" Io,
-    184 Fdatasync "fdatasync" Io,
+    170 Read "read" Io {
+        entries: &["read", "__read_chk"], syscalls: &["read"],
+        args: &[arg("fd", FdIn), arg("buf", BufOut), arg("count", Count)],
+        replay: Replay::ByKind, order: Order::UnderFdLock, fd: FD, aux: [COUNT, UNUSED], payload: &[DATA],
+        digest: "bytes read (local files)",
+    }
+    171 Readv "readv" Io {
+        entries: &["readv"], args: &[arg("fd", FdIn), arg("iov", BufOut), arg("iovcnt", Count)],
+        replay: Replay::ByKind, order: Order::UnderFdLock, fd: FD, aux: [one("iovcnt", Unsigned), UNUSED], payload: &[DATA],
+        digest: "bytes read (local files)",
+    }
+    172 Pread "pread" Io {
+        entries: &["pread", "pread64", "__pread_chk", "__pread64_chk"],
+        args: &[arg("fd", FdIn), arg("buf", BufOut), arg("count", Count), arg("offset", Offset)],
+        replay: Replay::ByKind, order: Order::UnderFdLock, fd: FD, aux: [COUNT, UNUSED], payload: &[DATA],
+        digest: "bytes read (local files)",
+    }
+    173 Recv "recv" Io {
+        entries: &["recv", "__recv_chk"], args: &[arg("fd", FdIn), arg("buf", BufOut), arg("count", Count), arg("flags", Options)],
+        replay: Replay::ByKind, order: Order::UnderFdLock, fd: FD, aux: [COUNT, UNUSED], payload: &[DATA],
+    }
+    174 Recvfrom "recvfrom" Io {
+        entries: &["recvfrom", "__recvfrom_chk"],
+        args: &[arg("fd", FdIn), arg("buf", BufOut), arg("count", Count), arg("flags", Options), arg("addr", Addr), arg("len", Count)],
+        replay: Replay::HandBack, fd: FD, aux: [COUNT, one("addr_len", Unsigned)],
+        payload: &[DATA, part("source", Shape::SockAddr, Len::Aux(1))],
+    }
+    175 Recvmsg "recvmsg" Io {
+        entries: &["recvmsg"], args: &[arg("fd", FdIn), arg("msg", BufOut), arg("flags", Options)],
+        replay: Replay::HandBack, fd: FD, aux: [one("flags", Flags(MSG)), UNUSED],
+        payload: &[
+            part("meta", Shape::MsgMeta, Len::Fixed(16)),
+            part("source", Shape::SockAddr, Len::Word(0)),
+            part("control", Shape::Control, Len::Word(1)),
+            part("data", Shape::Bytes, Len::Rest),
+        ],
+    }
+    176 Write "write" Io {
+        entries: &["write"], syscalls: &["write"], args: &[arg("fd", FdIn), arg("buf", BufIn), arg("count", Count)],
+        replay: Replay::Output, order: Order::UnderFdLock, fd: FD, aux: [COUNT, UNUSED], digest: "bytes written",
+    }
+    177 Writev "writev" Io {
+        entries: &["writev"], args: &[arg("fd", FdIn), arg("iov", BufIn), arg("iovcnt", Count)],
+        replay: Replay::Output, order: Order::UnderFdLock, fd: FD, aux: [COUNT, UNUSED], digest: "bytes written",
+    }
+    178 Pwrite "pwrite" Io {
+        entries: &["pwrite", "pwrite64"], args: &[arg("fd", FdIn), arg("buf", BufIn), arg("count", Count), arg("offset", Offset)],
+        replay: Replay::Output, order: Order::UnderFdLock, fd: FD, aux: [COUNT, one("offset", Signed)], digest: "bytes written",
+    }
+    179 Send "send" Io {
+        entries: &["send"], args: &[arg("fd", FdIn), arg("buf", BufIn), arg("count", Count), arg("flags", Options)],
+        replay: Replay::Output, order: Order::UnderFdLock, fd: FD, aux: [COUNT, one("flags", Flags(MSG))], digest: "bytes written",
+    }
+    180 Sendto "sendto" Io {
+        entries: &["sendto"],
+        args: &[arg("fd", FdIn), arg("buf", BufIn), arg("count", Count), arg("flags", Options), arg("addr", Addr), arg("len", Count)],
+        replay: Replay::Output, order: Order::UnderFdLock, fd: FD, aux: [COUNT, one("destination", Digest)], digest: "bytes written",
+    }
+    181 Sendmsg "sendmsg" Io {
+        entries: &["sendmsg"], args: &[arg("fd", FdIn), arg("msg", BufIn), arg("flags", Options)],
+        replay: Replay::Output, order: Order::UnderFdLock, fd: FD, aux: [COUNT, one("flags", Flags(MSG))], digest: "bytes written",
+    }
+    182 Lseek "lseek" Io {
+        entries: &["lseek", "lseek64"], args: &[arg("fd", FdIn), arg("offset", Offset), arg("whence", Value)],
+        replay: Replay::ByKind, order: Order::UnderFdLock, fd: FD, aux: [one("offset", Signed), one("whence", Enum(WHENCE))],
+    }
+    183 Fsync "fsync" Io { entries: &["fsync"], args: &[arg("fd", FdIn)], replay: Replay::ByKind, fd: FD }
+    184 Fdatasync "fdatasync" Io { entries: &["fdatasync"], args: &[arg("fd", FdIn)], replay: Replay::ByKind, fd: FD }
     // sockets
-    200 Bind "bind" Net,
-    201 Listen "listen" Net,
-    202 Connect "connect" Net,
-    203 Shutdown "shutdown" Net,
-    204 Getsockname "getsockname" Net,
-    205 Getpeername "getpeername" Net,
+    200 Bind "bind" Net {
+        entries: &["bind"], args: &[arg("fd", FdIn), arg("addr", Addr), arg("len", Count)],
+        replay: Replay::HandBack, fd: FD, aux: [one("addr_len", Unsigned), UNUSED],
+        payload: &[part("address", Shape::SockAddr, Len::Rest)],
+    }
+    201 Listen "listen" Net {
+        entries: &["listen"], args: &[arg("fd", FdIn), arg("backlog", Value)], replay: Replay::Reexecute, fd: FD,
+        aux: [one("backlog", Signed), UNUSED],
+    }
+    202 Connect "connect" Net {
+        entries: &["connect"], args: &[arg("fd", FdIn), arg("addr", Addr), arg("len", Count)],
+        replay: Replay::HandBack, fd: FD, aux: [one("addr_len", Unsigned), UNUSED],
+        payload: &[part("address", Shape::SockAddr, Len::Rest)],
+    }
+    203 Shutdown "shutdown" Net {
+        entries: &["shutdown"], args: &[arg("fd", FdIn), arg("how", Value)], replay: Replay::ByKind, fd: FD,
+        aux: [one("how", Enum(SHUTDOWN_HOW)), UNUSED],
+    }
+    204 Getsockname "getsockname" Net {
+        entries: &["getsockname"], args: &[arg("fd", FdIn), arg("addr", Addr), arg("len", Count)], fd: FD,
+        aux: [one("addr_len", Unsigned), UNUSED], payload: &[part("address", Shape::SockAddr, Len::Rest)],
+    }
+    205 Getpeername "getpeername" Net {
+        entries: &["getpeername"], args: &[arg("fd", FdIn), arg("addr", Addr), arg("len", Count)], fd: FD,
+        aux: [one("addr_len", Unsigned), UNUSED], payload: &[part("address", Shape::SockAddr, Len::Rest)],
+    }
     // readiness
-    220 Poll "poll" Poll,
-    221 Ppoll "ppoll" Poll,
-    222 Select "select" Poll,
-    223 Pselect "pselect" Poll,
-    224 EpollCtl "epoll_ctl" Poll,
-    225 EpollWait "epoll_wait" Poll,
-    226 EpollPwait "epoll_pwait" Poll,
+    220 Poll "poll" Poll {
+        entries: &["poll", "__poll_chk"], args: &[arg("fds", BufOut), arg("nfds", Count), arg("timeout", Time)],
+        aux: [one("nfds", Unsigned), one("timeout_ms", Signed)], payload: &[part("fds", Shape::PollFds, Len::Rest)],
+    }
+    221 Ppoll "ppoll" Poll {
+        entries: &["ppoll", "__ppoll_chk"],
+        args: &[arg("fds", BufOut), arg("nfds", Count), arg("timeout", Time), arg("sigmask", Value)],
+        aux: [one("nfds", Unsigned), one("timeout_ms", Signed)], payload: &[part("fds", Shape::PollFds, Len::Rest)],
+    }
+    222 Select "select" Poll {
+        entries: &["select"],
+        args: &[arg("nfds", Count), arg("readfds", BufOut), arg("writefds", BufOut), arg("exceptfds", BufOut), arg("timeout", Time)],
+        aux: [one("nfds", Unsigned), one("given", Flags(SELECT_PRESENT))], payload: &[part("sets", Shape::SelectSets, Len::Rest)],
+    }
+    223 Pselect "pselect" Poll {
+        entries: &["pselect"],
+        args: &[arg("nfds", Count), arg("readfds", BufOut), arg("writefds", BufOut), arg("exceptfds", BufOut), arg("timeout", Time), arg("sigmask", Value)],
+        aux: [one("nfds", Unsigned), one("given", Flags(SELECT_PRESENT))], payload: &[part("sets", Shape::SelectSets, Len::Rest)],
+    }
+    224 EpollCtl "epoll_ctl" Poll {
+        entries: &["epoll_ctl"], syscalls: &["epoll_ctl"],
+        args: &[arg("epfd", FdIn), arg("op", Value), arg("fd", FdIn), arg("event", BufIn)],
+        replay: Replay::Reexecute, fd: one("epfd", Fd),
+        aux: [halves(("op", Enum(EPOLL_OP)), ("fd", Fd)), one("events", Flags(EPOLL_EVENTS))],
+    }
+    225 EpollWait "epoll_wait" Poll {
+        entries: &["epoll_wait"], syscalls: &["epoll_wait"],
+        args: &[arg("epfd", FdIn), arg("events", BufOut), arg("maxevents", Count), arg("timeout", Time)],
+        fd: one("epfd", Fd), aux: [one("maxevents", Unsigned), one("timeout_ms", Signed)],
+        payload: &[part("ready", Shape::EpollEvents, Len::Rest)],
+    }
+    226 EpollPwait "epoll_pwait" Poll {
+        entries: &["epoll_pwait"],
+        args: &[arg("epfd", FdIn), arg("events", BufOut), arg("maxevents", Count), arg("timeout", Time), arg("sigmask", Value)],
+        fd: one("epfd", Fd), aux: [one("maxevents", Unsigned), one("timeout_ms", Signed)],
+        payload: &[part("ready", Shape::EpollEvents, Len::Rest)],
+    }
     // signals
-    240 Signal "signal" Signal,
-    241 Kill "kill" Signal,
-    242 Raise "raise" Signal,
-    243 PthreadKill "pthread_kill" Signal,
-    244 Sigprocmask "sigprocmask" Signal,
+    240 Signal "signal" Signal {
+        replay: Replay::Follow, aux: [one("signal", Signal), UNUSED], payload: &[part("siginfo", Shape::Siginfo, Len::Rest)],
+    }
+    241 Kill "kill" Signal { entries: &["kill"], args: &[arg("pid", Value), arg("sig", Value)], aux: SEND_TO }
+    242 Raise "raise" Signal { entries: &["raise"], args: &[arg("sig", Value)], aux: SEND_TO }
+    243 PthreadKill "pthread_kill" Signal { entries: &["pthread_kill"], args: &[arg("thread", Value), arg("sig", Value)], aux: SEND_TO }
+    244 Sigprocmask "sigprocmask" Signal {
+        entries: &["sigprocmask", "pthread_sigmask"], args: &[arg("how", Value), arg("set", BufIn), arg("oldset", BufOut)],
+        replay: Replay::Reexecute, aux: [one("how", Enum(SIGMASK_HOW)), UNUSED],
+    }
     // refusals and markers
-    250 IoUringSetup "io_uring_setup" Misc,
-    251 Unsupported "unsupported" Misc,
-    252 Lost "lost" Misc, // a number taken by a writer that died before writing its event
+    250 IoUringSetup "io_uring_setup" Misc { replay: Replay::Reexecute, aux: [one("syscall", Unsigned), UNUSED] }
+    251 Unsupported "unsupported" Misc { replay: Replay::Marker }
+    // A number taken by a writer that died before writing its event.
+    252 Lost "lost" Misc { replay: Replay::Marker }
 }
+
+/// Exported symbols of the shim that are not calls of their own: they set up what the calls
+/// need (handler wrapping, the generic `syscall(2)` router, `main`'s wrapper, `dlsym` lookups).
+pub const SUPPORT_ENTRIES: &[&str] = &["__libc_start_main", "dlsym", "sigaction", "signal", "syscall"];
 
 impl core::fmt::Display for Call {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

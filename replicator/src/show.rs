@@ -36,29 +36,12 @@ pub struct LogSummary {
 pub fn show(path: &Path, json: bool, out: &mut impl Write) -> Result<()> {
     for_each_event(path, |e| {
         if json {
-            writeln!(out, "{}", json_line(e))
+            writeln!(out, "{}", describe::json(e))
         } else {
             writeln!(out, "{}", describe::line(e))
         }
     })?;
     out.flush().map_err(Error::io("cannot write output"))
-}
-
-pub fn json_line(e: &Event) -> serde_json::Value {
-    let h = &e.header;
-    serde_json::json!({
-        "seq": h.seq,
-        "pid": h.pid,
-        "tid": h.tid,
-        "call": h.call().map_or("?", Call::name),
-        "result": h.result,
-        "errno": h.errno,
-        "len": h.payload_len,
-        "fd": h.fd,
-        "fd_kind": h.fd_kind().name(),
-        "digest": format!("{:016x}", h.digest),
-        "aux": h.aux,
-    })
 }
 
 #[derive(Default)]

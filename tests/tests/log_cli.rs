@@ -41,6 +41,45 @@ fn show_prints_every_event_and_json_has_the_fields() {
     assert_eq!(forks, 3);
 }
 
+/// The JSON view decodes each kind of field: paths, flags by name, socket addresses, signals.
+#[test]
+fn json_details_are_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = dir.path().join("kinds.tlog");
+    let script =
+        format!("trap 'echo caught' USR1; kill -USR1 $$; : > made.txt; exec 3<>/dev/tcp/127.0.0.1/{port}; echo hi >&3");
+    let out = tandem()
+        .current_dir(dir.path())
+        .args(["record", "--out"])
+        .arg(&log)
+        .args(["--", "bash", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json = show(&log, true);
+    assert!(json.status.success(), "{}", text(&json.stderr));
+    let lines: Vec<serde_json::Value> =
+        text(&json.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let find = |call: &str, matches: &dyn Fn(&serde_json::Value) -> bool| {
+        lines.iter().any(|l| l["call"] == call && matches(&l["details"]))
+    };
+    assert!(
+        find("open", &|d| d["path"] == "made.txt" && d["flags"] == "O_WRONLY|O_CREAT|O_TRUNC"),
+        "no decoded open of made.txt"
+    );
+    let address = format!("127.0.0.1:{port}");
+    assert!(find("connect", &|d| d["address"] == address.as_str()), "no connect to {address}");
+    assert!(find("kill", &|d| d["signal"] == "SIGUSR1"), "no kill naming SIGUSR1");
+    assert!(find("signal", &|d| d["signal"] == "SIGUSR1" && d["siginfo"]["signo"] == "SIGUSR1"), "no delivery");
+    assert!(find("socket", &|d| d["domain"] == "AF_INET"), "no socket naming AF_INET");
+    // The text view shows the same decoded fields.
+    let plain = text(&show(&log, false).stdout);
+    assert!(plain.contains(&format!("address={address}")), "{plain}");
+    assert!(plain.contains("path=\"made.txt\""), "{plain}");
+}
+
 #[test]
 fn stats_counts_calls_threads_processes() {
     let dir = tempfile::tempdir().unwrap();
