@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks that BENCHMARKS.md reports. Each figure is measured against native in the same run.
 #   scripts/bench.sh calls   added cost per intercepted call (clock_gettime, mutex lock/unlock)
+#   scripts/bench.sh instructions  the shim's instructions per call (callgrind; part of `calls`)
 #   scripts/bench.sh redis   redis-benchmark SET throughput under `tandem record` vs native
 #   scripts/bench.sh drain   events per second the agent sustains from one busy thread
 #   scripts/bench.sh replay  wall time of replaying a recorded redis-server run, against the run
@@ -61,11 +62,12 @@ instructions() {
     }
     echo "Instructions per iteration, callgrind, 100000 iterations"
     printf '%-16s %10s %10s %10s\n' workload native tandem added
-    for w in 0 1; do
-        base=$(count $w native); empty=$(count 2 native)
-        withs=$(count $w tandem); emptys=$(count 2 tandem)
+    local names=(clock_gettime mutex_pair "" write_devnull read_devzero)
+    empty=$(count 2 native); emptys=$(count 2 tandem)
+    for w in 0 1 3 4; do
+        base=$(count $w native); withs=$(count $w tandem)
         n=$(( (base - empty) / 100000 )); t=$(( (withs - emptys) / 100000 ))
-        printf '%-16s %10d %10d %10d\n' "$([ $w = 0 ] && echo clock_gettime || echo mutex_pair)" $n $t $((t - n))
+        printf '%-16s %10d %10d %10d\n' "${names[$w]}" $n $t $((t - n))
     done
 }
 
@@ -280,6 +282,7 @@ coordinator() {
 
 case "${1:-all}" in
     calls) calls ;;
+    instructions) instructions ;;
     redis) redis ;;
     drain) drain ;;
     replay) replay ;;
@@ -288,5 +291,5 @@ case "${1:-all}" in
     stream) stream ;;
     coordinator) coordinator ;;
     all) calls; echo; redis; echo; drain; echo; replay; echo; handoff; echo; live; echo; stream; echo; coordinator ;;
-    *) echo "usage: scripts/bench.sh [calls|redis|drain|replay|handoff|live|stream|coordinator]" >&2; exit 2 ;;
+    *) echo "usage: scripts/bench.sh [calls|instructions|redis|drain|replay|handoff|live|stream|coordinator]" >&2; exit 2 ;;
 esac
