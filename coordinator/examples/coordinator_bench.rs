@@ -5,9 +5,10 @@
 //!
 //! (scripts/bench.sh coordinator starts three members on loopback and runs this.)
 
+use coordinator::api::{Mode, Request, WriteRequest};
 use coordinator::client::Client;
 use coordinator::http::Transport;
-use coordinator::model::{Command, Mode};
+use eventlog::{Epoch, IncarnationToken};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,15 +19,14 @@ const RENEWERS: usize = 16;
 const RUN: Duration = Duration::from_secs(5);
 const LAPSES: usize = 10;
 
-fn register(group: &str, member: &str, token: Option<String>) -> Command {
-    Command::Register {
+fn register(group: &str, member: &str, token: Option<IncarnationToken>) -> Request {
+    Request::Register {
         group: group.into(),
         member: member.into(),
         address: format!("{member}.example:7400"),
         primary: token.is_none(),
         mode: Some(Mode::Sync),
         token,
-        new_incarnation: String::new(),
     }
 }
 
@@ -47,10 +47,10 @@ async fn write_run(members: &[String], writers: usize) -> Vec<Duration> {
             let mut held = 0;
             while !stop.load(Ordering::Relaxed) {
                 held += 1;
-                let report = Command::Report {
+                let report = Request::Report {
                     group: "bench".into(),
                     member: "p".into(),
-                    epoch: 1,
+                    epoch: Epoch::FIRST,
                     held,
                     released: held,
                     diverged: false,
@@ -82,10 +82,10 @@ async fn main() {
     // The bench group's primary keeps its lease all along, as a real one does.
     let _lease = client.clone().keep_lease("bench".into(), "p".into(), g.epoch, Duration::from_millis(100), timeout);
 
-    let size = serde_json::to_vec(&coordinator::model::Request {
-        id: "0123456789abcdef0123456789abcdef".into(),
-        command: Command::Failover { group: "bench".into(), to: Some("backup-1".into()) },
-    })
+    let size = serde_json::to_vec(&WriteRequest::new(
+        "0123456789abcdef0123456789abcdef".into(),
+        Request::Failover { group: "bench".into(), to: Some("backup-1".into()) },
+    ))
     .map_or(0, |v| v.len());
     println!(
         "writes of {size}-byte requests (the size of a failover request), over {} members, {RUN:?} each:",
@@ -111,7 +111,7 @@ async fn main() {
         let (client, stop, count) = (client.clone(), stop.clone(), count.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                if client.renew("bench", "p", 1).await.is_ok_and(|r| r.primary) {
+                if client.renew("bench", "p", Epoch::FIRST).await.is_ok_and(|r| r.primary) {
                     count.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -133,8 +133,8 @@ async fn main() {
     for k in 0..LAPSES {
         let name = format!("lapse{k}");
         let g = client.write(register(&name, "p", None)).await.expect("register");
-        client.write(register(&name, "b", Some(g.incarnation.clone()))).await.expect("register backup");
-        let report = Command::Report {
+        client.write(register(&name, "b", Some(g.incarnation))).await.expect("register backup");
+        let report = Request::Report {
             group: name.clone(),
             member: "b".into(),
             epoch: g.epoch,

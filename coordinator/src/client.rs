@@ -2,11 +2,11 @@
 //! that does not answer is skipped for the next; a write is retried under its request id, so it
 //! runs once however many times it is sent.
 
+use crate::api::{Group, Problem, Refusal, Refused, Renewal, Renewed, Request, WriteRequest};
 use crate::http::{exchange, Transport};
 use crate::membership::Status;
-use crate::model::{Command, Group, Refusal, Request};
-use crate::server::{Renewal, Renewed};
 use bytes::Bytes;
+use eventlog::Epoch;
 use hyper::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +26,9 @@ pub enum ClientError {
     /// The coordinator's incarnation this client knew is gone (the message names both).
     #[error("{0}")]
     IncarnationLost(String),
+    /// The member does not know the request's version or op (an older build).
+    #[error("the coordinator cannot serve this request: {0}")]
+    Unsupported(String),
     #[error("the coordinator answered {0}")]
     BadReply(String),
 }
@@ -44,9 +47,9 @@ pub struct Client {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lease {
     /// Renewed; the caller is primary of this epoch.
-    Held { epoch: u64 },
+    Held { epoch: Epoch },
     /// The group moved on to this epoch: the caller is primary no more.
-    Lost { epoch: u64 },
+    Lost { epoch: Epoch },
 }
 
 /// A fresh request id: random where the kernel gives randomness, else time and pid.
@@ -82,18 +85,21 @@ impl Client {
                     return serde_json::from_slice(&reply).map_err(|e| ClientError::BadReply(e.to_string()));
                 }
                 Ok((StatusCode::CONFLICT, reply)) => {
-                    let v: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
-                    return match serde_json::from_value::<Refusal>(v["error"].clone()) {
-                        Ok(refusal) => Err(ClientError::Refused(refusal)),
+                    return match serde_json::from_slice::<Refused>(&reply) {
+                        Ok(refused) => Err(ClientError::Refused(refused.error)),
                         Err(_) => Err(ClientError::BadReply(String::from_utf8_lossy(&reply).into_owned())),
                     };
                 }
                 Ok((StatusCode::GONE, reply)) => {
-                    let v: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
-                    return Err(ClientError::IncarnationLost(v["message"].as_str().unwrap_or_default().to_string()));
+                    let message = serde_json::from_slice::<Problem>(&reply)
+                        .map_or_else(|_| String::from_utf8_lossy(&reply).into_owned(), |p| p.message);
+                    return Err(ClientError::IncarnationLost(message));
                 }
                 Ok((status, reply)) if status.is_client_error() => {
-                    return Err(ClientError::BadReply(format!("{status}: {}", String::from_utf8_lossy(&reply))))
+                    return Err(match serde_json::from_slice::<Problem>(&reply) {
+                        Ok(p) if p.error == "unsupported_request" => ClientError::Unsupported(p.message),
+                        _ => ClientError::BadReply(format!("{status}: {}", String::from_utf8_lossy(&reply))),
+                    });
                 }
                 Ok((status, reply)) => format!("{addr}: {status}: {}", String::from_utf8_lossy(&reply)),
                 Err(e) => e.to_string(),
@@ -120,14 +126,14 @@ impl Client {
         }
     }
 
-    /// Proposes `command` (under a new request id, kept across retries).
-    pub async fn write(&self, command: Command) -> Result<Group, ClientError> {
-        self.write_as(&request_id(), command).await
+    /// Sends `request` (under a new request id, kept across retries).
+    pub async fn write(&self, request: Request) -> Result<Group, ClientError> {
+        self.write_as(&request_id(), request).await
     }
 
-    /// Proposes `command` under the caller's request id: sent again, it runs once.
-    pub async fn write_as(&self, id: &str, command: Command) -> Result<Group, ClientError> {
-        let req = Request { id: id.to_string(), command };
+    /// Sends `request` under the caller's request id: sent again, it runs once.
+    pub async fn write_as(&self, id: &str, request: Request) -> Result<Group, ClientError> {
+        let req = WriteRequest::new(id.to_string(), request);
         let body = serde_json::to_vec(&req).map_err(|e| ClientError::BadReply(e.to_string()))?;
         self.call(Method::POST, "/v1/write", body.into()).await
     }
@@ -136,7 +142,7 @@ impl Client {
         self.call(Method::GET, &format!("/v1/groups/{name}"), Bytes::new()).await
     }
 
-    pub async fn renew(&self, group: &str, member: &str, epoch: u64) -> Result<Renewed, ClientError> {
+    pub async fn renew(&self, group: &str, member: &str, epoch: Epoch) -> Result<Renewed, ClientError> {
         let r = Renewal { group: group.to_string(), member: member.to_string(), epoch };
         let body = serde_json::to_vec(&r).map_err(|e| ClientError::BadReply(e.to_string()))?;
         self.call(Method::POST, "/v1/lease", body.into()).await
@@ -150,7 +156,7 @@ impl Client {
         self: Arc<Self>,
         group: String,
         member: String,
-        epoch: u64,
+        epoch: Epoch,
         period: Duration,
         mut expire_after: Duration,
     ) -> watch::Receiver<Lease> {
@@ -179,7 +185,7 @@ impl Client {
                     Err(_) => tracing::warn!(group, "no renewal of the lease was confirmed within {expire_after:?}"),
                 }
                 if confirmed.elapsed() >= expire_after {
-                    let _ = tx.send(Lease::Lost { epoch: epoch + 1 });
+                    let _ = tx.send(Lease::Lost { epoch: epoch.next() });
                     return;
                 }
                 if tx.is_closed() {

@@ -194,5 +194,5 @@ pub fn raw_reply(status: StatusCode, body: Bytes) -> hyper::Response<Full<Bytes>
 
 /// A one-line error for the caller, as `{"error": kind, "message": text}`.
 pub fn error_reply(status: StatusCode, kind: &str, message: &str) -> hyper::Response<Full<Bytes>> {
-    json_reply(status, &serde_json::json!({ "error": kind, "message": message }))
+    json_reply(status, &crate::api::Problem { error: kind.to_string(), message: message.to_string() })
 }

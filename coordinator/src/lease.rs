@@ -2,6 +2,7 @@
 //! Only the lapse goes through Raft. A leader that takes over does not know when the primaries
 //! last renewed with its predecessor, so it gives each a full timeout from its own start.
 
+use eventlog::Epoch;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 pub struct Leases {
     timeout: Duration,
     /// Per group: the epoch the lease is for, and when it lapses.
-    deadlines: Mutex<BTreeMap<String, (u64, Instant)>>,
+    deadlines: Mutex<BTreeMap<String, (Epoch, Instant)>>,
 }
 
 impl Leases {
@@ -22,15 +23,15 @@ impl Leases {
         self.timeout
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (u64, Instant)>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Epoch, Instant)>> {
         self.deadlines.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn renew(&self, group: &str, epoch: u64) {
+    pub fn renew(&self, group: &str, epoch: Epoch) {
         self.renew_at(group, epoch, Instant::now());
     }
 
-    fn renew_at(&self, group: &str, epoch: u64, now: Instant) {
+    fn renew_at(&self, group: &str, epoch: Epoch, now: Instant) {
         self.map().insert(group.to_string(), (epoch, now + self.timeout));
     }
 
@@ -44,11 +45,11 @@ impl Leases {
 
     /// The groups (with the epoch) whose primary let its lease lapse, among `groups` (each group
     /// that has a primary, with its epoch). A primary not seen before gets a full timeout.
-    pub fn lapsed(&self, groups: &[(String, u64)]) -> Vec<(String, u64)> {
+    pub fn lapsed(&self, groups: &[(String, Epoch)]) -> Vec<(String, Epoch)> {
         self.lapsed_at(groups, Instant::now())
     }
 
-    fn lapsed_at(&self, groups: &[(String, u64)], now: Instant) -> Vec<(String, u64)> {
+    fn lapsed_at(&self, groups: &[(String, Epoch)], now: Instant) -> Vec<(String, Epoch)> {
         let mut map = self.map();
         map.retain(|name, _| groups.iter().any(|(g, _)| g == name));
         let mut out = Vec::new();
@@ -76,9 +77,9 @@ mod tests {
     fn a_renewed_lease_holds_and_a_silent_one_lapses_after_the_timeout() {
         let leases = Leases::new(T);
         let t0 = Instant::now();
-        let groups = vec![("g".to_string(), 3)];
+        let groups = vec![("g".to_string(), Epoch(3))];
         assert!(leases.lapsed_at(&groups, t0).is_empty(), "a primary first seen gets a full timeout");
-        leases.renew_at("g", 3, t0 + Duration::from_millis(400));
+        leases.renew_at("g", Epoch(3), t0 + Duration::from_millis(400));
         assert!(leases.lapsed_at(&groups, t0 + Duration::from_millis(800)).is_empty());
         assert_eq!(leases.lapsed_at(&groups, t0 + Duration::from_millis(900)), groups);
         // Not asked again at once.
@@ -89,9 +90,9 @@ mod tests {
     fn a_new_epoch_starts_a_new_lease() {
         let leases = Leases::new(T);
         let t0 = Instant::now();
-        leases.lapsed_at(&[("g".to_string(), 1)], t0);
+        leases.lapsed_at(&[("g".to_string(), Epoch(1))], t0);
         let later = t0 + Duration::from_millis(600);
-        assert!(leases.lapsed_at(&[("g".to_string(), 2)], later).is_empty());
-        assert_eq!(leases.lapsed_at(&[("g".to_string(), 2)], later + T), vec![("g".to_string(), 2)]);
+        assert!(leases.lapsed_at(&[("g".to_string(), Epoch(2))], later).is_empty());
+        assert_eq!(leases.lapsed_at(&[("g".to_string(), Epoch(2))], later + T), vec![("g".to_string(), Epoch(2))]);
     }
 }

@@ -1,6 +1,7 @@
 //! tandem's coordinator: says which member of each replica group is primary, in which epoch and
 //! of which incarnation, and keeps that on a Raft cluster (one member by default).
 
+pub mod api;
 pub mod client;
 pub mod http;
 pub mod lease;

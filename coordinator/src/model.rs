@@ -2,6 +2,7 @@
 //! commands in the order Raft agreed and reaches the same state. Anything nondeterministic (a new
 //! incarnation token, the time) is chosen by the member that proposes a command and carried in it.
 
+use eventlog::{Epoch, IncarnationToken};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -17,6 +18,15 @@ pub enum Mode {
     Sync,
     /// Outputs leave at once: a failover lands on the most up-to-date backup.
     Async,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Sync => "sync",
+            Mode::Async => "async",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,9 +45,9 @@ pub struct Member {
 pub struct Group {
     /// Names this group's history; a member holding another group's or an older token holds
     /// state from a history that no longer exists.
-    pub incarnation: String,
+    pub incarnation: IncarnationToken,
     /// Grows by one at every change of primary; frames and acks of older epochs are refused.
-    pub epoch: u64,
+    pub epoch: Epoch,
     pub primary: Option<String>,
     pub mode: Mode,
     /// Highest seq the primary released output for (reported by it): a sync-mode failover needs
@@ -55,7 +65,8 @@ pub enum Command {
     /// A member joins (or rejoins) a group: as its primary (`primary`, which creates the group
     /// with `mode`), or as a backup. `token` is the incarnation it holds (none for a new or wiped
     /// state dir); `new_incarnation` names the group if this creates it (the member that proposes
-    /// the command chooses it).
+    /// the command chooses it). `token` stays the text the member presented: older builds logged
+    /// whatever callers sent, and their entries must still read.
     Register {
         group: String,
         member: String,
@@ -67,14 +78,14 @@ pub enum Command {
         #[serde(default)]
         token: Option<String>,
         #[serde(default)]
-        new_incarnation: String,
+        new_incarnation: IncarnationToken,
     },
     /// A member's position: a backup's durable seq, or the primary's recorded and released seqs.
-    Report { group: String, member: String, epoch: u64, held: u64, released: u64, diverged: bool },
+    Report { group: String, member: String, epoch: Epoch, held: u64, released: u64, diverged: bool },
     /// Names a new primary: `to`, or the most up-to-date eligible backup.
     Failover { group: String, to: Option<String> },
     /// The primary of `epoch` let its lease lapse (proposed by the leader that saw it).
-    LeaseExpired { group: String, epoch: u64 },
+    LeaseExpired { group: String, epoch: Epoch },
 }
 
 impl Command {
@@ -104,17 +115,25 @@ pub enum Refusal {
     #[error("{member} is not a member of group {group}")]
     NoMember { group: String, member: String },
     #[error("{member} holds incarnation {held} but group {group} is incarnation {current}: its state is from a history that no longer exists; wipe its state dir to rejoin by full catch-up")]
-    StaleIncarnation { group: String, member: String, held: String, current: String },
+    StaleIncarnation { group: String, member: String, held: String, current: IncarnationToken },
     #[error("{member} reports epoch {reported} but group {group} is at epoch {current}")]
-    StaleEpoch { group: String, member: String, reported: u64, current: u64 },
+    StaleEpoch { group: String, member: String, reported: Epoch, current: Epoch },
     #[error("{member} cannot be promoted in group {group}: {why}")]
     NotEligible { group: String, member: String, why: String },
     #[error("group {group} has no backup that may be promoted (each is diverged, catching up, or behind what the primary released)")]
     NoEligible { group: String },
     #[error("group {group} registered mode {current}; {member} asked for {asked}")]
     ModeMismatch { group: String, member: String, current: String, asked: String },
-    #[error("{member} cannot be primary of group {group}: its primary is {primary:?} in epoch {epoch}; start {member} as a backup")]
-    NotPrimary { group: String, member: String, primary: Option<String>, epoch: u64 },
+    #[error("{member} cannot be primary of group {group}: {}; start {member} as a backup", who_is_primary(.primary, .epoch))]
+    NotPrimary { group: String, member: String, primary: Option<String>, epoch: Epoch },
+}
+
+/// How a refusal names a group's primary.
+fn who_is_primary(primary: &Option<String>, epoch: &Epoch) -> String {
+    match primary {
+        Some(p) => format!("its primary is {p} in epoch {epoch}"),
+        None => format!("it has no primary in epoch {epoch} (the group is stalled)"),
+    }
 }
 
 /// The result of a command: the group as it stands after it, or why it changed nothing.
@@ -153,7 +172,7 @@ impl State {
     fn execute(&mut self, cmd: &Command) -> Outcome {
         match cmd {
             Command::Register { group, member, address, primary, mode, token, new_incarnation } => {
-                self.register(group, member, address, *primary, *mode, token.as_deref(), new_incarnation)
+                self.register(group, member, address, *primary, *mode, token.as_deref(), *new_incarnation)
             }
             Command::Report { group, member, epoch, held, released, diverged } => {
                 let g = self.group_mut(group)?;
@@ -204,7 +223,7 @@ impl State {
         as_primary: bool,
         mode: Option<Mode>,
         token: Option<&str>,
-        new_incarnation: &str,
+        new_incarnation: IncarnationToken,
     ) -> Outcome {
         if !self.groups.contains_key(group) {
             if !as_primary {
@@ -213,8 +232,8 @@ impl State {
             self.groups.insert(
                 group.to_string(),
                 Group {
-                    incarnation: new_incarnation.to_string(),
-                    epoch: 1,
+                    incarnation: new_incarnation,
+                    epoch: Epoch::FIRST,
                     primary: Some(member.to_string()),
                     mode: mode.unwrap_or(Mode::Sync),
                     released: 0,
@@ -225,12 +244,14 @@ impl State {
         }
         let g = self.group_mut(group)?;
         if let Some(held) = token {
-            if held != g.incarnation {
+            // Compared as text, as every build before did: members of two builds replaying the
+            // same entry must reach the same outcome.
+            if held != g.incarnation.to_string() {
                 return Err(Refusal::StaleIncarnation {
                     group: group.to_string(),
                     member: member.to_string(),
                     held: held.to_string(),
-                    current: g.incarnation.clone(),
+                    current: g.incarnation,
                 });
             }
         }
@@ -238,8 +259,8 @@ impl State {
             return Err(Refusal::ModeMismatch {
                 group: group.to_string(),
                 member: member.to_string(),
-                current: format!("{:?}", g.mode).to_lowercase(),
-                asked: format!("{mode:?}").to_lowercase(),
+                current: g.mode.to_string(),
+                asked: mode.to_string(),
             });
         }
         if as_primary && g.primary.as_deref() != Some(member) {
@@ -315,7 +336,7 @@ impl State {
             return Err(Refusal::NoEligible { group: group.to_string() });
         }
         // The old primary's epoch is over: it may release nothing more.
-        g.epoch += 1;
+        g.epoch = g.epoch.next();
         if let Some(old) = &old {
             g.members.remove(old);
         }

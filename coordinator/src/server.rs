@@ -1,8 +1,9 @@
 //! One coordinator member: its Raft node, the HTTP/JSON API (the same on every member), and the
 //! leader-local leases.
 //!
-//! API (JSON bodies; every write carries a client-generated request `id`):
-//! - `POST /v1/write` `{"id", "command": {"op": "register" | "report" | "failover", ...}}`
+//! API (JSON bodies, types in `api`; every write carries a client-generated request `id`):
+//! - `POST /v1/write` `{"version": 1, "id", "request": {"op": "register" | "report" | "failover", ...}}`
+//!   (without `version`: the older `{"id", "command": {"op", ...}}`)
 //! - `POST /v1/lease` `{"group", "member", "epoch"}`: renews the primary's lease
 //! - `GET /v1/groups`, `GET /v1/groups/NAME`: linearizable reads
 //! - `GET /v1/status`: this member's view of the cluster
@@ -11,6 +12,7 @@
 //! callers never need to find the leader. A caller that names the incarnation it knows
 //! (`x-tandem-incarnation`) is told when that incarnation was lost instead of being served.
 
+use crate::api::{self, Renewal, Renewed};
 use crate::http::{error_reply, exchange, get_json, json_reply, raw_reply, Transport, INCARNATION_HEADER};
 use crate::lease::Leases;
 use crate::membership::{self, Join, Status};
@@ -18,12 +20,13 @@ use crate::model::{Command, Group, Request};
 use crate::raft::{Network, NodeId, Raft, SpeaksFor, APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::store::{Identity, StateMachine, Store, StoreError};
 use bytes::Bytes;
+use eventlog::Epoch;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, StatusCode};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -84,25 +87,6 @@ pub struct Member {
     ended: Mutex<Option<ServeError>>,
     ending: tokio::sync::Notify,
     leases: Leases,
-}
-
-/// The body of `POST /v1/lease`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Renewal {
-    pub group: String,
-    pub member: String,
-    pub epoch: u64,
-}
-
-/// The reply to a renewal: whether the caller is still primary, and of which epoch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Renewed {
-    pub primary: bool,
-    pub epoch: u64,
-    /// The coordinator's lease timeout: a primary must stop before this long after a renewal it
-    /// sent, or another may be named while it still acts.
-    #[serde(default)]
-    pub timeout_ms: u64,
 }
 
 fn raft_config() -> openraft::Config {
@@ -289,8 +273,10 @@ impl Member {
                     Ok(false)
                 }
                 Join::Wait { silent } => {
+                    let silent: Vec<String> = silent.iter().map(NodeId::to_string).collect();
                     self.set_trouble(Some(format!(
-                        "this member holds no state yet and members {silent:?} do not answer"
+                        "this member holds no state yet and members {} do not answer",
+                        silent.join(", ")
                     )));
                     Ok(false)
                 }
@@ -446,20 +432,26 @@ impl Member {
             (&Method::POST, SNAPSHOT_PATH) => {
                 self.raft_rpc(&body, |raft, rpc| async move { raft.install_snapshot(rpc).await }).await
             }
-            (&Method::POST, "/v1/write") => match serde_json::from_slice::<Request>(&body) {
-                Ok(req) => self.write(req, &path, body).await,
-                Err(e) => error_reply(StatusCode::BAD_REQUEST, "bad_request", &format!("not a write request: {e}")),
+            (&Method::POST, "/v1/write") => match api::parse_write(&body) {
+                Ok(write) => self.write(write, &path, body).await,
+                Err(e) => error_reply(StatusCode::BAD_REQUEST, e.kind(), &e.to_string()),
             },
             (&Method::POST, "/v1/lease") => match serde_json::from_slice::<Renewal>(&body) {
                 Ok(r) => self.renew(r, &path, body).await,
                 Err(e) => error_reply(StatusCode::BAD_REQUEST, "bad_request", &format!("not a lease renewal: {e}")),
             },
             (&Method::GET, "/v1/status") => json_reply(StatusCode::OK, &self.status()),
-            (&Method::GET, "/v1/groups") => self.read(&path, |groups| serde_json::to_value(groups)).await,
+            (&Method::GET, "/v1/groups") => {
+                self.read(&path, |groups| {
+                    let shown: BTreeMap<&String, api::Group> = groups.iter().map(|(n, g)| (n, g.into())).collect();
+                    serde_json::to_value(shown)
+                })
+                .await
+            }
             (&Method::GET, p) if p.starts_with("/v1/groups/") => {
                 let name = p["/v1/groups/".len()..].to_string();
                 self.read(&path, move |groups| match groups.get(&name) {
-                    Some(g) => serde_json::to_value(g),
+                    Some(g) => serde_json::to_value(api::Group::from(g)),
                     None => Ok(serde_json::Value::Null),
                 })
                 .await
@@ -479,8 +471,9 @@ impl Member {
         if path.starts_with("/raft/") {
             if theirs != Some(ours.as_str()) || ours.is_empty() {
                 let why = format!(
-                    "Raft message of incarnation {} refused: this member holds {ours:?}",
-                    theirs.unwrap_or("none")
+                    "Raft message of incarnation {} refused: this member holds {}",
+                    theirs.unwrap_or("none"),
+                    if ours.is_empty() { "none yet" } else { ours.as_str() }
                 );
                 return Some(error_reply(StatusCode::CONFLICT, "incarnation", &why));
             }
@@ -542,16 +535,13 @@ impl Member {
         }
     }
 
-    /// Proposes a write through Raft and replies once this member applied it.
-    async fn write(&self, mut req: Request, path: &str, body: Bytes) -> hyper::Response<Full<Bytes>> {
-        if let Command::Register { new_incarnation, .. } = &mut req.command {
-            if new_incarnation.is_empty() {
-                match random_token() {
-                    Ok(token) => *new_incarnation = token,
-                    Err(e) => return error_reply(StatusCode::INTERNAL_SERVER_ERROR, "random", &e.to_string()),
-                }
-            }
-        }
+    /// Proposes a write through Raft and replies once this member applied it. A follower passes
+    /// the caller's own body to the leader, which reads it in whatever version it came.
+    async fn write(&self, write: api::Write, path: &str, body: Bytes) -> hyper::Response<Full<Bytes>> {
+        let req = match write.into_entry(eventlog::IncarnationToken::random) {
+            Ok(req) => req,
+            Err(e) => return error_reply(StatusCode::INTERNAL_SERVER_ERROR, "random", &e.to_string()),
+        };
         let Ok(written) = tokio::time::timeout(QUORUM_WAIT, self.raft.client_write(req)).await else {
             return error_reply(StatusCode::SERVICE_UNAVAILABLE, "no_quorum", &no_quorum());
         };
@@ -630,7 +620,7 @@ impl Member {
             if !leader {
                 continue;
             }
-            let groups: Vec<(String, u64)> = self.groups(|gs| {
+            let groups: Vec<(String, Epoch)> = self.groups(|gs| {
                 gs.iter().filter(|(_, g)| g.primary.is_some()).map(|(n, g)| (n.clone(), g.epoch)).collect()
             });
             for (group, epoch) in self.leases.lapsed(&groups) {
@@ -638,8 +628,8 @@ impl Member {
                 let id = format!("lease-lapsed/{group}/{epoch}");
                 let req = Request { id, command: Command::LeaseExpired { group: group.clone(), epoch } };
                 match self.raft.client_write(req).await {
-                    Ok(_) => tracing::warn!(group, epoch, "the primary's lease lapsed: epoch ended"),
-                    Err(e) => tracing::warn!(group, epoch, "could not end a lapsed epoch: {e}"),
+                    Ok(_) => tracing::warn!(group, epoch = epoch.0, "the primary's lease lapsed: epoch ended"),
+                    Err(e) => tracing::warn!(group, epoch = epoch.0, "could not end a lapsed epoch: {e}"),
                 }
             }
         }
@@ -681,9 +671,9 @@ where
 /// A write's outcome as the reply: the group (200) or why nothing changed (409).
 fn outcome_reply(outcome: Option<crate::model::Outcome>) -> hyper::Response<Full<Bytes>> {
     match outcome {
-        Some(Ok(group)) => json_reply(StatusCode::OK, &group),
+        Some(Ok(group)) => json_reply(StatusCode::OK, &api::Group::from(&group)),
         Some(Err(refusal)) => {
-            json_reply(StatusCode::CONFLICT, &serde_json::json!({ "error": refusal, "message": refusal.to_string() }))
+            json_reply(StatusCode::CONFLICT, &api::Refused { message: refusal.to_string(), error: refusal })
         }
         None => error_reply(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the write had no outcome"),
     }

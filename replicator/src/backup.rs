@@ -265,13 +265,13 @@ impl Network {
                 let registered = steering
                     .register_when_ready(self.dir.path.display().to_string(), held)
                     .await
-                    .and_then(|g| Ok((crate::steer::token(&g)?, g)));
+                    .map(|g| (g.incarnation, g));
                 match registered {
                     Ok((token, g)) => {
-                        tracing::info!(group = steering.group, epoch = g.epoch, primary = ?g.primary, "registered with the coordinator");
+                        tracing::info!(group = steering.group, epoch = g.epoch.0, primary = ?g.primary, "registered with the coordinator");
                         // The primary must speak for the group's incarnation and epoch.
                         session.standing.incarnation = token;
-                        session.standing.epoch = session.standing.epoch.max(g.epoch);
+                        session.standing.epoch = session.standing.epoch.max(g.epoch.0);
                         if !self.witness {
                             let held = self.held.clone();
                             steering.report(g.epoch, move || (held.load(Ordering::Relaxed), 0));

@@ -13,15 +13,15 @@ use crate::launch::Launch;
 use crate::net::{self, read_frame, write_frame};
 use crate::recorder::{self, Recording, Tap};
 use crate::statedir::{random, Membership, StateDir};
-use crate::steer::{self, Steering};
+use crate::steer::Steering;
 use crate::wire::frame::{Body, Frame};
 use crate::wire::session::{group_ack, PrimarySession, Standing};
 use bytes::Bytes;
+use coordinator::api::Mode;
 use coordinator::client::Lease;
-use coordinator::model::Mode;
 use eventlog::logfile::{pack_events, Launch as LaunchRecord, PACK_MIN};
 use eventlog::ring::{Geometry, SharedRegion};
-use eventlog::IncarnationToken;
+use eventlog::{Epoch, IncarnationToken};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -267,7 +267,7 @@ pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
                     opts.group, g.epoch
                 )));
             }
-            Membership { incarnation: steer::token(&g)?, epoch: g.epoch, handle: 0 }
+            Membership { incarnation: g.incarnation, epoch: g.epoch.0, handle: 0 }
         }
         // Every run of the program is a new incarnation of the group: backups of an earlier
         // run cannot resume into this one.
@@ -297,7 +297,7 @@ pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
     });
     if let Some(steering) = &steering {
         let _guard = runtime.enter();
-        let epoch = membership.epoch;
+        let epoch = Epoch(membership.epoch);
         let h = hub.clone();
         steering.report(epoch, move || (*h.written.borrow(), *h.released.borrow()));
         let mut lease = steering.keep_lease(epoch);
@@ -307,8 +307,8 @@ pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
                 if let Lease::Lost { epoch: now } = *lease.borrow() {
                     h.fence();
                     tracing::error!(
-                        epoch,
-                        now,
+                        epoch = epoch.0,
+                        now = now.0,
                         "the coordinator ended this primary's epoch: its output is held for good"
                     );
                     return;

@@ -6,11 +6,10 @@
 use crate::certs::{Identity, CLUSTER_NAME};
 use crate::control;
 use crate::error::{Error, Result};
-use crate::statedir::unhex;
+use coordinator::api::{Group, Mode, Refusal, Request};
 use coordinator::client::{Client, ClientError, Lease};
 use coordinator::http::Transport;
-use coordinator::model::{Command, Group, Mode, Refusal};
-use eventlog::IncarnationToken;
+use eventlog::{Epoch, IncarnationToken};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -40,12 +39,6 @@ fn registration_error(e: ClientError) -> Error {
         ClientError::Refused(r) => Error::Setup(r.to_string()),
         e => Error::Setup(format!("coordinator: {e}")),
     }
-}
-
-pub fn token(group: &Group) -> Result<IncarnationToken> {
-    unhex::<16>(&group.incarnation)
-        .map(IncarnationToken)
-        .ok_or_else(|| Error::Setup(format!("the coordinator's token {:?} is not a tandem token", group.incarnation)))
 }
 
 /// How to reach the coordinator's members at `addresses`: over HTTPS with this agent's
@@ -94,22 +87,21 @@ impl Steering {
         self.client.write(self.registration(address, mode, held)).await.map_err(registration_error)
     }
 
-    fn registration(&self, address: String, mode: Option<Mode>, held: Option<IncarnationToken>) -> Command {
-        Command::Register {
+    fn registration(&self, address: String, mode: Option<Mode>, held: Option<IncarnationToken>) -> Request {
+        Request::Register {
             group: self.group.clone(),
             member: self.member.clone(),
             address,
             primary: mode.is_some(),
             mode,
-            token: held.filter(|t| !t.is_none()).map(|t| t.to_string()),
-            new_incarnation: String::new(),
+            token: held.filter(|t| !t.is_none()),
         }
     }
 
     /// Reports `position()`: (held, released) every REPORT_EVERY while `epoch` lasts. A backup
     /// holds what it synced; the primary holds what it recorded and released output for what its
     /// backups acknowledged.
-    pub fn report(&self, epoch: u64, position: impl Fn() -> (u64, u64) + Send + 'static) {
+    pub fn report(&self, epoch: Epoch, position: impl Fn() -> (u64, u64) + Send + 'static) {
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(REPORT_EVERY);
@@ -120,7 +112,7 @@ impl Steering {
                 if now == last {
                     continue;
                 }
-                let command = Command::Report {
+                let report = Request::Report {
                     group: me.group.clone(),
                     member: me.member.clone(),
                     epoch,
@@ -128,7 +120,7 @@ impl Steering {
                     released: now.1,
                     diverged: false,
                 };
-                match me.client.write(command).await {
+                match me.client.write(report).await {
                     Ok(_) => last = now,
                     Err(ClientError::Refused(Refusal::StaleEpoch { .. } | Refusal::NoMember { .. })) => return,
                     Err(e) => tracing::warn!(group = me.group, "could not report to the coordinator: {e}"),
@@ -138,14 +130,14 @@ impl Steering {
     }
 
     /// Renews this primary's lease; the receiver learns when the epoch ends.
-    pub fn keep_lease(&self, epoch: u64) -> watch::Receiver<Lease> {
+    pub fn keep_lease(&self, epoch: Epoch) -> watch::Receiver<Lease> {
         self.client.clone().keep_lease(self.group.clone(), self.member.clone(), epoch, LEASE_PERIOD, FENCE_AFTER)
     }
 
     /// A backup: once the coordinator names this member primary of an epoch after `epoch`, asks
     /// the agent to promote itself (through the same channel as `tandem promote`), then keeps the
     /// new epoch's lease.
-    pub fn await_promotion(&self, epoch: u64, agent: mpsc::Sender<control::Request>) {
+    pub fn await_promotion(&self, epoch: Epoch, agent: mpsc::Sender<control::Request>) {
         let me = self.clone();
         tokio::spawn(async move {
             let mut group = me.client.clone().watch_group(me.group.clone(), WATCH_EVERY);
@@ -165,14 +157,14 @@ impl Steering {
             }
             let answer = answer.await.unwrap_or_default();
             if answer.starts_with("error:") {
-                tracing::error!(epoch = new_epoch, "the coordinator named this member primary, but {answer}");
+                tracing::error!(epoch = new_epoch.0, "the coordinator named this member primary, but {answer}");
                 return;
             }
-            tracing::info!(epoch = new_epoch, "the coordinator named this member primary: {answer}");
+            tracing::info!(epoch = new_epoch.0, "the coordinator named this member primary: {answer}");
             let mut lease = me.keep_lease(new_epoch);
             while lease.changed().await.is_ok() {
                 if let Lease::Lost { epoch } = *lease.borrow() {
-                    tracing::error!(epoch, "this member's lease as primary lapsed");
+                    tracing::error!(epoch = epoch.0, "this member's lease as primary lapsed");
                     return;
                 }
             }

@@ -1,29 +1,40 @@
 use super::*;
 
+/// The incarnation every test group is created with, and another one.
+const INC_1: IncarnationToken = IncarnationToken([0x11; 16]);
+const INC_0: IncarnationToken = IncarnationToken([0x10; 16]);
+
 fn req(id: &str, command: Command) -> Request {
     Request { id: id.to_string(), command }
 }
 
-fn register(s: &mut State, id: &str, member: &str, mode: Mode, token: Option<&str>) -> Outcome {
+fn register(s: &mut State, id: &str, member: &str, mode: Mode, token: Option<IncarnationToken>) -> Outcome {
     let command = Command::Register {
         group: "g".into(),
         member: member.into(),
         address: format!("{member}:1"),
         primary: member == "p",
         mode: Some(mode),
-        token: token.map(str::to_string),
-        new_incarnation: "inc-1".into(),
+        token: token.map(|t| t.to_string()),
+        new_incarnation: INC_1,
     };
     s.apply(&req(id, command))
 }
 
 fn report(s: &mut State, id: &str, member: &str, epoch: u64, held: u64, released: u64) -> Outcome {
-    let command = Command::Report { group: "g".into(), member: member.into(), epoch, held, released, diverged: false };
+    let command = Command::Report {
+        group: "g".into(),
+        member: member.into(),
+        epoch: Epoch(epoch),
+        held,
+        released,
+        diverged: false,
+    };
     s.apply(&req(id, command))
 }
 
 fn lapse(s: &mut State, id: &str, epoch: u64) -> Outcome {
-    s.apply(&req(id, Command::LeaseExpired { group: "g".into(), epoch }))
+    s.apply(&req(id, Command::LeaseExpired { group: "g".into(), epoch: Epoch(epoch) }))
 }
 
 /// A sync group: primary p released output up to 100; b_ok holds 120, b_behind 90, b_new has
@@ -32,14 +43,20 @@ fn group_with_backups() -> State {
     let mut s = State::default();
     register(&mut s, "r1", "p", Mode::Sync, None).unwrap();
     for (i, b) in ["b_ok", "b_behind", "b_new", "b_div"].iter().enumerate() {
-        let token = (*b != "b_new").then_some("inc-1");
+        let token = (*b != "b_new").then_some(INC_1);
         register(&mut s, &format!("r2.{i}"), b, Mode::Sync, token).unwrap();
     }
     report(&mut s, "r3", "p", 1, 130, 100).unwrap();
     report(&mut s, "r4", "b_ok", 1, 120, 0).unwrap();
     report(&mut s, "r5", "b_behind", 1, 90, 0).unwrap();
-    let div =
-        Command::Report { group: "g".into(), member: "b_div".into(), epoch: 1, held: 200, released: 0, diverged: true };
+    let div = Command::Report {
+        group: "g".into(),
+        member: "b_div".into(),
+        epoch: Epoch(1),
+        held: 200,
+        released: 0,
+        diverged: true,
+    };
     s.apply(&req("r6", div)).unwrap();
     s
 }
@@ -48,8 +65,8 @@ fn group_with_backups() -> State {
 fn the_first_member_is_primary_at_epoch_one_and_joiners_with_a_token_are_backups() {
     let mut s = State::default();
     let g = register(&mut s, "a", "p", Mode::Sync, None).unwrap();
-    assert_eq!((g.epoch, g.primary.as_deref(), g.incarnation.as_str()), (1, Some("p"), "inc-1"));
-    let g = register(&mut s, "b", "b1", Mode::Sync, Some("inc-1")).unwrap();
+    assert_eq!((g.epoch, g.primary.as_deref(), g.incarnation), (Epoch(1), Some("p"), INC_1));
+    let g = register(&mut s, "b", "b1", Mode::Sync, Some(INC_1)).unwrap();
     assert_eq!(g.primary.as_deref(), Some("p"));
     assert!(!g.members["b1"].catching_up);
 }
@@ -67,23 +84,27 @@ fn only_the_primary_creates_a_group_and_nobody_else_claims_it() {
         primary: true,
         mode: None,
         token: None,
-        new_incarnation: "inc-2".into(),
+        new_incarnation: IncarnationToken([0x22; 16]),
     };
     let e = s.apply(&req("c", claim)).unwrap_err();
-    assert!(matches!(e, Refusal::NotPrimary { ref primary, epoch: 1, .. } if primary.as_deref() == Some("p")), "{e}");
-    assert_eq!(s.groups["g"].incarnation, "inc-1");
+    assert!(
+        matches!(e, Refusal::NotPrimary { ref primary, epoch: Epoch(1), .. } if primary.as_deref() == Some("p")),
+        "{e}"
+    );
+    assert_eq!(e.to_string(), "q cannot be primary of group g: its primary is p in epoch 1; start q as a backup");
+    assert_eq!(s.groups["g"].incarnation, INC_1);
 }
 
 #[test]
 fn a_member_holding_another_incarnation_is_refused() {
     let mut s = State::default();
     register(&mut s, "a", "p", Mode::Sync, None).unwrap();
-    let e = register(&mut s, "b", "b1", Mode::Sync, Some("inc-0")).unwrap_err();
+    let e = register(&mut s, "b", "b1", Mode::Sync, Some(INC_0)).unwrap_err();
     assert!(
-        matches!(e, Refusal::StaleIncarnation { ref held, ref current, .. } if held == "inc-0" && current == "inc-1")
+        matches!(e, Refusal::StaleIncarnation { ref held, current, .. } if *held == INC_0.to_string() && current == INC_1)
     );
     assert!(!s.groups["g"].members.contains_key("b1"), "a refused member must not be added");
-    assert!(e.to_string().contains("inc-0") && e.to_string().contains("inc-1"));
+    assert!(e.to_string().contains(&INC_0.to_string()) && e.to_string().contains(&INC_1.to_string()));
 }
 
 #[test]
@@ -101,7 +122,7 @@ fn a_lapsed_lease_promotes_only_an_eligible_backup() {
     let mut s = group_with_backups();
     let g = lapse(&mut s, "lapse", 1).unwrap();
     // b_div holds the most but diverged; b_behind lacks released output; b_new is catching up.
-    assert_eq!((g.primary.as_deref(), g.epoch, g.stalled), (Some("b_ok"), 2, false));
+    assert_eq!((g.primary.as_deref(), g.epoch, g.stalled), (Some("b_ok"), Epoch(2), false));
     assert!(!g.members.contains_key("p"), "the old primary leaves the group");
 }
 
@@ -119,21 +140,21 @@ fn a_named_failover_refuses_each_kind_of_ineligible_backup_and_changes_nothing()
     }
     assert_eq!(s.groups["g"], before);
     let g = s.apply(&req("ok", Command::Failover { group: "g".into(), to: Some("b_ok".into()) })).unwrap();
-    assert_eq!((g.primary.as_deref(), g.epoch), (Some("b_ok"), 2));
+    assert_eq!((g.primary.as_deref(), g.epoch), (Some("b_ok"), Epoch(2)));
 }
 
 #[test]
 fn with_no_eligible_backup_a_lapsed_lease_stalls_the_group_and_a_request_changes_nothing() {
     let mut s = State::default();
     register(&mut s, "a", "p", Mode::Sync, None).unwrap();
-    register(&mut s, "b", "b1", Mode::Sync, Some("inc-1")).unwrap();
+    register(&mut s, "b", "b1", Mode::Sync, Some(INC_1)).unwrap();
     report(&mut s, "c", "p", 1, 50, 40).unwrap();
     report(&mut s, "d", "b1", 1, 30, 0).unwrap();
     let e = s.apply(&req("f", Command::Failover { group: "g".into(), to: None })).unwrap_err();
     assert_eq!(e, Refusal::NoEligible { group: "g".into() });
-    assert_eq!(s.groups["g"].epoch, 1);
+    assert_eq!(s.groups["g"].epoch, Epoch(1));
     let g = lapse(&mut s, "l", 1).unwrap();
-    assert!(g.stalled && g.primary.is_none() && g.epoch == 2, "{g:?}");
+    assert!(g.stalled && g.primary.is_none() && g.epoch == Epoch(2), "{g:?}");
     // A second report of the same lapse changes nothing.
     assert_eq!(lapse(&mut s, "l2", 1).unwrap(), g);
 }
@@ -142,8 +163,8 @@ fn with_no_eligible_backup_a_lapsed_lease_stalls_the_group_and_a_request_changes
 fn async_mode_promotes_the_most_up_to_date_backup_even_behind_released_output() {
     let mut s = State::default();
     register(&mut s, "a", "p", Mode::Async, None).unwrap();
-    register(&mut s, "b", "b1", Mode::Async, Some("inc-1")).unwrap();
-    register(&mut s, "c", "b2", Mode::Async, Some("inc-1")).unwrap();
+    register(&mut s, "b", "b1", Mode::Async, Some(INC_1)).unwrap();
+    register(&mut s, "c", "b2", Mode::Async, Some(INC_1)).unwrap();
     report(&mut s, "d", "p", 1, 500, 500).unwrap();
     report(&mut s, "e", "b1", 1, 300, 0).unwrap();
     report(&mut s, "f", "b2", 1, 400, 0).unwrap();
@@ -155,7 +176,7 @@ fn reports_of_an_older_epoch_are_refused() {
     let mut s = group_with_backups();
     lapse(&mut s, "l", 1).unwrap();
     let e = report(&mut s, "late", "b_behind", 1, 95, 0).unwrap_err();
-    assert!(matches!(e, Refusal::StaleEpoch { reported: 1, current: 2, .. }));
+    assert!(matches!(e, Refusal::StaleEpoch { reported: Epoch(1), current: Epoch(2), .. }));
     assert_eq!(s.groups["g"].members["b_behind"].held, 90);
 }
 
@@ -165,12 +186,12 @@ fn a_retried_request_id_is_applied_once_and_returns_its_first_outcome() {
     let failover = Command::Failover { group: "g".into(), to: None };
     let first = s.apply(&req("retry-me", failover.clone()));
     let g = first.clone().unwrap();
-    assert_eq!(g.epoch, 2);
+    assert_eq!(g.epoch, Epoch(2));
     // The retry (say, to a new leader after the first reply was lost) finds the first outcome.
     for _ in 0..3 {
         assert_eq!(s.apply(&req("retry-me", failover.clone())), first);
     }
-    assert_eq!(s.groups["g"].epoch, 2);
+    assert_eq!(s.groups["g"].epoch, Epoch(2));
     assert_eq!(s.outcome_of("retry-me"), Some(&first));
     // A new id is a new request: from b_ok, no backup is left to fail over to.
     assert_eq!(s.apply(&req("another", failover)), Err(Refusal::NoEligible { group: "g".into() }));
@@ -208,7 +229,7 @@ fn under_random_commands_epochs_only_grow_and_every_new_primary_was_eligible() {
         let mut ids: Vec<String> = Vec::new();
         for step in 0..300 {
             let member = names[rng.next(5) as usize].to_string();
-            let epoch = s.groups.get("g").map_or(1, |g| g.epoch - rng.next(2).min(g.epoch - 1));
+            let epoch = Epoch(s.groups.get("g").map_or(1, |g| g.epoch.0 - rng.next(2).min(g.epoch.0 - 1)));
             let command = match rng.next(6) {
                 0 => Command::Register {
                     group: "g".into(),
@@ -216,8 +237,8 @@ fn under_random_commands_epochs_only_grow_and_every_new_primary_was_eligible() {
                     address: String::new(),
                     primary: rng.next(4) == 0,
                     mode: Some(mode),
-                    token: (rng.next(3) != 0).then(|| "inc-1".to_string()),
-                    new_incarnation: "inc-1".into(),
+                    token: (rng.next(3) != 0).then(|| INC_1.to_string()),
+                    new_incarnation: INC_1,
                 },
                 1 | 2 => Command::Report {
                     group: "g".into(),
@@ -249,7 +270,7 @@ fn under_random_commands_epochs_only_grow_and_every_new_primary_was_eligible() {
             let (Some(b), Some(a)) = (before, after) else { continue };
             assert!(a.epoch >= b.epoch, "seed {seed}: epoch went from {} to {}", b.epoch, a.epoch);
             if a.primary != b.primary {
-                assert_eq!(a.epoch, b.epoch + 1, "seed {seed}: a new primary needs a new epoch");
+                assert_eq!(a.epoch, b.epoch.next(), "seed {seed}: a new primary needs a new epoch");
                 if let Some(p) = &a.primary {
                     let m = &b.members[p];
                     assert!(!m.diverged && !m.catching_up, "seed {seed}: promoted {p}: {m:?}");
@@ -260,4 +281,49 @@ fn under_random_commands_epochs_only_grow_and_every_new_primary_was_eligible() {
             }
         }
     }
+}
+
+#[test]
+fn a_stalled_group_refuses_a_new_primary_in_words() {
+    let mut s = State::default();
+    register(&mut s, "a", "p", Mode::Sync, None).unwrap();
+    lapse(&mut s, "l", 1).unwrap();
+    // The old primary, back: the group it led has none now.
+    let e = register(&mut s, "b", "p", Mode::Sync, Some(INC_1)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "p cannot be primary of group g: it has no primary in epoch 2 (the group is stalled); start p as a backup"
+    );
+}
+
+/// Log entries and snapshots written by the build before typed ids: the same JSON shapes.
+#[test]
+fn entries_and_snapshots_of_the_previous_build_still_read() {
+    let inc = INC_1.to_string();
+    let entries = [
+        format!(
+            r#"{{"id":"r1","command":{{"op":"register","group":"g","member":"p","address":"p:1","primary":true,"mode":"sync","token":null,"new_incarnation":"{inc}"}}}}"#
+        ),
+        // A caller's text that was never a token was logged as it came.
+        format!(
+            r#"{{"id":"r2","command":{{"op":"register","group":"g","member":"b","address":"b:1","primary":false,"mode":null,"token":"0000","new_incarnation":"{inc}"}}}}"#
+        ),
+        r#"{"id":"r3","command":{"op":"report","group":"g","member":"p","epoch":1,"held":9,"released":4,"diverged":false}}"#.into(),
+        r#"{"id":"lease-lapsed/g/1","command":{"op":"lease_expired","group":"g","epoch":1}}"#.into(),
+    ];
+    let mut s = State::default();
+    for e in &entries {
+        let req: Request = serde_json::from_str(e).unwrap_or_else(|err| panic!("{e}: {err}"));
+        let _ = s.apply(&req);
+    }
+    assert!(matches!(s.outcome_of("r2"), Some(Err(Refusal::StaleIncarnation { held, .. })) if held == "0000"));
+    let g = &s.groups["g"];
+    assert_eq!((g.incarnation, g.epoch, g.stalled), (INC_1, Epoch(2), true));
+
+    let snapshot = format!(
+        r#"{{"groups":{{"g":{{"incarnation":"{inc}","epoch":2,"primary":null,"mode":"sync","released":4,"stalled":true,"members":{{}}}}}},"requests":{{"r2":{{"Err":{{"error":"stale_incarnation","group":"g","member":"b","held":"0000","current":"{inc}"}}}},"r3":{{"Err":{{"error":"stale_epoch","group":"g","member":"p","reported":1,"current":2}}}}}},"request_order":["r2","r3"]}}"#
+    );
+    let read: State = serde_json::from_str(&snapshot).unwrap();
+    assert_eq!(read.groups, s.groups);
+    assert_eq!(serde_json::to_value(&read).unwrap(), serde_json::from_str::<serde_json::Value>(&snapshot).unwrap());
 }
