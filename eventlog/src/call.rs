@@ -13,7 +13,7 @@ pub mod table;
 use spec::names::*;
 use spec::Format::*;
 use spec::Role::*;
-use spec::{arg, halves, one, part, Len, Order, Replay, Shape, Slot, Spec, FD, UNUSED};
+use spec::{arg, halves, one, part, Checks, Len, Order, Replay, Shape, Slot, Spec, FD, UNUSED};
 
 /// What kind of thing a call does; `log stats` groups by it and replay dispatches on it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
@@ -112,10 +112,12 @@ calls! {
     4 Exit "exit" Process {
         entries: &["exit"], args: &[arg("status", Value)], replay: Replay::Reexecute, order: Order::Before,
         aux: [one("status", Signed), UNUSED],
+        checks: Checks::AUX0,
     }
     5 ExitNow "_exit" Process {
         entries: &["_exit", "_Exit"], args: &[arg("status", Value)], replay: Replay::Reexecute, order: Order::Before,
         aux: [one("status", Signed), UNUSED],
+        checks: Checks::AUX0,
     }
     6 Waitpid "waitpid" Process {
         entries: &["waitpid", "wait"],
@@ -234,6 +236,7 @@ calls! {
     70 ClockGettime "clock_gettime" Time {
         entries: &["clock_gettime"], syscalls: &["clock_gettime"], args: &[arg("clock", Value), arg("tp", BufOut)],
         fd: one("clock", Clock), aux: [one("seconds", Unsigned), one("nanoseconds", Unsigned)],
+        checks: Checks::FD,
     }
     71 Gettimeofday "gettimeofday" Time {
         entries: &["gettimeofday"], syscalls: &["gettimeofday"], args: &[arg("tv", BufOut), arg("tz", BufOut)],
@@ -242,30 +245,36 @@ calls! {
     72 Time "time" Time { entries: &["time"], args: &[arg("t", BufOut)] }
     73 Nanosleep "nanosleep" Time {
         entries: &["nanosleep"], syscalls: &["nanosleep"], args: &[arg("req", Time), arg("rem", BufOut)], aux: SLEPT,
+        checks: Checks::AUX0,
     }
     74 ClockNanosleep "clock_nanosleep" Time {
         entries: &["clock_nanosleep"], syscalls: &["clock_nanosleep"],
         args: &[arg("clock", Value), arg("flags", Options), arg("req", Time), arg("rem", BufOut)],
         fd: one("clock", Clock), aux: SLEPT,
+        checks: Checks::FD,
     }
-    75 Usleep "usleep" Time { entries: &["usleep"], args: &[arg("usec", Time)], aux: [one("microseconds", Unsigned), UNUSED] }
-    76 Sleep "sleep" Time { entries: &["sleep"], args: &[arg("seconds", Time)], aux: [one("seconds", Unsigned), UNUSED] }
+    75 Usleep "usleep" Time { entries: &["usleep"], args: &[arg("usec", Time)], aux: [one("microseconds", Unsigned), UNUSED], checks: Checks::AUX0 }
+    76 Sleep "sleep" Time { entries: &["sleep"], args: &[arg("seconds", Time)], aux: [one("seconds", Unsigned), UNUSED], checks: Checks::AUX0 }
     // randomness
     90 Getrandom "getrandom" Random {
         entries: &["getrandom"], syscalls: &["getrandom"], args: &[arg("buf", BufOut), arg("count", Count), arg("flags", Options)],
         aux: [COUNT, one("flags", Flags(GETRANDOM))], payload: &[part("bytes", Shape::Bytes, Len::Result)],
+        checks: Checks::AUX0,
     }
     91 Getentropy "getentropy" Random {
         entries: &["getentropy"], args: &[arg("buf", BufOut), arg("count", Count)],
         aux: [COUNT, UNUSED], payload: &[part("bytes", Shape::Bytes, Len::Aux(0))],
+        checks: Checks::AUX0,
     }
     92 Arc4random "arc4random" Random { entries: &["arc4random"] }
     93 Arc4randomBuf "arc4random_buf" Random {
         entries: &["arc4random_buf"], args: &[arg("buf", BufOut), arg("count", Count)],
         aux: [COUNT, one("done", Unsigned)], payload: &[part("bytes", Shape::Bytes, Len::Result)],
+        checks: Checks::AUX0,
     }
     94 Arc4randomUniform "arc4random_uniform" Random {
         entries: &["arc4random_uniform"], args: &[arg("bound", Value)], aux: [one("bound", Unsigned), UNUSED],
+        checks: Checks::AUX0,
     }
     // identity
     110 Getpid "getpid" Identity { entries: &["getpid"], syscalls: &["getpid"] }
@@ -298,17 +307,21 @@ calls! {
     }
     133 Close "close" Fd {
         entries: &["close"], syscalls: &["close"], args: &[arg("fd", FdIn)], replay: Replay::Reexecute, order: Order::Before, fd: FD,
+        checks: Checks::FD,
     }
     134 Dup "dup" Fd {
         entries: &["dup"], syscalls: &["dup"], args: &[arg("fd", FdIn)], replay: Replay::Create, fd: FD,
+        checks: Checks::FD,
     }
     135 Dup2 "dup2" Fd {
         entries: &["dup2"], args: &[arg("fd", FdIn), arg("to", FdOut)], replay: Replay::Create, fd: FD,
         aux: [one("to", Fd), UNUSED],
+        checks: Checks::FD,
     }
     136 Dup3 "dup3" Fd {
         entries: &["dup3"], syscalls: &["dup3"], args: &[arg("fd", FdIn), arg("to", FdOut), arg("flags", Options)],
         replay: Replay::Create, fd: FD, aux: [one("to", Fd), UNUSED],
+        checks: Checks::FD,
     }
     137 Pipe "pipe" Fd {
         entries: &["pipe"], args: &[arg("fds", FdOut)], replay: Replay::Create, fd: one("read_end", Fd),
@@ -333,6 +346,7 @@ calls! {
         replay: Replay::Create, fd: one("listener", Fd),
         aux: [one("flags", Flags(CLOEXEC_NONBLOCK)), one("addr_len", Unsigned)],
         payload: &[part("peer", Shape::SockAddr, Len::Aux(1))],
+        checks: Checks::FD,
     }
     142 Accept4 "accept4" Fd {
         entries: &["accept4"], syscalls: &["accept4"],
@@ -340,6 +354,7 @@ calls! {
         replay: Replay::Create, fd: one("listener", Fd),
         aux: [one("flags", Flags(CLOEXEC_NONBLOCK)), one("addr_len", Unsigned)],
         payload: &[part("peer", Shape::SockAddr, Len::Aux(1))],
+        checks: Checks::FD,
     }
     143 EpollCreate "epoll_create" Fd {
         entries: &["epoll_create"], args: &[arg("size", Value)], replay: Replay::Create, fd: one("fd", Fd),
@@ -356,15 +371,17 @@ calls! {
     146 Fcntl "fcntl" Fd {
         entries: &["fcntl", "fcntl64"], args: &[arg("fd", FdIn), arg("cmd", Value), arg("arg", Value)],
         replay: Replay::Reexecute, fd: FD, aux: [one("cmd", Enum(FCNTL_CMD)), one("arg", Hex)],
+        checks: Checks::FD_AUX0,
     }
     147 Fopen "fopen" Fd {
         entries: &["fopen", "fopen64"], args: &[arg("path", Path), arg("mode", Options)],
         replay: Replay::Create, fd: one("fd", Fd), payload: &[PATH], digest: "path and mode",
     }
-    148 Fclose "fclose" Fd { entries: &["fclose"], args: &[arg("stream", Value)], replay: Replay::Reexecute, order: Order::Before, fd: FD }
+    148 Fclose "fclose" Fd { entries: &["fclose"], args: &[arg("stream", Value)], replay: Replay::Reexecute, order: Order::Before, fd: FD, checks: Checks::FD }
     149 CloseRange "close_range" Fd {
         entries: &["close_range", "closefrom"], args: &[arg("first", FdIn), arg("last", FdIn), arg("flags", Options)],
         replay: Replay::Reexecute, order: Order::Before, aux: [one("first", Fd), one("last", Unsigned)],
+        checks: Checks::AUX0,
     }
     // bytes through descriptors
     170 Read "read" Io {
@@ -372,27 +389,33 @@ calls! {
         args: &[arg("fd", FdIn), arg("buf", BufOut), arg("count", Count)],
         replay: Replay::ByKind, order: Order::UnderFdLock, fd: FD, aux: [COUNT, UNUSED], payload: &[DATA],
         digest: "bytes read (local files)",
+        checks: Checks::FD_AUX0,
     }
     171 Readv "readv" Io {
         entries: &["readv"], args: &[arg("fd", FdIn), arg("iov", BufOut), arg("iovcnt", Count)],
         replay: Replay::ByKind, order: Order::UnderFdLock, fd: FD, aux: [one("iovcnt", Unsigned), UNUSED], payload: &[DATA],
         digest: "bytes read (local files)",
+        checks: Checks::FD_AUX0,
     }
     172 Pread "pread" Io {
         entries: &["pread", "pread64", "__pread_chk", "__pread64_chk"],
         args: &[arg("fd", FdIn), arg("buf", BufOut), arg("count", Count), arg("offset", Offset)],
         replay: Replay::ByKind, order: Order::UnderFdLock, fd: FD, aux: [COUNT, UNUSED], payload: &[DATA],
         digest: "bytes read (local files)",
+        checks: Checks::FD_AUX0,
     }
     173 Recv "recv" Io {
         entries: &["recv", "__recv_chk"], args: &[arg("fd", FdIn), arg("buf", BufOut), arg("count", Count), arg("flags", Options)],
         replay: Replay::ByKind, order: Order::UnderFdLock, fd: FD, aux: [COUNT, UNUSED], payload: &[DATA],
+        digest: "bytes read (local files)",
+        checks: Checks::FD_AUX0,
     }
     174 Recvfrom "recvfrom" Io {
         entries: &["recvfrom", "__recvfrom_chk"],
         args: &[arg("fd", FdIn), arg("buf", BufOut), arg("count", Count), arg("flags", Options), arg("addr", Addr), arg("len", Count)],
         replay: Replay::HandBack, fd: FD, aux: [COUNT, one("addr_len", Unsigned)],
         payload: &[DATA, part("source", Shape::SockAddr, Len::Aux(1))],
+        checks: Checks::FD_AUX0,
     }
     175 Recvmsg "recvmsg" Io {
         entries: &["recvmsg"], args: &[arg("fd", FdIn), arg("msg", BufOut), arg("flags", Options)],
@@ -403,116 +426,137 @@ calls! {
             part("control", Shape::Control, Len::Word(1)),
             part("data", Shape::Bytes, Len::Rest),
         ],
+        checks: Checks::FD,
     }
     176 Write "write" Io {
         entries: &["write"], syscalls: &["write"], args: &[arg("fd", FdIn), arg("buf", BufIn), arg("count", Count)],
         replay: Replay::Output, order: Order::UnderFdLock, fd: FD, aux: [COUNT, UNUSED], digest: "bytes written",
+        checks: Checks::FD_AUX0,
     }
     177 Writev "writev" Io {
         entries: &["writev"], args: &[arg("fd", FdIn), arg("iov", BufIn), arg("iovcnt", Count)],
         replay: Replay::Output, order: Order::UnderFdLock, fd: FD, aux: [COUNT, UNUSED], digest: "bytes written",
+        checks: Checks::FD_AUX0,
     }
     178 Pwrite "pwrite" Io {
         entries: &["pwrite", "pwrite64"], args: &[arg("fd", FdIn), arg("buf", BufIn), arg("count", Count), arg("offset", Offset)],
         replay: Replay::Output, order: Order::UnderFdLock, fd: FD, aux: [COUNT, one("offset", Signed)], digest: "bytes written",
+        checks: Checks::FD_AUX0,
     }
     179 Send "send" Io {
         entries: &["send"], args: &[arg("fd", FdIn), arg("buf", BufIn), arg("count", Count), arg("flags", Options)],
         replay: Replay::Output, order: Order::UnderFdLock, fd: FD, aux: [COUNT, one("flags", Flags(MSG))], digest: "bytes written",
+        checks: Checks::FD_AUX0,
     }
     180 Sendto "sendto" Io {
         entries: &["sendto"],
         args: &[arg("fd", FdIn), arg("buf", BufIn), arg("count", Count), arg("flags", Options), arg("addr", Addr), arg("len", Count)],
         replay: Replay::Output, order: Order::UnderFdLock, fd: FD, aux: [COUNT, one("destination", Digest)], digest: "bytes written",
+        checks: Checks::FD_AUX0,
     }
     181 Sendmsg "sendmsg" Io {
         entries: &["sendmsg"], args: &[arg("fd", FdIn), arg("msg", BufIn), arg("flags", Options)],
         replay: Replay::Output, order: Order::UnderFdLock, fd: FD, aux: [COUNT, one("flags", Flags(MSG))], digest: "bytes written",
+        checks: Checks::FD_AUX0,
     }
     182 Lseek "lseek" Io {
         entries: &["lseek", "lseek64"], args: &[arg("fd", FdIn), arg("offset", Offset), arg("whence", Value)],
         replay: Replay::ByKind, order: Order::UnderFdLock, fd: FD, aux: [one("offset", Signed), one("whence", Enum(WHENCE))],
+        checks: Checks::FD,
     }
-    183 Fsync "fsync" Io { entries: &["fsync"], args: &[arg("fd", FdIn)], replay: Replay::ByKind, fd: FD }
-    184 Fdatasync "fdatasync" Io { entries: &["fdatasync"], args: &[arg("fd", FdIn)], replay: Replay::ByKind, fd: FD }
+    183 Fsync "fsync" Io { entries: &["fsync"], args: &[arg("fd", FdIn)], replay: Replay::ByKind, fd: FD, checks: Checks::FD }
+    184 Fdatasync "fdatasync" Io { entries: &["fdatasync"], args: &[arg("fd", FdIn)], replay: Replay::ByKind, fd: FD, checks: Checks::FD }
     // sockets
     200 Bind "bind" Net {
         entries: &["bind"], args: &[arg("fd", FdIn), arg("addr", Addr), arg("len", Count)],
         replay: Replay::HandBack, fd: FD, aux: [one("addr_len", Unsigned), UNUSED],
         payload: &[part("address", Shape::SockAddr, Len::Rest)],
+        checks: Checks::FD,
     }
     201 Listen "listen" Net {
         entries: &["listen"], args: &[arg("fd", FdIn), arg("backlog", Value)], replay: Replay::Reexecute, fd: FD,
         aux: [one("backlog", Signed), UNUSED],
+        checks: Checks::FD,
     }
     202 Connect "connect" Net {
         entries: &["connect"], args: &[arg("fd", FdIn), arg("addr", Addr), arg("len", Count)],
         replay: Replay::HandBack, fd: FD, aux: [one("addr_len", Unsigned), UNUSED],
         payload: &[part("address", Shape::SockAddr, Len::Rest)],
+        checks: Checks::FD,
     }
     203 Shutdown "shutdown" Net {
         entries: &["shutdown"], args: &[arg("fd", FdIn), arg("how", Value)], replay: Replay::ByKind, fd: FD,
         aux: [one("how", Enum(SHUTDOWN_HOW)), UNUSED],
+        checks: Checks::FD,
     }
     204 Getsockname "getsockname" Net {
         entries: &["getsockname"], args: &[arg("fd", FdIn), arg("addr", Addr), arg("len", Count)], fd: FD,
         aux: [one("addr_len", Unsigned), UNUSED], payload: &[part("address", Shape::SockAddr, Len::Rest)],
+        checks: Checks::FD,
     }
     205 Getpeername "getpeername" Net {
         entries: &["getpeername"], args: &[arg("fd", FdIn), arg("addr", Addr), arg("len", Count)], fd: FD,
         aux: [one("addr_len", Unsigned), UNUSED], payload: &[part("address", Shape::SockAddr, Len::Rest)],
+        checks: Checks::FD,
     }
     // readiness
     220 Poll "poll" Poll {
         entries: &["poll", "__poll_chk"], args: &[arg("fds", BufOut), arg("nfds", Count), arg("timeout", Time)],
         aux: [one("nfds", Unsigned), one("timeout_ms", Signed)], payload: &[part("fds", Shape::PollFds, Len::Rest)],
+        checks: Checks::AUX0,
     }
     221 Ppoll "ppoll" Poll {
         entries: &["ppoll", "__ppoll_chk"],
         args: &[arg("fds", BufOut), arg("nfds", Count), arg("timeout", Time), arg("sigmask", Value)],
         aux: [one("nfds", Unsigned), one("timeout_ms", Signed)], payload: &[part("fds", Shape::PollFds, Len::Rest)],
+        checks: Checks::AUX0,
     }
     222 Select "select" Poll {
         entries: &["select"],
         args: &[arg("nfds", Count), arg("readfds", BufOut), arg("writefds", BufOut), arg("exceptfds", BufOut), arg("timeout", Time)],
         aux: [one("nfds", Unsigned), one("given", Flags(SELECT_PRESENT))], payload: &[part("sets", Shape::SelectSets, Len::Rest)],
+        checks: Checks::AUX0,
     }
     223 Pselect "pselect" Poll {
         entries: &["pselect"],
         args: &[arg("nfds", Count), arg("readfds", BufOut), arg("writefds", BufOut), arg("exceptfds", BufOut), arg("timeout", Time), arg("sigmask", Value)],
         aux: [one("nfds", Unsigned), one("given", Flags(SELECT_PRESENT))], payload: &[part("sets", Shape::SelectSets, Len::Rest)],
+        checks: Checks::AUX0,
     }
     224 EpollCtl "epoll_ctl" Poll {
         entries: &["epoll_ctl"], syscalls: &["epoll_ctl"],
         args: &[arg("epfd", FdIn), arg("op", Value), arg("fd", FdIn), arg("event", BufIn)],
         replay: Replay::Reexecute, fd: one("epfd", Fd),
         aux: [halves(("op", Enum(EPOLL_OP)), ("fd", Fd)), one("events", Flags(EPOLL_EVENTS))],
+        checks: Checks::FD_AUX0,
     }
     225 EpollWait "epoll_wait" Poll {
         entries: &["epoll_wait"], syscalls: &["epoll_wait"],
         args: &[arg("epfd", FdIn), arg("events", BufOut), arg("maxevents", Count), arg("timeout", Time)],
         fd: one("epfd", Fd), aux: [one("maxevents", Unsigned), one("timeout_ms", Signed)],
         payload: &[part("ready", Shape::EpollEvents, Len::Rest)],
+        checks: Checks::FD,
     }
     226 EpollPwait "epoll_pwait" Poll {
         entries: &["epoll_pwait"],
         args: &[arg("epfd", FdIn), arg("events", BufOut), arg("maxevents", Count), arg("timeout", Time), arg("sigmask", Value)],
         fd: one("epfd", Fd), aux: [one("maxevents", Unsigned), one("timeout_ms", Signed)],
         payload: &[part("ready", Shape::EpollEvents, Len::Rest)],
+        checks: Checks::FD,
     }
     // signals
     240 Signal "signal" Signal {
         replay: Replay::Follow, aux: [one("signal", Signal), UNUSED], payload: &[part("siginfo", Shape::Siginfo, Len::Rest)],
     }
-    241 Kill "kill" Signal { entries: &["kill"], args: &[arg("pid", Value), arg("sig", Value)], aux: SEND_TO }
-    242 Raise "raise" Signal { entries: &["raise"], args: &[arg("sig", Value)], aux: SEND_TO }
-    243 PthreadKill "pthread_kill" Signal { entries: &["pthread_kill"], args: &[arg("thread", Value), arg("sig", Value)], aux: SEND_TO }
+    241 Kill "kill" Signal { entries: &["kill"], args: &[arg("pid", Value), arg("sig", Value)], aux: SEND_TO, checks: Checks::AUX1 }
+    242 Raise "raise" Signal { entries: &["raise"], args: &[arg("sig", Value)], aux: SEND_TO, checks: Checks::AUX1 }
+    243 PthreadKill "pthread_kill" Signal { entries: &["pthread_kill"], args: &[arg("thread", Value), arg("sig", Value)], aux: SEND_TO, checks: Checks::AUX1 }
     244 Sigprocmask "sigprocmask" Signal {
         entries: &["sigprocmask", "pthread_sigmask"], args: &[arg("how", Value), arg("set", BufIn), arg("oldset", BufOut)],
         replay: Replay::Reexecute, aux: [one("how", Enum(SIGMASK_HOW)), UNUSED],
     }
     // refusals and markers
-    250 IoUringSetup "io_uring_setup" Misc { replay: Replay::Reexecute, aux: [one("syscall", Unsigned), UNUSED] }
+    250 IoUringSetup "io_uring_setup" Misc { replay: Replay::Reexecute, aux: [one("syscall", Unsigned), UNUSED], checks: Checks::AUX0 }
     251 Unsupported "unsupported" Misc { replay: Replay::Marker }
     // A number taken by a writer that died before writing its event.
     252 Lost "lost" Misc { replay: Replay::Marker }

@@ -162,6 +162,7 @@ pub fn classify(fd: c_int, path: Option<&[u8]>) -> FdKind {
 /// really happened.
 pub struct FdLock(Option<&'static FdEntry>);
 
+#[inline(always)]
 pub fn lock(fd: c_int) -> FdLock {
     let Some(e) = entry(fd) else {
         return FdLock(None);
@@ -190,6 +191,7 @@ pub fn lock(fd: c_int) -> FdLock {
 }
 
 impl Drop for FdLock {
+    #[inline(always)]
     fn drop(&mut self) {
         if let Some(e) = self.0 {
             if e.lock.swap(0, Ordering::Release) & WAITERS != 0 {

@@ -50,7 +50,10 @@ pub fn fixture(name: &str, flags: &[&str]) -> PathBuf {
         a.modified().ok() >= b.modified().ok()
     };
     if !fresh(&out) {
-        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+        // Tests of one binary run as threads of one process: the name must differ per call.
+        static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let build = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = out.with_extension(format!("tmp{}-{build}", std::process::id()));
         let o = Command::new("gcc")
             .args(["-Wall", "-pthread", "-o"])
             .arg(&tmp)

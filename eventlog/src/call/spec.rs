@@ -221,6 +221,28 @@ pub struct Part {
     pub len: Len,
 }
 
+/// Which recorded inputs a backup checks its own call against before it runs or answers it (a
+/// mismatch is a divergence).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Checks {
+    pub fd: bool,
+    pub aux: [bool; 2],
+}
+
+impl Checks {
+    pub const NONE: Checks = Checks { fd: false, aux: [false, false] };
+    /// The descriptor.
+    pub const FD: Checks = Checks { fd: true, aux: [false, false] };
+    /// The descriptor and `aux[0]` (a byte count, say).
+    pub const FD_AUX0: Checks = Checks { fd: true, aux: [true, false] };
+    /// The descriptor and both `aux` slots.
+    pub const FD_AUX: Checks = Checks { fd: true, aux: [true, true] };
+    /// `aux[0]` alone.
+    pub const AUX0: Checks = Checks { fd: false, aux: [true, false] };
+    /// `aux[1]` alone.
+    pub const AUX1: Checks = Checks { fd: false, aux: [false, true] };
+}
+
 /// Everything about one call except its id, name and family (which the `Call` enum carries).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Spec {
@@ -235,6 +257,8 @@ pub struct Spec {
     /// What the event's `fd` holds.
     pub fd: Slot,
     pub aux: [Slot; 2],
+    /// What a backup compares before running or answering the call.
+    pub checks: Checks,
     pub payload: &'static [Part],
     /// What the digest covers ("" for none).
     pub digest: &'static str,
@@ -250,6 +274,7 @@ impl Spec {
         order: Order::After,
         fd: Slot::Unused,
         aux: [Slot::Unused, Slot::Unused],
+        checks: Checks::NONE,
         payload: &[],
         digest: "",
     };

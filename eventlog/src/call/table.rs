@@ -8,11 +8,13 @@ use super::Call;
 pub const BEGIN: &str = "<!-- call table: generated from eventlog/src/call.rs, do not edit -->";
 pub const END: &str = "<!-- end of call table -->";
 
-fn slot(s: Slot) -> String {
+/// A slot's fields; a field the backup checks is in bold.
+fn slot(s: Slot, checked: bool) -> String {
+    let name = |n: &str| if checked { format!("**{n}**") } else { n.to_string() };
     match s {
         Slot::Unused => String::new(),
-        Slot::One(f) => f.name.to_string(),
-        Slot::Halves(lo, hi) => format!("{} (low 32), {} (high 32)", lo.name, hi.name),
+        Slot::One(f) => name(f.name),
+        Slot::Halves(lo, hi) => format!("{} (low 32), {} (high 32)", name(lo.name), name(hi.name)),
     }
 }
 
@@ -47,9 +49,9 @@ pub fn markdown() -> String {
             also(call, s),
             s.replay.describe(),
             s.order.describe(),
-            slot(s.fd),
-            slot(s.aux[0]),
-            slot(s.aux[1]),
+            slot(s.fd, s.checks.fd),
+            slot(s.aux[0], s.checks.aux[0]),
+            slot(s.aux[1], s.checks.aux[1]),
             payload.join(", "),
             s.digest,
         ));

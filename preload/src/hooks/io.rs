@@ -9,11 +9,11 @@
 //! writes with ECONNRESET.
 
 use super::bytes;
+use super::run::{self, Particular};
 use crate::fdtable;
 use crate::real;
 use crate::replay::Turn;
-use crate::state::{self, Ev, Hook};
-use crate::sys;
+use crate::state::{Ev, Hook};
 use core::ffi::{c_int, c_void};
 use eventlog::digest::{digest, digest_parts};
 use eventlog::ring::MAX_PAYLOAD;
@@ -23,16 +23,41 @@ use libc::{iovec, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t};
 /// Most iovecs a recorded vector read uses (more are legal to leave unfilled: a short read).
 const MAX_IOV: usize = 64;
 
-/// The result of a write on a stand-in for a primary-only connection, once live.
-fn refused() -> isize {
-    sys::set_errno(libc::ECONNRESET);
-    -1
+/// A read into one buffer; `real` performs it for at most the given byte count.
+struct IntoBuf<F> {
+    buf: *mut c_void,
+    count: usize,
+    real: F,
 }
 
-/// Checks a replayed call is on the same descriptor and asks for the same count.
-fn expect_fd_count(t: &Turn, fd: c_int, count: u64) {
-    t.expect("the descriptor", t.header().fd as i64, fd as i64);
-    t.expect("the byte count", t.header().aux[0] as i64, count as i64);
+impl<F: FnMut(usize) -> isize> Particular for IntoBuf<F> {
+    #[inline(always)]
+    fn real(&mut self, cap: usize) -> i64 {
+        (self.real)(self.count.min(cap)) as i64
+    }
+
+    #[inline(always)]
+    fn digest(&self, result: i64) -> u64 {
+        // SAFETY: the kernel filled `result` bytes of `buf`.
+        digest(unsafe { bytes(self.buf, result as isize) })
+    }
+
+    #[inline(always)]
+    fn record(&self, hook: &Hook, ev: Ev) {
+        // SAFETY: as above.
+        hook.emit(ev, &[unsafe { bytes(self.buf, ev.result as isize) }]);
+    }
+
+    #[inline(always)]
+    fn hand_back(&mut self, t: &Turn) {
+        let n = t.result().clamp(0, self.count as i64) as usize;
+        // SAFETY: `buf` holds `count >= n` bytes, as the program's call promised.
+        t.payload(0, unsafe { core::slice::from_raw_parts_mut(self.buf as *mut u8, n) });
+    }
+
+    fn on_dead(&self) -> Option<i64> {
+        run::READ_AT_END
+    }
 }
 
 /// A read into one buffer. `real` performs the call for at most the given byte count.
@@ -45,40 +70,32 @@ pub unsafe fn read_into(
     fd: c_int,
     buf: *mut c_void,
     count: usize,
-    real: impl FnOnce(usize) -> isize,
+    real: impl FnMut(usize) -> isize,
 ) -> isize {
-    let Some(hook) = Hook::enter() else { return real(count) };
-    if let Some(t) = hook.turn(call) {
-        expect_fd_count(&t, fd, count as u64);
-        if t.kind().is_local_state() {
-            let r = real(count);
-            t.expect_outcome(r as i64);
-            // SAFETY: the kernel filled `r` bytes of `buf`.
-            t.expect_digest(digest(unsafe { bytes(buf, r) }));
-            return r;
-        }
-        let n = t.result().clamp(0, count as i64) as usize;
-        // SAFETY: `buf` holds `count >= n` bytes.
-        t.payload(0, unsafe { core::slice::from_raw_parts_mut(buf as *mut u8, n) });
-        return t.ret() as isize;
+    run::on_fd(call, fd, [count as u64, 0], IntoBuf { buf, count, real }) as isize
+}
+
+/// A write of one buffer; `real` performs it.
+struct FromBuf<F> {
+    buf: *const c_void,
+    count: usize,
+    real: F,
+}
+
+impl<F: FnMut() -> isize> Particular for FromBuf<F> {
+    #[inline(always)]
+    fn real(&mut self, _cap: usize) -> i64 {
+        (self.real)() as i64
     }
-    if fdtable::is_dead(fd) {
-        return 0;
+
+    #[inline(always)]
+    fn digest(&self, _result: i64) -> u64 {
+        // SAFETY: `buf` is valid for `count` bytes, as the program's call promised.
+        digest(unsafe { bytes(self.buf, self.count as isize) })
     }
-    let kind = fdtable::kind(fd);
-    if kind.is_local_state() {
-        let _order = fdtable::lock(fd);
-        let r = real(count);
-        let ev = Ev::new(call).fd(fd, kind).result(r as i64).aux(count as u64, 0);
-        // SAFETY: the kernel filled `r` bytes of `buf`.
-        hook.emit(ev.digest(digest(unsafe { bytes(buf, r) })), &[]);
-        r
-    } else {
-        let r = real(count.min(MAX_PAYLOAD));
-        let ev = Ev::new(call).fd(fd, kind).result(r as i64).aux(count as u64, 0);
-        // SAFETY: as above.
-        hook.emit(ev, &[unsafe { bytes(buf, r) }]);
-        r
+
+    fn on_dead(&self) -> Option<i64> {
+        run::write_refused()
     }
 }
 
@@ -93,55 +110,9 @@ pub unsafe fn write_from(
     buf: *const c_void,
     count: usize,
     aux1: u64,
-    real: impl FnOnce() -> isize,
+    real: impl FnMut() -> isize,
 ) -> isize {
-    let Some(hook) = Hook::enter() else { return real() };
-    // SAFETY: per the caller.
-    let d = digest(unsafe { bytes(buf, count as isize) });
-    write_known(&hook, call, fd, d, count, aux1, real)
-}
-
-/// Either write shape, once the digest and length of its bytes are known: on a backup, checked
-/// against the primary's and answered (or made, for local state); on a primary, recorded.
-#[inline(always)]
-fn write_known(
-    hook: &Hook,
-    call: Call,
-    fd: c_int,
-    d: u64,
-    total: usize,
-    aux1: u64,
-    real: impl FnOnce() -> isize,
-) -> isize {
-    if let Some(t) = hook.turn(call) {
-        expect_fd_count(&t, fd, total as u64);
-        t.expect_digest(d);
-        if t.kind().is_local_state() {
-            let r = real();
-            t.expect_outcome(r as i64);
-            return r;
-        }
-        return t.ret() as isize;
-    }
-    if fdtable::is_dead(fd) {
-        return refused();
-    }
-    record_write(hook, Ev::new(call).digest(d).aux(total as u64, aux1), fd, real)
-}
-
-/// Records a write on a primary: output to the outside world first waits for the backups
-/// (output commit); writes to local files run under the descriptor's lock.
-#[inline(always)]
-fn record_write(hook: &Hook, ev: Ev, fd: c_int, real: impl FnOnce() -> isize) -> isize {
-    let kind = fdtable::kind(fd);
-    let output = kind.is_outward();
-    if output {
-        state::hold_output();
-    }
-    let _order = kind.is_local_state().then(|| fdtable::lock(fd));
-    let r = real();
-    hook.emit(ev.fd(fd, kind).result(r as i64).output(output), &[]);
-    r
+    run::on_fd(call, fd, [count as u64, aux1], FromBuf { buf, count, real }) as isize
 }
 
 #[no_mangle]
@@ -228,7 +199,40 @@ unsafe fn hand_back_addr(t: &Turn, offset: usize, full: usize, addr: *mut sockad
 }
 
 /// recvfrom: the payload is the data followed by the source address (its length in aux[1]).
-///
+struct From<F> {
+    data: IntoBuf<F>,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+}
+
+impl<F: FnMut(usize) -> isize> Particular for From<F> {
+    #[inline(always)]
+    fn real(&mut self, cap: usize) -> i64 {
+        self.data.real(cap)
+    }
+
+    fn record(&self, hook: &Hook, ev: Ev) {
+        let r = ev.result as isize;
+        // SAFETY: the kernel filled `r` bytes of the buffer and `*len` bytes of `addr` (if given).
+        unsafe {
+            let alen =
+                if r >= 0 && !self.addr.is_null() && !self.len.is_null() { (*self.len as usize).min(128) } else { 0 };
+            hook.emit(ev.aux(ev.aux[0], alen as u64), &[bytes(self.data.buf, r), bytes(self.addr, alen as isize)]);
+        }
+    }
+
+    fn hand_back(&mut self, t: &Turn) {
+        self.data.hand_back(t);
+        let n = t.result().clamp(0, self.data.count as i64) as usize;
+        // SAFETY: the address and its length as the program passed them.
+        unsafe { hand_back_addr(t, n, t.header().aux[1] as usize, self.addr, self.len) };
+    }
+
+    fn on_dead(&self) -> Option<i64> {
+        run::READ_AT_END
+    }
+}
+
 /// # Safety
 /// As for recvfrom(2).
 unsafe fn recvfrom_with(
@@ -237,31 +241,10 @@ unsafe fn recvfrom_with(
     count: usize,
     addr: *mut sockaddr,
     len: *mut socklen_t,
-    real: impl FnOnce(usize) -> isize,
+    real: impl FnMut(usize) -> isize,
 ) -> isize {
-    let Some(hook) = Hook::enter() else { return real(count) };
-    if let Some(t) = hook.turn(Call::Recvfrom) {
-        expect_fd_count(&t, fd, count as u64);
-        let n = t.result().clamp(0, count as i64) as usize;
-        // SAFETY: `buf` holds `count >= n` bytes; the address per the caller.
-        unsafe {
-            t.payload(0, core::slice::from_raw_parts_mut(buf as *mut u8, n));
-            hand_back_addr(&t, n, t.header().aux[1] as usize, addr, len);
-        }
-        return t.ret() as isize;
-    }
-    if fdtable::is_dead(fd) {
-        return 0;
-    }
-    let kind = fdtable::kind(fd);
-    let r = real(count.min(MAX_PAYLOAD));
-    // SAFETY: the kernel filled `r` bytes of `buf` and `*len` bytes of `addr` (if given).
-    unsafe {
-        let alen = if r >= 0 && !addr.is_null() && !len.is_null() { (*len as usize).min(128) } else { 0 };
-        let ev = Ev::new(Call::Recvfrom).fd(fd, kind).result(r as i64).aux(count as u64, alen as u64);
-        hook.emit(ev, &[bytes(buf, r), bytes(addr, alen as isize)]);
-    }
-    r
+    let p = From { data: IntoBuf { buf, count, real }, addr, len };
+    run::on_fd(Call::Recvfrom, fd, [count as u64, 0], p) as isize
 }
 
 #[no_mangle]
@@ -345,45 +328,58 @@ unsafe fn capped_iov(iov: *const iovec, cnt: c_int, out: &mut [iovec; MAX_IOV]) 
     n
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
-    // SAFETY: forwarding the program's own arguments; the slices cover only filled bytes.
-    unsafe {
-        let Some(hook) = Hook::enter() else { return real::readv(fd, iov, cnt) };
-        let mut parts: [&[u8]; MAX_IOV] = [&[]; MAX_IOV];
-        if let Some(t) = hook.turn(Call::Readv) {
-            expect_fd_count(&t, fd, cnt as u64);
-            if t.kind().is_local_state() {
-                let r = real::readv(fd, iov, cnt);
-                t.expect_outcome(r as i64);
-                let n = filled_parts(iov, cnt.max(0) as usize, r.max(0) as usize, &mut parts);
-                t.expect_digest(digest_parts(parts[..n].iter().copied()));
-                return r;
+/// A vector read: the program's iovecs, cut to what one event can carry when the bytes are
+/// recorded.
+struct IntoVec {
+    fd: c_int,
+    iov: *const iovec,
+    cnt: c_int,
+    capped: [iovec; MAX_IOV],
+    used: usize,
+}
+
+impl Particular for IntoVec {
+    #[inline(always)]
+    fn real(&mut self, cap: usize) -> i64 {
+        // SAFETY: the program's iovecs, or a copy of them trimmed to `MAX_PAYLOAD` bytes.
+        unsafe {
+            if cap == usize::MAX {
+                return real::readv(self.fd, self.iov, self.cnt) as i64;
             }
-            scatter(&t, 0, t.result().max(0) as usize, iov, cnt.max(0) as usize);
-            return t.ret() as isize;
-        }
-        if fdtable::is_dead(fd) {
-            return 0;
-        }
-        let kind = fdtable::kind(fd);
-        if kind.is_local_state() {
-            let _order = fdtable::lock(fd);
-            let r = real::readv(fd, iov, cnt);
-            let n = filled_parts(iov, cnt.max(0) as usize, r.max(0) as usize, &mut parts);
-            let ev =
-                Ev::new(Call::Readv).fd(fd, kind).result(r as i64).digest(digest_parts(parts[..n].iter().copied()));
-            hook.emit(ev.aux(cnt as u64, 0), &[]);
-            r
-        } else {
-            let mut capped = [iovec { iov_base: core::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
-            let used = capped_iov(iov, cnt, &mut capped);
-            let r = real::readv(fd, capped.as_ptr(), used as c_int);
-            let n = filled_parts(capped.as_ptr(), used, r.max(0) as usize, &mut parts);
-            hook.emit(Ev::new(Call::Readv).fd(fd, kind).result(r as i64).aux(cnt as u64, 0), &parts[..n]);
-            r
+            self.used = capped_iov(self.iov, self.cnt, &mut self.capped);
+            real::readv(self.fd, self.capped.as_ptr(), self.used as c_int) as i64
         }
     }
+
+    fn digest(&self, result: i64) -> u64 {
+        let mut parts: [&[u8]; MAX_IOV] = [&[]; MAX_IOV];
+        // SAFETY: the kernel filled the first `result` bytes of the program's iovecs.
+        let n = unsafe { filled_parts(self.iov, self.cnt.max(0) as usize, result.max(0) as usize, &mut parts) };
+        digest_parts(parts[..n].iter().copied())
+    }
+
+    fn record(&self, hook: &Hook, ev: Ev) {
+        let mut parts: [&[u8]; MAX_IOV] = [&[]; MAX_IOV];
+        // SAFETY: the kernel filled the first `result` bytes of the capped iovecs.
+        let n = unsafe { filled_parts(self.capped.as_ptr(), self.used, ev.result.max(0) as usize, &mut parts) };
+        hook.emit(ev, &parts[..n]);
+    }
+
+    fn hand_back(&mut self, t: &Turn) {
+        // SAFETY: the program's writable iovecs.
+        unsafe { scatter(t, 0, t.result().max(0) as usize, self.iov, self.cnt.max(0) as usize) };
+    }
+
+    fn on_dead(&self) -> Option<i64> {
+        run::READ_AT_END
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    let empty = iovec { iov_base: core::ptr::null_mut(), iov_len: 0 };
+    let p = IntoVec { fd, iov, cnt, capped: [empty; MAX_IOV], used: 0 };
+    run::on_fd(Call::Readv, fd, [cnt as u64, 0], p) as isize
 }
 
 /// recvmsg: payload = [name_len u32, control_len u32, msg_flags i32, 0u32] name control data.
@@ -485,19 +481,44 @@ pub unsafe extern "C" fn sendto(
     }
 }
 
-/// Digest and total length of `cnt` iovecs.
+/// Total length of `cnt` iovecs.
 ///
 /// # Safety
 /// `iov` is null or holds `cnt` valid iovecs.
-unsafe fn iov_digest(iov: *const iovec, cnt: usize) -> (u64, usize) {
+unsafe fn iov_len(iov: *const iovec, cnt: usize) -> usize {
     if iov.is_null() {
-        return (digest(&[]), 0);
+        return 0;
     }
     // SAFETY: per the caller.
-    let vs = unsafe { core::slice::from_raw_parts(iov, cnt) };
-    // SAFETY: each iovec is valid for its length.
-    let d = digest_parts(vs.iter().map(|v| unsafe { bytes(v.iov_base, v.iov_len as isize) }));
-    (d, vs.iter().map(|v| v.iov_len).sum())
+    unsafe { core::slice::from_raw_parts(iov, cnt) }.iter().map(|v| v.iov_len).sum()
+}
+
+/// A vector write (`writev`, `sendmsg`); `real` performs it.
+struct FromVec<F> {
+    iov: *const iovec,
+    cnt: usize,
+    real: F,
+}
+
+impl<F: FnMut() -> isize> Particular for FromVec<F> {
+    #[inline(always)]
+    fn real(&mut self, _cap: usize) -> i64 {
+        (self.real)() as i64
+    }
+
+    fn digest(&self, _result: i64) -> u64 {
+        if self.iov.is_null() {
+            return digest(&[]);
+        }
+        // SAFETY: the program's iovecs, each valid for its length.
+        let vs = unsafe { core::slice::from_raw_parts(self.iov, self.cnt) };
+        // SAFETY: as above.
+        digest_parts(vs.iter().map(|v| unsafe { bytes(v.iov_base, v.iov_len as isize) }))
+    }
+
+    fn on_dead(&self) -> Option<i64> {
+        run::write_refused()
+    }
 }
 
 /// A vector write (`writev`, `sendmsg`).
@@ -510,12 +531,11 @@ unsafe fn write_vec(
     iov: *const iovec,
     cnt: usize,
     aux1: u64,
-    real: impl FnOnce() -> isize,
+    real: impl FnMut() -> isize,
 ) -> isize {
-    let Some(hook) = Hook::enter() else { return real() };
     // SAFETY: per the caller.
-    let (d, total) = unsafe { iov_digest(iov, cnt) };
-    write_known(&hook, call, fd, d, total, aux1, real)
+    let total = unsafe { iov_len(iov, cnt) };
+    run::on_fd(call, fd, [total as u64, aux1], FromVec { iov, cnt, real }) as isize
 }
 
 #[no_mangle]
@@ -534,34 +554,27 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     }
 }
 
+/// A call on a descriptor whose result is all there is to record.
+struct Plain<F>(F);
+
+impl<F: FnMut() -> i64> Particular for Plain<F> {
+    #[inline(always)]
+    fn real(&mut self, _cap: usize) -> i64 {
+        (self.0)()
+    }
+}
+
 /// A call on a descriptor whose result is all there is to record. A backup runs it for real on
 /// local state (and checks the result), and hands back the primary's result otherwise.
-///
-/// # Safety
-/// `real` is the call's real implementation with the program's arguments.
 #[inline(always)]
-pub unsafe fn simple_fd_call(call: Call, fd: c_int, aux: [u64; 2], ordered: bool, real: impl FnOnce() -> i64) -> i64 {
-    let Some(hook) = Hook::enter() else { return real() };
-    if let Some(t) = hook.turn(call) {
-        t.expect("the descriptor", t.header().fd as i64, fd as i64);
-        if t.kind().is_local_state() {
-            let r = real();
-            t.expect_outcome(r);
-            return r;
-        }
-        return t.ret();
-    }
-    let kind = fdtable::kind(fd);
-    let _order = (ordered && kind.is_local_state()).then(|| fdtable::lock(fd));
-    let r = real();
-    hook.emit(Ev::new(call).fd(fd, kind).result(r).aux(aux[0], aux[1]), &[]);
-    r
+pub fn simple_fd_call(call: Call, fd: c_int, aux: [u64; 2], real: impl FnMut() -> i64) -> i64 {
+    run::on_fd(call, fd, aux, Plain(real))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn lseek(fd: c_int, off: off_t, whence: c_int) -> off_t {
     // SAFETY: forwarding the program's own arguments.
-    unsafe { simple_fd_call(Call::Lseek, fd, [off as u64, whence as u64], true, || real::lseek(fd, off, whence)) }
+    simple_fd_call(Call::Lseek, fd, [off as u64, whence as u64], || unsafe { real::lseek(fd, off, whence) })
 }
 
 #[no_mangle]
@@ -573,11 +586,11 @@ pub unsafe extern "C" fn lseek64(fd: c_int, off: off_t, whence: c_int) -> off_t 
 #[no_mangle]
 pub unsafe extern "C" fn fsync(fd: c_int) -> c_int {
     // SAFETY: forwarding the program's own arguments.
-    unsafe { simple_fd_call(Call::Fsync, fd, [0; 2], false, || real::fsync(fd) as i64) as c_int }
+    simple_fd_call(Call::Fsync, fd, [0; 2], || unsafe { real::fsync(fd) } as i64) as c_int
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn fdatasync(fd: c_int) -> c_int {
     // SAFETY: as above.
-    unsafe { simple_fd_call(Call::Fdatasync, fd, [0; 2], false, || real::fdatasync(fd) as i64) as c_int }
+    simple_fd_call(Call::Fdatasync, fd, [0; 2], || unsafe { real::fdatasync(fd) } as i64) as c_int
 }

@@ -10,6 +10,7 @@ pub mod net;
 pub mod poll;
 pub mod process;
 pub mod random;
+pub mod run;
 pub mod sync;
 pub mod syscall;
 pub mod thread;

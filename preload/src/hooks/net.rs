@@ -135,7 +135,7 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
 pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
     // SAFETY: forwarding the program's own arguments.
     unsafe {
-        crate::hooks::io::simple_fd_call(Call::Shutdown, fd, [how as u64, 0], false, || real::shutdown(fd, how) as i64)
+        crate::hooks::io::simple_fd_call(Call::Shutdown, fd, [how as u64, 0], || real::shutdown(fd, how) as i64)
             as c_int
     }
 }

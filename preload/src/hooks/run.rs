@@ -1,0 +1,171 @@
+//! The skeleton every hook on a descriptor shares, driven by the call's declaration
+//! (`eventlog::call`): enter the guard; on a backup take the turn, check what the declaration
+//! says is checked, then re-execute or hand back as it says; on a primary order the call as
+//! declared (the descriptor's lock for local state, the output gate for output), run it and record
+//! it. A hook is its declaration plus a [`Particular`]: how to run the real call, which bytes it
+//! defines, what it records and how a backup hands the record back.
+//!
+//! Everything here inlines into the hook, and the declaration is a constant, so the branches on it
+//! fold away: the generic skeleton costs what the hand-written one did.
+
+use crate::fdtable;
+use crate::replay::Turn;
+use crate::state::{self, Ev, Hook};
+use crate::sys;
+use core::ffi::c_int;
+use eventlog::call::spec::{Order, Replay};
+use eventlog::ring::MAX_PAYLOAD;
+use eventlog::Call;
+
+/// What the declaration cannot say about one call.
+pub trait Particular {
+    /// Runs the real call. `cap` bounds the bytes an input may bring in (recorded reads are cut to
+    /// what one event can carry; a short read is legal there).
+    fn real(&mut self, cap: usize) -> i64;
+
+    /// The digest of the bytes the call defines: written (known before the call, `result` is 0
+    /// then) or read from local state (after it).
+    fn digest(&self, _result: i64) -> u64 {
+        0
+    }
+
+    /// Records `ev` with the payload the call's declaration names (none by default).
+    fn record(&self, hook: &Hook, ev: Ev) {
+        hook.emit(ev, &[]);
+    }
+
+    /// A backup answering from the record: copies the primary's data into the program's memory.
+    fn hand_back(&mut self, _t: &Turn) {}
+
+    /// A backup that does not run the call: what the call would have done to local state (the
+    /// file offset a `sendfile` from a file advances).
+    fn follow(&mut self, _t: &Turn) {}
+
+    /// A second descriptor the call reads or writes (`sendfile`'s source): ordered like the
+    /// first, under its lock when it is local state.
+    fn other_fd(&self) -> c_int {
+        -1
+    }
+
+    /// The result on a stand-in for a connection that existed only on the primary, once live
+    /// (`None`: run the call on the stand-in).
+    fn on_dead(&self) -> Option<i64> {
+        None
+    }
+}
+
+/// Reads of a primary-only connection, once live, see its end.
+pub const READ_AT_END: Option<i64> = Some(0);
+
+/// Writes to a primary-only connection, once live, are refused as by a peer that went away.
+#[inline(always)]
+pub fn write_refused() -> Option<i64> {
+    sys::set_errno(libc::ECONNRESET);
+    Some(-1)
+}
+
+/// The locks that order a call on `fd` (if `lock_fd`) and on `other` (if it is local state), taken
+/// in descriptor order so that two calls on the same pair never wait for each other.
+#[inline(always)]
+fn order(fd: c_int, lock_fd: bool, other: c_int) -> [Option<fdtable::FdLock>; 2] {
+    let lock_other = other >= 0 && other != fd && fdtable::kind(other).is_local_state();
+    let (first, second) = if other < fd { (other, fd) } else { (fd, other) };
+    let wants = |f: c_int| if f == fd { lock_fd } else { lock_other };
+    let a = wants(first).then(|| fdtable::lock(first));
+    let b = (second != first && wants(second)).then(|| fdtable::lock(second));
+    [a, b]
+}
+
+/// Checks what the declaration says a backup checks: the descriptor and `aux` values.
+#[inline(always)]
+fn check(t: &Turn, call: Call, fd: c_int, aux: [u64; 2]) {
+    let checks = call.spec().checks;
+    if checks.fd {
+        t.expect("the descriptor", t.header().fd as i64, fd as i64);
+    }
+    for (i, name) in [(0, aux_name(call, 0)), (1, aux_name(call, 1))] {
+        if checks.aux[i] {
+            t.expect(name, t.header().aux[i] as i64, aux[i] as i64);
+        }
+    }
+}
+
+/// The declared name of an aux slot, for divergence reports.
+const fn aux_name(call: Call, i: usize) -> &'static str {
+    match call.spec().aux[i] {
+        eventlog::call::spec::Slot::One(f) => f.name,
+        eventlog::call::spec::Slot::Halves(lo, _) => lo.name,
+        eventlog::call::spec::Slot::Unused => "an unused value",
+    }
+}
+
+/// Runs one call on descriptor `fd` as its declaration says. `aux` are the values the event
+/// records (and a backup checks, where declared).
+#[inline(always)]
+pub fn on_fd<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i64 {
+    let spec = call.spec();
+    let Some(hook) = Hook::enter() else { return p.real(usize::MAX) };
+    // What a write writes is known before it runs (and must be taken before: another thread may
+    // change the buffer once the call is under way).
+    let written = matches!(spec.replay, Replay::Output);
+    let written_digest = if written { p.digest(0) } else { 0 };
+    if let Some(t) = hook.turn(call) {
+        // A backup at its turn: checks, then re-executes or hands back as declared.
+        check(&t, call, fd, aux);
+        if written {
+            t.expect_digest(written_digest);
+        }
+        let run_here = match spec.replay {
+            Replay::ByKind | Replay::Output => t.kind().is_local_state(),
+            Replay::HandBack => false,
+            _ => true,
+        };
+        if run_here {
+            let r = p.real(usize::MAX);
+            t.expect_outcome(r);
+            if !written && !spec.digest.is_empty() {
+                t.expect_digest(p.digest(r));
+            }
+            return r;
+        }
+        p.follow(&t);
+        p.hand_back(&t);
+        return t.ret();
+    }
+    if fdtable::is_dead(fd) {
+        if let Some(r) = p.on_dead() {
+            return r;
+        }
+    }
+    if written {
+        // Output to the outside world first waits for the backups (output commit); writes to
+        // local state run under the descriptor's lock.
+        let d = written_digest;
+        let kind = fdtable::kind(fd);
+        let output = kind.is_outward();
+        if output {
+            state::hold_output();
+        }
+        let _order = order(fd, kind.is_local_state(), p.other_fd());
+        let r = p.real(usize::MAX);
+        hook.emit(Ev::new(call).fd(fd, kind).result(r).aux(aux[0], aux[1]).digest(d).output(output), &[]);
+        return r;
+    }
+    let kind = fdtable::kind(fd);
+    if kind.is_local_state() && !matches!(spec.replay, Replay::HandBack) {
+        // Local state: the backup runs the call too, so only a digest of what it read is kept.
+        let _order = order(fd, matches!(spec.order, Order::UnderFdLock), p.other_fd());
+        let r = p.real(usize::MAX);
+        let ev = Ev::new(call).fd(fd, kind).result(r).aux(aux[0], aux[1]);
+        if spec.digest.is_empty() {
+            hook.emit(ev, &[]);
+        } else {
+            hook.emit(ev.digest(p.digest(r)), &[]);
+        }
+        return r;
+    }
+    // Input from outside: recorded as the payload, cut to what one event carries.
+    let r = p.real(MAX_PAYLOAD);
+    p.record(&hook, Ev::new(call).fd(fd, kind).result(r).aux(aux[0], aux[1]));
+    r
+}
