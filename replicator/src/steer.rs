@@ -4,7 +4,7 @@
 //! held for good); a backup named primary of a new epoch promotes itself.
 
 use crate::certs::{Identity, CLUSTER_NAME};
-use crate::control;
+use crate::control::{self, ControlReply, ControlRequest};
 use crate::error::{Error, Result};
 use crate::statedir::unhex;
 use coordinator::client::{Client, ClientError, Lease};
@@ -13,7 +13,7 @@ use coordinator::model::{Command, Group, Mode, Refusal};
 use eventlog::IncarnationToken;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 /// How often a primary renews its lease.
 pub const LEASE_PERIOD: Duration = Duration::from_millis(100);
@@ -159,16 +159,16 @@ impl Steering {
                 }
             };
             drop(group);
-            let (reply, answer) = oneshot::channel();
-            if agent.send(control::Request { line: control::PROMOTE.into(), reply }).await.is_err() {
-                return;
+            match control::ask(&agent, ControlRequest::Promote).await {
+                ControlReply::Ok { message } => {
+                    tracing::info!(epoch = new_epoch, "the coordinator named this member primary: {message}")
+                }
+                ControlReply::Error { reason } => {
+                    tracing::error!(epoch = new_epoch, "the coordinator named this member primary, but: {reason}");
+                    return;
+                }
             }
-            let answer = answer.await.unwrap_or_default();
-            if answer.starts_with("error:") {
-                tracing::error!(epoch = new_epoch, "the coordinator named this member primary, but {answer}");
-                return;
-            }
-            tracing::info!(epoch = new_epoch, "the coordinator named this member primary: {answer}");
+            drop(agent);
             let mut lease = me.keep_lease(new_epoch);
             while lease.changed().await.is_ok() {
                 if let Lease::Lost { epoch } = *lease.borrow() {
