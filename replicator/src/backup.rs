@@ -275,7 +275,7 @@ impl Network {
                         if !self.witness {
                             let held = self.held.clone();
                             steering.report(g.epoch, move || (held.load(Ordering::Relaxed), 0));
-                            steering.await_promotion(g.epoch, requests_tx.clone());
+                            steering.await_promotion(g.epoch, requests_tx.clone(), self.following.fence.clone());
                         }
                     }
                     Err(e) => {

@@ -7,6 +7,7 @@ pub mod describe;
 pub mod elfcheck;
 pub mod error;
 pub mod launch;
+pub mod lease;
 pub mod net;
 pub mod primary;
 pub mod recorder;

@@ -10,6 +10,7 @@
 use crate::certs::Identity;
 use crate::error::{Error, Result};
 use crate::launch::Launch;
+use crate::lease::{self, Fence};
 use crate::net::{self, read_frame, write_frame};
 use crate::recorder::{self, Recording, Tap};
 use crate::statedir::{random, Membership, StateDir};
@@ -17,7 +18,6 @@ use crate::steer::{self, Steering};
 use crate::wire::frame::{Body, Frame};
 use crate::wire::session::{group_ack, PrimarySession, Standing};
 use bytes::Bytes;
-use coordinator::client::Lease;
 use coordinator::model::Mode;
 use eventlog::logfile::{pack_events, Launch as LaunchRecord, PACK_MIN};
 use eventlog::ring::{Geometry, SharedRegion};
@@ -134,7 +134,8 @@ pub struct Hub {
     mode: OutputMode,
     min_backups: usize,
     compress: bool,
-    region: OnceLock<Arc<SharedRegion>>,
+    /// The program's output gate: shut for good once this agent is primary no more.
+    fence: Arc<Fence>,
     state: Mutex<HubState>,
     /// The last event written (0 before any).
     written: watch::Sender<u64>,
@@ -144,8 +145,6 @@ pub struct Hub {
     released: watch::Sender<u64>,
     /// How many backups are connected.
     sessions: watch::Sender<usize>,
-    /// The coordinator ended this primary's epoch: nothing more is released.
-    fenced: std::sync::atomic::AtomicBool,
     /// Numbers sessions in the order they start.
     next_session: std::sync::atomic::AtomicU64,
 }
@@ -157,13 +156,13 @@ impl Hub {
 
     /// Recomputes the release point from the backups' positions and hands it to the shim.
     fn update_release(&self) {
-        if self.fenced.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.fence.is_shut() {
             return;
         }
         let point = group_ack(self.state().positions(), self.min_backups);
         if let Some(point) = point {
             let point = point.min(*self.written.borrow());
-            if let Some(region) = self.region.get() {
+            if let Some(region) = self.fence.region() {
                 region.region().release_outputs(point);
             }
             self.released.send_if_modified(|r| {
@@ -171,14 +170,6 @@ impl Hub {
                 *r = (*r).max(point);
                 moved
             });
-        }
-    }
-
-    /// This primary's epoch is over: outputs from here on wait for good, in either mode.
-    fn fence(&self) {
-        self.fenced.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(region) = self.region.get() {
-            region.region().set_gate(true);
         }
     }
 
@@ -197,7 +188,7 @@ impl Hub {
 impl Tap for Hub {
     fn started(&self, region: Arc<SharedRegion>) {
         region.region().set_gate(self.mode == OutputMode::Sync);
-        let _ = self.region.set(region);
+        self.fence.attach(region);
         self.update_release();
     }
 
@@ -286,13 +277,12 @@ pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
         mode: opts.mode,
         min_backups: opts.min_backups,
         compress: opts.compress,
-        region: OnceLock::new(),
+        fence: Arc::default(),
         state: Mutex::new(HubState::default()),
         written,
         ended,
         released,
         sessions,
-        fenced: Default::default(),
         next_session: Default::default(),
     });
     if let Some(steering) = &steering {
@@ -300,21 +290,7 @@ pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
         let epoch = membership.epoch;
         let h = hub.clone();
         steering.report(epoch, move || (*h.written.borrow(), *h.released.borrow()));
-        let mut lease = steering.keep_lease(epoch);
-        let h = hub.clone();
-        runtime.spawn(async move {
-            while lease.changed().await.is_ok() {
-                if let Lease::Lost { epoch: now } = *lease.borrow() {
-                    h.fence();
-                    tracing::error!(
-                        epoch,
-                        now,
-                        "the coordinator ended this primary's epoch: its output is held for good"
-                    );
-                    return;
-                }
-            }
-        });
+        lease::keep(steering, epoch, hub.fence.clone());
     }
     let endpoint = runtime.block_on(async { net::server(&identity, opts.listen) })?;
     tracing::info!(group = %opts.group, listen = %opts.listen, incarnation = %membership.incarnation, "serving backups");
