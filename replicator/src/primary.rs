@@ -10,13 +10,13 @@
 use crate::certs::Identity;
 use crate::error::{Error, Result};
 use crate::launch::Launch;
-use crate::lease::{self, Fence};
+use crate::lease::{self, Fence, Fenced};
 use crate::net::{self, read_frame, write_frame};
 use crate::recorder::{self, Recording, Tap};
 use crate::statedir::{random, Membership, StateDir};
 use crate::steer::{self, Steering};
 use crate::wire::frame::{Body, Frame};
-use crate::wire::session::{group_ack, PrimarySession, Standing};
+use crate::wire::session::{group_ack, PrimarySession, SessionError, Standing};
 use bytes::Bytes;
 use coordinator::model::Mode;
 use eventlog::logfile::{pack_events, Launch as LaunchRecord, PACK_MIN};
@@ -170,6 +170,14 @@ impl Hub {
                 *r = (*r).max(point);
                 moved
             });
+        }
+    }
+
+    /// A backup spoke for a later epoch: another primary has been named, and this one must not
+    /// go on answering clients.
+    fn replaced_if(&self, e: &SessionError) {
+        if let SessionError::Replaced { ours, theirs } = *e {
+            self.fence.shut(&Fenced::Replaced { ours, theirs });
         }
     }
 
@@ -357,6 +365,7 @@ async fn serve(conn: &quinn::Connection, hub: &Arc<Hub>, who: &str) -> std::resu
     let (session, welcome) = match PrimarySession::accept(hub.standing, &hub.group, &hub.launch, &hello) {
         Ok(ok) => ok,
         Err(e) => {
+            hub.replaced_if(&e);
             tracing::warn!(member = %who, "refused: {e}");
             let refuse =
                 Frame::new(hub.standing.incarnation, hub.standing.epoch, Body::Refuse { reason: e.to_string() });
@@ -400,7 +409,10 @@ async fn receive_acks(
                 let Some(frame) = frame.transpose()?.flatten() else { return Ok(()) };
                 let (handle, acked) = {
                     let mut s = lock(session);
-                    s.receive(&frame).map_err(|e| net::NetError::Protocol(e.to_string()))?;
+                    s.receive(&frame).map_err(|e| {
+                        hub.replaced_if(&e);
+                        net::NetError::Protocol(e.to_string())
+                    })?;
                     (s.handle, s.acked)
                 };
                 hub.state().set_acked(handle, number, Some(acked), &hub.sessions);
