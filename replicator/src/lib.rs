@@ -1,5 +1,7 @@
 //! The tandem agent: launches programs under the shim, drains their events, keeps logs.
 
+#![forbid(unsafe_code)]
+
 pub mod backup;
 pub mod certs;
 pub mod control;

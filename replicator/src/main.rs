@@ -1,5 +1,7 @@
 //! The `tandem` command.
 
+#![forbid(unsafe_code)]
+
 use clap::{Parser, Subcommand};
 use eventlog::ring::{Geometry, MIN_RING_BYTES};
 use replicator::error::{Error, Result};
