@@ -1,6 +1,8 @@
 //! tandem's coordinator: says which member of each replica group is primary, in which epoch and
 //! of which incarnation, and keeps that on a Raft cluster (one member by default).
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod client;
 pub mod http;

@@ -8,7 +8,7 @@
 //! the stream where the log ends.
 
 use crate::certs::Identity;
-use crate::control;
+use crate::control::{self, ControlReply, ControlRequest};
 use crate::error::{Error, Result};
 use crate::net::{self, read_frame, write_frame, NetError};
 use crate::recorder::now_ns;
@@ -275,7 +275,7 @@ impl Network {
                         if !self.witness {
                             let held = self.held.clone();
                             steering.report(g.epoch, move || (held.load(Ordering::Relaxed), 0));
-                            steering.await_promotion(g.epoch, requests_tx.clone());
+                            steering.await_promotion(g.epoch, requests_tx.clone(), self.following.fence.clone());
                         }
                     }
                     Err(e) => {
@@ -344,40 +344,43 @@ impl Network {
                 failures = 0;
                 // The session was dropped at an await point, never inside a log write: the log
                 // ends with a whole batch.
-                let reply = self.handle(&request.line, &session, &mut writer);
+                let reply = self.handle(&request.request, &session, &mut writer);
                 let _ = request.reply.send(reply);
             }
             // Still answer, so that scripts learn where this agent stands.
             while let Some(request) = requests.recv().await {
-                let _ = request.reply.send(self.handle(&request.line, &session, &mut writer));
+                let _ = request.reply.send(self.handle(&request.request, &session, &mut writer));
             }
         });
     }
 
     /// A control request, between sessions.
-    fn handle(&self, line: &str, session: &BackupSession, writer: &mut Option<LocalLog>) -> String {
-        if line != control::PROMOTE {
-            return format!("error: unknown request {line:?}; this agent knows {:?}", control::PROMOTE);
+    fn handle(&self, request: &ControlRequest, session: &BackupSession, writer: &mut Option<LocalLog>) -> ControlReply {
+        match request {
+            ControlRequest::Promote => self.promote(session, writer),
         }
+    }
+
+    fn promote(&self, session: &BackupSession, writer: &mut Option<LocalLog>) -> ControlReply {
         if self.following.go_live.load(Ordering::SeqCst) {
-            return "error: already promoted".into();
+            return ControlReply::error("already promoted");
         }
         if self.witness {
-            return "error: a witness keeps the log without running the program; it cannot take over".into();
+            return ControlReply::error("a witness keeps the log without running the program; it cannot take over");
         }
         if self.following.stop.load(Ordering::SeqCst) {
-            return "error: the primary's program ended; there is nothing to take over".into();
+            return ControlReply::error("the primary's program ended; there is nothing to take over");
         }
         let Some(w) = writer.as_mut() else {
-            return "error: this backup holds nothing of the primary's yet; it cannot take over".into();
+            return ControlReply::error("this backup holds nothing of the primary's yet; it cannot take over");
         };
         if let Err(e) = w.close() {
-            return format!("error: cannot flush {}: {e}", self.log.display());
+            return ControlReply::error(format!("cannot flush {}: {e}", self.log.display()));
         }
         self.following.go_live.store(true, Ordering::SeqCst);
         self.following.stop.store(true, Ordering::SeqCst);
         tracing::info!(held = session.held, "promoted: replaying the events held, then going live");
-        format!("promoted: the program goes live after event {}", session.held)
+        ControlReply::ok(format!("promoted: the program goes live after event {}", session.held))
     }
 
     async fn session(

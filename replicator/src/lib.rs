@@ -1,5 +1,7 @@
 //! The tandem agent: launches programs under the shim, drains their events, keeps logs.
 
+#![forbid(unsafe_code)]
+
 pub mod backup;
 pub mod certs;
 pub mod control;
@@ -7,6 +9,7 @@ pub mod describe;
 pub mod elfcheck;
 pub mod error;
 pub mod launch;
+pub mod lease;
 pub mod net;
 pub mod primary;
 pub mod recorder;

@@ -1,5 +1,7 @@
 //! The `tandem` command.
 
+#![forbid(unsafe_code)]
+
 use clap::{Parser, Subcommand};
 use eventlog::ring::{Geometry, MIN_RING_BYTES};
 use replicator::error::{Error, Result};
@@ -340,7 +342,7 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(outcome.exit_code().clamp(0, 255) as u8)
         }
         Command::Promote { state_dir } => {
-            println!("{}", replicator::control::request(&state_dir, replicator::control::PROMOTE)?);
+            println!("{}", replicator::control::request(&state_dir, &replicator::control::ControlRequest::Promote)?);
             Ok(0)
         }
         Command::Certs { command: CertsCommand::Init { dir } } => {

@@ -10,15 +10,15 @@
 use crate::certs::Identity;
 use crate::error::{Error, Result};
 use crate::launch::Launch;
+use crate::lease::{self, Fence, Fenced};
 use crate::net::{self, read_frame, write_frame};
 use crate::recorder::{self, Recording, Tap};
 use crate::statedir::{random, Membership, StateDir};
 use crate::steer::Steering;
 use crate::wire::frame::{Body, Frame};
-use crate::wire::session::{group_ack, PrimarySession, Standing};
+use crate::wire::session::{group_ack, PrimarySession, SessionError, Standing};
 use bytes::Bytes;
 use coordinator::api::Mode;
-use coordinator::client::Lease;
 use eventlog::logfile::{pack_events, Launch as LaunchRecord, PACK_MIN};
 use eventlog::ring::{Geometry, SharedRegion};
 use eventlog::{Epoch, IncarnationToken};
@@ -134,7 +134,8 @@ pub struct Hub {
     mode: OutputMode,
     min_backups: usize,
     compress: bool,
-    region: OnceLock<Arc<SharedRegion>>,
+    /// The program's output gate: shut for good once this agent is primary no more.
+    fence: Arc<Fence>,
     state: Mutex<HubState>,
     /// The last event written (0 before any).
     written: watch::Sender<u64>,
@@ -144,8 +145,6 @@ pub struct Hub {
     released: watch::Sender<u64>,
     /// How many backups are connected.
     sessions: watch::Sender<usize>,
-    /// The coordinator ended this primary's epoch: nothing more is released.
-    fenced: std::sync::atomic::AtomicBool,
     /// Numbers sessions in the order they start.
     next_session: std::sync::atomic::AtomicU64,
 }
@@ -157,13 +156,13 @@ impl Hub {
 
     /// Recomputes the release point from the backups' positions and hands it to the shim.
     fn update_release(&self) {
-        if self.fenced.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.fence.is_shut() {
             return;
         }
         let point = group_ack(self.state().positions(), self.min_backups);
         if let Some(point) = point {
             let point = point.min(*self.written.borrow());
-            if let Some(region) = self.region.get() {
+            if let Some(region) = self.fence.region() {
                 region.region().release_outputs(point);
             }
             self.released.send_if_modified(|r| {
@@ -174,11 +173,11 @@ impl Hub {
         }
     }
 
-    /// This primary's epoch is over: outputs from here on wait for good, in either mode.
-    fn fence(&self) {
-        self.fenced.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(region) = self.region.get() {
-            region.region().set_gate(true);
+    /// A backup spoke for a later epoch: another primary has been named, and this one must not
+    /// go on answering clients.
+    fn replaced_if(&self, e: &SessionError) {
+        if let SessionError::Replaced { ours, theirs } = *e {
+            self.fence.shut(&Fenced::Replaced { ours: Epoch(ours), theirs: Epoch(theirs) });
         }
     }
 
@@ -197,7 +196,7 @@ impl Hub {
 impl Tap for Hub {
     fn started(&self, region: Arc<SharedRegion>) {
         region.region().set_gate(self.mode == OutputMode::Sync);
-        let _ = self.region.set(region);
+        self.fence.attach(region);
         self.update_release();
     }
 
@@ -286,13 +285,12 @@ pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
         mode: opts.mode,
         min_backups: opts.min_backups,
         compress: opts.compress,
-        region: OnceLock::new(),
+        fence: Arc::default(),
         state: Mutex::new(HubState::default()),
         written,
         ended,
         released,
         sessions,
-        fenced: Default::default(),
         next_session: Default::default(),
     });
     if let Some(steering) = &steering {
@@ -300,21 +298,7 @@ pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
         let epoch = Epoch(membership.epoch);
         let h = hub.clone();
         steering.report(epoch, move || (*h.written.borrow(), *h.released.borrow()));
-        let mut lease = steering.keep_lease(epoch);
-        let h = hub.clone();
-        runtime.spawn(async move {
-            while lease.changed().await.is_ok() {
-                if let Lease::Lost { epoch: now } = *lease.borrow() {
-                    h.fence();
-                    tracing::error!(
-                        epoch = epoch.0,
-                        now = now.0,
-                        "the coordinator ended this primary's epoch: its output is held for good"
-                    );
-                    return;
-                }
-            }
-        });
+        lease::keep(steering, epoch, hub.fence.clone());
     }
     let endpoint = runtime.block_on(async { net::server(&identity, opts.listen) })?;
     tracing::info!(group = %opts.group, listen = %opts.listen, incarnation = %membership.incarnation, "serving backups");
@@ -381,6 +365,7 @@ async fn serve(conn: &quinn::Connection, hub: &Arc<Hub>, who: &str) -> std::resu
     let (session, welcome) = match PrimarySession::accept(hub.standing, &hub.group, &hub.launch, &hello) {
         Ok(ok) => ok,
         Err(e) => {
+            hub.replaced_if(&e);
             tracing::warn!(member = %who, "refused: {e}");
             let refuse =
                 Frame::new(hub.standing.incarnation, hub.standing.epoch, Body::Refuse { reason: e.to_string() });
@@ -424,7 +409,10 @@ async fn receive_acks(
                 let Some(frame) = frame.transpose()?.flatten() else { return Ok(()) };
                 let (handle, acked) = {
                     let mut s = lock(session);
-                    s.receive(&frame).map_err(|e| net::NetError::Protocol(e.to_string()))?;
+                    s.receive(&frame).map_err(|e| {
+                        hub.replaced_if(&e);
+                        net::NetError::Protocol(e.to_string())
+                    })?;
                     (s.handle, s.acked)
                 };
                 hub.state().set_acked(handle, number, Some(acked), &hub.sessions);

@@ -41,6 +41,8 @@ pub struct Following {
     /// How far the log holds whole batches: the replay reads no further. Past it, space made
     /// ready ahead of the writer may hold a batch half copied in.
     pub written: Arc<AtomicU64>,
+    /// The program's output gate, for the lease of a backup promoted by the coordinator.
+    pub fence: Arc<crate::lease::Fence>,
 }
 
 /// The log file, read no further than `end` when one is given.
@@ -176,8 +178,13 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
             here.to_string_lossy()
         );
     }
-    let shared = SharedRegion::create(opts.geometry, Mode::Replay)
-        .map_err(Error::io("cannot create the shared replay region"))?;
+    let shared = Arc::new(
+        SharedRegion::create(opts.geometry, Mode::Replay)
+            .map_err(Error::io("cannot create the shared replay region"))?,
+    );
+    if let Some(follow) = &opts.follow {
+        follow.fence.attach(shared.clone());
+    }
     crate::launch::apply_knobs(&shared);
     let region = shared.region();
     let Some(feed) = region.feed() else { return Err(Error::Setup("replay region without a feed".into())) };

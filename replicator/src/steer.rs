@@ -1,26 +1,20 @@
 //! An agent steered by the coordinator (`--coordinator`): it registers with its group, takes the
 //! group's incarnation token and epoch from there, reports how far it holds the primary's events,
-//! and follows the coordinator's decisions: a primary whose lease lapsed is fenced (its output is
-//! held for good); a backup named primary of a new epoch promotes itself.
+//! and follows the coordinator's decisions: a backup named primary of a new epoch promotes itself
+//! and keeps that epoch's lease (`lease.rs`, as `tandem primary` does).
 
 use crate::certs::{Identity, CLUSTER_NAME};
-use crate::control;
+use crate::control::{self, ControlReply, ControlRequest};
 use crate::error::{Error, Result};
+use crate::lease::{self, Fence};
 use coordinator::api::{Group, Mode, Refusal, Request};
-use coordinator::client::{Client, ClientError, Lease};
+use coordinator::client::{Client, ClientError};
 use coordinator::http::Transport;
 use eventlog::{Epoch, IncarnationToken};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::mpsc;
 
-/// How often a primary renews its lease.
-pub const LEASE_PERIOD: Duration = Duration::from_millis(100);
-/// A primary that has not had its lease confirmed for this long fences itself, until the first
-/// renewal tells it the coordinator's timeout (it then fences at four fifths of that): sooner than
-/// the lease lapses there, counted from the renewal's arrival, so the old primary stops before
-/// the coordinator can name another.
-pub const FENCE_AFTER: Duration = Duration::from_millis(400);
 /// How often an agent reports its position.
 pub const REPORT_EVERY: Duration = Duration::from_millis(100);
 /// How often a backup looks at its group.
@@ -129,15 +123,10 @@ impl Steering {
         });
     }
 
-    /// Renews this primary's lease; the receiver learns when the epoch ends.
-    pub fn keep_lease(&self, epoch: Epoch) -> watch::Receiver<Lease> {
-        self.client.clone().keep_lease(self.group.clone(), self.member.clone(), epoch, LEASE_PERIOD, FENCE_AFTER)
-    }
-
     /// A backup: once the coordinator names this member primary of an epoch after `epoch`, asks
     /// the agent to promote itself (through the same channel as `tandem promote`), then keeps the
-    /// new epoch's lease.
-    pub fn await_promotion(&self, epoch: Epoch, agent: mpsc::Sender<control::Request>) {
+    /// new epoch's lease, fencing the program through `fence` as a primary does once it lapses.
+    pub fn await_promotion(&self, epoch: Epoch, agent: mpsc::Sender<control::Request>, fence: Arc<Fence>) {
         let me = self.clone();
         tokio::spawn(async move {
             let mut group = me.client.clone().watch_group(me.group.clone(), WATCH_EVERY);
@@ -151,23 +140,17 @@ impl Steering {
                 }
             };
             drop(group);
-            let (reply, answer) = oneshot::channel();
-            if agent.send(control::Request { line: control::PROMOTE.into(), reply }).await.is_err() {
-                return;
-            }
-            let answer = answer.await.unwrap_or_default();
-            if answer.starts_with("error:") {
-                tracing::error!(epoch = new_epoch.0, "the coordinator named this member primary, but {answer}");
-                return;
-            }
-            tracing::info!(epoch = new_epoch.0, "the coordinator named this member primary: {answer}");
-            let mut lease = me.keep_lease(new_epoch);
-            while lease.changed().await.is_ok() {
-                if let Lease::Lost { epoch } = *lease.borrow() {
-                    tracing::error!(epoch = epoch.0, "this member's lease as primary lapsed");
+            match control::ask(&agent, ControlRequest::Promote).await {
+                ControlReply::Ok { message } => {
+                    tracing::info!(epoch = new_epoch.0, "the coordinator named this member primary: {message}")
+                }
+                ControlReply::Error { reason } => {
+                    tracing::error!(epoch = new_epoch.0, "the coordinator named this member primary, but: {reason}");
                     return;
                 }
             }
+            drop(agent);
+            lease::keep(&me, new_epoch, fence);
         });
     }
 }

@@ -6,6 +6,9 @@
 //!
 //! The agent publishes how far the backups hold (`released`) and wakes the waiting threads; a
 //! waiting thread rings the agent's doorbell so its events go out at once.
+//!
+//! An agent that is no longer the group's primary (its lease lapsed, or another was named)
+//! shuts the gate: from then on no output leaves, whatever the backups hold.
 
 use super::{sys, Producer, Region};
 use core::sync::atomic::Ordering;
@@ -13,9 +16,20 @@ use core::sync::atomic::Ordering;
 /// How long a held output sleeps before looking again on its own (the agent wakes it).
 const GATE_SLEEP_NS: u64 = 50_000_000;
 
+/// `ShmHeader::output_gate`: outputs leave at once.
+pub const GATE_OFF: u32 = 0;
+/// Outputs wait for the release point.
+pub const GATE_ON: u32 = 1;
+/// Outputs wait for good (the agent was fenced). Never opened again.
+pub const GATE_SHUT: u32 = 2;
+
 impl Region {
     pub fn gate_enabled(&self) -> bool {
-        self.header().output_gate.load(Ordering::Relaxed) != 0
+        self.header().output_gate.load(Ordering::Relaxed) != GATE_OFF
+    }
+
+    pub fn gate_shut(&self) -> bool {
+        self.header().output_gate.load(Ordering::SeqCst) == GATE_SHUT
     }
 
     /// The newest sequence number of an event that was not output.
@@ -29,12 +43,13 @@ impl Region {
         let h = self.header();
         loop {
             let seen = h.gate_wake.load(Ordering::SeqCst);
-            if h.released.load(Ordering::SeqCst) >= seq || h.output_gate.load(Ordering::Relaxed) == 0 {
+            let gate = h.output_gate.load(Ordering::SeqCst);
+            if gate == GATE_OFF || (gate == GATE_ON && h.released.load(Ordering::SeqCst) >= seq) {
                 return;
             }
             h.gate_waiters.fetch_add(1, Ordering::SeqCst);
             self.ring_doorbell();
-            if h.released.load(Ordering::SeqCst) < seq {
+            if gate == GATE_SHUT || h.released.load(Ordering::SeqCst) < seq {
                 sys::futex_wait(&h.gate_wake, seen, GATE_SLEEP_NS);
             }
             h.gate_waiters.fetch_sub(1, Ordering::SeqCst);
@@ -53,14 +68,21 @@ impl Region {
         }
     }
 
-    /// The agent: turns the gate on or off (off releases every waiting output).
+    /// The agent: turns the gate on or off (off releases every waiting output). A shut gate
+    /// stays shut.
     pub fn set_gate(&self, on: bool) {
         let h = self.header();
-        h.output_gate.store(on as u32, Ordering::SeqCst);
-        if !on {
+        let want = if on { GATE_ON } else { GATE_OFF };
+        let was = h.output_gate.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |g| (g != GATE_SHUT).then_some(want));
+        if !on && was.is_ok() {
             h.gate_wake.fetch_add(1, Ordering::SeqCst);
             sys::futex_wake(&h.gate_wake, i32::MAX as u32);
         }
+    }
+
+    /// The agent: no output leaves from now on, whatever the backups hold.
+    pub fn shut_gate(&self) {
+        self.header().output_gate.store(GATE_SHUT, Ordering::SeqCst);
     }
 }
 
@@ -105,5 +127,29 @@ mod tests {
         assert!(left.load(Ordering::SeqCst));
         // Nothing new to depend on: the next output leaves at once.
         region.wait_released(region.input_high());
+    }
+
+    #[test]
+    fn a_shut_gate_holds_every_output_and_stays_shut() {
+        // A replay region (a promoted backup's) records nothing: its outputs depend on no input.
+        let shared = Arc::new(SharedRegion::create(Geometry::replay(4, 4 << 20), Mode::Replay).unwrap());
+        let region = shared.region();
+        assert_eq!(region.input_high(), 0);
+        region.shut_gate();
+        region.set_gate(false);
+        region.release_outputs(u64::MAX);
+        assert!(region.gate_shut() && region.gate_enabled());
+        let left = Arc::new(AtomicBool::new(false));
+        {
+            let (shared, left) = (shared.clone(), left.clone());
+            // Detached: it never returns.
+            std::thread::spawn(move || {
+                let region = shared.region();
+                region.wait_released(region.input_high());
+                left.store(true, Ordering::SeqCst);
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        assert!(!left.load(Ordering::SeqCst), "an output left through a shut gate");
     }
 }

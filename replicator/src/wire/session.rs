@@ -15,7 +15,10 @@
 //! ```
 //!
 //! Every frame carries the group's incarnation token and epoch. A frame of another incarnation,
-//! or of an epoch older than the newest this end has seen, is refused.
+//! or of an epoch older than this end's, is refused. A newer epoch is the two ends' one
+//! difference: a backup adopts it from its primary's frames (that is how it learns the epoch
+//! moved), but a primary never does: a backup speaking for a later epoch means another primary
+//! has been named, and the primary's session ends as replaced.
 
 use super::frame::{Body, Frame};
 use bytes::Bytes;
@@ -29,6 +32,11 @@ pub enum SessionError {
     Incarnation { got: IncarnationToken, ours: IncarnationToken },
     #[error("frame of epoch {got}, older than this group's epoch {ours}")]
     StaleEpoch { got: u64, ours: u64 },
+    /// The primary's end only: the backup speaks for a later epoch.
+    #[error(
+        "this primary's epoch {ours} is over: a backup speaks for epoch {theirs}, so another primary has been named"
+    )]
+    Replaced { ours: u64, theirs: u64 },
     #[error("the peer is in group {got:?}, this agent serves group {ours:?}")]
     Group { got: String, ours: String },
     #[error("unexpected {0} frame in this state")]
@@ -47,15 +55,31 @@ pub struct Standing {
 }
 
 impl Standing {
-    /// Checks a frame against this standing, adopting a newer epoch.
-    fn admit(&mut self, f: &Frame) -> Result<(), SessionError> {
+    /// Refuses a frame of another incarnation or of an older epoch.
+    fn check(&self, f: &Frame) -> Result<(), SessionError> {
         if f.incarnation != self.incarnation {
             return Err(SessionError::Incarnation { got: f.incarnation, ours: self.incarnation });
         }
         if f.epoch < self.epoch {
             return Err(SessionError::StaleEpoch { got: f.epoch, ours: self.epoch });
         }
+        Ok(())
+    }
+
+    /// The backup's rule: a frame from its primary of a later epoch moves this end to it.
+    fn adopt(&mut self, f: &Frame) -> Result<(), SessionError> {
+        self.check(f)?;
         self.epoch = f.epoch;
+        Ok(())
+    }
+
+    /// The primary's rule: its epoch is its own; a backup's frame of a later one means another
+    /// primary has been named.
+    fn refuse_newer(&self, f: &Frame) -> Result<(), SessionError> {
+        self.check(f)?;
+        if f.epoch > self.epoch {
+            return Err(SessionError::Replaced { ours: self.epoch, theirs: f.epoch });
+        }
         Ok(())
     }
 
@@ -99,7 +123,6 @@ impl PrimarySession {
         if their_group != group {
             return Err(SessionError::Group { got: their_group.clone(), ours: group.to_string() });
         }
-        let mut standing_check = standing;
         let held = if hello.incarnation.is_none() {
             if *held != 0 {
                 return Err(SessionError::Protocol(format!(
@@ -108,7 +131,7 @@ impl PrimarySession {
             }
             0
         } else {
-            standing_check.admit(hello)?;
+            standing.refuse_newer(hello)?;
             *held
         };
         let session = PrimarySession {
@@ -127,7 +150,7 @@ impl PrimarySession {
 
     /// Takes a frame from the backup.
     pub fn receive(&mut self, f: &Frame) -> Result<(), SessionError> {
-        self.standing.admit(f)?;
+        self.standing.refuse_newer(f)?;
         match &f.body {
             Body::Ack { seq } => {
                 if *seq >= self.next_to_send {
@@ -289,7 +312,7 @@ impl BackupSession {
                 }
                 self.standing.incarnation = f.incarnation;
             }
-            self.standing.admit(&f)?;
+            self.standing.adopt(&f)?;
             if resume_from != self.held + 1 {
                 return Err(SessionError::Protocol(format!(
                     "the primary resumes at {resume_from}, this backup holds up to {}",
@@ -299,7 +322,7 @@ impl BackupSession {
             self.welcomed = true;
             return Ok(BackupAction::Welcomed { resume_from, adopted_token });
         }
-        self.standing.admit(&f)?;
+        self.standing.adopt(&f)?;
         match f.body {
             Body::Data { first_seq, count, wall_ns, events, packed } => {
                 let last = first_seq + count as u64 - 1;
@@ -396,6 +419,41 @@ mod tests {
         b.receive(welcome).unwrap();
         let old = Frame::new(TOKEN, 2, Body::Confirm { seq: 1 });
         assert_eq!(b.receive(old).unwrap_err(), SessionError::StaleEpoch { got: 2, ours: 3 });
+    }
+
+    #[test]
+    fn a_primary_session_seeing_a_newer_epoch_is_replaced_and_keeps_its_own() {
+        // Mid-session: a backup's frame speaks for epoch 2.
+        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, 0);
+        let mut p = connect(&mut b);
+        p.data(1, 3, 0, &events(1, 3), None).unwrap();
+        let newer = Frame::new(TOKEN, 2, Body::Ack { seq: 3 });
+        assert_eq!(p.receive(&newer).unwrap_err(), SessionError::Replaced { ours: 1, theirs: 2 });
+        assert_eq!(p.standing.epoch, 1, "the primary adopted the backup's epoch");
+        assert_eq!(p.acked, 0, "a replaced primary counted the frame");
+        // Its frames still carry its own epoch.
+        assert_eq!(p.confirm(3), None);
+        assert_eq!(p.end(3).unwrap().epoch, 1);
+
+        // At HELLO: a backup that learnt of epoch 2 (from the coordinator) is not welcomed.
+        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 2 }, "g", "b", 1, 0);
+        let err = PrimarySession::accept(primary_standing(), "g", &launch(), &b.hello()).unwrap_err();
+        assert_eq!(err, SessionError::Replaced { ours: 1, theirs: 2 });
+        assert!(err.to_string().contains("epoch 1 is over"), "{err}");
+    }
+
+    #[test]
+    fn a_backup_adopts_its_primarys_newer_epoch() {
+        // A new backup learns the group's epoch from the WELCOME.
+        let mut b = BackupSession::new(Standing { incarnation: IncarnationToken::NONE, epoch: 0 }, "g", "b", 1, 0);
+        let primary = Standing { incarnation: TOKEN, epoch: 2 };
+        let (_, welcome) = PrimarySession::accept(primary, "g", &launch(), &b.hello()).unwrap();
+        assert!(matches!(b.receive(welcome).unwrap(), BackupAction::Welcomed { .. }));
+        assert_eq!(b.standing, primary);
+        // A later epoch in its primary's frames moves it, and its answers carry it.
+        let confirm = Frame::new(TOKEN, 3, Body::Confirm { seq: 0 });
+        let BackupAction::Confirmed { reply, .. } = b.receive(confirm).unwrap() else { panic!() };
+        assert_eq!((b.standing.epoch, reply.epoch), (3, 3));
     }
 
     #[test]
