@@ -109,6 +109,13 @@ impl Runway {
         }
     }
 
+    /// Bytes ready ahead of what the writer claimed.
+    #[cfg(test)]
+    fn ready_ahead(&self) -> u64 {
+        let st = self.shared.lock();
+        st.ready.saturating_sub(st.claimed)
+    }
+
     /// Stops filling, and waits for the filler to be done with the file.
     pub fn stop(&mut self) {
         self.shared.lock().stop = true;
@@ -173,6 +180,11 @@ mod tests {
             runway.claim(expected.len() as u64 + piece.len() as u64);
             file.write_all(&piece).unwrap();
             expected.extend_from_slice(&piece);
+        }
+        // The filler catches up once the writer rests (on a busy machine, only then).
+        let waited = std::time::Instant::now();
+        while runway.ready_ahead() < LOW_WATER && waited.elapsed() < std::time::Duration::from_secs(20) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         runway.stop();
         let mut back = Vec::new();
