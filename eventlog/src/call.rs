@@ -466,6 +466,12 @@ calls! {
     }
     183 Fsync "fsync" Io { entries: &["fsync"], args: &[arg("fd", FdIn)], replay: Replay::ByKind, fd: FD, checks: Checks::FD }
     184 Fdatasync "fdatasync" Io { entries: &["fdatasync"], args: &[arg("fd", FdIn)], replay: Replay::ByKind, fd: FD, checks: Checks::FD }
+    185 Sendfile "sendfile" Io {
+        entries: &["sendfile", "sendfile64"],
+        args: &[arg("out_fd", FdIn), arg("in_fd", FdIn), arg("offset", Offset), arg("count", Count)],
+        replay: Replay::Output, order: Order::UnderFdLock, fd: one("out_fd", Fd), aux: [COUNT, one("in_fd", Fd)],
+        checks: Checks::FD_AUX,
+    }
     // sockets
     200 Bind "bind" Net {
         entries: &["bind"], args: &[arg("fd", FdIn), arg("addr", Addr), arg("len", Count)],

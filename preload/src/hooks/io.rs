@@ -594,3 +594,53 @@ pub unsafe extern "C" fn fdatasync(fd: c_int) -> c_int {
     // SAFETY: as above.
     simple_fd_call(Call::Fdatasync, fd, [0; 2], || unsafe { real::fdatasync(fd) } as i64) as c_int
 }
+
+/// sendfile: output on `out_fd` of bytes read from the local file `in_fd`. A backup that does not
+/// send (its `out_fd` is a stand-in) still moves the file's offset as the primary's call did.
+struct FileTo {
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut off_t,
+    count: usize,
+}
+
+impl Particular for FileTo {
+    fn real(&mut self, _cap: usize) -> i64 {
+        // SAFETY: the program's arguments.
+        unsafe { real::sendfile(self.out_fd, self.in_fd, self.offset, self.count) as i64 }
+    }
+
+    fn other_fd(&self) -> c_int {
+        self.in_fd
+    }
+
+    fn follow(&mut self, t: &Turn) {
+        let moved = t.result();
+        if moved <= 0 {
+            return;
+        }
+        if self.offset.is_null() {
+            // SAFETY: moves the program's own descriptor's offset, as its sendfile did there.
+            unsafe { real::lseek(self.in_fd, moved, libc::SEEK_CUR) };
+        } else {
+            // SAFETY: the program's offset, which sendfile advances past what it sent.
+            unsafe { *self.offset += moved };
+        }
+    }
+
+    fn on_dead(&self) -> Option<i64> {
+        run::write_refused()
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendfile(out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t) -> ssize_t {
+    let p = FileTo { out_fd, in_fd, offset, count };
+    run::on_fd(Call::Sendfile, out_fd, [count as u64, in_fd as u64], p) as isize
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendfile64(out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t) -> ssize_t {
+    // SAFETY: the same call (off_t is 64-bit here).
+    unsafe { sendfile(out_fd, in_fd, offset, count) }
+}

@@ -1,0 +1,39 @@
+//! Calls that move bytes between two descriptors inside the kernel: each is recorded and a replay
+//! in another directory ends with the primary's files.
+
+use eventlog::Call;
+use std::path::Path;
+use tandem_tests::*;
+
+/// Records `fixture` in one directory and replays it in another, each holding the same `input`;
+/// returns the log's events of `call`.
+fn record_and_replay(fixture_name: &str, call: Call, files: &[&str]) -> Vec<LoggedEvent> {
+    let program = fixture(fixture_name, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (p, b) = (dir.path().join("primary"), dir.path().join("the-backup"));
+    let input: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    for d in [&p, &b] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("input"), &input).unwrap();
+    }
+    let log = dir.path().join("calls.tlog");
+    let rec = record_in(&p, &log, &program, &[], 20);
+    assert!(rec.status.success(), "record failed: {}", text(&rec.stderr));
+    let rep = replay_in(&b, &log, &[], &[], 20);
+    assert_eq!(rep.status.code(), Some(0), "replay failed:\n{}", text(&rep.stderr));
+    for f in files {
+        let read = |d: &Path| std::fs::read(d.join(f)).unwrap_or_else(|e| panic!("{f} in {}: {e}", d.display()));
+        assert_eq!(text(&read(&p)), text(&read(&b)), "{f} differs");
+    }
+    let events: Vec<_> = read_log(&log).unwrap().into_iter().filter(|e| e.call() == call).collect();
+    assert!(!events.is_empty(), "{call} was not recorded");
+    events
+}
+
+#[test]
+fn sendfile_is_recorded_and_a_replay_moves_the_file_offset_as_the_primary_did() {
+    let events = record_and_replay("sendfile", Call::Sendfile, &["transcript", "copy"]);
+    assert_eq!(events.len(), 3, "three sendfile calls");
+    assert!(events.iter().all(|e| e.header.result > 0), "every sendfile moved bytes");
+    assert_eq!(events[0].header.aux, [1000, events[0].header.aux[1]]);
+}
