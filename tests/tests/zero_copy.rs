@@ -37,3 +37,10 @@ fn sendfile_is_recorded_and_a_replay_moves_the_file_offset_as_the_primary_did() 
     assert!(events.iter().all(|e| e.header.result > 0), "every sendfile moved bytes");
     assert_eq!(events[0].header.aux, [1000, events[0].header.aux[1]]);
 }
+
+#[test]
+fn copy_file_range_is_recorded_and_replayed_for_real() {
+    let events = record_and_replay("copy_range", Call::CopyFileRange, &["transcript", "copy"]);
+    assert_eq!(events.len(), 2, "two copy_file_range calls");
+    assert_eq!((events[0].header.result, events[1].header.result), (4000, 2000));
+}

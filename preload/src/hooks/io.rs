@@ -14,7 +14,7 @@ use crate::fdtable;
 use crate::real;
 use crate::replay::Turn;
 use crate::state::{Ev, Hook};
-use core::ffi::{c_int, c_void};
+use core::ffi::{c_int, c_uint, c_void};
 use eventlog::digest::{digest, digest_parts};
 use eventlog::ring::MAX_PAYLOAD;
 use eventlog::Call;
@@ -643,4 +643,41 @@ pub unsafe extern "C" fn sendfile(out_fd: c_int, in_fd: c_int, offset: *mut off_
 pub unsafe extern "C" fn sendfile64(out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t) -> ssize_t {
     // SAFETY: the same call (off_t is 64-bit here).
     unsafe { sendfile(out_fd, in_fd, offset, count) }
+}
+
+/// copy_file_range: a write to the local file `fd_out` of bytes from the local file `fd_in`; a
+/// backup copies for real under the same order (both descriptors' locks).
+struct FileRange {
+    fd_in: c_int,
+    off_in: *mut off_t,
+    fd_out: c_int,
+    off_out: *mut off_t,
+    len: usize,
+    flags: c_uint,
+}
+
+impl Particular for FileRange {
+    fn real(&mut self, _cap: usize) -> i64 {
+        // SAFETY: the program's arguments.
+        unsafe {
+            real::copy_file_range(self.fd_in, self.off_in, self.fd_out, self.off_out, self.len, self.flags) as i64
+        }
+    }
+
+    fn other_fd(&self) -> c_int {
+        self.fd_in
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn copy_file_range(
+    fd_in: c_int,
+    off_in: *mut off_t,
+    fd_out: c_int,
+    off_out: *mut off_t,
+    len: size_t,
+    flags: c_uint,
+) -> ssize_t {
+    let aux = [len as u64, fd_in as u32 as u64 | (flags as u64) << 32];
+    run::on_fd(Call::CopyFileRange, fd_out, aux, FileRange { fd_in, off_in, fd_out, off_out, len, flags }) as isize
 }
