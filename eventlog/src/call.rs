@@ -481,6 +481,15 @@ calls! {
         replay: Replay::Output, order: Order::UnderFdLock, fd: one("fd_out", Fd),
         aux: [COUNT, halves(("fd_in", Fd), ("flags", Hex))], checks: Checks::FD_AUX,
     }
+    187 Splice "splice" Io {
+        entries: &["splice"],
+        args: &[
+            arg("fd_in", FdIn), arg("off_in", Offset), arg("fd_out", FdIn), arg("off_out", Offset),
+            arg("len", Count), arg("flags", Options),
+        ],
+        replay: Replay::Output, order: Order::UnderFdLock, fd: one("fd_out", Fd),
+        aux: [COUNT, halves(("fd_in", Fd), ("flags", Flags(SPLICE)))], checks: Checks::FD_AUX,
+    }
     // sockets
     200 Bind "bind" Net {
         entries: &["bind"], args: &[arg("fd", FdIn), arg("addr", Addr), arg("len", Count)],

@@ -44,3 +44,10 @@ fn copy_file_range_is_recorded_and_replayed_for_real() {
     assert_eq!(events.len(), 2, "two copy_file_range calls");
     assert_eq!((events[0].header.result, events[1].header.result), (4000, 2000));
 }
+
+#[test]
+fn splice_between_a_pipe_a_socket_and_files_is_recorded_and_replayed() {
+    let events = record_and_replay("splice", Call::Splice, &["transcript", "spliced"]);
+    assert!(events.len() >= 3, "pipe to socket, socket to pipe and file to pipe: {} splices", events.len());
+    assert!(events.iter().all(|e| e.header.result > 0), "every splice moved bytes");
+}

@@ -681,3 +681,88 @@ pub unsafe extern "C" fn copy_file_range(
     let aux = [len as u64, fd_in as u32 as u64 | (flags as u64) << 32];
     run::on_fd(Call::CopyFileRange, fd_out, aux, FileRange { fd_in, off_in, fd_out, off_out, len, flags }) as isize
 }
+
+/// splice between a pipe and a socket, file or pipe. Into a pipe or a socket it is output, as a
+/// write there is (a backup answers from the record, and moves a source file's offset as the
+/// primary's call did). Into a local file from a pipe or socket, the bytes come from outside and
+/// a backup must write them too: the hook moves them through a buffer of its own as a read and a
+/// write, recorded as such, so a backup reads the primary's bytes and writes them for real.
+struct Splice {
+    range: FileRange,
+}
+
+impl Particular for Splice {
+    fn real(&mut self, _cap: usize) -> i64 {
+        let r = &self.range;
+        // SAFETY: the program's arguments.
+        unsafe { real::splice(r.fd_in, r.off_in, r.fd_out, r.off_out, r.len, r.flags) as i64 }
+    }
+
+    fn other_fd(&self) -> c_int {
+        self.range.fd_in
+    }
+
+    fn follow(&mut self, t: &Turn) {
+        let (moved, r) = (t.result(), &self.range);
+        if moved <= 0 || !crate::fdtable::kind(r.fd_in).is_local_state() {
+            return;
+        }
+        if r.off_in.is_null() {
+            // SAFETY: moves the program's own descriptor's offset, as its splice did there.
+            unsafe { real::lseek(r.fd_in, moved, libc::SEEK_CUR) };
+        } else {
+            // SAFETY: the program's offset, which splice advances past what it moved.
+            unsafe { *r.off_in += moved };
+        }
+    }
+
+    fn on_dead(&self) -> Option<i64> {
+        run::write_refused()
+    }
+}
+
+/// Bytes one spliced read-and-write into a local file moves at most (a short splice is legal).
+const SPLICE_BUFFER: usize = 16 << 10;
+
+/// A splice into a local file from outside, as the read and the write it amounts to.
+///
+/// # Safety
+/// `off_out` is null or the program's valid offset.
+unsafe fn splice_into_file(fd_in: c_int, fd_out: c_int, off_out: *mut off_t, len: usize) -> isize {
+    let mut buf = [0u8; SPLICE_BUFFER];
+    let want = len.min(SPLICE_BUFFER);
+    // SAFETY: our own buffer; the hooks record the read as input and the write as a file write.
+    unsafe {
+        let n = read(fd_in, buf.as_mut_ptr() as *mut c_void, want);
+        if n <= 0 {
+            return n;
+        }
+        if off_out.is_null() {
+            return write(fd_out, buf.as_ptr() as *const c_void, n as usize);
+        }
+        let w = pwrite(fd_out, buf.as_ptr() as *const c_void, n as usize, *off_out);
+        if w > 0 {
+            *off_out += w as off_t;
+        }
+        w
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn splice(
+    fd_in: c_int,
+    off_in: *mut off_t,
+    fd_out: c_int,
+    off_out: *mut off_t,
+    len: size_t,
+    flags: c_uint,
+) -> ssize_t {
+    let from_outside = || !crate::fdtable::kind(fd_in).is_local_state();
+    if crate::state::active() && crate::fdtable::kind(fd_out).is_local_state() && from_outside() {
+        // SAFETY: per the program's call.
+        return unsafe { splice_into_file(fd_in, fd_out, off_out, len) };
+    }
+    let aux = [len as u64, fd_in as u32 as u64 | (flags as u64) << 32];
+    let range = FileRange { fd_in, off_in, fd_out, off_out, len, flags };
+    run::on_fd(Call::Splice, fd_out, aux, Splice { range }) as isize
+}
