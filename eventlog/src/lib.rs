@@ -1,6 +1,9 @@
 //! tandem's event log: the record every intercepted call becomes, the shared-memory rings that
 //! carry records out of the program, and the log files they end up in.
 
+// Shared memory is the one place that needs raw pointers and system calls.
+#![deny(unsafe_code)]
+
 pub mod call;
 pub mod digest;
 pub mod env;
@@ -11,6 +14,7 @@ pub mod logfile;
 #[cfg(feature = "host")]
 pub mod merge;
 pub mod record;
+#[allow(unsafe_code)]
 pub mod ring;
 
 pub use call::{Call, Family};

@@ -68,6 +68,9 @@ pub fn write_refused() -> Option<i64> {
 /// in descriptor order so that two calls on the same pair never wait for each other.
 #[inline(always)]
 fn order(fd: c_int, lock_fd: bool, other: c_int) -> [Option<fdtable::FdLock>; 2] {
+    if other < 0 {
+        return [lock_fd.then(|| fdtable::lock(fd)), None];
+    }
     let lock_other = other >= 0 && other != fd && fdtable::kind(other).is_local_state();
     let (first, second) = if other < fd { (other, fd) } else { (fd, other) };
     let wants = |f: c_int| if f == fd { lock_fd } else { lock_other };
