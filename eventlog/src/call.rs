@@ -251,7 +251,7 @@ calls! {
         entries: &["clock_nanosleep"], syscalls: &["clock_nanosleep"],
         args: &[arg("clock", Value), arg("flags", Options), arg("req", Time), arg("rem", BufOut)],
         fd: one("clock", Clock), aux: SLEPT,
-        checks: Checks::FD,
+        checks: Checks::FD_AUX0,
     }
     75 Usleep "usleep" Time { entries: &["usleep"], args: &[arg("usec", Time)], aux: [one("microseconds", Unsigned), UNUSED], checks: Checks::AUX0 }
     76 Sleep "sleep" Time { entries: &["sleep"], args: &[arg("seconds", Time)], aux: [one("seconds", Unsigned), UNUSED], checks: Checks::AUX0 }

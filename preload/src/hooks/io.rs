@@ -24,10 +24,10 @@ use libc::{iovec, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t};
 const MAX_IOV: usize = 64;
 
 /// A read into one buffer; `real` performs it for at most the given byte count.
-struct IntoBuf<F> {
-    buf: *mut c_void,
-    count: usize,
-    real: F,
+pub(super) struct IntoBuf<F> {
+    pub buf: *mut c_void,
+    pub count: usize,
+    pub real: F,
 }
 
 impl<F: FnMut(usize) -> isize> Particular for IntoBuf<F> {

@@ -1,7 +1,11 @@
 //! Randomness: input, recorded as the bytes or values the program got.
 
 use super::bytes;
+use super::io::IntoBuf;
+use super::run::{self, Particular};
+use super::time::Answer;
 use crate::real;
+use crate::replay::Turn;
 use crate::state::{Ev, Hook};
 use core::ffi::{c_int, c_uint, c_void};
 use eventlog::ring::MAX_PAYLOAD;
@@ -10,75 +14,53 @@ use libc::{size_t, ssize_t};
 
 #[no_mangle]
 pub unsafe extern "C" fn getrandom(buf: *mut c_void, n: size_t, flags: c_uint) -> ssize_t {
-    let Some(hook) = Hook::enter() else {
-        // SAFETY: forwarding the program's own arguments.
-        return unsafe { real::getrandom(buf, n, flags) };
-    };
-    if let Some(t) = hook.turn(Call::Getrandom) {
-        t.expect("the byte count", t.header().aux[0] as i64, n as i64);
-        let got = t.result().clamp(0, n as i64) as usize;
-        // SAFETY: the program's buffer of `n >= got` bytes.
-        t.payload(0, unsafe { core::slice::from_raw_parts_mut(buf as *mut u8, got) });
-        return t.ret() as ssize_t;
+    // SAFETY: forwarding the program's own arguments; a short result is legal for getrandom.
+    let p = IntoBuf { buf, count: n, real: |k| unsafe { real::getrandom(buf, k, flags) } };
+    run::input(Call::Getrandom, -1, [n as u64, flags as u64], p) as ssize_t
+}
+
+/// getentropy fills all of its (at most 256) bytes or fails.
+struct Entropy {
+    buf: *mut c_void,
+    n: usize,
+}
+
+impl Particular for Entropy {
+    fn real(&mut self, _cap: usize) -> i64 {
+        // SAFETY: the program's buffer of `n` bytes.
+        unsafe { real::getentropy(self.buf, self.n) as i64 }
     }
-    // SAFETY: as above; a short result is legal for getrandom.
-    let r = unsafe { real::getrandom(buf, n.min(MAX_PAYLOAD), flags) };
-    // SAFETY: `r` bytes were filled.
-    hook.emit(Ev::new(Call::Getrandom).result(r as i64).aux(n as u64, flags as u64), &[unsafe { bytes(buf, r) }]);
-    r
+
+    fn record(&self, hook: &Hook, ev: Ev) {
+        let filled = if ev.result == 0 { self.n.min(256) as isize } else { 0 };
+        // SAFETY: filled on success.
+        hook.emit(ev, &[unsafe { bytes(self.buf, filled) }]);
+    }
+
+    fn hand_back(&mut self, t: &Turn) {
+        if t.result() == 0 {
+            // SAFETY: the program's buffer of `n` bytes (at most 256 when it succeeded).
+            t.payload(0, unsafe { core::slice::from_raw_parts_mut(self.buf as *mut u8, self.n.min(256)) });
+        }
+    }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn getentropy(buf: *mut c_void, n: size_t) -> c_int {
-    let Some(hook) = Hook::enter() else {
-        // SAFETY: forwarding the program's own arguments.
-        return unsafe { real::getentropy(buf, n) };
-    };
-    if let Some(t) = hook.turn(Call::Getentropy) {
-        t.expect("the byte count", t.header().aux[0] as i64, n as i64);
-        if t.result() == 0 {
-            // SAFETY: the program's buffer of `n` bytes (at most 256 when it succeeded).
-            t.payload(0, unsafe { core::slice::from_raw_parts_mut(buf as *mut u8, n.min(256)) });
-        }
-        return t.ret() as c_int;
-    }
-    // SAFETY: as above (getentropy allows at most 256 bytes).
-    let r = unsafe { real::getentropy(buf, n) };
-    let filled = if r == 0 { n.min(256) as isize } else { 0 };
-    // SAFETY: filled on success.
-    hook.emit(Ev::new(Call::Getentropy).result(r as i64).aux(n as u64, 0), &[unsafe { bytes(buf, filled) }]);
-    r
+    run::input(Call::Getentropy, -1, [n as u64, 0], Entropy { buf, n }) as c_int
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn arc4random() -> u32 {
-    let Some(hook) = Hook::enter() else {
-        // SAFETY: no arguments.
-        return unsafe { real::arc4random() };
-    };
-    if let Some(t) = hook.turn(Call::Arc4random) {
-        return t.result() as u32;
-    }
-    // SAFETY: as above.
-    let r = unsafe { real::arc4random() };
-    hook.emit(Ev::new(Call::Arc4random).result(r as i64), &[]);
-    r
+    // SAFETY: no arguments.
+    run::input(Call::Arc4random, -1, [0; 2], Answer(|| unsafe { real::arc4random() } as i64)) as u32
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn arc4random_uniform(bound: u32) -> u32 {
-    let Some(hook) = Hook::enter() else {
-        // SAFETY: plain integer argument.
-        return unsafe { real::arc4random_uniform(bound) };
-    };
-    if let Some(t) = hook.turn(Call::Arc4randomUniform) {
-        t.expect("the bound", t.header().aux[0] as i64, bound as i64);
-        return t.result() as u32;
-    }
-    // SAFETY: as above.
-    let r = unsafe { real::arc4random_uniform(bound) };
-    hook.emit(Ev::new(Call::Arc4randomUniform).result(r as i64).aux(bound as u64, 0), &[]);
-    r
+    // SAFETY: plain integer argument.
+    let p = Answer(|| unsafe { real::arc4random_uniform(bound) } as i64);
+    run::input(Call::Arc4randomUniform, -1, [bound as u64, 0], p) as u32
 }
 
 /// arc4random_buf cannot return short, so large requests become one event per chunk.

@@ -1,3 +1,6 @@
+//! The skeletons hooks share: [`on_fd`] for calls on a descriptor, [`input`] for calls whose
+//! outcome is input from outside (time, randomness, identity).
+//!
 //! The skeleton every hook on a descriptor shares, driven by the call's declaration
 //! (`eventlog::call`): enter the guard; on a backup take the turn, check what the declaration
 //! says is checked, then re-execute or hand back as it says; on a primary order the call as
@@ -170,5 +173,22 @@ pub fn on_fd<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i
     // Input from outside: recorded as the payload, cut to what one event carries.
     let r = p.real(MAX_PAYLOAD);
     p.record(&hook, Ev::new(call).fd(fd, kind).result(r).aux(aux[0], aux[1]));
+    r
+}
+
+/// Runs one call whose outcome is input from outside (time, randomness, identity): a backup
+/// checks what the declaration says it checks and answers from the record; a primary runs it and
+/// records it. `fd` is what the event's `fd` slot holds (a clock id, or -1), `aux` the values the
+/// event records before the call (the particular's `record` may add what the call returned).
+#[inline(always)]
+pub fn input<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i64 {
+    let Some(hook) = Hook::enter() else { return p.real(usize::MAX) };
+    if let Some(t) = hook.turn(call) {
+        check(&t, call, fd, aux);
+        p.hand_back(&t);
+        return t.ret();
+    }
+    let r = p.real(MAX_PAYLOAD);
+    p.record(&hook, Ev::new(call).fd(fd, eventlog::FdKind::Unknown).result(r).aux(aux[0], aux[1]));
     r
 }

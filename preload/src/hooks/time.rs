@@ -1,11 +1,12 @@
 //! Clocks and sleeps. Times are input; a sleep's result (and remaining time) is recorded so a
 //! backup returns at once with the same answer: a backup never waits on the wall clock.
 
+use super::run::{self, Particular};
 use crate::real;
 use crate::replay::Turn;
 use crate::state::{Ev, Hook};
 use core::ffi::{c_int, c_uint, c_void};
-use eventlog::{Call, FdKind};
+use eventlog::Call;
 use libc::{clockid_t, time_t, timespec, timeval, useconds_t};
 
 /// Writes a recorded duration (nanoseconds) into a timespec the program passed.
@@ -19,15 +20,6 @@ fn put_ns(ts: *mut timespec, ns: u64) {
     }
 }
 
-/// Replays a sleep: same request, no wait, the primary's result and remaining time.
-fn replay_sleep(t: Turn, req_ns: u64, rem: *mut timespec) -> i64 {
-    t.expect("the requested time", t.header().aux[0] as i64, req_ns as i64);
-    if t.result() != 0 {
-        put_ns(rem, t.header().aux[1]);
-    }
-    t.ret()
-}
-
 fn ts_ns(ts: *const timespec) -> u64 {
     if ts.is_null() {
         return 0;
@@ -37,97 +29,110 @@ fn ts_ns(ts: *const timespec) -> u64 {
     (t.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(t.tv_nsec as u64)
 }
 
+/// A call reading a clock into `out`: aux holds the seconds and the fraction (nano- or
+/// microseconds) it got.
+struct ReadClock<F> {
+    out: *mut timespec,
+    real: F,
+}
+
+impl<F: FnMut() -> i64> Particular for ReadClock<F> {
+    #[inline(always)]
+    fn real(&mut self, _cap: usize) -> i64 {
+        (self.real)()
+    }
+
+    #[inline(always)]
+    fn record(&self, hook: &Hook, ev: Ev) {
+        let (s, frac) = if ev.result == 0 && !self.out.is_null() {
+            // SAFETY: filled on success (a timeval has the same two leading fields).
+            unsafe { ((*self.out).tv_sec as u64, (*self.out).tv_nsec as u64) }
+        } else {
+            (0, 0)
+        };
+        hook.emit(ev.aux(s, frac), &[]);
+    }
+
+    #[inline(always)]
+    fn hand_back(&mut self, t: &Turn) {
+        if t.result() == 0 && !self.out.is_null() {
+            // SAFETY: the program's timespec or timeval (same two leading fields), given non-null.
+            unsafe {
+                (*self.out).tv_sec = t.header().aux[0] as _;
+                (*self.out).tv_nsec = t.header().aux[1] as _;
+            }
+        }
+    }
+}
+
 /// clock_gettime: `fd` holds the clock id, aux the seconds and nanoseconds.
 #[no_mangle]
 pub unsafe extern "C" fn clock_gettime(clk: clockid_t, tp: *mut timespec) -> c_int {
-    let Some(hook) = Hook::enter() else {
-        // SAFETY: forwarding the program's own arguments.
-        return unsafe { real::clock_gettime(clk, tp) };
-    };
-    if let Some(t) = hook.turn(Call::ClockGettime) {
-        t.expect("the clock", t.header().fd as i64, clk as i64);
-        if t.result() == 0 {
-            // SAFETY: the program's timespec; the call succeeded on the primary, so it is valid.
-            unsafe {
-                (*tp).tv_sec = t.header().aux[0] as _;
-                (*tp).tv_nsec = t.header().aux[1] as _;
-            }
-        }
-        return t.ret() as c_int;
-    }
-    // SAFETY: as above.
-    let r = unsafe { real::clock_gettime(clk, tp) };
-    let (s, ns) = if r == 0 {
-        // SAFETY: filled on success.
-        unsafe { ((*tp).tv_sec as u64, (*tp).tv_nsec as u64) }
-    } else {
-        (0, 0)
-    };
-    hook.emit(Ev::new(Call::ClockGettime).fd(clk, FdKind::Unknown).result(r as i64).aux(s, ns), &[]);
-    r
+    // SAFETY: forwarding the program's own arguments.
+    let p = ReadClock { out: tp, real: || unsafe { real::clock_gettime(clk, tp) } as i64 };
+    run::input(Call::ClockGettime, clk, [0; 2], p) as c_int
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn gettimeofday(tv: *mut timeval, tz: *mut c_void) -> c_int {
-    let Some(hook) = Hook::enter() else {
-        // SAFETY: forwarding the program's own arguments.
-        return unsafe { real::gettimeofday(tv, tz) };
-    };
-    if let Some(t) = hook.turn(Call::Gettimeofday) {
-        if t.result() == 0 && !tv.is_null() {
-            // SAFETY: the program's timeval, given non-null.
-            unsafe {
-                (*tv).tv_sec = t.header().aux[0] as _;
-                (*tv).tv_usec = t.header().aux[1] as _;
-            }
-        }
-        return t.ret() as c_int;
+    // SAFETY: forwarding the program's own arguments.
+    let p = ReadClock { out: tv as *mut timespec, real: || unsafe { real::gettimeofday(tv, tz) } as i64 };
+    run::input(Call::Gettimeofday, -1, [0; 2], p) as c_int
+}
+
+/// A call whose whole outcome is its result (`time`, `sleep`, `usleep`, `arc4random`).
+pub struct Answer<F>(pub F);
+
+impl<F: FnMut() -> i64> Particular for Answer<F> {
+    #[inline(always)]
+    fn real(&mut self, _cap: usize) -> i64 {
+        (self.0)()
     }
-    // SAFETY: as above.
-    let r = unsafe { real::gettimeofday(tv, tz) };
-    let (s, us) = if r == 0 && !tv.is_null() {
-        // SAFETY: filled on success when given.
-        unsafe { ((*tv).tv_sec as u64, (*tv).tv_usec as u64) }
-    } else {
-        (0, 0)
-    };
-    hook.emit(Ev::new(Call::Gettimeofday).result(r as i64).aux(s, us), &[]);
-    r
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn time(t: *mut time_t) -> time_t {
-    let Some(hook) = Hook::enter() else {
-        // SAFETY: forwarding the program's own argument.
-        return unsafe { real::time(t) };
-    };
-    if let Some(turn) = hook.turn(Call::Time) {
-        if !t.is_null() {
-            // SAFETY: the program's time_t, given non-null.
-            unsafe { *t = turn.result() };
-        }
-        return turn.ret();
+    // SAFETY: forwarding the program's own argument.
+    let r = run::input(Call::Time, -1, [0; 2], Answer(|| unsafe { real::time(t) }));
+    if !t.is_null() {
+        // SAFETY: the program's time_t, given non-null (a backup's call ran nothing).
+        unsafe { *t = r };
     }
-    // SAFETY: as above.
-    let r = unsafe { real::time(t) };
-    hook.emit(Ev::new(Call::Time).result(r), &[]);
     r
+}
+
+/// A sleep: aux holds the requested and the remaining nanoseconds. A backup returns at once with
+/// the primary's result and remaining time: it never waits on the wall clock.
+struct Sleep<F> {
+    rem: *mut timespec,
+    status: bool,
+    real: F,
+}
+
+impl<F: FnMut() -> i64> Particular for Sleep<F> {
+    fn real(&mut self, _cap: usize) -> i64 {
+        (self.real)()
+    }
+
+    fn record(&self, hook: &Hook, ev: Ev) {
+        let r = ev.result;
+        let ev = if self.status { ev.status(r as i32) } else { ev };
+        hook.emit(ev.aux(ev.aux[0], if r != 0 { ts_ns(self.rem) } else { 0 }), &[]);
+    }
+
+    fn hand_back(&mut self, t: &Turn) {
+        if t.result() != 0 {
+            put_ns(self.rem, t.header().aux[1]);
+        }
+    }
 }
 
 /// nanosleep: aux = requested and remaining nanoseconds.
 #[no_mangle]
 pub unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int {
-    let Some(hook) = Hook::enter() else {
-        // SAFETY: forwarding the program's own arguments.
-        return unsafe { real::nanosleep(req, rem) };
-    };
-    if let Some(t) = hook.turn(Call::Nanosleep) {
-        return replay_sleep(t, ts_ns(req), rem) as c_int;
-    }
-    // SAFETY: as above.
-    let r = unsafe { real::nanosleep(req, rem) };
-    hook.emit(Ev::new(Call::Nanosleep).result(r as i64).aux(ts_ns(req), if r != 0 { ts_ns(rem) } else { 0 }), &[]);
-    r
+    // SAFETY: forwarding the program's own arguments.
+    let p = Sleep { rem, status: false, real: || unsafe { real::nanosleep(req, rem) } as i64 };
+    run::input(Call::Nanosleep, -1, [ts_ns(req), 0], p) as c_int
 }
 
 /// clock_nanosleep returns an error number; `fd` holds the clock, aux the request and the
@@ -139,49 +144,19 @@ pub unsafe extern "C" fn clock_nanosleep(
     req: *const timespec,
     rem: *mut timespec,
 ) -> c_int {
-    let Some(hook) = Hook::enter() else {
-        // SAFETY: forwarding the program's own arguments.
-        return unsafe { real::clock_nanosleep(clk, flags, req, rem) };
-    };
-    if let Some(t) = hook.turn(Call::ClockNanosleep) {
-        t.expect("the clock", t.header().fd as i64, clk as i64);
-        return replay_sleep(t, ts_ns(req), rem) as c_int;
-    }
-    // SAFETY: as above.
-    let r = unsafe { real::clock_nanosleep(clk, flags, req, rem) };
-    let ev = Ev::new(Call::ClockNanosleep).fd(clk, FdKind::Unknown).status(r);
-    hook.emit(ev.aux(ts_ns(req), if r != 0 { ts_ns(rem) } else { 0 }), &[]);
-    r
+    // SAFETY: forwarding the program's own arguments.
+    let p = Sleep { rem, status: true, real: || unsafe { real::clock_nanosleep(clk, flags, req, rem) } as i64 };
+    run::input(Call::ClockNanosleep, clk, [ts_ns(req), 0], p) as c_int
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn usleep(us: useconds_t) -> c_int {
-    let Some(hook) = Hook::enter() else {
-        // SAFETY: forwarding the program's own argument.
-        return unsafe { real::usleep(us) };
-    };
-    if let Some(t) = hook.turn(Call::Usleep) {
-        t.expect("the requested time", t.header().aux[0] as i64, us as i64);
-        return t.ret() as c_int;
-    }
-    // SAFETY: as above.
-    let r = unsafe { real::usleep(us) };
-    hook.emit(Ev::new(Call::Usleep).result(r as i64).aux(us as u64, 0), &[]);
-    r
+    // SAFETY: forwarding the program's own argument.
+    run::input(Call::Usleep, -1, [us as u64, 0], Answer(|| unsafe { real::usleep(us) } as i64)) as c_int
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn sleep(s: c_uint) -> c_uint {
-    let Some(hook) = Hook::enter() else {
-        // SAFETY: forwarding the program's own argument.
-        return unsafe { real::sleep(s) };
-    };
-    if let Some(t) = hook.turn(Call::Sleep) {
-        t.expect("the requested time", t.header().aux[0] as i64, s as i64);
-        return t.result() as c_uint;
-    }
-    // SAFETY: as above.
-    let r = unsafe { real::sleep(s) };
-    hook.emit(Ev::new(Call::Sleep).result(r as i64).aux(s as u64, 0), &[]);
-    r
+    // SAFETY: forwarding the program's own argument.
+    run::input(Call::Sleep, -1, [s as u64, 0], Answer(|| unsafe { real::sleep(s) } as i64)) as c_uint
 }
