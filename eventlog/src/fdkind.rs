@@ -68,6 +68,36 @@ impl FdKind {
         matches!(self, FdKind::Tty | FdKind::Pipe | FdKind::Socket | FdKind::SocketPair)
     }
 
+    /// A regular file or directory, by its path: under `/proc` and `/sys` its contents change
+    /// under the program (input); anywhere else it is local state.
+    pub fn of_file(path: &[u8]) -> FdKind {
+        if path.starts_with(b"/proc/") || path.starts_with(b"/sys/") {
+            FdKind::Pseudo
+        } else {
+            FdKind::File
+        }
+    }
+
+    /// A character device, by its major and minor numbers: the random devices, terminals
+    /// (virtual consoles, `/dev/tty`, `/dev/console`, `/dev/ptmx`, pseudo-terminals), or a device
+    /// with no input of its own.
+    pub const fn of_char_device(major: u32, minor: u32) -> FdKind {
+        match (major, minor) {
+            (1, 8) | (1, 9) => FdKind::Random,
+            (4, _) | (5, 0..=2) | (136..=143, _) => FdKind::Tty,
+            _ => FdKind::Device,
+        }
+    }
+
+    /// A descriptor with no inode of its own, by the name `/proc/self/fd` gives it.
+    pub fn of_anon_inode(name: &[u8]) -> FdKind {
+        match name {
+            b"anon_inode:[eventpoll]" => FdKind::Epoll,
+            b"anon_inode:[eventfd]" => FdKind::Eventfd,
+            _ => FdKind::Other,
+        }
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             FdKind::Unknown => "unknown",
@@ -91,6 +121,25 @@ impl FdKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_follow_paths_devices_and_inode_names() {
+        assert_eq!(FdKind::of_file(b"/proc/self/stat"), FdKind::Pseudo);
+        assert_eq!(FdKind::of_file(b"/sys/kernel/mm"), FdKind::Pseudo);
+        assert_eq!(FdKind::of_file(b"/procfile"), FdKind::File);
+        assert_eq!(FdKind::of_file(b"data/proc/x"), FdKind::File);
+        assert_eq!(FdKind::of_char_device(1, 9), FdKind::Random);
+        assert_eq!(FdKind::of_char_device(1, 8), FdKind::Random);
+        assert_eq!(FdKind::of_char_device(1, 3), FdKind::Device);
+        assert_eq!(FdKind::of_char_device(136, 4), FdKind::Tty);
+        assert_eq!(FdKind::of_char_device(5, 0), FdKind::Tty);
+        assert_eq!(FdKind::of_char_device(5, 3), FdKind::Device);
+        assert_eq!(FdKind::of_anon_inode(b"anon_inode:[eventfd]"), FdKind::Eventfd);
+        assert_eq!(FdKind::of_anon_inode(b"anon_inode:[eventpoll]"), FdKind::Epoll);
+        assert_eq!(FdKind::of_anon_inode(b"anon_inode:[timerfd]"), FdKind::Other);
+        assert!(FdKind::File.is_local_state() && !FdKind::File.is_outward());
+        assert!(FdKind::Socket.is_outward() && !FdKind::Random.is_local_state());
+    }
 
     #[test]
     fn bits_round_trip() {

@@ -124,24 +124,12 @@ pub fn classify(fd: c_int, path: Option<&[u8]>) -> FdKind {
     match st.st_mode & libc::S_IFMT {
         libc::S_IFREG | libc::S_IFDIR => {
             let mut buf = [0u8; 256];
-            let p = match path {
-                Some(p) if p.first() == Some(&b'/') => p,
-                _ => sys::fd_path(fd, &mut buf),
-            };
-            if p.starts_with(b"/proc/") || p.starts_with(b"/sys/") {
-                FdKind::Pseudo
-            } else {
-                FdKind::File
+            match path {
+                Some(p) if p.first() == Some(&b'/') => FdKind::of_file(p),
+                _ => FdKind::of_file(sys::fd_path(fd, &mut buf)),
             }
         }
-        libc::S_IFCHR => {
-            let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
-            match (major, minor) {
-                (1, 8) | (1, 9) => FdKind::Random,
-                (4, _) | (5, 0..=2) | (136..=143, _) => FdKind::Tty,
-                _ => FdKind::Device,
-            }
-        }
+        libc::S_IFCHR => FdKind::of_char_device(libc::major(st.st_rdev), libc::minor(st.st_rdev)),
         libc::S_IFIFO => FdKind::Pipe,
         libc::S_IFSOCK => match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) {
             Some(1) => FdKind::Listener,
@@ -149,11 +137,7 @@ pub fn classify(fd: c_int, path: Option<&[u8]>) -> FdKind {
         },
         _ => {
             let mut buf = [0u8; 64];
-            match sys::fd_path(fd, &mut buf) {
-                b"anon_inode:[eventpoll]" => FdKind::Epoll,
-                b"anon_inode:[eventfd]" => FdKind::Eventfd,
-                _ => FdKind::Other,
-            }
+            FdKind::of_anon_inode(sys::fd_path(fd, &mut buf))
         }
     }
 }
