@@ -595,6 +595,24 @@ pub unsafe extern "C" fn fdatasync(fd: c_int) -> c_int {
     simple_fd_call(Call::Fdatasync, fd, [0; 2], || unsafe { real::fdatasync(fd) } as i64) as c_int
 }
 
+/// What a zero-copy call that a backup does not run did to its source file: its offset moved past
+/// the `moved` bytes, the program's own offset (`offset` given) or the descriptor's.
+///
+/// # Safety
+/// `offset` is null or the program's valid offset.
+unsafe fn advance_source(fd: c_int, offset: *mut off_t, moved: i64) {
+    if moved <= 0 {
+        return;
+    }
+    if offset.is_null() {
+        // SAFETY: moves the program's own descriptor's offset, as its call did on the primary.
+        unsafe { real::lseek(fd, moved, libc::SEEK_CUR) };
+    } else {
+        // SAFETY: per the caller; the call advances it past what it moved.
+        unsafe { *offset += moved };
+    }
+}
+
 /// sendfile: output on `out_fd` of bytes read from the local file `in_fd`. A backup that does not
 /// send (its `out_fd` is a stand-in) still moves the file's offset as the primary's call did.
 struct FileTo {
@@ -615,17 +633,8 @@ impl Particular for FileTo {
     }
 
     fn follow(&mut self, t: &Turn) {
-        let moved = t.result();
-        if moved <= 0 {
-            return;
-        }
-        if self.offset.is_null() {
-            // SAFETY: moves the program's own descriptor's offset, as its sendfile did there.
-            unsafe { real::lseek(self.in_fd, moved, libc::SEEK_CUR) };
-        } else {
-            // SAFETY: the program's offset, which sendfile advances past what it sent.
-            unsafe { *self.offset += moved };
-        }
+        // SAFETY: the program's offset pointer, as it passed it.
+        unsafe { advance_source(self.in_fd, self.offset, t.result()) };
     }
 
     fn on_dead(&self) -> Option<i64> {
@@ -703,16 +712,10 @@ impl Particular for Splice {
     }
 
     fn follow(&mut self, t: &Turn) {
-        let (moved, r) = (t.result(), &self.range);
-        if moved <= 0 || !crate::fdtable::kind(r.fd_in).is_local_state() {
-            return;
-        }
-        if r.off_in.is_null() {
-            // SAFETY: moves the program's own descriptor's offset, as its splice did there.
-            unsafe { real::lseek(r.fd_in, moved, libc::SEEK_CUR) };
-        } else {
-            // SAFETY: the program's offset, which splice advances past what it moved.
-            unsafe { *r.off_in += moved };
+        let r = &self.range;
+        if crate::fdtable::kind(r.fd_in).is_local_state() {
+            // SAFETY: the program's offset pointer, as it passed it.
+            unsafe { advance_source(r.fd_in, r.off_in, t.result()) };
         }
     }
 
