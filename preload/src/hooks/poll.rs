@@ -8,6 +8,7 @@
 //! record, with the data its own program registered.
 
 use super::bytes;
+use super::run::{self, Particular};
 use crate::fdtable;
 use crate::real;
 use crate::replay::Turn;
@@ -33,22 +34,33 @@ unsafe fn hand_back<T>(t: &Turn, offset: usize, dst: *mut T, len: usize) -> usiz
 }
 
 /// poll-like calls: the pollfd array after the call is the payload.
-///
+struct Polled<F> {
+    fds: *mut pollfd,
+    len: usize,
+    real: F,
+}
+
+impl<F: FnMut() -> c_int> Particular for Polled<F> {
+    fn real(&mut self, _cap: usize) -> i64 {
+        (self.real)() as i64
+    }
+
+    fn record(&self, hook: &Hook, ev: Ev) {
+        // SAFETY: the program's `n` pollfds, cut to what one event carries.
+        hook.emit(ev, &[unsafe { bytes(self.fds, self.len as isize) }]);
+    }
+
+    fn hand_back(&mut self, t: &Turn) {
+        // SAFETY: the program's `n` pollfds.
+        unsafe { hand_back(t, 0, self.fds, self.len) };
+    }
+}
+
 /// # Safety
 /// `fds` holds `n` pollfds.
-unsafe fn poll_with(call: Call, fds: *mut pollfd, n: nfds_t, timeout_ms: i64, real: impl FnOnce() -> c_int) -> c_int {
-    let Some(hook) = Hook::enter() else { return real() };
+unsafe fn poll_with(call: Call, fds: *mut pollfd, n: nfds_t, timeout_ms: i64, real: impl FnMut() -> c_int) -> c_int {
     let len = (n as usize * core::mem::size_of::<pollfd>()).min(MAX_PAYLOAD);
-    if let Some(t) = hook.turn(call) {
-        t.expect("the number of descriptors", t.header().aux[0] as i64, n as i64);
-        // SAFETY: per the caller.
-        unsafe { hand_back(&t, 0, fds, len) };
-        return t.ret() as c_int;
-    }
-    let r = real();
-    // SAFETY: per the caller.
-    hook.emit(Ev::new(call).result(r as i64).aux(n, timeout_ms as u64), &[unsafe { bytes(fds, len as isize) }]);
-    r
+    run::input(call, -1, [n, timeout_ms as u64], Polled { fds, len, real }) as c_int
 }
 
 fn timespec_ms(ts: *const timespec) -> i64 {
@@ -93,7 +105,51 @@ pub unsafe extern "C" fn __ppoll_chk(
 /// select-like calls: the payload is each given set after the call, in the order read, write,
 /// except (aux[1] bits 0-2 say which were given), then the remaining timeout if it was given
 /// (bit 3).
-///
+struct Selected<F> {
+    sets: [*mut fd_set; 3],
+    tv: *mut timeval,
+    real: F,
+}
+
+const SET_LEN: usize = core::mem::size_of::<fd_set>();
+
+impl<F: FnMut() -> c_int> Particular for Selected<F> {
+    fn real(&mut self, _cap: usize) -> i64 {
+        (self.real)() as i64
+    }
+
+    fn record(&self, hook: &Hook, ev: Ev) {
+        let mut parts: [&[u8]; 4] = [&[]; 4];
+        let mut used = 0;
+        for s in self.sets.iter().filter(|s| !s.is_null()) {
+            // SAFETY: the program's fd_set.
+            parts[used] = unsafe { bytes(*s, SET_LEN as isize) };
+            used += 1;
+        }
+        if !self.tv.is_null() {
+            // SAFETY: the program's timeval.
+            parts[used] = unsafe { bytes(self.tv, core::mem::size_of::<timeval>() as isize) };
+            used += 1;
+        }
+        hook.emit(ev, &parts[..used]);
+    }
+
+    fn hand_back(&mut self, t: &Turn) {
+        let present = t.header().aux[1];
+        let mut offset = 0;
+        for (i, s) in self.sets.iter().enumerate() {
+            if present & (1 << i) != 0 {
+                // SAFETY: a set the primary was given is given here too.
+                offset = unsafe { hand_back(t, offset, *s, SET_LEN) };
+            }
+        }
+        if present & (1 << 3) != 0 {
+            // SAFETY: as above.
+            unsafe { hand_back(t, offset, self.tv, core::mem::size_of::<timeval>()) };
+        }
+    }
+}
+
 /// # Safety
 /// The sets are null or valid fd_sets; `tv` is null or a valid timeval.
 unsafe fn select_with(
@@ -101,46 +157,18 @@ unsafe fn select_with(
     n: c_int,
     sets: [*mut fd_set; 3],
     tv: *mut timeval,
-    real: impl FnOnce() -> c_int,
+    real: impl FnMut() -> c_int,
 ) -> c_int {
-    let Some(hook) = Hook::enter() else { return real() };
-    let set_len = core::mem::size_of::<fd_set>();
-    if let Some(t) = hook.turn(call) {
-        t.expect("the number of descriptors", t.header().aux[0] as i64, n as i64);
-        let present = t.header().aux[1];
-        let mut offset = 0;
-        for (i, s) in sets.iter().enumerate() {
-            if present & (1 << i) != 0 {
-                // SAFETY: per the caller (a set the primary was given is given here too).
-                offset = unsafe { hand_back(&t, offset, *s, set_len) };
-            }
-        }
-        if present & (1 << 3) != 0 {
-            // SAFETY: as above.
-            unsafe { hand_back(&t, offset, tv, core::mem::size_of::<timeval>()) };
-        }
-        return t.ret() as c_int;
-    }
-    let r = real();
-    let mut present = 0u64;
-    let mut parts: [&[u8]; 4] = [&[]; 4];
-    let mut used = 0;
+    let mut given = 0u64;
     for (i, s) in sets.iter().enumerate() {
         if !s.is_null() {
-            present |= 1 << i;
-            // SAFETY: per the caller.
-            parts[used] = unsafe { bytes(*s, set_len as isize) };
-            used += 1;
+            given |= 1 << i;
         }
     }
     if !tv.is_null() {
-        present |= 1 << 3;
-        // SAFETY: per the caller.
-        parts[used] = unsafe { bytes(tv, core::mem::size_of::<timeval>() as isize) };
-        used += 1;
+        given |= 1 << 3;
     }
-    hook.emit(Ev::new(call).result(r as i64).aux(n as u64, present), &parts[..used]);
-    r
+    run::input(call, -1, [n as u64, given], Selected { sets, tv, real }) as c_int
 }
 
 #[no_mangle]
@@ -236,7 +264,40 @@ unsafe fn untag(epfd: c_int, evs: *mut epoll_event, n: usize) {
 }
 
 /// epoll_wait-like calls: record the kernel's (tagged) events, then translate them back.
-///
+struct Waited<F> {
+    epfd: c_int,
+    evs: *mut epoll_event,
+    max: c_int,
+    real: F,
+}
+
+const EVENT_LEN: usize = core::mem::size_of::<epoll_event>();
+
+impl<F: FnMut() -> c_int> Particular for Waited<F> {
+    fn real(&mut self, _cap: usize) -> i64 {
+        (self.real)() as i64
+    }
+
+    fn record(&self, hook: &Hook, ev: Ev) {
+        let n = ev.result.max(0) as usize;
+        // SAFETY: the kernel filled `n` events.
+        let raw = unsafe { bytes(self.evs, (n * EVENT_LEN).min(MAX_PAYLOAD) as isize) };
+        hook.emit(ev.fd(self.epfd, FdKind::Epoll), &[raw]);
+        // SAFETY: as above.
+        unsafe { untag(self.epfd, self.evs, n) };
+    }
+
+    fn hand_back(&mut self, t: &Turn) {
+        let n = (t.result().max(0) as usize).min(self.max.max(0) as usize);
+        // SAFETY: `evs` holds `max >= n` events; the recorded tags name descriptors, which this
+        // backup's own registrations translate.
+        unsafe {
+            hand_back(t, 0, self.evs, n * EVENT_LEN);
+            untag(self.epfd, self.evs, n);
+        }
+    }
+}
+
 /// # Safety
 /// `evs` holds `max` epoll_events.
 unsafe fn epoll_wait_with(
@@ -245,29 +306,10 @@ unsafe fn epoll_wait_with(
     evs: *mut epoll_event,
     max: c_int,
     timeout: c_int,
-    real: impl FnOnce() -> c_int,
+    real: impl FnMut() -> c_int,
 ) -> c_int {
-    let Some(hook) = Hook::enter() else { return real() };
-    let size = core::mem::size_of::<epoll_event>();
-    if let Some(t) = hook.turn(call) {
-        t.expect("the epoll descriptor", t.header().fd as i64, epfd as i64);
-        let n = (t.result().max(0) as usize).min(max.max(0) as usize);
-        // SAFETY: `evs` holds `max >= n` events; the recorded tags name descriptors, which this
-        // backup's own registrations translate.
-        unsafe {
-            hand_back(&t, 0, evs, n * size);
-            untag(epfd, evs, n);
-        }
-        return t.ret() as c_int;
-    }
-    let r = real();
-    let n = r.max(0) as usize;
-    // SAFETY: the kernel filled `n` events.
-    let raw = unsafe { bytes(evs, (n * size).min(MAX_PAYLOAD) as isize) };
-    hook.emit(Ev::new(call).fd(epfd, FdKind::Epoll).result(r as i64).aux(max as u64, timeout as i64 as u64), &[raw]);
-    // SAFETY: as above.
-    unsafe { untag(epfd, evs, n) };
-    r
+    let p = Waited { epfd, evs, max, real };
+    run::input(call, epfd, [max as u64, timeout as i64 as u64], p) as c_int
 }
 
 #[no_mangle]
