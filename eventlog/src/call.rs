@@ -383,6 +383,22 @@ calls! {
         replay: Replay::Reexecute, order: Order::Before, aux: [one("first", Fd), one("last", Unsigned)],
         checks: Checks::AUX0,
     }
+    // Temporary names: the primary's random name is the input.
+    150 Mkstemp "mkstemp" Fd {
+        entries: &[
+            "mkstemp", "mkstemp64", "mkostemp", "mkostemp64", "mkstemps", "mkstemps64", "mkostemps", "mkostemps64",
+        ],
+        args: &[arg("template", Path), arg("suffix_len", Count), arg("flags", Options)],
+        replay: Replay::Create, fd: one("fd", Fd),
+        aux: [one("flags", Flags(OPEN)), one("suffix_len", Unsigned)], checks: Checks::AUX,
+        payload: &[PATH],
+    }
+    151 Mkdtemp "mkdtemp" Fd {
+        entries: &["mkdtemp"], args: &[arg("template", Path)], replay: Replay::Create, payload: &[PATH],
+    }
+    152 Mktemp "mktemp" Fd {
+        entries: &["mktemp"], args: &[arg("template", Path)], payload: &[PATH],
+    }
     // bytes through descriptors
     170 Read "read" Io {
         entries: &["read", "__read_chk"], syscalls: &["read"],

@@ -140,6 +140,9 @@ real_fns! {
     fn epoll_create1(flags: c_int) -> c_int;
     fn eventfd(initval: c_uint, flags: c_int) -> c_int;
     fn fopen(path: *const c_char, mode: *const c_char) -> *mut FILE;
+    fn mkostemps(template: *mut c_char, suffix_len: c_int, flags: c_int) -> c_int;
+    fn mkdtemp(template: *mut c_char) -> *mut c_char;
+    fn mktemp(template: *mut c_char) -> *mut c_char;
     fn fclose(f: *mut FILE) -> c_int;
     // sockets
     fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;

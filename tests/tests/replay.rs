@@ -236,3 +236,29 @@ fn children_reaped_with_waitid_replay_in_the_recorded_order() {
     assert_eq!(rep.status.code(), Some(0), "replay failed:\n{}", text(&rep.stderr));
     assert_eq!(text(&std::fs::read(dir.path().join("out")).unwrap()), text(&recorded));
 }
+
+/// Temporary names come from randomness the shim cannot see: a replay in another directory
+/// takes the primary's names and makes the same files and directory, which the program then
+/// uses by name.
+#[test]
+fn temporary_names_are_the_primarys() {
+    let program = fixture("tempnames", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (p, b) = (dir.path().join("primary"), dir.path().join("another-backup"));
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let log = dir.path().join("temp.tlog");
+    let rec = record_in(&p, &log, &program, &[], 0);
+    assert!(rec.status.success(), "record failed: {}", text(&rec.stderr));
+    let rep = replay_in(&b, &log, &[], &[], 0);
+    assert_eq!(rep.status.code(), Some(0), "replay failed:\n{}", text(&rep.stderr));
+    let transcript = std::fs::read_to_string(p.join("transcript")).unwrap();
+    assert_eq!(transcript, std::fs::read_to_string(b.join("transcript")).unwrap());
+    let names: Vec<&str> = transcript.split_whitespace().take(5).collect();
+    assert!(b.join(format!("{}.renamed", names[0])).is_file(), "{transcript}");
+    assert!(b.join(names[2]).join("file").is_file(), "the directory mkdtemp made: {transcript}");
+    let calls: Vec<_> = read_log(&log).unwrap().into_iter().map(|e| e.call()).collect();
+    for call in [eventlog::Call::Mkstemp, eventlog::Call::Mkdtemp, eventlog::Call::Mktemp] {
+        assert!(calls.contains(&call), "{call} was not recorded");
+    }
+}

@@ -239,6 +239,8 @@ impl Checks {
     pub const FD_AUX: Checks = Checks { fd: true, aux: [true, true] };
     /// `aux[0]` alone.
     pub const AUX0: Checks = Checks { fd: false, aux: [true, false] };
+    /// Both `aux` slots.
+    pub const AUX: Checks = Checks { fd: false, aux: [true, true] };
     /// `aux[1]` alone.
     pub const AUX1: Checks = Checks { fd: false, aux: [false, true] };
 }

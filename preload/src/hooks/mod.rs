@@ -13,6 +13,7 @@ pub mod random;
 pub mod run;
 pub mod sync;
 pub mod syscall;
+pub mod temp;
 pub mod thread;
 pub mod time;
 
