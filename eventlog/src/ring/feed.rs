@@ -14,6 +14,10 @@ use crate::record::{EventHeader, HEADER_LEN};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
+/// An exhaustive model of the futex hand-offs below.
+#[cfg(test)]
+mod model;
+
 /// Feed states.
 pub const STATE_REPLAYING: u32 = 0;
 /// The log is exhausted and the program runs for real from here on.
