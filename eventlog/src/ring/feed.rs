@@ -153,13 +153,21 @@ impl Feed {
     pub fn peek(&self) -> Option<Next> {
         let c = self.control();
         let pos = c.read_pos.load(Ordering::SeqCst);
-        let end = c.write_pos.load(Ordering::Acquire);
+        let end = c.write_pos.load(Ordering::SeqCst);
         if end.saturating_sub(pos) < HEADER_LEN as u64 {
             return None;
         }
         let mut buf = [0u8; HEADER_LEN];
-        // SAFETY: the record below `write_pos` is complete and the agent no longer writes it.
+        // SAFETY: the record below `write_pos` was complete when `write_pos` was read; if the turn
+        // has moved on since, the agent may be refilling these bytes, which the check below sees.
         unsafe { copy_from_circular(self.data, self.mask, pos, &mut buf) };
+        // A waiter's look may be overtaken: the turn moves on and the agent refills the freed
+        // room with a later record at the same bytes. Only while `read_pos` has not moved is the
+        // header the one at `pos` (the model test in feed/model.rs shows the stale turn otherwise).
+        core::sync::atomic::fence(Ordering::Acquire);
+        if c.read_pos.load(Ordering::Relaxed) != pos {
+            return None;
+        }
         Some(Next { header: bytemuck::pod_read_unaligned(&buf), pos })
     }
 

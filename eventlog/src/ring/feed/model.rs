@@ -74,7 +74,7 @@ impl Protocol {
         recheck_after_sleeping: true,
         bump_wake_word: true,
         append_wakes_owner: true,
-        peek_confirms_read_pos: false,
+        peek_confirms_read_pos: true,
     };
 }
 
@@ -917,7 +917,8 @@ mod tests {
     /// the window.
     #[test]
     fn a_peek_overtaken_by_a_wrapping_feed_takes_a_stale_turn_unless_it_confirms_the_position() {
-        let small_feed = Scenario { capacity: 2, ..scenario(THREE_THREADS, Protocol::SHIPPED) };
+        let unconfirmed = Protocol { peek_confirms_read_pos: false, ..Protocol::SHIPPED };
+        let small_feed = Scenario { capacity: 2, ..scenario(THREE_THREADS, unconfirmed) };
         match small_feed.explore().violation {
             Some(Violation::WrongTurn { thread, pos, event, consumed, trace }) => {
                 assert!(pos < consumed && event >= pos + small_feed.capacity, "{trace:#?}");
@@ -928,8 +929,7 @@ mod tests {
             }
             other => panic!("expected a stale turn, found {other:#?}"),
         }
-        let confirmed = Protocol { peek_confirms_read_pos: true, ..Protocol::SHIPPED };
-        assert_holds(Scenario { capacity: 1, ..scenario(&[A, B, C], confirmed) });
-        assert_holds(Scenario { capacity: 2, go_live: true, ..scenario(TWO_THREADS, confirmed) });
+        assert_holds(Scenario { capacity: 1, ..scenario(&[A, B, C], Protocol::SHIPPED) });
+        assert_holds(Scenario { capacity: 2, go_live: true, ..scenario(TWO_THREADS, Protocol::SHIPPED) });
     }
 }
