@@ -46,6 +46,43 @@ fn check_depth(program: &Path, depth: u32) -> Result<()> {
     check_elf(program, &data)
 }
 
+/// Why `program`'s threads would synchronise where tandem cannot see them (not through the C
+/// library's locks, condition variables and semaphores), if they would: a replay of such a
+/// program stalls or diverges, so recording one is refused unless the user insists.
+pub fn unseen_sync(program: &Path) -> Result<Option<&'static str>> {
+    let data = match script_interpreter(program)? {
+        Some(interp) => return unseen_sync(&interp),
+        None => fs::read(program).map_err(Error::io(program.display().to_string()))?,
+    };
+    let has = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
+    // Rust's panic locations name the standard library's sources, even in a stripped binary.
+    if has(b"/library/std/src/") {
+        return Ok(Some(
+            "is a Rust program: the standard library's Mutex, RwLock, Condvar and channels wait on futexes directly, not through the C library, so tandem cannot see which thread takes them first",
+        ));
+    }
+    if has(b"libjli.so\0") || has(b"libjvm.so\0") {
+        return Ok(Some(
+            "runs a Java virtual machine: the JVM synchronises its threads with its own locks and atomics, not the C library's, so tandem cannot see which thread takes them first",
+        ));
+    }
+    Ok(None)
+}
+
+/// The interpreter a `#!` script names, if `program` is one.
+fn script_interpreter(program: &Path) -> Result<Option<PathBuf>> {
+    let mut head = [0u8; 256];
+    let n = fs::File::open(program)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(Error::io(program.display().to_string()))?;
+    if !head[..n].starts_with(b"#!") {
+        return Ok(None);
+    }
+    let line = head[2..n].split(|&c| c == b'\n').next().unwrap_or_default();
+    let interp = String::from_utf8_lossy(line).split_whitespace().next().unwrap_or("").to_string();
+    Ok((!interp.is_empty()).then(|| PathBuf::from(interp)))
+}
+
 fn check_elf(program: &Path, data: &[u8]) -> Result<()> {
     if !data.starts_with(b"\x7fELF") {
         return Err(refuse(program, "is neither an ELF executable nor a #! script"));
@@ -95,6 +132,18 @@ mod tests {
         let bad = dir.path().join("bad.sh");
         fs::write(&bad, "#!/nonexistent/interp\n").unwrap();
         assert!(matches!(check(&bad), Err(Error::Io { .. })));
+    }
+
+    #[test]
+    fn c_programs_synchronise_where_tandem_sees_it() {
+        assert_eq!(unseen_sync(Path::new("/bin/sh")).unwrap(), None);
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("launcher");
+        fs::write(&fake, b"\x7fELF....libjli.so\0....").unwrap();
+        assert!(unseen_sync(&fake).unwrap().unwrap().contains("Java"));
+        let script = dir.path().join("run.sh");
+        fs::write(&script, format!("#!{}\n", fake.display())).unwrap();
+        assert!(unseen_sync(&script).unwrap().is_some(), "a script is judged by its interpreter");
     }
 
     #[test]

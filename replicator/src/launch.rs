@@ -85,11 +85,21 @@ fn entry(name: &str, value: impl AsRef<OsStr>) -> OsString {
 
 impl Launch {
     /// A program started fresh (recording): `argv` as given, this process's environment minus
-    /// tandem's own variables and `LD_PRELOAD`, then the shim's variables.
-    pub fn new(argv: &[OsString], mode: &str) -> Result<Launch> {
+    /// tandem's own variables and `LD_PRELOAD`, then the shim's variables. A program whose
+    /// threads synchronise where the shim cannot see is refused unless `allow_unseen_sync`.
+    pub fn new(argv: &[OsString], mode: &str, allow_unseen_sync: bool) -> Result<Launch> {
         let preload = padded_preload(&find_preload()?)?;
         let program = resolve_program(&argv[0])?;
         elfcheck::check(&program)?;
+        if let Some(why) = elfcheck::unseen_sync(&program)? {
+            if !allow_unseen_sync {
+                return Err(Error::Refused {
+                    program: program.clone(),
+                    why: format!("{why} (--allow-unseen-sync records it anyway; its replays may stall or diverge)"),
+                });
+            }
+            eprintln!("tandem: warning: {} {why}; recording it anyway (--allow-unseen-sync): its replays may stall or diverge", program.display());
+        }
         let mut their_preload = None;
         let mut env: Vec<OsString> = std::env::vars_os()
             .filter(|(k, v)| {

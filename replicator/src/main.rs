@@ -40,6 +40,11 @@ enum Command {
         /// Bytes of ring per thread (a power of two, at least 4 MiB).
         #[arg(long, default_value_t = MIN_RING_BYTES)]
         ring_bytes: u32,
+        /// Record a program whose threads synchronise without the C library (Rust's standard
+        /// library, a Java virtual machine), which is refused otherwise: its replays may stall or
+        /// diverge.
+        #[arg(long)]
+        allow_unseen_sync: bool,
         /// The program and its arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
         command: Vec<OsString>,
@@ -93,6 +98,11 @@ enum Command {
         /// than a core compresses, about a gigabyte a second.
         #[arg(long)]
         no_compress: bool,
+        /// Run a program whose threads synchronise without the C library (Rust's standard
+        /// library, a Java virtual machine), which is refused otherwise: its backups may stall
+        /// or diverge.
+        #[arg(long)]
+        allow_unseen_sync: bool,
         #[command(flatten)]
         member: MemberArgs,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
@@ -249,14 +259,14 @@ enum LogCommand {
 
 fn run(cli: Cli) -> Result<u8> {
     match cli.command {
-        Command::Record { out, max_threads, ring_bytes, command } => {
+        Command::Record { out, max_threads, ring_bytes, allow_unseen_sync, command } => {
             let geometry = Geometry::record(max_threads, ring_bytes);
             if !geometry.is_valid() {
                 return Err(Error::Setup(format!(
                     "--ring-bytes {ring_bytes}: must be a power of two of at least {MIN_RING_BYTES}"
                 )));
             }
-            let launch = Launch::new(&command, "record")?;
+            let launch = Launch::new(&command, "record", allow_unseen_sync)?;
             let opts =
                 RecordOptions { out: out.clone(), geometry, incarnation: eventlog::IncarnationToken::NONE, tap: None };
             let rec = recorder::record(&launch, &opts)?;
@@ -294,11 +304,12 @@ fn run(cli: Cli) -> Result<u8> {
             wait_for_backups,
             max_lag_events,
             no_compress,
+            allow_unseen_sync,
             member,
             command,
         } => {
             init_tracing();
-            let launch = Launch::new(&command, "record")?;
+            let launch = Launch::new(&command, "record", allow_unseen_sync)?;
             let opts = replicator::primary::PrimaryOptions {
                 group,
                 listen,

@@ -176,6 +176,70 @@ fn static_binaries_are_refused_with_a_reason() {
     assert!(msg.starts_with("tandem: ") && msg.contains("statically linked") && msg.lines().count() == 1, "{msg}");
 }
 
+/// `tandem record [--allow-unseen-sync] --out LOG -- command` in `dir`.
+fn record_unseen(dir: &std::path::Path, allow: bool, command: &[&str]) -> std::process::Output {
+    let mut c = tandem();
+    c.current_dir(dir).arg("record");
+    if allow {
+        c.arg("--allow-unseen-sync");
+    }
+    c.arg("--out").arg(dir.join("u.tlog")).arg("--").args(command).output().unwrap()
+}
+
+/// Programs whose threads synchronise without the C library are refused at once with the reason
+/// and the override; with the override they are recorded, and the output says so.
+fn refused_unless_allowed(dir: &std::path::Path, command: &[&str], named: &str, prints: &str) {
+    let out = record_unseen(dir, false, command);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    let msg = text(&out.stderr);
+    assert!(msg.contains(named) && msg.contains("--allow-unseen-sync") && msg.lines().count() == 1, "{msg}");
+    assert!(!dir.join("u.tlog").exists(), "nothing is recorded");
+    let out = record_unseen(dir, true, command);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("recording it anyway (--allow-unseen-sync)"), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), prints);
+    assert!(!read_log(&dir.join("u.tlog")).unwrap().is_empty());
+}
+
+#[test]
+fn a_rust_std_program_is_refused_unless_allowed() {
+    require("rustc");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("counter.rs");
+    std::fs::write(
+        &src,
+        "fn main() { let m = std::sync::Arc::new(std::sync::Mutex::new(0)); \
+         let t: Vec<_> = (0..2).map(|_| { let m = m.clone(); std::thread::spawn(move || *m.lock().unwrap() += 1) }).collect(); \
+         for t in t { t.join().unwrap(); } println!(\"{}\", m.lock().unwrap()); }",
+    )
+    .unwrap();
+    let built = std::process::Command::new("rustc")
+        .arg("-O")
+        .arg("-o")
+        .arg(dir.path().join("counter"))
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    let program = dir.path().join("counter");
+    refused_unless_allowed(dir.path(), &[program.to_str().unwrap()], "is a Rust program", "2");
+}
+
+#[test]
+fn a_java_program_is_refused_unless_allowed() {
+    require("javac");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Hello.java"),
+        "public class Hello { public static void main(String[] a) { System.out.println(\"hello\"); } }",
+    )
+    .unwrap();
+    let built = std::process::Command::new("javac").arg("Hello.java").current_dir(dir.path()).output().unwrap();
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    let classes = dir.path().to_str().unwrap().to_string();
+    refused_unless_allowed(dir.path(), &["java", "-Xint", "-cp", &classes, "Hello"], "Java virtual machine", "hello");
+}
+
 #[test]
 fn unknown_program_is_reported() {
     let dir = tempfile::tempdir().unwrap();
