@@ -8,7 +8,7 @@
 use coordinator::api::{Mode, Request, WriteRequest};
 use coordinator::client::Client;
 use coordinator::http::Transport;
-use eventlog::{Epoch, IncarnationToken};
+use eventlog::{Epoch, IncarnationToken, Seq};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,9 +44,9 @@ async fn write_run(members: &[String], writers: usize) -> Vec<Duration> {
             (Arc::new(Client::new(members[w % members.len()..].to_vec(), Transport::plain())), stop.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            let mut held = 0;
+            let mut held = Seq::ZERO;
             while !stop.load(Ordering::Relaxed) {
-                held += 1;
+                held = held.next();
                 let report = Request::Report {
                     group: "bench".into(),
                     member: "p".into(),
@@ -138,8 +138,8 @@ async fn main() {
             group: name.clone(),
             member: "b".into(),
             epoch: g.epoch,
-            held: 1,
-            released: 0,
+            held: Seq(1),
+            released: Seq::ZERO,
             diverged: false,
         };
         client.write(report).await.expect("report");

@@ -10,7 +10,7 @@
 //! A member answers every version up to its own and refuses a newer one.
 
 use crate::model::{self, Command};
-use eventlog::{Epoch, IncarnationToken};
+use eventlog::{Epoch, IncarnationToken, Seq};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -57,8 +57,8 @@ pub enum Request {
         group: String,
         member: String,
         epoch: Epoch,
-        held: u64,
-        released: u64,
+        held: Seq,
+        released: Seq,
         #[serde(default)]
         diverged: bool,
     },
@@ -254,9 +254,14 @@ impl Write {
                         };
                         Command::Register { group, member, address, primary, mode, token, new_incarnation: new }
                     }
-                    v0::Command::Report { group, member, epoch, held, released, diverged } => {
-                        Command::Report { group, member, epoch: Epoch(epoch), held, released, diverged }
-                    }
+                    v0::Command::Report { group, member, epoch, held, released, diverged } => Command::Report {
+                        group,
+                        member,
+                        epoch: Epoch(epoch),
+                        held: Seq(held),
+                        released: Seq(released),
+                        diverged,
+                    },
                     v0::Command::Failover { group, to } => Command::Failover { group, to },
                     v0::Command::LeaseExpired { group, epoch } => Command::LeaseExpired { group, epoch: Epoch(epoch) },
                 };
@@ -278,7 +283,7 @@ pub struct Group {
     pub primary: Option<String>,
     pub mode: Mode,
     /// Highest seq the primary released output for.
-    pub released: u64,
+    pub released: Seq,
     /// The primary is gone and no backup may take over.
     pub stalled: bool,
     pub members: BTreeMap<String, Member>,
@@ -289,7 +294,7 @@ pub struct Member {
     /// Where its agent listens.
     pub address: String,
     /// Highest seq it holds durably (a backup), or has recorded (the primary).
-    pub held: u64,
+    pub held: Seq,
     /// Joined without a token: not eligible until it caught up from the primary's start.
     pub catching_up: bool,
     /// Stopped on a mismatch with the primary: never promoted.

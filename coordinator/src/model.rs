@@ -2,7 +2,7 @@
 //! commands in the order Raft agreed and reaches the same state. Anything nondeterministic (a new
 //! incarnation token, the time) is chosen by the member that proposes a command and carried in it.
 
-use eventlog::{Epoch, IncarnationToken};
+use eventlog::{Epoch, IncarnationToken, Seq};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -34,7 +34,7 @@ pub struct Member {
     /// Where its agent listens (the primary's replication address, a backup's control address).
     pub address: String,
     /// Highest seq it holds durably (a backup), or has recorded (the primary).
-    pub held: u64,
+    pub held: Seq,
     /// Joined without a token: holds nothing until it has caught up from the primary's start.
     pub catching_up: bool,
     /// Stopped on a mismatch with the primary: never promoted.
@@ -52,7 +52,7 @@ pub struct Group {
     pub mode: Mode,
     /// Highest seq the primary released output for (reported by it): a sync-mode failover needs
     /// a backup holding at least this much.
-    pub released: u64,
+    pub released: Seq,
     /// The primary is gone and no backup is eligible: nothing is promoted onto a hole.
     pub stalled: bool,
     pub members: BTreeMap<String, Member>,
@@ -81,7 +81,7 @@ pub enum Command {
         new_incarnation: IncarnationToken,
     },
     /// A member's position: a backup's durable seq, or the primary's recorded and released seqs.
-    Report { group: String, member: String, epoch: Epoch, held: u64, released: u64, diverged: bool },
+    Report { group: String, member: String, epoch: Epoch, held: Seq, released: Seq, diverged: bool },
     /// Names a new primary: `to`, or the most up-to-date eligible backup.
     Failover { group: String, to: Option<String> },
     /// The primary of `epoch` let its lease lapse (proposed by the leader that saw it).
@@ -192,7 +192,7 @@ impl State {
                 m.held = m.held.max(*held);
                 m.diverged |= *diverged;
                 // A backup that reports a position has caught up from the start.
-                m.catching_up &= *held == 0;
+                m.catching_up &= *held == Seq::ZERO;
                 if is_primary {
                     g.released = g.released.max(*released);
                 }
@@ -236,7 +236,7 @@ impl State {
                     epoch: Epoch::FIRST,
                     primary: Some(member.to_string()),
                     mode: mode.unwrap_or(Mode::Sync),
-                    released: 0,
+                    released: Seq::ZERO,
                     stalled: false,
                     members: BTreeMap::new(),
                 },
@@ -274,14 +274,14 @@ impl State {
         let creating = g.members.is_empty();
         let m = g.members.entry(member.to_string()).or_insert_with(|| Member {
             address: String::new(),
-            held: 0,
+            held: Seq::ZERO,
             catching_up: token.is_none() && !creating,
             diverged: false,
         });
         m.address = address.to_string();
         if token.is_none() && !creating {
             // No token: whatever it holds is not trusted; it catches up from the start.
-            m.held = 0;
+            m.held = Seq::ZERO;
             m.catching_up = true;
         }
         Ok(g.clone())

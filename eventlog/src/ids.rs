@@ -4,19 +4,107 @@
 //! and a thread's id from its creation order within its process, so a backup running the same
 //! program assigns the same ids to the same processes and threads.
 
-/// Global sequence number: one total order over every event of every thread and process.
-pub type Seq = u64;
+/// Global sequence number: one total order over every event of every thread and process. The
+/// first event is 1; 0 means "none" (nothing held, nothing released).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[cfg_attr(feature = "host", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
+#[repr(transparent)]
+pub struct Seq(pub u64);
+
 /// Logical process id. The first process of a program is 1; children take the ids their fork
 /// events recorded.
-pub type LogicalPid = u32;
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[cfg_attr(feature = "host", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
+#[repr(transparent)]
+pub struct LogicalPid(pub u32);
+
 /// Logical thread id within a process. The main thread is 0; the n-th `pthread_create` of the
 /// process starts thread n.
-pub type LogicalTid = u32;
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[cfg_attr(feature = "host", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
+#[repr(transparent)]
+pub struct LogicalTid(pub u32);
 
 /// The logical pid of the process `tandem` launches.
-pub const FIRST_PID: LogicalPid = 1;
+pub const FIRST_PID: LogicalPid = LogicalPid(1);
 /// The logical tid of a process's main thread.
-pub const MAIN_TID: LogicalTid = 0;
+pub const MAIN_TID: LogicalTid = LogicalTid(0);
+
+impl Seq {
+    /// No event: what a member holds before its first one.
+    pub const ZERO: Seq = Seq(0);
+    /// The number of a program's first event.
+    pub const FIRST: Seq = Seq(1);
+
+    /// The seq after this one.
+    pub const fn next(self) -> Seq {
+        Seq(self.0 + 1)
+    }
+
+    /// The seq `n` events after this one, if there is one.
+    pub const fn checked_add(self, n: u64) -> Option<Seq> {
+        match self.0.checked_add(n) {
+            Some(s) => Some(Seq(s)),
+            None => None,
+        }
+    }
+
+    /// How many events after `earlier` this one is; 0 if it is not after it.
+    pub const fn saturating_since(self, earlier: Seq) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// The seq `n` events later (the end of a batch of `n` from here).
+impl core::ops::Add<u64> for Seq {
+    type Output = Seq;
+
+    fn add(self, n: u64) -> Seq {
+        Seq(self.0 + n)
+    }
+}
+
+impl core::ops::AddAssign<u64> for Seq {
+    fn add_assign(&mut self, n: u64) {
+        self.0 += n;
+    }
+}
+
+/// The seq `n` events earlier.
+impl core::ops::Sub<u64> for Seq {
+    type Output = Seq;
+
+    fn sub(self, n: u64) -> Seq {
+        Seq(self.0 - n)
+    }
+}
+
+/// How many events lie between two seqs: `later - earlier`.
+impl core::ops::Sub<Seq> for Seq {
+    type Output = u64;
+
+    fn sub(self, earlier: Seq) -> u64 {
+        self.0 - earlier.0
+    }
+}
+
+impl core::fmt::Display for Seq {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl core::fmt::Display for LogicalPid {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl core::fmt::Display for LogicalTid {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(&self.0, f)
+    }
+}
 
 /// A replica group's epoch: it grows by one at every change of primary, and frames, acks and
 /// leases of an older epoch are refused. 0: not yet part of a group.
@@ -137,5 +225,17 @@ mod tests {
         assert!("abc".parse::<IncarnationToken>().is_err());
         assert!("zz".repeat(16).parse::<IncarnationToken>().is_err());
         assert_eq!(Epoch::FIRST.next(), Epoch(2));
+    }
+
+    #[test]
+    fn seq_arithmetic() {
+        assert_eq!(Seq::FIRST.next(), Seq(2));
+        assert_eq!(Seq(5) + 3, Seq(8));
+        assert_eq!(Seq(8) - Seq(5), 3);
+        assert_eq!(Seq(8) - 1, Seq(7));
+        assert_eq!(Seq(5).saturating_since(Seq(8)), 0);
+        assert_eq!(Seq(u64::MAX).checked_add(1), None);
+        assert_eq!(Seq(42).to_string(), "42");
+        assert_eq!(core::mem::size_of::<Seq>(), 8);
     }
 }

@@ -16,7 +16,7 @@
 //! beforehand: syncing a batch there commits no change of the file's size or extents. So a log
 //! may end in zeros, and a batch header of zeros is where the written part ends.
 
-use crate::ids::IncarnationToken;
+use crate::ids::{IncarnationToken, Seq};
 use crate::record::{Event, RecordError};
 use bytemuck::{Pod, Zeroable};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -57,7 +57,7 @@ const _: () = assert!(core::mem::size_of::<FileHeader>() == 64);
 pub struct BatchHeader {
     pub magic: u32,
     pub flags: u32,
-    pub first_seq: u64,
+    pub first_seq: Seq,
     pub event_count: u32,
     pub body_len: u32,
     /// Wall-clock time (ns since the epoch) when the agent cut the batch.
@@ -158,7 +158,7 @@ pub enum LogError {
     #[error("batch {batch} at offset {offset}: corrupted: {detail}")]
     Corrupt { batch: u64, offset: u64, detail: String },
     #[error("batch {batch} at offset {offset}: sequence gap: expected seq {expected}, found {found}")]
-    SeqGap { batch: u64, offset: u64, expected: u64, found: u64 },
+    SeqGap { batch: u64, offset: u64, expected: Seq, found: Seq },
     #[error("log ends at offset {offset} after batch {batch} without an end marker: the recording was cut short")]
     Unterminated { batch: u64, offset: u64 },
 }
@@ -168,7 +168,7 @@ pub struct LogWriter<W: Write> {
     out: W,
     offset: u64,
     batches: u64,
-    next_seq: Option<u64>,
+    next_seq: Option<Seq>,
 }
 
 impl<W: Write> LogWriter<W> {
@@ -201,7 +201,7 @@ impl<W: Write> LogWriter<W> {
 
     /// Continues a log whose complete part ends at byte `offset` (the caller has cut anything
     /// after it and positioned `out` there); the next batch must start at `next_seq`.
-    pub fn resume(out: W, offset: u64, next_seq: Option<u64>) -> Self {
+    pub fn resume(out: W, offset: u64, next_seq: Option<Seq>) -> Self {
         LogWriter { out, offset, batches: 0, next_seq }
     }
 
@@ -211,7 +211,7 @@ impl<W: Write> LogWriter<W> {
 
     /// Appends a batch of `event_count` encoded events starting at `first_seq`. Sequence numbers
     /// must continue where the previous batch stopped.
-    pub fn write_batch(&mut self, body: &[u8], first_seq: u64, event_count: u32, wall_ns: u64) -> io::Result<()> {
+    pub fn write_batch(&mut self, body: &[u8], first_seq: Seq, event_count: u32, wall_ns: u64) -> io::Result<()> {
         self.append(&[body], 0, first_seq, event_count, wall_ns)
     }
 
@@ -221,14 +221,14 @@ impl<W: Write> LogWriter<W> {
         &mut self,
         packed: &[u8],
         raw_len: u32,
-        first_seq: u64,
+        first_seq: Seq,
         event_count: u32,
         wall_ns: u64,
     ) -> io::Result<()> {
         self.append(&[&raw_len.to_le_bytes(), packed], BATCH_ZSTD, first_seq, event_count, wall_ns)
     }
 
-    fn append(&mut self, body: &[&[u8]], flags: u32, first_seq: u64, event_count: u32, wall_ns: u64) -> io::Result<()> {
+    fn append(&mut self, body: &[&[u8]], flags: u32, first_seq: Seq, event_count: u32, wall_ns: u64) -> io::Result<()> {
         if let Some(expected) = self.next_seq {
             if expected != first_seq {
                 return Err(io::Error::new(
@@ -264,7 +264,7 @@ impl<W: Write> LogWriter<W> {
     }
 
     /// The sequence number the next batch must start with (None before the first batch).
-    pub fn next_seq(&self) -> Option<u64> {
+    pub fn next_seq(&self) -> Option<Seq> {
         self.next_seq
     }
 
@@ -288,7 +288,7 @@ impl<W: Write> LogWriter<W> {
         let header = BatchHeader {
             magic: END_MAGIC,
             flags: 0,
-            first_seq: self.next_seq.unwrap_or(1),
+            first_seq: self.next_seq.unwrap_or(Seq::FIRST),
             event_count: 0,
             body_len: 0,
             wall_ns,
@@ -307,7 +307,7 @@ impl<W: Write> LogWriter<W> {
 pub struct Batch {
     pub index: u64,
     pub offset: u64,
-    pub first_seq: u64,
+    pub first_seq: Seq,
     pub event_count: u32,
     pub wall_ns: u64,
     pub body: Vec<u8>,
@@ -335,7 +335,7 @@ pub struct LogReader<R: Read> {
     launch: Launch,
     offset: u64,
     batch: u64,
-    next_seq: Option<u64>,
+    next_seq: Option<Seq>,
     end_wall_ns: Option<u64>,
 }
 
@@ -396,7 +396,7 @@ impl<R: Read> LogReader<R> {
     }
 
     /// The sequence number the next batch must start with (None before the first batch).
-    pub fn next_seq(&self) -> Option<u64> {
+    pub fn next_seq(&self) -> Option<Seq> {
         self.next_seq
     }
 
@@ -601,7 +601,7 @@ fn read_launch(input: &mut impl Read) -> Result<(Launch, u64), LogError> {
 }
 
 /// Checks that `body` holds exactly `count` well-formed events numbered from `first_seq`.
-pub fn verify_events(body: &[u8], first_seq: u64, count: u32) -> Result<(), String> {
+pub fn verify_events(body: &[u8], first_seq: Seq, count: u32) -> Result<(), String> {
     if first_seq.checked_add(count as u64).is_none() {
         return Err(format!("{count} events from seq {first_seq} run past the last sequence number"));
     }
@@ -628,11 +628,11 @@ mod tests {
 
     fn event(seq: u64, payload: &[u8]) -> (EventHeader, Vec<u8>) {
         let h = EventHeader {
-            pid: 1,
+            pid: crate::ids::LogicalPid(1),
             fd: 3,
             result: payload.len() as i64,
             payload_len: payload.len() as u32,
-            ..EventHeader::new(seq, Call::Read)
+            ..EventHeader::new(Seq(seq), Call::Read)
         };
         (h, payload.to_vec())
     }
@@ -655,7 +655,7 @@ mod tests {
                 encode_into(&mut body, &h, &p);
                 seq += 1;
             }
-            w.write_batch(&body, seq - 5, 5, 100 + b).unwrap();
+            w.write_batch(&body, Seq(seq - 5), 5, 100 + b).unwrap();
         }
         w.finish(200).unwrap()
     }
@@ -682,7 +682,7 @@ mod tests {
         let mut r = LogReader::open(bytes)?;
         let mut seqs = Vec::new();
         while let Some(b) = r.next_batch()? {
-            seqs.extend(b.events().map(|e| e.header.seq));
+            seqs.extend(b.events().map(|e| e.header.seq.0));
         }
         Ok(seqs)
     }
@@ -769,8 +769,8 @@ mod tests {
         let mut body = Vec::new();
         let (h, p) = event(1, b"x");
         encode_into(&mut body, &h, &p);
-        w.write_batch(&body, 1, 1, 0).unwrap();
-        assert!(w.write_batch(&body, 5, 1, 0).is_err());
+        w.write_batch(&body, Seq(1), 1, 0).unwrap();
+        assert!(w.write_batch(&body, Seq(5), 1, 0).is_err());
     }
 
     #[test]
@@ -783,7 +783,7 @@ mod tests {
         let mut seqs = Vec::new();
         let err = loop {
             match r.next_batch() {
-                Ok(Some(b)) => seqs.extend(b.events().map(|e| e.header.seq)),
+                Ok(Some(b)) => seqs.extend(b.events().map(|e| e.header.seq.0)),
                 Ok(None) => panic!("no end marker was written"),
                 Err(e) => break e,
             }
@@ -835,7 +835,7 @@ mod tests {
         let (mut seqs, mut at, mut ended) = (Vec::new(), head, false);
         while !ended {
             match r.follow().unwrap() {
-                Some(Some(b)) => seqs.extend(b.events().map(|e| e.header.seq)),
+                Some(Some(b)) => seqs.extend(b.events().map(|e| e.header.seq.0)),
                 Some(None) => ended = true,
                 None => {
                     let step = 7.min(full.len() - at);

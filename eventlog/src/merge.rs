@@ -3,12 +3,13 @@
 //! taken by a thread that has not finished writing it.
 
 use crate::call::Call;
+use crate::ids::Seq;
 use crate::record::{encode_into, EventHeader};
 use crate::ring::{Region, SLOT_ACTIVE, SLOT_CLOSED, SLOT_FREE};
 
 pub struct Merger {
     region: Region,
-    next_seq: u64,
+    next_seq: Seq,
     /// Per slot: how far we have read, and the producer's tail as last seen. The tail is
     /// re-read only when we catch up with it, so a busy producer's cache line is not pulled over
     /// on every event.
@@ -33,11 +34,11 @@ impl Merger {
                 Cursor { head: v.head, tail: v.head }
             })
             .collect();
-        Merger { region, next_seq: 1, cursors, live: Vec::new(), last: None }
+        Merger { region, next_seq: Seq::FIRST, cursors, live: Vec::new(), last: None }
     }
 
     /// The sequence number the merge is waiting for.
-    pub fn next_seq(&self) -> u64 {
+    pub fn next_seq(&self) -> Seq {
         self.next_seq
     }
 
@@ -51,7 +52,7 @@ impl Merger {
     }
 
     /// The seq of the record at slot `index`'s head, if there is one.
-    fn head_seq(&mut self, index: u32) -> Option<u64> {
+    fn head_seq(&mut self, index: u32) -> Option<Seq> {
         let c = &mut self.cursors[index as usize];
         if c.tail - c.head < crate::record::HEADER_LEN as u64 {
             c.tail = self.region.published_tail(index);
@@ -70,7 +71,7 @@ impl Merger {
             let len = h.record_len();
             self.region.copy_record(index, c.head, len, out);
             c.head += len as u64;
-            self.next_seq += 1;
+            self.next_seq = self.next_seq.next();
             n += 1;
         }
         if n > 0 {
@@ -138,7 +139,7 @@ impl Merger {
                 return filled;
             }
             push_lost(out, self.next_seq);
-            self.next_seq += 1;
+            self.next_seq = self.next_seq.next();
             filled += 1;
         }
     }
@@ -151,9 +152,9 @@ impl Merger {
         let live = self.live.clone();
         let lowest = live.iter().filter_map(|&i| self.head_seq(i)).min();
         let Some(lowest) = lowest else { return 0 };
-        let missing = lowest.saturating_sub(self.next_seq);
-        for seq in self.next_seq..lowest {
-            push_lost(out, seq);
+        let missing = lowest.saturating_since(self.next_seq);
+        for seq in self.next_seq.0..lowest.0 {
+            push_lost(out, Seq(seq));
         }
         self.next_seq = lowest.max(self.next_seq);
         missing
@@ -168,19 +169,20 @@ impl Merger {
     }
 }
 
-fn push_lost(out: &mut Vec<u8>, seq: u64) {
+fn push_lost(out: &mut Vec<u8>, seq: Seq) {
     encode_into(out, &EventHeader::new(seq, Call::Lost), &[]);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{LogicalPid, LogicalTid};
     use crate::record::Event;
     use crate::ring::{Geometry, Mode, Producer, SharedRegion, MIN_RING_BYTES};
     use std::sync::Arc;
 
     fn header(seq: u64, tid: u32) -> EventHeader {
-        EventHeader { pid: 1, tid, ..EventHeader::new(seq, Call::MutexLock) }
+        EventHeader { pid: LogicalPid(1), tid: LogicalTid(tid), ..EventHeader::new(Seq(seq), Call::MutexLock) }
     }
 
     fn seqs(bytes: &[u8]) -> Vec<u64> {
@@ -188,7 +190,7 @@ mod tests {
         let mut v = Vec::new();
         while !rest.is_empty() {
             let (e, r) = Event::parse(rest).unwrap();
-            v.push(e.header.seq);
+            v.push(e.header.seq.0);
             rest = r;
         }
         v

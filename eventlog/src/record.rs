@@ -54,8 +54,8 @@ impl EventHeader {
     pub fn new(seq: Seq, call: Call) -> EventHeader {
         EventHeader {
             seq,
-            pid: 0,
-            tid: 0,
+            pid: LogicalPid(0),
+            tid: LogicalTid(0),
             call: call as u16,
             flags: 0,
             fd: -1,
@@ -152,13 +152,13 @@ mod tests {
 
     fn header(seq: u64, payload_len: u32) -> EventHeader {
         EventHeader {
-            pid: 1,
-            tid: 2,
+            pid: LogicalPid(1),
+            tid: LogicalTid(2),
             flags: FdKind::Socket as u16,
             fd: 5,
             result: payload_len as i64,
             payload_len,
-            ..EventHeader::new(seq, Call::Read)
+            ..EventHeader::new(Seq(seq), Call::Read)
         }
     }
 
@@ -172,7 +172,7 @@ mod tests {
         assert_eq!(e1.payload, b"abc");
         assert_eq!(e1.header.fd_kind(), FdKind::Socket);
         let (e2, rest) = Event::parse(rest).unwrap();
-        assert_eq!(e2.header.seq, 2);
+        assert_eq!(e2.header.seq, Seq(2));
         assert!(rest.is_empty());
     }
 

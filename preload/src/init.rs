@@ -164,7 +164,7 @@ unsafe fn start(envp: *const *const c_char) {
     fdtable::set_process(pid);
     fdtable::set(s.shm_fd, FdKind::Shim);
     remember_own_path();
-    if lpid == ids::FIRST_PID && s.owner_pid == 0 && !seccomp::install_filter() {
+    if ids::LogicalPid(lpid) == ids::FIRST_PID && s.owner_pid == 0 && !seccomp::install_filter() {
         report!("could not install the io_uring filter; io_uring calls will not be seen");
     }
     seccomp::install_handler();
@@ -177,7 +177,7 @@ unsafe fn start(envp: *const *const c_char) {
         // After exec, the old image's threads are gone: drop their slots before taking ours.
         crate::replay::drop_stale_threads(&feed, pid);
     }
-    state::ctx().start(ids::MAIN_TID);
+    state::ctx().start(ids::MAIN_TID.0);
     STARTED.store(2, Ordering::Release);
     if unseen_spawn {
         if let Some(hook) = Hook::enter() {

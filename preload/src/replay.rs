@@ -20,7 +20,7 @@ use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use eventlog::record::flags::SIGNAL_NEXT;
 use eventlog::ring::feed::{Feed, Next, PHASE_IN_CALL, PHASE_RUNNING, PHASE_WAITING};
-use eventlog::{Call, EventHeader, FdKind};
+use eventlog::{Call, EventHeader, FdKind, LogicalPid, LogicalTid};
 
 /// This thread holds the turn for one recorded event; dropping it consumes the event and hands
 /// the turn on.
@@ -50,7 +50,7 @@ pub fn wait_until_next_is_mine(ctx: &'static ThreadCtx) {
         return;
     }
     let slot = feed.thread(me);
-    let (lpid, ltid) = (LPID.load(Ordering::Relaxed), ctx.ltid.get());
+    let (lpid, ltid) = (LogicalPid(LPID.load(Ordering::Relaxed)), LogicalTid(ctx.ltid.get()));
     let mine = |n: &Next| n.header.pid == lpid && n.header.tid == ltid;
     let mut spins = 0;
     while !feed.is_live() {
@@ -97,7 +97,7 @@ pub fn turn(ctx: &'static ThreadCtx, call: Call) -> Option<Turn> {
         return None;
     }
     let slot = feed.thread(me);
-    let (lpid, ltid) = (LPID.load(Ordering::Relaxed), ctx.ltid.get());
+    let (lpid, ltid) = (LogicalPid(LPID.load(Ordering::Relaxed)), LogicalTid(ctx.ltid.get()));
     slot.call.store(call as u32, Ordering::Relaxed);
     slot.phase.store(PHASE_WAITING, Ordering::Relaxed);
     let mine = |n: &Next| n.header.pid == lpid && n.header.tid == ltid;

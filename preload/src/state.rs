@@ -6,7 +6,7 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use eventlog::record::flags::SIGNAL_NEXT;
 use eventlog::ring::feed::Feed;
 use eventlog::ring::{Producer, Region};
-use eventlog::{Call, FdKind};
+use eventlog::{Call, FdKind, LogicalPid, LogicalTid, Seq};
 
 /// Hooks pass straight through (not launched by tandem, or before the constructor).
 pub const MODE_OFF: u32 = 0;
@@ -79,7 +79,7 @@ pub fn become_child(lpid: u32) {
     crate::fdtable::set_process(sys::getpid());
     crate::signals::reset_after_fork();
     crate::replay::forget_children();
-    ctx().start(eventlog::ids::MAIN_TID);
+    ctx().start(eventlog::ids::MAIN_TID.0);
 }
 
 #[inline(always)]
@@ -457,9 +457,9 @@ fn write(p: &mut Producer, ctx: &ThreadCtx, seq: u64, ev: Ev, payload: &[&[u8]],
     p.write_with(
         len,
         |h| {
-            h.seq = seq;
-            h.pid = pid;
-            h.tid = tid;
+            h.seq = Seq(seq);
+            h.pid = LogicalPid(pid);
+            h.tid = LogicalTid(tid);
             h.call = ev.call as u16;
             h.flags = flags;
             h.fd = ev.fd;

@@ -20,7 +20,7 @@ use crate::wire::frame::Body;
 use crate::wire::session::{BackupAction, BackupSession, SessionError, Standing};
 use eventlog::logfile::{holds_batch_header, LogError, LogReader, LogWriter};
 use eventlog::ring::Geometry;
-use eventlog::IncarnationToken;
+use eventlog::{IncarnationToken, Seq};
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom};
@@ -71,7 +71,7 @@ impl LocalLog {
 
     fn append(
         &mut self,
-        first_seq: u64,
+        first_seq: Seq,
         count: u32,
         wall_ns: u64,
         events: &[u8],
@@ -118,7 +118,7 @@ fn cut_at_end(file: &File, end: u64, written: &AtomicU64) -> std::io::Result<()>
 }
 
 /// The local log, continued where its complete part ends: (writer, last event held, ended).
-fn resume_log(path: &Path) -> Result<(Writer, u64, bool)> {
+fn resume_log(path: &Path) -> Result<(Writer, Seq, bool)> {
     let bad = |source| Error::Log { path: path.to_owned(), source };
     let io = || Error::io(path.display().to_string());
     let mut reader = LogReader::open(std::io::BufReader::new(File::open(path).map_err(io())?)).map_err(bad)?;
@@ -142,7 +142,7 @@ fn resume_log(path: &Path) -> Result<(Writer, u64, bool)> {
             Err(e) => return Err(bad(e)),
         }
     };
-    let held = reader.next_seq().map_or(0, |n| n - 1);
+    let held = reader.next_seq().map_or(Seq::ZERO, |n| n - 1);
     let mut file = OpenOptions::new().write(true).open(path).map_err(io())?;
     // Cut a half-written last batch (the agent died while writing it) and any space made ready.
     file.set_len(reader.offset()).map_err(io())?;
@@ -165,7 +165,7 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
         (Some(w), held, ended)
     } else {
         let _ = std::fs::remove_file(&log);
-        (None, 0, false)
+        (None, Seq::ZERO, false)
     };
     dir.store(&membership)?;
 
@@ -180,7 +180,7 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
         None => None,
     };
     let resumed = writer.is_some() || ended;
-    let held = Arc::new(AtomicU64::new(held));
+    let held = Arc::new(AtomicU64::new(held.0));
     let (ready_tx, ready_rx) = mpsc::channel::<std::result::Result<(), String>>();
     if resumed {
         let _ = ready_tx.send(Ok(()));
@@ -201,7 +201,7 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
         };
         let standing = Standing { incarnation: membership.incarnation, epoch: membership.epoch };
         let session =
-            BackupSession::new(standing, &opts.group, &opts.name, membership.handle, held.load(Ordering::SeqCst));
+            BackupSession::new(standing, &opts.group, &opts.name, membership.handle, Seq(held.load(Ordering::SeqCst)));
         // Detached: it serves the control socket for as long as the agent lives.
         std::thread::Builder::new()
             .name("tandem-backup-net".into())
@@ -240,7 +240,7 @@ struct Network {
     witness: bool,
     ready: mpsc::Sender<std::result::Result<(), String>>,
     steering: Option<Steering>,
-    /// The last event held durably (reported to the coordinator).
+    /// The last event held durably (reported to the coordinator): a [`Seq`]'s number.
     held: Arc<AtomicU64>,
 }
 
@@ -274,7 +274,7 @@ impl Network {
                         session.standing.epoch = session.standing.epoch.max(g.epoch.0);
                         if !self.witness {
                             let held = self.held.clone();
-                            steering.report(g.epoch, move || (held.load(Ordering::Relaxed), 0));
+                            steering.report(g.epoch, move || (Seq(held.load(Ordering::Relaxed)), Seq::ZERO));
                             steering.await_promotion(g.epoch, requests_tx.clone(), self.following.fence.clone());
                         }
                     }
@@ -305,7 +305,7 @@ impl Network {
                         Ok(SessionEnd::Complete) => {
                             // Said before the log's end marker is written: the replay may end
                             // the process as soon as it reads that marker.
-                            tracing::info!(held = session.held, "the primary's program ended; this backup holds all of it");
+                            tracing::info!(held = %session.held, "the primary's program ended; this backup holds all of it");
                             if let Some(w) = writer.take() {
                                 if let Err(e) = w.finish() {
                                     tracing::error!("cannot finish {}: {e}", self.log.display());
@@ -331,7 +331,7 @@ impl Network {
                             // The first failure and then one line every ten seconds: a dead primary
                             // must not flood the log.
                             if failures == 1 || failures.is_multiple_of(50) {
-                                tracing::warn!(primary = %self.primary, held = session.held, "no session: {e}; reconnecting");
+                                tracing::warn!(primary = %self.primary, held = %session.held, "no session: {e}; reconnecting");
                             } else {
                                 tracing::debug!(primary = %self.primary, "no session: {e}; reconnecting");
                             }
@@ -379,7 +379,7 @@ impl Network {
         }
         self.following.go_live.store(true, Ordering::SeqCst);
         self.following.stop.store(true, Ordering::SeqCst);
-        tracing::info!(held = session.held, "promoted: replaying the events held, then going live");
+        tracing::info!(held = %session.held, "promoted: replaying the events held, then going live");
         ControlReply::ok(format!("promoted: the program goes live after event {}", session.held))
     }
 
@@ -433,7 +433,7 @@ impl Network {
             *writer = Some(LocalLog::new(w, self.following.written.clone()).map_err(io)?);
             let _ = self.ready.send(Ok(()));
         }
-        tracing::info!(primary = %self.primary, from = session.held + 1, "following the primary");
+        tracing::info!(primary = %self.primary, from = %session.held.next(), "following the primary");
         let mut data = net::frames(conn.accept_uni().await?);
         let mut control = net::frames(recv);
         let mut ended_at = None;
@@ -471,7 +471,7 @@ impl Network {
             }
             if let (Some(last), Some(w)) = (appended, writer.as_mut()) {
                 w.sync().map_err(io)?;
-                self.held.store(last, Ordering::Relaxed);
+                self.held.store(last.0, Ordering::Relaxed);
                 write_frame(&mut send, &session.durable(last)).await?;
             }
             if ended_at.is_some_and(|last| session.held >= last) {
@@ -497,11 +497,11 @@ mod tests {
         for b in 0..batches {
             let mut body = Vec::new();
             for i in 0..4 {
-                let h = EventHeader { payload_len: 300, ..EventHeader::new(b * 4 + i + 1, Call::Read) };
+                let h = EventHeader { payload_len: 300, ..EventHeader::new(Seq(b * 4 + i + 1), Call::Read) };
                 encode_into(&mut body, &h, &[b as u8 + 1; 300]);
             }
             starts.push(w.bytes_written());
-            w.write_batch(&body, b * 4 + 1, 4, 0).unwrap();
+            w.write_batch(&body, Seq(b * 4 + 1), 4, 0).unwrap();
         }
         w.flush().unwrap();
         (w.get_ref().clone(), starts)
@@ -522,7 +522,7 @@ mod tests {
         bytes.resize(whole.len() + (1 << 20), 0);
         let path = write_log(dir.path(), &bytes);
         let (w, held, ended) = resume_log(&path).unwrap();
-        assert_eq!((held, ended, w.bytes_written()), (12, false, whole.len() as u64));
+        assert_eq!((held, ended, w.bytes_written()), (Seq(12), false, whole.len() as u64));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), whole.len() as u64);
 
         // The last batch torn: its header and half its body reached the disk, then zeros.
@@ -532,7 +532,7 @@ mod tests {
         bytes.resize(whole.len() + 4096, 0);
         let path = write_log(dir.path(), &bytes);
         let (w, held, _) = resume_log(&path).unwrap();
-        assert_eq!((held, w.bytes_written()), (8, torn_at as u64));
+        assert_eq!((held, w.bytes_written()), (Seq(8), torn_at as u64));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), torn_at as u64);
     }
 

@@ -72,7 +72,7 @@ mod tests {
 
     #[test]
     fn text_and_json_carry_the_same_fields() {
-        let mut h = EventHeader::new(7, Call::Openat);
+        let mut h = EventHeader::new(eventlog::Seq(7), Call::Openat);
         h.fd = 5;
         h.aux = [0o2000000 | (0o644 << 32), (-100i64) as u64];
         h.payload_len = 7;

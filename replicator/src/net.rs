@@ -198,7 +198,7 @@ mod tests {
         let good = client(&Identity::load(ours.path(), "backup").unwrap()).unwrap();
         let conn = connect(&good, addr).await.unwrap();
         let (mut send, _recv) = conn.open_bi().await.unwrap();
-        let hello = Frame::new(IncarnationToken::NONE, 1, Body::Ack { seq: 7 });
+        let hello = Frame::new(IncarnationToken::NONE, 1, Body::Ack { seq: eventlog::Seq(7) });
         write_frame(&mut send, &hello).await.unwrap();
         send.finish().unwrap();
 

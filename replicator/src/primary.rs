@@ -21,7 +21,7 @@ use bytes::Bytes;
 use coordinator::api::Mode;
 use eventlog::logfile::{pack_events, Launch as LaunchRecord, PACK_MIN};
 use eventlog::ring::{Geometry, SharedRegion};
-use eventlog::{Epoch, IncarnationToken};
+use eventlog::{Epoch, IncarnationToken, Seq};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,7 +63,7 @@ pub struct PrimaryOptions {
 }
 
 struct WireBatch {
-    first_seq: u64,
+    first_seq: Seq,
     count: u32,
     wall_ns: u64,
     body: Bytes,
@@ -73,7 +73,7 @@ struct WireBatch {
 }
 
 impl WireBatch {
-    fn new(first_seq: u64, count: u32, wall_ns: u64, body: Bytes) -> WireBatch {
+    fn new(first_seq: Seq, count: u32, wall_ns: u64, body: Bytes) -> WireBatch {
         WireBatch { first_seq, count, wall_ns, body, packed: OnceLock::new() }
     }
 
@@ -85,7 +85,7 @@ impl WireBatch {
         self.packed.get_or_init(|| pack_events(&self.body).map(Bytes::from)).as_ref()
     }
 
-    fn last(&self) -> u64 {
+    fn last(&self) -> Seq {
         self.first_seq + self.count as u64 - 1
     }
 }
@@ -97,12 +97,12 @@ struct HubState {
     /// Acknowledged position of each connected backup, by resume handle, with the number of the
     /// session holding the handle. A backup that reconnects before this side has seen its old
     /// connection die has two sessions for a while: only the newer one counts.
-    acked: BTreeMap<u128, (u64, u64)>,
+    acked: BTreeMap<u128, (u64, Seq)>,
 }
 
 impl HubState {
     /// Records the position of session `number` of a backup, or (`None`) that the session ended.
-    fn set_acked(&mut self, handle: u128, number: u64, position: Option<u64>, sessions: &watch::Sender<usize>) {
+    fn set_acked(&mut self, handle: u128, number: u64, position: Option<Seq>, sessions: &watch::Sender<usize>) {
         match position {
             Some(p) => {
                 let held = self.acked.entry(handle).or_insert((number, p));
@@ -120,7 +120,7 @@ impl HubState {
     }
 
     /// The connected backups' acknowledged positions.
-    fn positions(&self) -> impl Iterator<Item = u64> + '_ {
+    fn positions(&self) -> impl Iterator<Item = Seq> + '_ {
         self.acked.values().map(|&(_, p)| p)
     }
 }
@@ -138,11 +138,11 @@ pub struct Hub {
     fence: Arc<Fence>,
     state: Mutex<HubState>,
     /// The last event written (0 before any).
-    written: watch::Sender<u64>,
+    written: watch::Sender<Seq>,
     /// The last event, once the program has ended.
-    ended: watch::Sender<Option<u64>>,
+    ended: watch::Sender<Option<Seq>>,
     /// The release point (the group's acknowledged position).
-    released: watch::Sender<u64>,
+    released: watch::Sender<Seq>,
     /// How many backups are connected.
     sessions: watch::Sender<usize>,
     /// Numbers sessions in the order they start.
@@ -182,13 +182,13 @@ impl Hub {
     }
 
     /// The batch holding `seq`, from memory if it is still there.
-    fn batch_in_memory(&self, seq: u64) -> Option<Arc<WireBatch>> {
+    fn batch_in_memory(&self, seq: Seq) -> Option<Arc<WireBatch>> {
         let st = self.state();
         let i = st.memory.partition_point(|b| b.last() < seq);
         st.memory.get(i).filter(|b| b.first_seq <= seq).cloned()
     }
 
-    fn oldest_in_memory(&self) -> Option<u64> {
+    fn oldest_in_memory(&self) -> Option<Seq> {
         self.state().memory.front().map(|b| b.first_seq)
     }
 }
@@ -200,7 +200,7 @@ impl Tap for Hub {
         self.update_release();
     }
 
-    fn batch(&self, first_seq: u64, count: u32, wall_ns: u64, body: &[u8]) {
+    fn batch(&self, first_seq: Seq, count: u32, wall_ns: u64, body: &[u8]) {
         {
             let mut st = self.state();
             st.memory_bytes += body.len();
@@ -216,7 +216,7 @@ impl Tap for Hub {
         self.update_release();
     }
 
-    fn may_take_more(&self, next_seq: u64) -> bool {
+    fn may_take_more(&self, next_seq: Seq) -> bool {
         match self.mode {
             OutputMode::Sync => true,
             // The bound is on connected backups' lag; with none connected the log keeps
@@ -224,12 +224,12 @@ impl Tap for Hub {
             OutputMode::Async { max_lag_events } => {
                 let st = self.state();
                 let slowest = st.positions().min();
-                slowest.is_none_or(|acked| next_seq.saturating_sub(acked) <= max_lag_events)
+                slowest.is_none_or(|acked| next_seq.saturating_since(acked) <= max_lag_events)
             }
         }
     }
 
-    fn ended(&self, last_seq: u64) {
+    fn ended(&self, last_seq: Seq) {
         self.written.send_replace(last_seq);
         self.ended.send_replace(Some(last_seq));
     }
@@ -273,9 +273,9 @@ pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
         None => Membership { incarnation: IncarnationToken(random::<16>()?), epoch: 1, handle: 0 },
     };
     dir.store(&membership)?;
-    let (written, _) = watch::channel(0);
+    let (written, _) = watch::channel(Seq::ZERO);
     let (ended, _) = watch::channel(None);
-    let (released, _) = watch::channel(0);
+    let (released, _) = watch::channel(Seq::ZERO);
     let (sessions, _) = watch::channel(0);
     let hub = Arc::new(Hub {
         group: opts.group.clone(),
@@ -377,7 +377,7 @@ async fn serve(conn: &quinn::Connection, hub: &Arc<Hub>, who: &str) -> std::resu
     };
     let handle = session.handle;
     let number = hub.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(member = %who, handle = format!("{handle:032x}"), from = session.next_to_send, "backup connected");
+    tracing::info!(member = %who, handle = format!("{handle:032x}"), from = %session.next_to_send, "backup connected");
     hub.state().set_acked(handle, number, Some(session.acked), &hub.sessions);
     write_frame(&mut ctl_send, &welcome).await?;
     let session = Arc::new(Mutex::new(session));
@@ -504,7 +504,7 @@ async fn send_batch(
 /// (`cursor`): catching up reads the file once.
 fn read_back(
     hub: &Arc<Hub>,
-    from: u64,
+    from: Seq,
     cursor: Option<LogCursor>,
 ) -> (mpsc::Receiver<Arc<WireBatch>>, tokio::task::JoinHandle<std::result::Result<LogCursor, net::NetError>>) {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
@@ -526,7 +526,7 @@ fn read_back(
                     if end > from {
                         ahead.push(WireBatch::new(b.first_seq, b.event_count, b.wall_ns, b.body.into()));
                     }
-                    done = end >= hub.oldest_in_memory().unwrap_or(u64::MAX);
+                    done = end >= hub.oldest_in_memory().unwrap_or(Seq(u64::MAX));
                 }
                 None => done = true,
             }
@@ -561,20 +561,20 @@ mod tests {
     fn a_backup_back_before_its_old_session_ended_is_counted_once_and_stays_counted() {
         let (sessions, seen) = watch::channel(0);
         let mut st = HubState::default();
-        st.set_acked(7, 0, Some(10), &sessions);
-        st.set_acked(9, 1, Some(30), &sessions);
+        st.set_acked(7, 0, Some(Seq(10)), &sessions);
+        st.set_acked(9, 1, Some(Seq(30)), &sessions);
         // Backup 7 reconnects (session 2) while its first session still lingers.
-        st.set_acked(7, 2, Some(12), &sessions);
+        st.set_acked(7, 2, Some(Seq(12)), &sessions);
         assert_eq!(*seen.borrow(), 2);
         // A late word from the old session does not move the new one's position back.
-        st.set_acked(7, 0, Some(11), &sessions);
-        assert_eq!(st.positions().collect::<Vec<_>>(), [12, 30]);
+        st.set_acked(7, 0, Some(Seq(11)), &sessions);
+        assert_eq!(st.positions().collect::<Vec<_>>(), [Seq(12), Seq(30)]);
         // The old session ends: the backup is still connected through the new one.
         st.set_acked(7, 0, None, &sessions);
-        assert_eq!(st.positions().collect::<Vec<_>>(), [12, 30]);
+        assert_eq!(st.positions().collect::<Vec<_>>(), [Seq(12), Seq(30)]);
         assert_eq!(*seen.borrow(), 2);
         st.set_acked(7, 2, None, &sessions);
-        assert_eq!(st.positions().collect::<Vec<_>>(), [30]);
+        assert_eq!(st.positions().collect::<Vec<_>>(), [Seq(30)]);
         assert_eq!(*seen.borrow(), 1);
     }
 }

@@ -6,7 +6,7 @@ use crate::launch::Launch;
 use eventlog::logfile::LogWriter;
 use eventlog::merge::Merger;
 use eventlog::ring::{Geometry, Mode, SharedRegion};
-use eventlog::IncarnationToken;
+use eventlog::{IncarnationToken, Seq};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::fs::File;
@@ -34,12 +34,12 @@ pub trait Tap: Send + Sync {
     /// The shared region exists; the program has not started yet.
     fn started(&self, region: std::sync::Arc<SharedRegion>);
     /// A batch is in the log file (written and flushed).
-    fn batch(&self, first_seq: u64, count: u32, wall_ns: u64, body: &[u8]);
+    fn batch(&self, first_seq: Seq, count: u32, wall_ns: u64, body: &[u8]);
     /// Whether the agent may take events beyond `next_seq` now; while not, the program's rings
     /// fill and its threads wait (back-pressure).
-    fn may_take_more(&self, next_seq: u64) -> bool;
+    fn may_take_more(&self, next_seq: Seq) -> bool;
     /// The recording is complete: `last_seq` is its last event.
-    fn ended(&self, last_seq: u64);
+    fn ended(&self, last_seq: Seq);
 }
 
 /// What a finished recording amounts to.
@@ -77,7 +77,7 @@ impl Sink {
         if count == 0 {
             return Ok(());
         }
-        let first = self.writer.next_seq().unwrap_or(1);
+        let first = self.writer.next_seq().unwrap_or(Seq::FIRST);
         let wall_ns = now_ns();
         self.writer.write_batch(&self.batch, first, count, wall_ns)?;
         self.events += count as u64;
@@ -118,7 +118,8 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
     let mut lost = 0;
     loop {
         let seen = region.header().doorbell.load(std::sync::atomic::Ordering::Acquire);
-        let next = sink.events + 1;
+        // Events are numbered from 1 without gaps: the next is one past the count written.
+        let next = Seq(sink.events).next();
         if opts.tap.as_ref().is_some_and(|t| !t.may_take_more(next)) {
             if reap_children(top, &mut exit_code) {
                 // The program is gone: its remaining events are taken regardless.
@@ -162,7 +163,7 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
     }
     let events = sink.events;
     if let Some(tap) = &opts.tap {
-        tap.ended(events);
+        tap.ended(Seq(events));
     }
     let mut out = sink.writer.finish(now_ns()).map_err(write_err)?;
     out.flush().map_err(write_err)?;

@@ -6,7 +6,7 @@ use crate::launch::Launch;
 use eventlog::logfile::LogError;
 use eventlog::ring::feed::{Feed, ThreadView, PHASE_IN_CALL, PHASE_WAITING};
 use eventlog::ring::{Geometry, Mode, SharedRegion};
-use eventlog::Call;
+use eventlog::{Call, Seq};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -81,7 +81,7 @@ pub enum Outcome {
     /// The program went live at the end of the log and later exited with this status.
     Live { events: u64, exit_code: i32 },
     /// The backup did something the primary did not.
-    Diverged { seq: u64, report: String },
+    Diverged { seq: Seq, report: String },
     /// The replay stopped moving.
     Stalled { report: String },
 }
@@ -200,7 +200,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
     let mut exit_code = None;
     let mut gone_since: Option<Instant> = None;
     let mut last_reap = Instant::now();
-    let mut last = (feed.control().delivered.load(Ordering::Relaxed), Instant::now());
+    let mut last = (feed.delivered(), Instant::now());
     loop {
         let seen = region.header().doorbell.load(Ordering::Acquire);
         if let Err(e) = feeder.pump(&feed) {
@@ -245,7 +245,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
             // Time counts only while an event waits: a primary quiet for a while (a cut link,
             // a program blocked in a call) leaves nothing to deliver, and its next event must
             // be given the whole timeout too.
-            let delivered = feed.control().delivered.load(Ordering::Relaxed);
+            let delivered = feed.delivered();
             if delivered != last.0 || feed.peek().is_none() {
                 last = (delivered, Instant::now());
             } else if last.1.elapsed() >= opts.stall_after {
@@ -343,6 +343,6 @@ fn children_of(parent: i32) -> Vec<i32> {
 }
 
 /// One line for a divergence, as `tandem replay` prints it.
-pub fn divergence_line(seq: u64, report: &str) -> String {
+pub fn divergence_line(seq: Seq, report: &str) -> String {
     format!("replay diverged at seq {seq}: {report}")
 }

@@ -3,7 +3,7 @@
 use crate::describe;
 use crate::error::{Error, Result};
 use crate::recorder::open_log;
-use eventlog::{Call, Event};
+use eventlog::{Call, Event, LogicalPid, LogicalTid, Seq};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -59,10 +59,10 @@ impl Tally {
 
 pub fn stats(path: &Path, out: &mut impl Write) -> Result<()> {
     let mut by_call: BTreeMap<&'static str, Tally> = BTreeMap::new();
-    let mut by_thread: BTreeMap<(u32, u32), Tally> = BTreeMap::new();
-    let mut by_process: BTreeMap<u32, Tally> = BTreeMap::new();
+    let mut by_thread: BTreeMap<(LogicalPid, LogicalTid), Tally> = BTreeMap::new();
+    let mut by_process: BTreeMap<LogicalPid, Tally> = BTreeMap::new();
     let mut total = Tally::default();
-    let (mut first_seq, mut last_seq) = (None, 0);
+    let (mut first_seq, mut last_seq) = (None, Seq::ZERO);
     let summary = for_each_event(path, |e| {
         let h = &e.header;
         by_call.entry(h.call().map_or("?", Call::name)).or_default().add(e);
@@ -78,7 +78,7 @@ pub fn stats(path: &Path, out: &mut impl Write) -> Result<()> {
     let secs = end.saturating_sub(summary.created_ns) as f64 / 1e9;
     let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(Error::io("cannot write output"));
     w(out, format!("log       {}", path.display()))?;
-    w(out, format!("events    {} (seq {}..={})", total.events, first_seq.unwrap_or(0), last_seq))?;
+    w(out, format!("events    {} (seq {}..={})", total.events, first_seq.unwrap_or(Seq::ZERO), last_seq))?;
     w(out, format!("batches   {}", summary.batches))?;
     w(out, format!("bytes     {} in the file, {} of payload", file_bytes, total.bytes))?;
     w(

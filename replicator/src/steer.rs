@@ -10,7 +10,7 @@ use crate::lease::{self, Fence};
 use coordinator::api::{Group, Mode, Refusal, Request};
 use coordinator::client::{Client, ClientError};
 use coordinator::http::Transport;
-use eventlog::{Epoch, IncarnationToken};
+use eventlog::{Epoch, IncarnationToken, Seq};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -95,11 +95,11 @@ impl Steering {
     /// Reports `position()`: (held, released) every REPORT_EVERY while `epoch` lasts. A backup
     /// holds what it synced; the primary holds what it recorded and released output for what its
     /// backups acknowledged.
-    pub fn report(&self, epoch: Epoch, position: impl Fn() -> (u64, u64) + Send + 'static) {
+    pub fn report(&self, epoch: Epoch, position: impl Fn() -> (Seq, Seq) + Send + 'static) {
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(REPORT_EVERY);
-            let mut last = (u64::MAX, u64::MAX);
+            let mut last = (Seq(u64::MAX), Seq(u64::MAX));
             loop {
                 tick.tick().await;
                 let now = position();

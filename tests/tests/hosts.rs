@@ -91,8 +91,8 @@ impl Cluster {
     fn assert_same_log(&self, backup: &str) {
         let (p, b) = (self.log("p"), self.log(backup));
         assert!(!p.is_empty());
-        let seqs: Vec<u64> = b.iter().map(|e| e.header.seq).collect();
-        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{backup}'s log has gaps or repeats");
+        let seqs: Vec<eventlog::Seq> = b.iter().map(|e| e.header.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0].next()), "{backup}'s log has gaps or repeats");
         assert_eq!(b.len(), p.len(), "{backup} holds {} events, the primary wrote {}", b.len(), p.len());
         for (x, y) in p.iter().zip(&b) {
             assert_eq!((x.header, &x.payload), (y.header, &y.payload), "{backup}'s event {} differs", x.header.seq);

@@ -1,6 +1,8 @@
 //! Recording real programs: the log holds every event exactly once, in the order things really
 //! happened, under the right logical process and thread.
 
+use eventlog::ids::FIRST_PID;
+use eventlog::{LogicalPid, LogicalTid, Seq};
 use std::collections::{BTreeSet, HashMap};
 use tandem_tests::*;
 
@@ -46,8 +48,8 @@ fn check_multithreaded_fixture(flags: &[&str]) {
     let events = read_log(&log).unwrap();
 
     // Every sequence number from the first to the last, exactly once, in order.
-    let seqs: Vec<u64> = events.iter().map(|e| e.header.seq).collect();
-    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+    let seqs: Vec<Seq> = events.iter().map(|e| e.header.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).map(Seq).collect::<Vec<_>>());
     assert!(!events.iter().any(|e| e.call() == eventlog::Call::Lost));
 
     // Each worker's events carry its logical tid: worker i is the (i+1)-th thread main created.
@@ -55,14 +57,14 @@ fn check_multithreaded_fixture(flags: &[&str]) {
         let worker = t.tids[&e.header.result];
         assert_eq!(
             (e.header.pid, e.header.tid),
-            (1, worker + 1),
+            (FIRST_PID, LogicalTid(worker + 1)),
             "gettid result {} under the wrong ids",
             e.header.result
         );
     }
     let created: Vec<u64> = events
         .iter()
-        .filter(|e| e.call() == eventlog::Call::PthreadCreate && e.header.pid == 1)
+        .filter(|e| e.call() == eventlog::Call::PthreadCreate && e.header.pid == FIRST_PID)
         .map(|e| e.header.aux[0])
         .collect();
     assert_eq!(created, vec![1, 2, 3, 4]);
@@ -71,7 +73,7 @@ fn check_multithreaded_fixture(flags: &[&str]) {
     let lock_order: Vec<u32> = events
         .iter()
         .filter(|e| e.call() == eventlog::Call::MutexLock && e.header.aux[0] == t.lock)
-        .map(|e| e.header.tid - 1)
+        .map(|e| e.header.tid.0 - 1)
         .collect();
     assert_eq!(lock_order.len(), t.order.len());
     assert_eq!(lock_order, t.order, "lock events out of the real acquisition order");
@@ -81,12 +83,17 @@ fn check_multithreaded_fixture(flags: &[&str]) {
 
     // Time and randomness, per worker.
     for w in 1..=4 {
-        let of = |c| events.iter().filter(|e| e.call() == c && e.header.pid == 1 && e.header.tid == w).count();
+        let of = |c| {
+            events
+                .iter()
+                .filter(|e| e.call() == c && e.header.pid == FIRST_PID && e.header.tid == LogicalTid(w))
+                .count()
+        };
         assert!(of(eventlog::Call::ClockGettime) >= 200, "worker {w} clock_gettime");
         assert_eq!(of(eventlog::Call::Getrandom), 1, "worker {w} getrandom");
         let urandom = events.iter().any(|e| {
             e.call() == eventlog::Call::Read
-                && (e.header.pid, e.header.tid) == (1, w)
+                && (e.header.pid, e.header.tid) == (FIRST_PID, LogicalTid(w))
                 && e.header.fd_kind() == eventlog::FdKind::Random
                 && e.payload.len() == e.header.result as usize
         });
@@ -105,8 +112,8 @@ fn check_multithreaded_fixture(flags: &[&str]) {
     // The forked child: its own logical pid, exec recorded, and the exec'd image's events under
     // the same pid even though its environment had no LD_PRELOAD.
     let fork = events.iter().find(|e| e.call() == eventlog::Call::Fork).expect("fork event");
-    let child_pid = fork.header.aux[0] as u32;
-    assert_eq!(child_pid, 2);
+    let child_pid = LogicalPid(fork.header.aux[0] as u32);
+    assert_eq!(child_pid, LogicalPid(2));
     let of_child: Vec<_> = events.iter().filter(|e| e.header.pid == child_pid).collect();
     assert!(of_child.iter().all(|e| e.header.seq > fork.header.seq));
     let exec = of_child.iter().find(|e| e.call() == eventlog::Call::Execve).expect("child's execve");
@@ -122,7 +129,8 @@ fn check_multithreaded_fixture(flags: &[&str]) {
         assert!(after_exec.contains(&c), "exec'd child's {c} missing: {after_exec:?}");
     }
     assert!(std::fs::read_to_string(&child_out).unwrap().ends_with("child\n"));
-    let wait = events.iter().find(|e| e.call() == eventlog::Call::Waitpid && e.header.pid == 1).expect("waitpid");
+    let wait =
+        events.iter().find(|e| e.call() == eventlog::Call::Waitpid && e.header.pid == FIRST_PID).expect("waitpid");
     assert_eq!((wait.header.aux[0] >> 8) & 0xff, 7);
 
     // The signal became an event, once.

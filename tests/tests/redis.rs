@@ -92,7 +92,7 @@ fn redis_under_benchmark_load_is_recorded() {
     assert!(count("epoll_wait") > 1000, "{stats}");
     assert!(count("gettimeofday") + count("clock_gettime") > 100_000, "{stats}");
     let events = read_log(&log).unwrap();
-    assert_eq!(events.last().unwrap().header.seq, events.len() as u64);
+    assert_eq!(events.last().unwrap().header.seq, eventlog::Seq(events.len() as u64));
     assert!(!events.iter().any(|e| e.call() == eventlog::Call::Lost));
 }
 

@@ -40,7 +40,7 @@ fn fortified_fixture_replays_exactly_under_jitter() {
 }
 
 /// The seq of the first write to stdout in a log.
-fn first_stdout_write(log: &Path, nth: usize) -> u64 {
+fn first_stdout_write(log: &Path, nth: usize) -> eventlog::Seq {
     read_log(log)
         .unwrap()
         .iter()

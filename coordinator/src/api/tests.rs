@@ -47,8 +47,8 @@ fn the_client_sends_version_one_in_the_documented_shape() {
             group: "g".into(),
             member: "b".into(),
             epoch: Epoch(2),
-            held: 5,
-            released: 0,
+            held: Seq(5),
+            released: Seq(0),
             diverged: false,
         },
     );

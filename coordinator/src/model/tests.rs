@@ -26,8 +26,8 @@ fn report(s: &mut State, id: &str, member: &str, epoch: u64, held: u64, released
         group: "g".into(),
         member: member.into(),
         epoch: Epoch(epoch),
-        held,
-        released,
+        held: Seq(held),
+        released: Seq(released),
         diverged: false,
     };
     s.apply(&req(id, command))
@@ -53,8 +53,8 @@ fn group_with_backups() -> State {
         group: "g".into(),
         member: "b_div".into(),
         epoch: Epoch(1),
-        held: 200,
-        released: 0,
+        held: Seq(200),
+        released: Seq(0),
         diverged: true,
     };
     s.apply(&req("r6", div)).unwrap();
@@ -177,7 +177,7 @@ fn reports_of_an_older_epoch_are_refused() {
     lapse(&mut s, "l", 1).unwrap();
     let e = report(&mut s, "late", "b_behind", 1, 95, 0).unwrap_err();
     assert!(matches!(e, Refusal::StaleEpoch { reported: Epoch(1), current: Epoch(2), .. }));
-    assert_eq!(s.groups["g"].members["b_behind"].held, 90);
+    assert_eq!(s.groups["g"].members["b_behind"].held, Seq(90));
 }
 
 #[test]
@@ -244,8 +244,8 @@ fn under_random_commands_epochs_only_grow_and_every_new_primary_was_eligible() {
                     group: "g".into(),
                     member: member.clone(),
                     epoch,
-                    held: rng.next(1000),
-                    released: rng.next(1000),
+                    held: Seq(rng.next(1000)),
+                    released: Seq(rng.next(1000)),
                     diverged: rng.next(20) == 0,
                 },
                 3 => Command::Failover { group: "g".into(), to: (rng.next(2) == 0).then(|| member.clone()) },

@@ -383,7 +383,7 @@ mod tests {
     use crate::Call;
 
     fn event(call: Call, fd: i32, aux: [u64; 2], payload: &[u8]) -> (EventHeader, Vec<u8>) {
-        let mut h = EventHeader::new(1, call);
+        let mut h = EventHeader::new(crate::Seq(1), call);
         h.fd = fd;
         h.aux = aux;
         h.payload_len = payload.len() as u32;

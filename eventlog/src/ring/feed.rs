@@ -10,6 +10,7 @@
 //! the first divergence report.
 
 use super::{copy_from_circular, copy_into_circular, sys, Region};
+use crate::ids::{LogicalPid, LogicalTid, Seq};
 use crate::record::{EventHeader, HEADER_LEN};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
@@ -184,7 +185,7 @@ impl Feed {
     /// after it.
     pub fn consume(&self, next: &Next) {
         let c = self.control();
-        c.delivered.store(next.header.seq, Ordering::Relaxed);
+        c.delivered.store(next.header.seq.0, Ordering::Relaxed);
         c.read_pos.store(next.pos + next.header.record_len() as u64, Ordering::SeqCst);
         c.progress.fetch_add(1, Ordering::Release);
         self.wake_owner_of_next();
@@ -193,7 +194,7 @@ impl Feed {
     /// Wakes whichever thread owns the event at the read position (if it has registered).
     pub fn wake_owner_of_next(&self) {
         if let Some(next) = self.peek() {
-            if let Some(i) = self.find(next.header.pid, next.header.tid) {
+            if let Some(i) = self.find(next.header.pid.0, next.header.tid.0) {
                 self.wake(i);
             }
         }
@@ -279,7 +280,7 @@ impl Feed {
     }
 
     /// Records the first divergence (later ones are dropped); returns whether this one was kept.
-    pub fn report(&self, seq: u64, text: &[u8]) -> bool {
+    pub fn report(&self, seq: Seq, text: &[u8]) -> bool {
         let c = self.control();
         if c.report_state.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             return false;
@@ -287,7 +288,7 @@ impl Feed {
         let n = text.len().min(REPORT_BYTES);
         // SAFETY: report_state 1 makes us the only writer; readers wait for state 2.
         unsafe { (&mut *c.report.get())[..n].copy_from_slice(&text[..n]) };
-        c.report_seq.store(seq, Ordering::Relaxed);
+        c.report_seq.store(seq.0, Ordering::Relaxed);
         c.report_len.store(n as u32, Ordering::Relaxed);
         c.report_state.store(2, Ordering::Release);
         true
@@ -355,9 +356,14 @@ impl Feed {
         }
     }
 
+    /// The sequence number of the last event consumed (zero before the first).
+    pub fn delivered(&self) -> Seq {
+        Seq(self.control().delivered.load(Ordering::Relaxed))
+    }
+
     /// The divergence report, once one is complete: its sequence number and text.
     #[cfg(feature = "host")]
-    pub fn take_report(&self) -> Option<(u64, String)> {
+    pub fn take_report(&self) -> Option<(Seq, String)> {
         let c = self.control();
         if c.report_state.load(Ordering::Acquire) != 2 {
             return None;
@@ -365,7 +371,7 @@ impl Feed {
         let n = (c.report_len.load(Ordering::Relaxed) as usize).min(REPORT_BYTES);
         // SAFETY: state 2 means the writer is done; the bytes no longer change.
         let text = unsafe { String::from_utf8_lossy(&(&*c.report.get())[..n]).into_owned() };
-        Some((c.report_seq.load(Ordering::Relaxed), text))
+        Some((Seq(c.report_seq.load(Ordering::Relaxed)), text))
     }
 
     /// A snapshot of every registered thread, for stall reports.
@@ -376,8 +382,8 @@ impl Feed {
             .map(|i| self.thread(i))
             .filter(|t| t.state.load(Ordering::Acquire) == THREAD_ACTIVE)
             .map(|t| ThreadView {
-                lpid: t.lpid.load(Ordering::Relaxed),
-                ltid: t.ltid.load(Ordering::Relaxed),
+                lpid: LogicalPid(t.lpid.load(Ordering::Relaxed)),
+                ltid: LogicalTid(t.ltid.load(Ordering::Relaxed)),
                 os_pid: t.os_pid.load(Ordering::Relaxed),
                 os_tid: t.os_tid.load(Ordering::Relaxed),
                 phase: t.phase.load(Ordering::Relaxed),
@@ -390,8 +396,8 @@ impl Feed {
 /// What a registered thread is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ThreadView {
-    pub lpid: u32,
-    pub ltid: u32,
+    pub lpid: LogicalPid,
+    pub ltid: LogicalTid,
     pub os_pid: i32,
     pub os_tid: i32,
     pub phase: u32,
@@ -411,10 +417,10 @@ mod tests {
         for seq in range {
             let payload = vec![seq as u8; (seq % 5) as usize * 100];
             let h = EventHeader {
-                pid: 1,
-                tid: tid_of(seq),
+                pid: LogicalPid(1),
+                tid: LogicalTid(tid_of(seq)),
                 payload_len: payload.len() as u32,
-                ..EventHeader::new(seq, Call::Read)
+                ..EventHeader::new(Seq(seq), Call::Read)
             };
             encode_into(&mut out, &h, &payload);
         }
@@ -442,11 +448,11 @@ mod tests {
                             let seen = feed.thread(me).wake.load(Ordering::SeqCst);
                             feed.thread(me).sleeping.store(1, Ordering::SeqCst);
                             match feed.peek() {
-                                Some(n) if n.header.tid == tid => {
+                                Some(n) if n.header.tid == LogicalTid(tid) => {
                                     feed.thread(me).sleeping.store(0, Ordering::Relaxed);
                                     let mut p = vec![0u8; n.header.payload_len as usize];
                                     feed.copy_payload(&n, 0, &mut p);
-                                    assert!(p.iter().all(|&b| b == n.header.seq as u8));
+                                    assert!(p.iter().all(|&b| b == n.header.seq.0 as u8));
                                     order.lock().unwrap().push(n.header.seq);
                                     feed.consume(&n);
                                     break;
@@ -472,7 +478,7 @@ mod tests {
         for w in workers {
             w.join().unwrap();
         }
-        assert_eq!(*order.lock().unwrap(), (1..=20_000).collect::<Vec<_>>());
+        assert_eq!(*order.lock().unwrap(), (1..=20_000).map(Seq).collect::<Vec<_>>());
         assert!(feed.exhausted());
     }
 
@@ -481,9 +487,9 @@ mod tests {
         let shared = SharedRegion::create(Geometry::replay(2, MIN_FEED_BYTES), Mode::Replay).unwrap();
         let feed = shared.region().feed().unwrap();
         assert!(feed.take_report().is_none());
-        assert!(feed.report(7, b"first"));
-        assert!(!feed.report(9, b"second"));
-        assert_eq!(feed.take_report(), Some((7, "first".to_string())));
+        assert!(feed.report(Seq(7), b"first"));
+        assert!(!feed.report(Seq(9), b"second"));
+        assert_eq!(feed.take_report(), Some((Seq(7), "first".to_string())));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! shuts the gate: from then on no output leaves, whatever the backups hold.
 
 use super::{sys, Producer, Region};
+use crate::ids::Seq;
 use core::sync::atomic::Ordering;
 
 /// How long a held output sleeps before looking again on its own (the agent wakes it).
@@ -57,8 +58,8 @@ impl Region {
     }
 
     /// The agent: outputs depending on events up to `seq` may leave.
-    pub fn release_outputs(&self, seq: u64) {
-        let h = self.header();
+    pub fn release_outputs(&self, seq: Seq) {
+        let (h, seq) = (self.header(), seq.0);
         if h.released.fetch_max(seq, Ordering::SeqCst) >= seq {
             return;
         }
@@ -96,6 +97,7 @@ impl Producer {
 
 #[cfg(all(test, feature = "host"))]
 mod tests {
+    use crate::ids::Seq;
     use crate::ring::{Geometry, Mode, Producer, SharedRegion, MIN_RING_BYTES};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
@@ -122,7 +124,7 @@ mod tests {
         };
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(!left.load(Ordering::SeqCst), "the output left before the backups held its input");
-        region.release_outputs(input);
+        region.release_outputs(Seq(input));
         waiter.join().unwrap();
         assert!(left.load(Ordering::SeqCst));
         // Nothing new to depend on: the next output leaves at once.
@@ -137,7 +139,7 @@ mod tests {
         assert_eq!(region.input_high(), 0);
         region.shut_gate();
         region.set_gate(false);
-        region.release_outputs(u64::MAX);
+        region.release_outputs(Seq(u64::MAX));
         assert!(region.gate_shut() && region.gate_enabled());
         let left = Arc::new(AtomicBool::new(false));
         {

@@ -24,6 +24,7 @@ pub mod feed;
 mod gate;
 pub mod sys;
 
+use crate::ids::{LogicalPid, LogicalTid, Seq};
 use crate::record::{record_len, EventHeader, HEADER_LEN};
 use bytemuck::Zeroable;
 use core::ptr::NonNull;
@@ -254,7 +255,7 @@ impl Region {
             (*header).mode = mode as u32;
             (*header).total_len = geometry.total_len() as u64;
             (*header).next_seq.store(1, Ordering::Relaxed);
-            (*header).next_lpid.store(crate::ids::FIRST_PID + 1, Ordering::Relaxed);
+            (*header).next_lpid.store(crate::ids::FIRST_PID.0 + 1, Ordering::Relaxed);
             (*header).version = VERSION;
             (*header).magic = MAGIC;
         }
@@ -341,7 +342,8 @@ impl Region {
         self.at(self.geometry.rings_offset() + index as usize * self.geometry.ring_bytes as usize)
     }
 
-    /// Takes the next sequence number.
+    /// Takes the next sequence number. The shim's counters stay raw integers (a [`Seq`] is made
+    /// where an event header is filled).
     #[inline(always)]
     pub fn take_seq(&self) -> u64 {
         self.header().next_seq.fetch_add(1, Ordering::Relaxed)
@@ -603,13 +605,14 @@ fn prefetch_for_write(p: *const u8) {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct SlotView {
     pub state: u32,
-    pub reserved: u64,
+    /// The sequence number the slot's thread took last.
+    pub reserved: Seq,
     pub head: u64,
     pub tail: u64,
     pub owner_pid: i32,
     pub owner_tid: i32,
-    pub lpid: u32,
-    pub ltid: u32,
+    pub lpid: LogicalPid,
+    pub ltid: LogicalTid,
 }
 
 impl Region {
@@ -619,13 +622,13 @@ impl Region {
         let state = s.state.load(Ordering::Acquire);
         SlotView {
             state,
-            reserved: s.reserved.load(Ordering::Relaxed),
+            reserved: Seq(s.reserved.load(Ordering::Relaxed)),
             head: s.head.load(Ordering::Relaxed),
             tail: s.tail.load(Ordering::Acquire),
             owner_pid: s.owner_pid.load(Ordering::Relaxed),
             owner_tid: s.owner_tid.load(Ordering::Relaxed),
-            lpid: s.lpid.load(Ordering::Relaxed),
-            ltid: s.ltid.load(Ordering::Relaxed),
+            lpid: LogicalPid(s.lpid.load(Ordering::Relaxed)),
+            ltid: LogicalTid(s.ltid.load(Ordering::Relaxed)),
         }
     }
 

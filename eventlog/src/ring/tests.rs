@@ -7,7 +7,13 @@ fn geometry() -> Geometry {
 }
 
 fn header(seq: u64, payload_len: u32) -> EventHeader {
-    EventHeader { pid: 1, fd: 1, result: payload_len as i64, payload_len, ..EventHeader::new(seq, Call::Write) }
+    EventHeader {
+        pid: LogicalPid(1),
+        fd: 1,
+        result: payload_len as i64,
+        payload_len,
+        ..EventHeader::new(Seq(seq), Call::Write)
+    }
 }
 
 /// Drains one ring into (seq, payload) pairs.
@@ -22,7 +28,7 @@ fn drain(region: &Region, index: u32) -> Vec<(u64, Vec<u8>)> {
         region.copy_record(index, v.head, h.record_len(), &mut buf);
         let (e, rest) = Event::parse(&buf).unwrap();
         assert!(rest.is_empty());
-        out.push((e.header.seq, e.payload.to_vec()));
+        out.push((e.header.seq.0, e.payload.to_vec()));
         region.advance_head(index, v.head + h.record_len() as u64);
     }
     out

@@ -17,7 +17,7 @@
 //! bounded, and every failure is a [`FrameError`] naming what was wrong.
 
 use bytes::Bytes;
-use eventlog::ids::IncarnationToken;
+use eventlog::ids::{IncarnationToken, Seq};
 use eventlog::logfile::{unpack_events, verify_events, Launch};
 
 pub const MAGIC: [u8; 4] = *b"TNDF";
@@ -33,22 +33,22 @@ pub const MAX_NAME: usize = 255;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body {
     /// Backup to primary, first on a session: who it is and what it already holds.
-    Hello { group: String, member: String, handle: u128, held: u64 },
+    Hello { group: String, member: String, handle: u128, held: Seq },
     /// Primary to backup: the session is accepted; events follow from `resume_from`.
-    Welcome { resume_from: u64, launch: Launch },
+    Welcome { resume_from: Seq, launch: Launch },
     /// Primary to backup: consecutive events `first_seq..first_seq + count`, as a log batch body.
     /// The events are shared, not copied, from the log batch they came from to the wire. A
     /// sender that has them compressed (`pack_events`) passes that too, and the frame carries it; a
     /// decoded frame has both (the compressed form is what a backup keeps in its log).
-    Data { first_seq: u64, count: u32, wall_ns: u64, events: Bytes, packed: Option<Bytes> },
+    Data { first_seq: Seq, count: u32, wall_ns: u64, events: Bytes, packed: Option<Bytes> },
     /// Backup to primary: every event up to `seq` is durable in the backup's state directory.
-    Ack { seq: u64 },
+    Ack { seq: Seq },
     /// Primary to backup: output depending on events up to `seq` has been released.
-    Confirm { seq: u64 },
+    Confirm { seq: Seq },
     /// Backup to primary: the backup knows of the confirmation up to `seq`.
-    ConfirmAck { seq: u64 },
+    ConfirmAck { seq: Seq },
     /// Primary to backup: the program has ended; `last_seq` is its last event.
-    End { last_seq: u64 },
+    End { last_seq: Seq },
     /// Either way: the session is refused or closed, and why.
     Refuse { reason: String },
 }
@@ -224,17 +224,17 @@ fn encode_body(body: &Body, out: &mut Vec<u8>) {
             put_str(out, group);
             put_str(out, member);
             out.extend_from_slice(&handle.to_le_bytes());
-            out.extend_from_slice(&held.to_le_bytes());
+            out.extend_from_slice(&held.0.to_le_bytes());
         }
         Body::Welcome { resume_from, launch } => {
-            out.extend_from_slice(&resume_from.to_le_bytes());
+            out.extend_from_slice(&resume_from.0.to_le_bytes());
             out.extend_from_slice(&(launch.argv.len() as u32).to_le_bytes());
             out.extend_from_slice(&(launch.env.len() as u32).to_le_bytes());
             out.extend_from_slice(&launch.encode());
         }
         // The events follow (`Frame::encode_parts`); compressed, after their length.
         Body::Data { first_seq, count, wall_ns, events, packed } => {
-            out.extend_from_slice(&first_seq.to_le_bytes());
+            out.extend_from_slice(&first_seq.0.to_le_bytes());
             out.extend_from_slice(&count.to_le_bytes());
             out.extend_from_slice(&wall_ns.to_le_bytes());
             if packed.is_some() {
@@ -242,7 +242,7 @@ fn encode_body(body: &Body, out: &mut Vec<u8>) {
             }
         }
         Body::Ack { seq } | Body::Confirm { seq } | Body::ConfirmAck { seq } | Body::End { last_seq: seq } => {
-            out.extend_from_slice(&seq.to_le_bytes());
+            out.extend_from_slice(&seq.0.to_le_bytes());
         }
         Body::Refuse { reason } => out.extend_from_slice(reason.as_bytes()),
     }
@@ -272,6 +272,10 @@ impl<'a> Cursor<'a> {
         Ok(u64::from_le_bytes(self.take(8, what)?.try_into().unwrap_or_default()))
     }
 
+    fn seq(&mut self, what: &str) -> Result<Seq, FrameError> {
+        self.u64(what).map(Seq)
+    }
+
     fn name(&mut self, what: &str) -> Result<String, FrameError> {
         let n = self.take(1, what)?[0] as usize;
         let raw = self.take(n, what)?;
@@ -295,21 +299,21 @@ fn decode_body(kind: u8, flags: u16, body: Bytes) -> Result<Body, FrameError> {
             let group = c.name("the group name")?;
             let member = c.name("the member name")?;
             let handle = u128::from_le_bytes(c.take(16, "the resume handle")?.try_into().unwrap_or_default());
-            let held = c.u64("the held sequence number")?;
+            let held = c.seq("the held sequence number")?;
             Body::Hello { group, member, handle, held }
         }
         2 => {
-            let resume_from = c.u64("the resume point")?;
+            let resume_from = c.seq("the resume point")?;
             let (argc, envc) = (c.u32("argc")?, c.u32("envc")?);
             let launch = Launch::decode(argc, envc, c.rest).ok_or_else(|| malformed(c.kind, "bad launch record"))?;
             c.rest = &[];
             Body::Welcome { resume_from, launch }
         }
         3 => {
-            let first_seq = c.u64("the first sequence number")?;
+            let first_seq = c.seq("the first sequence number")?;
             let count = c.u32("the event count")?;
             let wall_ns = c.u64("the wall time")?;
-            if count == 0 || first_seq == 0 {
+            if count == 0 || first_seq == Seq::ZERO {
                 return Err(malformed(c.kind, "an empty batch or sequence number 0"));
             }
             let (events, packed) = if flags & FLAG_ZSTD != 0 {
@@ -323,10 +327,10 @@ fn decode_body(kind: u8, flags: u16, body: Bytes) -> Result<Body, FrameError> {
             verify_events(&events, first_seq, count).map_err(|e| malformed("DATA", e))?;
             Body::Data { first_seq, count, wall_ns, events, packed }
         }
-        4 => Body::Ack { seq: c.u64("the sequence number")? },
-        5 => Body::Confirm { seq: c.u64("the sequence number")? },
-        6 => Body::ConfirmAck { seq: c.u64("the sequence number")? },
-        7 => Body::End { last_seq: c.u64("the sequence number")? },
+        4 => Body::Ack { seq: c.seq("the sequence number")? },
+        5 => Body::Confirm { seq: c.seq("the sequence number")? },
+        6 => Body::ConfirmAck { seq: c.seq("the sequence number")? },
+        7 => Body::End { last_seq: c.seq("the sequence number")? },
         8 => {
             let reason = String::from_utf8_lossy(c.rest).into_owned();
             c.rest = &[];
@@ -349,13 +353,13 @@ mod tests {
         let token = IncarnationToken([7; 16]);
         let launch = Launch { argv: vec![b"redis-server".to_vec()], env: vec![b"A=1".to_vec()], cwd: b"/tmp".to_vec() };
         [
-            Body::Hello { group: "g".into(), member: "backup-1".into(), handle: 0xfeed << 64 | 3, held: 41 },
-            Body::Welcome { resume_from: 42, launch },
-            Body::Data { first_seq: 42, count: 5, wall_ns: 9, events: events(42, 5), packed: None },
-            Body::Ack { seq: 46 },
-            Body::Confirm { seq: 44 },
-            Body::ConfirmAck { seq: 44 },
-            Body::End { last_seq: 46 },
+            Body::Hello { group: "g".into(), member: "backup-1".into(), handle: 0xfeed << 64 | 3, held: Seq(41) },
+            Body::Welcome { resume_from: Seq(42), launch },
+            Body::Data { first_seq: Seq(42), count: 5, wall_ns: 9, events: events(42, 5), packed: None },
+            Body::Ack { seq: Seq(46) },
+            Body::Confirm { seq: Seq(44) },
+            Body::ConfirmAck { seq: Seq(44) },
+            Body::End { last_seq: Seq(46) },
             Body::Refuse { reason: "wrong group".into() },
         ]
         .into_iter()
@@ -391,7 +395,7 @@ mod tests {
 
     #[test]
     fn lengths_are_bounded_before_anything_is_allocated() {
-        let mut bytes = Frame::new(IncarnationToken::NONE, 1, Body::Ack { seq: 1 }).encode();
+        let mut bytes = Frame::new(IncarnationToken::NONE, 1, Body::Ack { seq: Seq(1) }).encode();
         bytes[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(Frame::decode_prefix(&bytes), Err(FrameError::TooLong(u32::MAX)));
     }
@@ -401,7 +405,7 @@ mod tests {
         let f = Frame::new(
             IncarnationToken::NONE,
             1,
-            Body::Data { first_seq: 5, count: 3, wall_ns: 0, events: events(6, 3), packed: None },
+            Body::Data { first_seq: Seq(5), count: 3, wall_ns: 0, events: events(6, 3), packed: None },
         );
         let err = Frame::decode_prefix(&f.encode()).unwrap_err();
         assert!(matches!(err, FrameError::Malformed { kind: "DATA", .. }), "{err}");
@@ -411,13 +415,17 @@ mod tests {
     #[test]
     fn a_batch_past_the_last_sequence_number_is_malformed() {
         // Found by the fuzz target: DATA from seq u64::MAX overflowed while being verified.
-        let body = Body::Data { first_seq: u64::MAX, count: 2, wall_ns: 0, events: Bytes::new(), packed: None };
+        let body = Body::Data { first_seq: Seq(u64::MAX), count: 2, wall_ns: 0, events: Bytes::new(), packed: None };
         let err = Frame::decode_prefix(&Frame::new(IncarnationToken::NONE, 1, body).encode()).unwrap_err().to_string();
         assert!(err.contains("past the last sequence number"), "{err}");
     }
 
     fn data(events: Bytes, packed: Option<Bytes>) -> Frame {
-        Frame::new(IncarnationToken([7; 16]), 3, Body::Data { first_seq: 1, count: 2000, wall_ns: 5, events, packed })
+        Frame::new(
+            IncarnationToken([7; 16]),
+            3,
+            Body::Data { first_seq: Seq(1), count: 2000, wall_ns: 5, events, packed },
+        )
     }
 
     #[test]

@@ -10,7 +10,10 @@ pub(crate) fn sample_events(first: u64, count: u64) -> bytes::Bytes {
     let mut out = Vec::new();
     for seq in first..first + count {
         let payload = vec![seq as u8; (seq % 4) as usize * 3];
-        let h = EventHeader { payload_len: payload.len() as u32, ..EventHeader::new(seq, eventlog::call::Call::Read) };
+        let h = EventHeader {
+            payload_len: payload.len() as u32,
+            ..EventHeader::new(eventlog::Seq(seq), eventlog::call::Call::Read)
+        };
         encode_into(&mut out, &h, &payload);
     }
     out.into()

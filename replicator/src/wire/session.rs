@@ -22,7 +22,7 @@
 
 use super::frame::{Body, Frame};
 use bytes::Bytes;
-use eventlog::ids::IncarnationToken;
+use eventlog::ids::{IncarnationToken, Seq};
 use eventlog::logfile::Launch;
 use eventlog::record::{EventHeader, HEADER_LEN};
 
@@ -97,13 +97,13 @@ pub struct PrimarySession {
     pub member: String,
     pub handle: u128,
     /// The next event to send.
-    pub next_to_send: u64,
+    pub next_to_send: Seq,
     /// Every event up to here is durable on the backup.
-    pub acked: u64,
+    pub acked: Seq,
     /// Highest CONFIRM sent.
-    pub confirmed: u64,
+    pub confirmed: Seq,
     /// Highest CONFIRM-ACK received: the retransmission buffer may drop events up to here.
-    pub confirm_acked: u64,
+    pub confirm_acked: Seq,
     pub ended: bool,
 }
 
@@ -124,12 +124,12 @@ impl PrimarySession {
             return Err(SessionError::Group { got: their_group.clone(), ours: group.to_string() });
         }
         let held = if hello.incarnation.is_none() {
-            if *held != 0 {
+            if *held != Seq::ZERO {
                 return Err(SessionError::Protocol(format!(
                     "backup {member} holds events up to {held} but no incarnation token; wipe its state directory"
                 )));
             }
-            0
+            Seq::ZERO
         } else {
             standing.refuse_newer(hello)?;
             *held
@@ -138,13 +138,13 @@ impl PrimarySession {
             standing,
             member: member.clone(),
             handle: *handle,
-            next_to_send: held + 1,
+            next_to_send: held.next(),
             acked: held,
-            confirmed: 0,
-            confirm_acked: 0,
+            confirmed: Seq::ZERO,
+            confirm_acked: Seq::ZERO,
             ended: false,
         };
-        let welcome = standing.frame(Body::Welcome { resume_from: held + 1, launch: launch.clone() });
+        let welcome = standing.frame(Body::Welcome { resume_from: held.next(), launch: launch.clone() });
         Ok((session, welcome))
     }
 
@@ -181,7 +181,7 @@ impl PrimarySession {
     /// backup already holds (it resumed beyond its start) is cut to what it lacks.
     pub fn data(
         &mut self,
-        first_seq: u64,
+        first_seq: Seq,
         count: u32,
         wall_ns: u64,
         events: &Bytes,
@@ -203,7 +203,7 @@ impl PrimarySession {
     }
 
     /// A CONFIRM frame, if `released` moves past what this backup was last told (and it holds it).
-    pub fn confirm(&mut self, released: u64) -> Option<Frame> {
+    pub fn confirm(&mut self, released: Seq) -> Option<Frame> {
         let n = released.min(self.acked);
         (n > self.confirmed).then(|| {
             self.confirmed = n;
@@ -212,7 +212,7 @@ impl PrimarySession {
     }
 
     /// The END frame, once every event up to `last_seq` has been sent.
-    pub fn end(&mut self, last_seq: u64) -> Option<Frame> {
+    pub fn end(&mut self, last_seq: Seq) -> Option<Frame> {
         (!self.ended && self.next_to_send > last_seq).then(|| {
             self.ended = true;
             self.standing.frame(Body::End { last_seq })
@@ -233,11 +233,11 @@ fn skip_events(body: &[u8], n: usize) -> usize {
 
 /// The highest sequence number that `min_backups` backups all hold: outputs depending only on
 /// events up to it may leave. `None` when fewer backups are connected.
-pub fn group_ack(acked: impl IntoIterator<Item = u64>, min_backups: usize) -> Option<u64> {
+pub fn group_ack(acked: impl IntoIterator<Item = Seq>, min_backups: usize) -> Option<Seq> {
     if min_backups == 0 {
-        return Some(u64::MAX);
+        return Some(Seq(u64::MAX));
     }
-    let mut all: Vec<u64> = acked.into_iter().collect();
+    let mut all: Vec<Seq> = acked.into_iter().collect();
     all.sort_unstable_by(|a, b| b.cmp(a));
     all.get(min_backups - 1).copied()
 }
@@ -248,15 +248,15 @@ pub fn group_ack(acked: impl IntoIterator<Item = u64>, min_backups: usize) -> Op
 #[derive(Debug, PartialEq, Eq)]
 pub enum BackupAction {
     /// Start (or keep) the program with this launch; events follow from `resume_from`.
-    Welcomed { resume_from: u64, adopted_token: bool },
+    Welcomed { resume_from: Seq, adopted_token: bool },
     /// Make these events durable, then feed them to the program, then call `durable`.
-    Append { first_seq: u64, count: u32, wall_ns: u64, events: Bytes, packed: Option<Bytes> },
+    Append { first_seq: Seq, count: u32, wall_ns: u64, events: Bytes, packed: Option<Bytes> },
     /// A batch it already held: nothing to do.
     Duplicate,
     /// Store the confirmation, then send the frame.
-    Confirmed { seq: u64, reply: Frame },
+    Confirmed { seq: Seq, reply: Frame },
     /// The primary's program ended at `last_seq`.
-    Ended { last_seq: u64 },
+    Ended { last_seq: Seq },
 }
 
 #[derive(Debug)]
@@ -266,14 +266,14 @@ pub struct BackupSession {
     pub member: String,
     pub handle: u128,
     /// Every event up to here is durable here.
-    pub held: u64,
+    pub held: Seq,
     /// Every event up to here has been received (durable or being made so).
-    pub received: u64,
+    pub received: Seq,
     pub welcomed: bool,
 }
 
 impl BackupSession {
-    pub fn new(standing: Standing, group: &str, member: &str, handle: u128, held: u64) -> BackupSession {
+    pub fn new(standing: Standing, group: &str, member: &str, handle: u128, held: Seq) -> BackupSession {
         BackupSession {
             standing,
             group: group.to_string(),
@@ -307,13 +307,13 @@ impl BackupSession {
             };
             let adopted_token = self.standing.incarnation.is_none();
             if adopted_token {
-                if self.held != 0 || resume_from != 1 {
+                if self.held != Seq::ZERO || resume_from != Seq::FIRST {
                     return Err(SessionError::Protocol("a backup without a token must catch up from the start".into()));
                 }
                 self.standing.incarnation = f.incarnation;
             }
             self.standing.adopt(&f)?;
-            if resume_from != self.held + 1 {
+            if resume_from != self.held.next() {
                 return Err(SessionError::Protocol(format!(
                     "the primary resumes at {resume_from}, this backup holds up to {}",
                     self.held
@@ -329,13 +329,13 @@ impl BackupSession {
                 if last <= self.received {
                     return Ok(BackupAction::Duplicate);
                 }
-                if first_seq > self.received + 1 {
+                if first_seq > self.received.next() {
                     return Err(SessionError::Protocol(format!(
                         "DATA from {first_seq}, but events from {} are missing",
-                        self.received + 1
+                        self.received.next()
                     )));
                 }
-                let skip = (self.received + 1 - first_seq) as usize;
+                let skip = (self.received.next() - first_seq) as usize;
                 // A batch held in part is cut, and kept uncompressed.
                 let (events, packed) = match skip {
                     0 => (events, packed),
@@ -359,7 +359,7 @@ impl BackupSession {
     }
 
     /// Events up to `seq` are now durable: the ACK to send.
-    pub fn durable(&mut self, seq: u64) -> Frame {
+    pub fn durable(&mut self, seq: Seq) -> Frame {
         self.held = self.held.max(seq.min(self.received));
         self.standing.frame(Body::Ack { seq: self.held })
     }
@@ -391,52 +391,53 @@ mod tests {
 
     #[test]
     fn a_new_backup_adopts_the_token_and_starts_from_one() {
-        let mut b = BackupSession::new(Standing { incarnation: IncarnationToken::NONE, epoch: 0 }, "g", "b1", 7, 0);
+        let mut b =
+            BackupSession::new(Standing { incarnation: IncarnationToken::NONE, epoch: 0 }, "g", "b1", 7, Seq(0));
         let hello = b.hello();
         let (p, welcome) = PrimarySession::accept(primary_standing(), "g", &launch(), &hello).unwrap();
-        assert_eq!(p.next_to_send, 1);
-        assert_eq!(b.receive(welcome).unwrap(), BackupAction::Welcomed { resume_from: 1, adopted_token: true });
+        assert_eq!(p.next_to_send, Seq(1));
+        assert_eq!(b.receive(welcome).unwrap(), BackupAction::Welcomed { resume_from: Seq(1), adopted_token: true });
         assert_eq!(b.standing, primary_standing());
     }
 
     #[test]
     fn another_incarnation_an_older_epoch_or_group_is_refused() {
         let mut other =
-            BackupSession::new(Standing { incarnation: IncarnationToken([1; 16]), epoch: 1 }, "g", "b", 1, 5);
+            BackupSession::new(Standing { incarnation: IncarnationToken([1; 16]), epoch: 1 }, "g", "b", 1, Seq(5));
         let err = PrimarySession::accept(primary_standing(), "g", &launch(), &other.hello()).unwrap_err();
         assert!(matches!(err, SessionError::Incarnation { .. }));
-        let mut stale = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, 5);
+        let mut stale = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, Seq(5));
         let newer = Standing { incarnation: TOKEN, epoch: 2 };
         let err = PrimarySession::accept(newer, "g", &launch(), &stale.hello()).unwrap_err();
         assert_eq!(err, SessionError::StaleEpoch { got: 1, ours: 2 });
         let err = PrimarySession::accept(primary_standing(), "h", &launch(), &stale.hello()).unwrap_err();
         assert!(matches!(err, SessionError::Group { .. }));
         // A frame of an older epoch mid-session.
-        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 3 }, "g", "b", 1, 0);
+        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 3 }, "g", "b", 1, Seq(0));
         let hello = b.hello();
         let (_, welcome) =
             PrimarySession::accept(Standing { incarnation: TOKEN, epoch: 3 }, "g", &launch(), &hello).unwrap();
         b.receive(welcome).unwrap();
-        let old = Frame::new(TOKEN, 2, Body::Confirm { seq: 1 });
+        let old = Frame::new(TOKEN, 2, Body::Confirm { seq: Seq(1) });
         assert_eq!(b.receive(old).unwrap_err(), SessionError::StaleEpoch { got: 2, ours: 3 });
     }
 
     #[test]
     fn a_primary_session_seeing_a_newer_epoch_is_replaced_and_keeps_its_own() {
         // Mid-session: a backup's frame speaks for epoch 2.
-        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, 0);
+        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, Seq(0));
         let mut p = connect(&mut b);
-        p.data(1, 3, 0, &events(1, 3), None).unwrap();
-        let newer = Frame::new(TOKEN, 2, Body::Ack { seq: 3 });
+        p.data(Seq(1), 3, 0, &events(1, 3), None).unwrap();
+        let newer = Frame::new(TOKEN, 2, Body::Ack { seq: Seq(3) });
         assert_eq!(p.receive(&newer).unwrap_err(), SessionError::Replaced { ours: 1, theirs: 2 });
         assert_eq!(p.standing.epoch, 1, "the primary adopted the backup's epoch");
-        assert_eq!(p.acked, 0, "a replaced primary counted the frame");
+        assert_eq!(p.acked, Seq(0), "a replaced primary counted the frame");
         // Its frames still carry its own epoch.
-        assert_eq!(p.confirm(3), None);
-        assert_eq!(p.end(3).unwrap().epoch, 1);
+        assert_eq!(p.confirm(Seq(3)), None);
+        assert_eq!(p.end(Seq(3)).unwrap().epoch, 1);
 
         // At HELLO: a backup that learnt of epoch 2 (from the coordinator) is not welcomed.
-        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 2 }, "g", "b", 1, 0);
+        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 2 }, "g", "b", 1, Seq(0));
         let err = PrimarySession::accept(primary_standing(), "g", &launch(), &b.hello()).unwrap_err();
         assert_eq!(err, SessionError::Replaced { ours: 1, theirs: 2 });
         assert!(err.to_string().contains("epoch 1 is over"), "{err}");
@@ -445,33 +446,33 @@ mod tests {
     #[test]
     fn a_backup_adopts_its_primarys_newer_epoch() {
         // A new backup learns the group's epoch from the WELCOME.
-        let mut b = BackupSession::new(Standing { incarnation: IncarnationToken::NONE, epoch: 0 }, "g", "b", 1, 0);
+        let mut b = BackupSession::new(Standing { incarnation: IncarnationToken::NONE, epoch: 0 }, "g", "b", 1, Seq(0));
         let primary = Standing { incarnation: TOKEN, epoch: 2 };
         let (_, welcome) = PrimarySession::accept(primary, "g", &launch(), &b.hello()).unwrap();
         assert!(matches!(b.receive(welcome).unwrap(), BackupAction::Welcomed { .. }));
         assert_eq!(b.standing, primary);
         // A later epoch in its primary's frames moves it, and its answers carry it.
-        let confirm = Frame::new(TOKEN, 3, Body::Confirm { seq: 0 });
+        let confirm = Frame::new(TOKEN, 3, Body::Confirm { seq: Seq(0) });
         let BackupAction::Confirmed { reply, .. } = b.receive(confirm).unwrap() else { panic!() };
         assert_eq!((b.standing.epoch, reply.epoch), (3, 3));
     }
 
     #[test]
     fn data_ack_confirm_round() {
-        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, 0);
+        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, Seq(0));
         let mut p = connect(&mut b);
-        let data = p.data(1, 10, 0, &events(1, 10), None).unwrap();
-        let BackupAction::Append { first_seq: 1, count: 10, .. } = b.receive(data).unwrap() else { panic!() };
-        p.receive(&b.durable(10)).unwrap();
-        assert_eq!(p.acked, 10);
-        assert!(p.confirm(4).is_some());
-        assert!(p.confirm(4).is_none(), "no repeated CONFIRM");
-        let c = p.confirm(20).unwrap();
-        assert_eq!(c.body, Body::Confirm { seq: 10 }, "never confirms beyond what the backup holds");
+        let data = p.data(Seq(1), 10, 0, &events(1, 10), None).unwrap();
+        let BackupAction::Append { first_seq: Seq(1), count: 10, .. } = b.receive(data).unwrap() else { panic!() };
+        p.receive(&b.durable(Seq(10))).unwrap();
+        assert_eq!(p.acked, Seq(10));
+        assert!(p.confirm(Seq(4)).is_some());
+        assert!(p.confirm(Seq(4)).is_none(), "no repeated CONFIRM");
+        let c = p.confirm(Seq(20)).unwrap();
+        assert_eq!(c.body, Body::Confirm { seq: Seq(10) }, "never confirms beyond what the backup holds");
         let BackupAction::Confirmed { reply, .. } = b.receive(c).unwrap() else { panic!() };
         p.receive(&reply).unwrap();
-        assert_eq!(p.confirm_acked, 10);
-        assert!(p.receive(&Frame::new(TOKEN, 1, Body::Ack { seq: 11 })).is_err(), "ACK beyond what was sent");
+        assert_eq!(p.confirm_acked, Seq(10));
+        assert!(p.receive(&Frame::new(TOKEN, 1, Body::Ack { seq: Seq(11) })).is_err(), "ACK beyond what was sent");
     }
 
     /// A cut loses frames in flight; the backup reconnects with its handle and what it holds, the
@@ -479,11 +480,11 @@ mod tests {
     #[test]
     fn resume_after_a_cut_loses_and_repeats_nothing() {
         let batches: Vec<(u64, u32)> = (0..20).map(|i| (1 + i * 7, 7)).collect();
-        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 42, 0);
+        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 42, Seq(0));
         let mut appended = Vec::new();
         let mut p = connect(&mut b);
         for (round, &(first, count)) in batches.iter().enumerate() {
-            let Some(f) = p.data(first, count, 0, &events(first, count as u64), None) else { continue };
+            let Some(f) = p.data(Seq(first), count, 0, &events(first, count as u64), None) else { continue };
             if round == 5 {
                 continue; // lost in the cut
             }
@@ -493,18 +494,18 @@ mod tests {
                 b.durable(b.received);
                 p = connect(&mut b);
                 assert_eq!(p.handle, 42);
-                assert_eq!(p.next_to_send, 36);
+                assert_eq!(p.next_to_send, Seq(36));
                 // The primary resends from where the backup stands, batch boundaries and all.
                 for &(first, count) in &batches[5..=round] {
-                    let f = p.data(first, count, 0, &events(first, count as u64), None).unwrap();
+                    let f = p.data(Seq(first), count, 0, &events(first, count as u64), None).unwrap();
                     let BackupAction::Append { first_seq, count, .. } = b.receive(f.clone()).unwrap() else { panic!() };
-                    appended.extend(first_seq..first_seq + count as u64);
+                    appended.extend(first_seq.0..first_seq.0 + count as u64);
                     assert_eq!(b.receive(f).unwrap(), BackupAction::Duplicate);
                 }
                 continue;
             }
             let BackupAction::Append { first_seq, count, .. } = b.receive(f).unwrap() else { panic!() };
-            appended.extend(first_seq..first_seq + count as u64);
+            appended.extend(first_seq.0..first_seq.0 + count as u64);
             p.receive(&b.durable(first_seq + count as u64 - 1)).unwrap();
         }
         assert_eq!(appended, (1..=140).collect::<Vec<_>>());
@@ -512,32 +513,33 @@ mod tests {
 
     #[test]
     fn a_batch_that_overlaps_what_is_held_is_cut() {
-        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, 4);
+        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, Seq(4));
         let mut p = connect(&mut b);
         // The primary's batch 1..=10 straddles the resume point 5.
-        let f = p.data(1, 10, 0, &events(1, 10), None).unwrap();
+        let f = p.data(Seq(1), 10, 0, &events(1, 10), None).unwrap();
         let BackupAction::Append { first_seq, count, events: got, .. } = b.receive(f).unwrap() else { panic!() };
-        assert_eq!((first_seq, count), (5, 6));
+        assert_eq!((first_seq, count), (Seq(5), 6));
         assert_eq!(got, events(5, 6));
     }
 
     #[test]
     fn group_ack_is_the_nth_best_backup() {
-        assert_eq!(group_ack([5, 9, 7], 1), Some(9));
-        assert_eq!(group_ack([5, 9, 7], 2), Some(7));
-        assert_eq!(group_ack([5, 9, 7], 3), Some(5));
-        assert_eq!(group_ack([5, 9, 7], 4), None);
-        assert_eq!(group_ack([], 0), Some(u64::MAX));
+        let acked = [Seq(5), Seq(9), Seq(7)];
+        assert_eq!(group_ack(acked, 1), Some(Seq(9)));
+        assert_eq!(group_ack(acked, 2), Some(Seq(7)));
+        assert_eq!(group_ack(acked, 3), Some(Seq(5)));
+        assert_eq!(group_ack(acked, 4), None);
+        assert_eq!(group_ack([], 0), Some(Seq(u64::MAX)));
     }
 
     #[test]
     fn end_comes_after_the_last_event() {
-        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, 0);
+        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, Seq(0));
         let mut p = connect(&mut b);
-        assert!(p.end(3).is_none());
-        p.data(1, 3, 0, &events(1, 3), None).unwrap();
-        let end = p.end(3).unwrap();
-        assert!(p.end(3).is_none());
-        assert_eq!(b.receive(end).unwrap(), BackupAction::Ended { last_seq: 3 });
+        assert!(p.end(Seq(3)).is_none());
+        p.data(Seq(1), 3, 0, &events(1, 3), None).unwrap();
+        let end = p.end(Seq(3)).unwrap();
+        assert!(p.end(Seq(3)).is_none());
+        assert_eq!(b.receive(end).unwrap(), BackupAction::Ended { last_seq: Seq(3) });
     }
 }
