@@ -145,6 +145,13 @@ calls! {
         aux: [one("child", ChildState), halves(("idtype", Enum(ID_TYPE)), ("options", Flags(WAIT_OPTIONS)))],
         payload: &[part("siginfo", Shape::Siginfo, Len::Rest)],
     }
+    // system(3): the shell's logical pid, given before it runs; its exit status after it ends.
+    11 System "system" Process {
+        entries: &["system"], args: &[arg("command", Path)], replay: Replay::Follow, order: Order::Before,
+        aux: [one("child", Unsigned), UNUSED], payload: &[part("command", Shape::Text, Len::Rest)],
+        digest: "the command",
+    }
+    12 SystemStatus "system_status" Process { replay: Replay::Reexecute, aux: [one("status", WaitStatus), UNUSED] }
     // threads
     20 PthreadCreate "pthread_create" Thread {
         entries: &["pthread_create"],

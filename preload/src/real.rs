@@ -142,6 +142,7 @@ real_fns! {
     fn fopen(path: *const c_char, mode: *const c_char) -> *mut FILE;
     fn mkostemps(template: *mut c_char, suffix_len: c_int, flags: c_int) -> c_int;
     fn mkdtemp(template: *mut c_char) -> *mut c_char;
+    fn system(command: *const c_char) -> c_int;
     fn mktemp(template: *mut c_char) -> *mut c_char;
     fn fclose(f: *mut FILE) -> c_int;
     // sockets

@@ -262,3 +262,30 @@ fn temporary_names_are_the_primarys() {
         assert!(calls.contains(&call), "{call} was not recorded");
     }
 }
+
+/// Shells started by system(3), several times and from two threads at once, take the logical
+/// pids the record gave them: a replay in another directory runs the same shells and ends with
+/// the primary's files and exit statuses.
+#[test]
+fn shells_started_by_system_replay_under_jitter() {
+    let program = fixture("shells", &[]);
+    for run in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, b) = (dir.path().join("primary"), dir.path().join("a-backup-elsewhere"));
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let log = dir.path().join("shells.tlog");
+        let rec = record_in(&p, &log, &program, &[], 20);
+        assert!(rec.status.success(), "run {run}: record failed: {}", text(&rec.stderr));
+        let rep = replay_in(&b, &log, &[], &[], 20);
+        assert_eq!(rep.status.code(), Some(0), "run {run}: replay failed:\n{}", text(&rep.stderr));
+        for file in ["transcript", "a.txt", "b.txt", "c.txt", "thread.txt"] {
+            let (x, y) = (std::fs::read(p.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap());
+            assert_eq!(text(&x), text(&y), "run {run}: {file} differs");
+        }
+        assert_eq!(std::fs::read_to_string(p.join("transcript")).unwrap(), "statuses 0 3 0 0 5\n");
+        let events = read_log(&log).unwrap();
+        let unseen = events.iter().filter(|e| e.call() == eventlog::Call::ProcessStart).count();
+        assert_eq!(unseen, 0, "run {run}: a shell took its logical pid in start order");
+    }
+}

@@ -18,7 +18,7 @@ use eventlog::{env, Call};
 use libc::{id_t, idtype_t, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t, rusage, siginfo_t};
 
 extern "C" {
-    static environ: *const *const c_char;
+    static mut environ: *const *const c_char;
 }
 
 fn current_environ() -> *const *const c_char {
@@ -338,6 +338,60 @@ unsafe fn spawn_with(
     let seq = hook.reserve();
     let (r, child_pid) = spawn(child);
     hook.emit_at(seq, Ev::new(Call::PosixSpawn).status(r).aux(child as u64, child_pid as i64 as u64), &[]);
+    r
+}
+
+/// system(3): the C library starts the shell itself, from `environ`, where the shim cannot give
+/// it its logical pid. So `environ` names the shell's logical pid (the one the record gave it) for
+/// the length of the call, and is put back after unless the program changed it meanwhile. The
+/// `system` event comes before the shell runs (it creates a process; the shell's events follow
+/// it), the exit status in an event of its own once the shell has ended.
+#[no_mangle]
+pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
+    // SAFETY: forwarding the program's own command.
+    let pass = || unsafe { real::system(command) };
+    let Some(hook) = Hook::enter() else { return pass() };
+    let Some(region) = state::region() else { return pass() };
+    if command.is_null() {
+        // Only asks whether a shell exists: no process is started.
+        return pass();
+    }
+    // SAFETY: a valid C string, per system(3).
+    let text = unsafe { cstr(command, super::PATH_MAX_RECORDED) };
+    let d = eventlog::digest::digest(text);
+    let child = match hook.turn(Call::System) {
+        Some(t) => {
+            t.expect_digest(d);
+            t.header().aux[0] as u32
+        }
+        None => {
+            let child = region.take_lpid();
+            hook.emit(Ev::new(Call::System).digest(d).aux(child as u64, 0), &[text]);
+            child
+        }
+    };
+    let base = current_environ();
+    // SAFETY: `base` is the program's environment; the block lives until the call has returned.
+    let block = unsafe { EnvBlock::build(base, child, 0) };
+    if let Some(b) = &block {
+        // SAFETY: the libc global, swapped for the block (equal but for the shim's variables).
+        unsafe { environ = b.envp() };
+    }
+    let r = pass();
+    if let Some(b) = block {
+        // SAFETY: as above; a program that set its environment meanwhile keeps its own.
+        unsafe {
+            if environ == b.envp() {
+                environ = base;
+            } else {
+                core::mem::forget(b);
+            }
+        }
+    }
+    match hook.turn(Call::SystemStatus) {
+        Some(t) => t.expect("the shell's exit status", t.result(), r as i64),
+        None => hook.emit(Ev::new(Call::SystemStatus).result(r as i64).aux(r as u32 as u64, 0), &[]),
+    }
     r
 }
 
