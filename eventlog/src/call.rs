@@ -602,6 +602,15 @@ calls! {
         entries: &["sigprocmask", "pthread_sigmask"], args: &[arg("how", Value), arg("set", BufIn), arg("oldset", BufOut)],
         replay: Replay::Reexecute, aux: [one("how", Enum(SIGMASK_HOW)), UNUSED],
     }
+    // Waiting for a signal: the wait ends with the recorded signal, delivered under the mask the
+    // wait put in place.
+    245 Sigsuspend "sigsuspend" Signal {
+        entries: &["sigsuspend", "pause"], args: &[arg("mask", BufIn)], replay: Replay::HandBack,
+    }
+    246 Sigwait "sigwait" Signal {
+        entries: &["sigwait", "sigwaitinfo", "sigtimedwait"], args: &[arg("set", BufIn), arg("info", BufOut)],
+        aux: [one("signal", Signal), UNUSED], payload: &[part("siginfo", Shape::Siginfo, Len::Rest)],
+    }
     // refusals and markers
     250 IoUringSetup "io_uring_setup" Misc { replay: Replay::Reexecute, aux: [one("syscall", Unsigned), UNUSED], checks: Checks::AUX0 }
     251 Unsupported "unsupported" Misc { replay: Replay::Marker }

@@ -234,6 +234,9 @@ real_fns! {
     fn pthread_kill(t: pthread_t, sig: c_int) -> c_int;
     fn sigprocmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int;
     fn pthread_sigmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int;
+    fn sigsuspend(mask: *const sigset_t) -> c_int;
+    fn pause() -> c_int;
+    fn sigtimedwait(set: *const sigset_t, info: *mut siginfo_t, timeout: *const timespec) -> c_int;
     variadic:
     fn open(path: *const c_char, flags: c_int; mode: c_uint) -> c_int;
     fn openat(dirfd: c_int, path: *const c_char, flags: c_int; mode: c_uint) -> c_int;

@@ -339,3 +339,99 @@ pub unsafe extern "C" fn pthread_sigmask(how: c_int, set: *const libc::sigset_t,
     // SAFETY: same contract as ours.
     sigmask_with(how, || unsafe { real::pthread_sigmask(how, set, old) })
 }
+
+/// A wait for a signal (`sigsuspend`, `pause`): the signal that ends it is delivered at the wait's
+/// own boundary, under the mask the wait put in place (`mask`, or the thread's own for `pause`),
+/// as the kernel would. A backup does not wait: the log says which signal ended the wait, and it
+/// is delivered the same way.
+fn suspend_with(mask: Option<u64>, real: impl FnOnce() -> c_int) -> c_int {
+    let Some(hook) = Hook::enter() else { return real() };
+    let recorded = hook.turn(Call::Sigsuspend);
+    if recorded.is_none() {
+        // Returns once a signal's wrapper has run (marking it pending), with EINTR.
+        real();
+    }
+    // Whatever signal ended the wait is chosen, and its handler runs, under the wait's mask.
+    let old = mask.map(sys::set_sigmask);
+    match recorded {
+        Some(t) => t.done(),
+        None => hook.emit(Ev::new(Call::Sigsuspend).failed(libc::EINTR), &[]),
+    }
+    drop(hook);
+    if let Some(old) = old {
+        sys::set_sigmask(old);
+    }
+    sys::set_errno(libc::EINTR);
+    -1
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sigsuspend(mask: *const libc::sigset_t) -> c_int {
+    // SAFETY: the program's mask, as sigsuspend(2) requires.
+    let wait_mask = if mask.is_null() { None } else { Some(sigset_low64(unsafe { &*mask })) };
+    // SAFETY: same contract as ours.
+    suspend_with(wait_mask, || unsafe { real::sigsuspend(mask) })
+}
+
+#[no_mangle]
+pub extern "C" fn pause() -> c_int {
+    // SAFETY: no arguments.
+    suspend_with(None, || unsafe { real::pause() })
+}
+
+/// Taking a blocked signal synchronously (`sigwait`, `sigwaitinfo`, `sigtimedwait`): no handler
+/// runs; the signal taken (and its siginfo) is input, handed back to a backup.
+///
+/// # Safety
+/// `info` is null or valid for a siginfo_t.
+unsafe fn take_with(info: *mut siginfo_t, real: impl FnOnce(*mut siginfo_t) -> c_int) -> c_int {
+    let Some(hook) = Hook::enter() else { return real(info) };
+    let mut got = [0u64; SIGINFO_LEN / 8];
+    if let Some(t) = hook.turn(Call::Sigwait) {
+        t.payload(0, words_as_bytes_mut(&mut got));
+        if t.result() > 0 && !info.is_null() {
+            // SAFETY: per the caller; the primary's siginfo, as its kernel filled it.
+            unsafe { core::ptr::copy_nonoverlapping(got.as_ptr() as *const u8, info as *mut u8, SIGINFO_LEN) };
+        }
+        return t.ret() as c_int;
+    }
+    let r = real(got.as_mut_ptr() as *mut siginfo_t);
+    if r > 0 && !info.is_null() {
+        // SAFETY: per the caller.
+        unsafe { core::ptr::copy_nonoverlapping(got.as_ptr() as *const u8, info as *mut u8, SIGINFO_LEN) };
+    }
+    let filled = if r > 0 { words_as_bytes(&got) } else { &[] };
+    hook.emit(Ev::new(Call::Sigwait).result(r as i64).aux(r.max(0) as u64, 0), &[filled]);
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sigwaitinfo(set: *const libc::sigset_t, info: *mut siginfo_t) -> c_int {
+    // SAFETY: forwarding the program's own arguments (a null timeout waits as sigwaitinfo does).
+    unsafe { take_with(info, |i| real::sigtimedwait(set, i, core::ptr::null())) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sigtimedwait(
+    set: *const libc::sigset_t,
+    info: *mut siginfo_t,
+    timeout: *const libc::timespec,
+) -> c_int {
+    // SAFETY: as above.
+    unsafe { take_with(info, |i| real::sigtimedwait(set, i, timeout)) }
+}
+
+/// sigwait returns the error number and stores the signal; it is sigwaitinfo without the siginfo.
+#[no_mangle]
+pub unsafe extern "C" fn sigwait(set: *const libc::sigset_t, sig: *mut c_int) -> c_int {
+    // SAFETY: as above.
+    let r = unsafe { take_with(core::ptr::null_mut(), |i| real::sigtimedwait(set, i, core::ptr::null())) };
+    if r < 0 {
+        return sys::errno();
+    }
+    if !sig.is_null() {
+        // SAFETY: the program's slot for the signal taken.
+        unsafe { *sig = r };
+    }
+    0
+}

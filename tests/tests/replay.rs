@@ -289,3 +289,35 @@ fn shells_started_by_system_replay_under_jitter() {
         assert_eq!(unseen, 0, "run {run}: a shell took its logical pid in start order");
     }
 }
+
+/// A program that stops on signals it awaits (sigsuspend, sigwait, sigwaitinfo), as servers do:
+/// recorded, the awaited signal reaches its handler; replayed in another directory, the same
+/// signals end the same waits.
+#[test]
+fn signals_awaited_in_sigsuspend_and_sigwait_are_delivered() {
+    let program = fixture("awaits_signals", &[]);
+    for run in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, b) = (dir.path().join("primary"), dir.path().join("backup-dir"));
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let log = dir.path().join("sig.tlog");
+        let rec = std::process::Command::new("timeout")
+            .current_dir(&p)
+            .args(["30"])
+            .arg(bin_dir().join("tandem"))
+            .args(["record", "--out"])
+            .arg(&log)
+            .arg("--")
+            .arg(&program)
+            .output()
+            .unwrap();
+        assert!(rec.status.success(), "run {run}: record failed or hung ({:?}): {}", rec.status, text(&rec.stderr));
+        let transcript = std::fs::read_to_string(p.join("transcript")).unwrap();
+        assert!(transcript.starts_with("handled 10 after "), "{transcript}");
+        assert!(transcript.ends_with("then 12 and 15 from the child yes\n"), "{transcript}");
+        let rep = replay_in(&b, &log, &[], &[], 20);
+        assert_eq!(rep.status.code(), Some(0), "run {run}: replay failed:\n{}", text(&rep.stderr));
+        assert_eq!(transcript, std::fs::read_to_string(b.join("transcript")).unwrap(), "run {run}");
+    }
+}
