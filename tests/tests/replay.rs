@@ -290,7 +290,41 @@ fn shells_started_by_system_replay_under_jitter() {
     }
 }
 
-/// A program that stops on signals it awaits (sigsuspend, sigwait, sigwaitinfo), as servers do:
+/// `tandem record` of `program` in `dir`, in a process group of its own that is killed whole if
+/// it has not ended within `limit` (a program that waits for good under the shim must fail the
+/// test, not hang it).
+fn record_within(dir: &Path, log: &Path, program: &Path, limit: Duration) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let child = tandem()
+        .current_dir(dir)
+        .args(["record", "--out"])
+        .arg(log)
+        .arg("--")
+        .arg(program)
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let watchdog = std::thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(50));
+            if nix::sys::signal::killpg(group, None).is_err() {
+                return;
+            }
+        }
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    watchdog.join().unwrap();
+    out
+}
+
+/// A program that stops on signals it awaits (ppoll and sigsuspend with a mask, sigwait,
+/// sigwaitinfo), as servers do:
 /// recorded, the awaited signal reaches its handler; replayed in another directory, the same
 /// signals end the same waits.
 #[test]
@@ -302,19 +336,10 @@ fn signals_awaited_in_sigsuspend_and_sigwait_are_delivered() {
         std::fs::create_dir_all(&p).unwrap();
         std::fs::create_dir_all(&b).unwrap();
         let log = dir.path().join("sig.tlog");
-        let rec = std::process::Command::new("timeout")
-            .current_dir(&p)
-            .args(["30"])
-            .arg(bin_dir().join("tandem"))
-            .args(["record", "--out"])
-            .arg(&log)
-            .arg("--")
-            .arg(&program)
-            .output()
-            .unwrap();
+        let rec = record_within(&p, &log, &program, Duration::from_secs(30));
         assert!(rec.status.success(), "run {run}: record failed or hung ({:?}): {}", rec.status, text(&rec.stderr));
         let transcript = std::fs::read_to_string(p.join("transcript")).unwrap();
-        assert!(transcript.starts_with("handled 10 after "), "{transcript}");
+        assert!(transcript.starts_with("ppoll 10 after 1, sigsuspend 10 after 1,"), "{transcript}");
         assert!(transcript.ends_with("then 12 and 15 from the child yes\n"), "{transcript}");
         let rep = replay_in(&b, &log, &[], &[], 20);
         assert_eq!(rep.status.code(), Some(0), "run {run}: replay failed:\n{}", text(&rep.stderr));

@@ -37,12 +37,17 @@ unsafe fn hand_back<T>(t: &Turn, offset: usize, dst: *mut T, len: usize) -> usiz
 struct Polled<F> {
     fds: *mut pollfd,
     len: usize,
+    mask: Option<u64>,
     real: F,
 }
 
 impl<F: FnMut() -> c_int> Particular for Polled<F> {
     fn real(&mut self, _cap: usize) -> i64 {
         (self.real)() as i64
+    }
+
+    fn wait_mask(&self) -> Option<u64> {
+        self.mask
     }
 
     fn record(&self, hook: &Hook, ev: Ev) {
@@ -58,9 +63,28 @@ impl<F: FnMut() -> c_int> Particular for Polled<F> {
 
 /// # Safety
 /// `fds` holds `n` pollfds.
-unsafe fn poll_with(call: Call, fds: *mut pollfd, n: nfds_t, timeout_ms: i64, real: impl FnMut() -> c_int) -> c_int {
+/// `mask` is null or the signal mask the call waits under.
+unsafe fn poll_with(
+    call: Call,
+    fds: *mut pollfd,
+    n: nfds_t,
+    timeout_ms: i64,
+    mask: *const sigset_t,
+    real: impl FnMut() -> c_int,
+) -> c_int {
     let len = (n as usize * core::mem::size_of::<pollfd>()).min(MAX_PAYLOAD);
-    run::input(call, -1, [n, timeout_ms as u64], Polled { fds, len, real }) as c_int
+    // SAFETY: per the caller.
+    let mask = unsafe { mask_bits(mask) };
+    run::input(call, -1, [n, timeout_ms as u64], Polled { fds, len, mask, real }) as c_int
+}
+
+/// The signals a wait's mask blocks (`None` when it gives none).
+///
+/// # Safety
+/// `mask` is null or a valid sigset.
+unsafe fn mask_bits(mask: *const sigset_t) -> Option<u64> {
+    // SAFETY: per the caller; the first 64 bits are signals 1-64.
+    (!mask.is_null()).then(|| unsafe { *(mask as *const u64) })
 }
 
 fn timespec_ms(ts: *const timespec) -> i64 {
@@ -75,19 +99,21 @@ fn timespec_ms(ts: *const timespec) -> i64 {
 #[no_mangle]
 pub unsafe extern "C" fn poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int {
     // SAFETY: forwarding the program's own arguments.
-    unsafe { poll_with(Call::Poll, fds, n, timeout as i64, || real::poll(fds, n, timeout)) }
+    unsafe { poll_with(Call::Poll, fds, n, timeout as i64, core::ptr::null(), || real::poll(fds, n, timeout)) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn __poll_chk(fds: *mut pollfd, n: nfds_t, timeout: c_int, fdslen: size_t) -> c_int {
     // SAFETY: as above.
-    unsafe { poll_with(Call::Poll, fds, n, timeout as i64, || real::__poll_chk(fds, n, timeout, fdslen)) }
+    unsafe {
+        poll_with(Call::Poll, fds, n, timeout as i64, core::ptr::null(), || real::__poll_chk(fds, n, timeout, fdslen))
+    }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn ppoll(fds: *mut pollfd, n: nfds_t, ts: *const timespec, mask: *const sigset_t) -> c_int {
     // SAFETY: as above.
-    unsafe { poll_with(Call::Ppoll, fds, n, timespec_ms(ts), || real::ppoll(fds, n, ts, mask)) }
+    unsafe { poll_with(Call::Ppoll, fds, n, timespec_ms(ts), mask, || real::ppoll(fds, n, ts, mask)) }
 }
 
 #[no_mangle]
@@ -99,7 +125,7 @@ pub unsafe extern "C" fn __ppoll_chk(
     fdslen: size_t,
 ) -> c_int {
     // SAFETY: as above.
-    unsafe { poll_with(Call::Ppoll, fds, n, timespec_ms(ts), || real::__ppoll_chk(fds, n, ts, mask, fdslen)) }
+    unsafe { poll_with(Call::Ppoll, fds, n, timespec_ms(ts), mask, || real::__ppoll_chk(fds, n, ts, mask, fdslen)) }
 }
 
 /// select-like calls: the payload is each given set after the call, in the order read, write,
@@ -108,6 +134,7 @@ pub unsafe extern "C" fn __ppoll_chk(
 struct Selected<F> {
     sets: [*mut fd_set; 3],
     tv: *mut timeval,
+    mask: Option<u64>,
     real: F,
 }
 
@@ -116,6 +143,10 @@ const SET_LEN: usize = core::mem::size_of::<fd_set>();
 impl<F: FnMut() -> c_int> Particular for Selected<F> {
     fn real(&mut self, _cap: usize) -> i64 {
         (self.real)() as i64
+    }
+
+    fn wait_mask(&self) -> Option<u64> {
+        self.mask
     }
 
     fn record(&self, hook: &Hook, ev: Ev) {
@@ -151,14 +182,18 @@ impl<F: FnMut() -> c_int> Particular for Selected<F> {
 }
 
 /// # Safety
-/// The sets are null or valid fd_sets; `tv` is null or a valid timeval.
+/// The sets are null or valid fd_sets; `tv` is null or a valid timeval; `mask` is null or a
+/// valid sigset.
 unsafe fn select_with(
     call: Call,
     n: c_int,
     sets: [*mut fd_set; 3],
     tv: *mut timeval,
+    mask: *const sigset_t,
     real: impl FnMut() -> c_int,
 ) -> c_int {
+    // SAFETY: per the caller.
+    let mask = unsafe { mask_bits(mask) };
     let mut given = 0u64;
     for (i, s) in sets.iter().enumerate() {
         if !s.is_null() {
@@ -168,13 +203,13 @@ unsafe fn select_with(
     if !tv.is_null() {
         given |= 1 << 3;
     }
-    run::input(call, -1, [n as u64, given], Selected { sets, tv, real }) as c_int
+    run::input(call, -1, [n as u64, given], Selected { sets, tv, mask, real }) as c_int
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn select(n: c_int, r: *mut fd_set, w: *mut fd_set, e: *mut fd_set, tv: *mut timeval) -> c_int {
     // SAFETY: forwarding the program's own arguments.
-    unsafe { select_with(Call::Select, n, [r, w, e], tv, || real::select(n, r, w, e, tv)) }
+    unsafe { select_with(Call::Select, n, [r, w, e], tv, core::ptr::null(), || real::select(n, r, w, e, tv)) }
 }
 
 #[no_mangle]
@@ -187,7 +222,9 @@ pub unsafe extern "C" fn pselect(
     mask: *const sigset_t,
 ) -> c_int {
     // SAFETY: as above (pselect does not update its timeout).
-    unsafe { select_with(Call::Pselect, n, [r, w, e], core::ptr::null_mut(), || real::pselect(n, r, w, e, ts, mask)) }
+    unsafe {
+        select_with(Call::Pselect, n, [r, w, e], core::ptr::null_mut(), mask, || real::pselect(n, r, w, e, ts, mask))
+    }
 }
 
 /// Runs epoll_ctl for real with the shim's tag in place of the program's data.
@@ -268,6 +305,7 @@ struct Waited<F> {
     epfd: c_int,
     evs: *mut epoll_event,
     max: c_int,
+    mask: Option<u64>,
     real: F,
 }
 
@@ -276,6 +314,10 @@ const EVENT_LEN: usize = core::mem::size_of::<epoll_event>();
 impl<F: FnMut() -> c_int> Particular for Waited<F> {
     fn real(&mut self, _cap: usize) -> i64 {
         (self.real)() as i64
+    }
+
+    fn wait_mask(&self) -> Option<u64> {
+        self.mask
     }
 
     fn record(&self, hook: &Hook, ev: Ev) {
@@ -299,23 +341,30 @@ impl<F: FnMut() -> c_int> Particular for Waited<F> {
 }
 
 /// # Safety
-/// `evs` holds `max` epoll_events.
+/// `evs` holds `max` epoll_events; `mask` is null or a valid sigset.
 unsafe fn epoll_wait_with(
     call: Call,
     epfd: c_int,
     evs: *mut epoll_event,
     max: c_int,
     timeout: c_int,
+    mask: *const sigset_t,
     real: impl FnMut() -> c_int,
 ) -> c_int {
-    let p = Waited { epfd, evs, max, real };
+    // SAFETY: per the caller.
+    let mask = unsafe { mask_bits(mask) };
+    let p = Waited { epfd, evs, max, mask, real };
     run::input(call, epfd, [max as u64, timeout as i64 as u64], p) as c_int
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn epoll_wait(epfd: c_int, evs: *mut epoll_event, max: c_int, timeout: c_int) -> c_int {
     // SAFETY: forwarding the program's own arguments.
-    unsafe { epoll_wait_with(Call::EpollWait, epfd, evs, max, timeout, || real::epoll_wait(epfd, evs, max, timeout)) }
+    unsafe {
+        epoll_wait_with(Call::EpollWait, epfd, evs, max, timeout, core::ptr::null(), || {
+            real::epoll_wait(epfd, evs, max, timeout)
+        })
+    }
 }
 
 #[no_mangle]
@@ -328,6 +377,8 @@ pub unsafe extern "C" fn epoll_pwait(
 ) -> c_int {
     // SAFETY: as above.
     unsafe {
-        epoll_wait_with(Call::EpollPwait, epfd, evs, max, timeout, || real::epoll_pwait(epfd, evs, max, timeout, mask))
+        epoll_wait_with(Call::EpollPwait, epfd, evs, max, timeout, mask, || {
+            real::epoll_pwait(epfd, evs, max, timeout, mask)
+        })
     }
 }

@@ -44,6 +44,13 @@ pub trait Particular {
     /// file offset a `sendfile` from a file advances).
     fn follow(&mut self, _t: &Turn) {}
 
+    /// The signal mask the call waits under (`ppoll`, `pselect`, `epoll_pwait` given one): a
+    /// signal that ends the wait is delivered under it, at the call's own boundary, as the kernel
+    /// would.
+    fn wait_mask(&self) -> Option<u64> {
+        None
+    }
+
     /// A second descriptor the call reads or writes (`sendfile`'s source): ordered like the
     /// first, under its lock when it is local state.
     fn other_fd(&self) -> c_int {
@@ -182,6 +189,9 @@ pub fn on_fd<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i
 /// event records before the call (the particular's `record` may add what the call returned).
 #[inline(always)]
 pub fn input<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i64 {
+    if p.wait_mask().is_some() {
+        return input_under_mask(call, fd, aux, p);
+    }
     let Some(hook) = Hook::enter() else { return p.real(usize::MAX) };
     if let Some(t) = hook.turn(call) {
         check(&t, call, fd, aux);
@@ -190,5 +200,33 @@ pub fn input<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i
     }
     let r = p.real(MAX_PAYLOAD);
     p.record(&hook, Ev::new(call).fd(fd, eventlog::FdKind::Unknown).result(r).aux(aux[0], aux[1]));
+    r
+}
+
+/// [`input`] for a wait under a signal mask of its own: the boundary's signal is chosen and
+/// delivered under that mask, then the thread's own mask is back.
+#[cold]
+fn input_under_mask<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i64 {
+    let Some(hook) = Hook::enter() else { return p.real(usize::MAX) };
+    let wait_mask = p.wait_mask();
+    if let Some(t) = hook.turn(call) {
+        check(&t, call, fd, aux);
+        p.hand_back(&t);
+        let r = t.ret();
+        let outside = wait_mask.map(sys::set_sigmask);
+        drop(t);
+        drop(hook);
+        if let Some(mask) = outside {
+            sys::set_sigmask(mask);
+        }
+        return r;
+    }
+    let r = p.real(MAX_PAYLOAD);
+    let outside = wait_mask.map(sys::set_sigmask);
+    p.record(&hook, Ev::new(call).fd(fd, eventlog::FdKind::Unknown).result(r).aux(aux[0], aux[1]));
+    drop(hook);
+    if let Some(mask) = outside {
+        sys::set_sigmask(mask);
+    }
     r
 }
