@@ -67,6 +67,16 @@ pub fn fixture(name: &str, flags: &[&str]) -> PathBuf {
     out
 }
 
+/// Two directories in `dir`, made: the primary's and a backup's, whose paths differ in length (a
+/// replay must not depend on where it runs).
+pub fn primary_and_backup_dirs(dir: &Path) -> (PathBuf, PathBuf) {
+    let (p, b) = (dir.join("primary"), dir.join("a-backup-elsewhere"));
+    for d in [&p, &b] {
+        std::fs::create_dir_all(d).expect("make a test directory");
+    }
+    (p, b)
+}
+
 /// An event read back from a log, owning its payload.
 #[derive(Clone, Debug)]
 pub struct LoggedEvent {

@@ -244,9 +244,7 @@ fn children_reaped_with_waitid_replay_in_the_recorded_order() {
 fn temporary_names_are_the_primarys() {
     let program = fixture("tempnames", &[]);
     let dir = tempfile::tempdir().unwrap();
-    let (p, b) = (dir.path().join("primary"), dir.path().join("another-backup"));
-    std::fs::create_dir_all(&p).unwrap();
-    std::fs::create_dir_all(&b).unwrap();
+    let (p, b) = primary_and_backup_dirs(dir.path());
     let log = dir.path().join("temp.tlog");
     let rec = record_in(&p, &log, &program, &[], 0);
     assert!(rec.status.success(), "record failed: {}", text(&rec.stderr));
@@ -271,9 +269,7 @@ fn shells_started_by_system_replay_under_jitter() {
     let program = fixture("shells", &[]);
     for run in 0..3 {
         let dir = tempfile::tempdir().unwrap();
-        let (p, b) = (dir.path().join("primary"), dir.path().join("a-backup-elsewhere"));
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::create_dir_all(&b).unwrap();
+        let (p, b) = primary_and_backup_dirs(dir.path());
         let log = dir.path().join("shells.tlog");
         let rec = record_in(&p, &log, &program, &[], 20);
         assert!(rec.status.success(), "run {run}: record failed: {}", text(&rec.stderr));
@@ -332,9 +328,7 @@ fn signals_awaited_in_sigsuspend_and_sigwait_are_delivered() {
     let program = fixture("awaits_signals", &[]);
     for run in 0..3 {
         let dir = tempfile::tempdir().unwrap();
-        let (p, b) = (dir.path().join("primary"), dir.path().join("backup-dir"));
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::create_dir_all(&b).unwrap();
+        let (p, b) = primary_and_backup_dirs(dir.path());
         let log = dir.path().join("sig.tlog");
         let rec = record_within(&p, &log, &program, Duration::from_secs(30));
         assert!(rec.status.success(), "run {run}: record failed or hung ({:?}): {}", rec.status, text(&rec.stderr));

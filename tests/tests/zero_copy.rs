@@ -10,10 +10,9 @@ use tandem_tests::*;
 fn record_and_replay(fixture_name: &str, call: Call, files: &[&str]) -> Vec<LoggedEvent> {
     let program = fixture(fixture_name, &[]);
     let dir = tempfile::tempdir().unwrap();
-    let (p, b) = (dir.path().join("primary"), dir.path().join("the-backup"));
+    let (p, b) = primary_and_backup_dirs(dir.path());
     let input: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
     for d in [&p, &b] {
-        std::fs::create_dir_all(d).unwrap();
         std::fs::write(d.join("input"), &input).unwrap();
     }
     let log = dir.path().join("calls.tlog");
