@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! FileHeader (64 bytes)
-//! LaunchHeader (24 bytes, magic "TLCH") body: the program's argv, environment and cwd
+//! LaunchHeader (24 bytes, magic "TLCH") body: the program's argv, environment and cwd, then
+//!                                        its data directories and the capture of them
 //! BatchHeader (40 bytes, magic "TBAT")  body: event records, body_len bytes
 //!   or, with flag BATCH_ZSTD: the records' length (u32) and the records zstd-compressed
 //! ...
@@ -23,9 +24,10 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 pub const FILE_MAGIC: [u8; 8] = *b"TNDMLOG\0";
 /// Bump whenever the file, batch or event layout changes.
-pub const FILE_VERSION: u32 = 4;
-/// The oldest version this reader still reads: version 3 differs only in never ending in zeros,
-/// version 2 also in having no batch flags.
+pub const FILE_VERSION: u32 = 5;
+/// The oldest version this reader still reads: version 4 differs only in naming no data
+/// directories or capture, version 3 also in never ending in zeros, version 2 also in having no
+/// batch flags.
 pub const MIN_FILE_VERSION: u32 = 2;
 /// Batch flag: the body is the events' length and the events zstd-compressed (a backup keeps
 /// batches as they crossed the network).
@@ -76,7 +78,49 @@ pub struct Launch {
     pub argv: Vec<Vec<u8>>,
     pub env: Vec<Vec<u8>>,
     pub cwd: Vec<u8>,
+    /// The directories whose contents at the program's start are replicated with it (absolute
+    /// paths, as the primary names them).
+    pub data: Vec<Vec<u8>>,
+    /// The capture of `data` taken before the program started.
+    pub capture: Option<CaptureRef>,
 }
+
+/// A capture of the data directories, stored once under its digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CaptureRef {
+    /// SHA-256 of the stored capture.
+    pub digest: [u8; 32],
+    /// Its stored size.
+    pub bytes: u64,
+}
+
+impl CaptureRef {
+    /// The digest in hex: the capture's name in a store.
+    pub fn name(&self) -> String {
+        self.digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn encode(&self) -> String {
+        format!("{}:{}", self.name(), self.bytes)
+    }
+
+    fn decode(text: &[u8]) -> Option<CaptureRef> {
+        let text = core::str::from_utf8(text).ok()?;
+        let (hex, bytes) = text.split_once(':')?;
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut digest = [0u8; 32];
+        for (i, d) in digest.iter_mut().enumerate() {
+            *d = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(CaptureRef { digest, bytes: bytes.parse().ok()? })
+    }
+}
+
+/// Tags of the entries after the working directory (a path is never empty nor holds a NUL).
+const DATA_TAG: &[u8] = b"data=";
+const CAPTURE_TAG: &[u8] = b"capture=";
 
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 #[repr(C)]
@@ -93,10 +137,14 @@ pub struct LaunchHeader {
 const _: () = assert!(core::mem::size_of::<LaunchHeader>() == 24);
 
 impl Launch {
-    /// argv, then env, then cwd, each NUL-terminated.
+    /// argv, then env, then cwd, then `data=PATH` for each data directory and
+    /// `capture=DIGEST:BYTES`, each NUL-terminated.
     pub fn encode(&self) -> Vec<u8> {
         let mut body = Vec::new();
-        for s in self.argv.iter().chain(&self.env).chain(core::iter::once(&self.cwd)) {
+        let data = self.data.iter().map(|d| [DATA_TAG, d].concat());
+        let capture = self.capture.iter().map(|c| [CAPTURE_TAG, c.encode().as_bytes()].concat());
+        let tagged: Vec<Vec<u8>> = data.chain(capture).collect();
+        for s in self.argv.iter().chain(&self.env).chain(core::iter::once(&self.cwd)).chain(&tagged) {
             body.extend_from_slice(s);
             body.push(0);
         }
@@ -104,12 +152,23 @@ impl Launch {
     }
 
     pub fn decode(argc: u32, envc: u32, body: &[u8]) -> Option<Launch> {
+        let body = body.strip_suffix(&[0])?;
         let mut parts = body.split(|&b| b == 0);
         let mut take = |n: u32| (0..n).map(|_| parts.next().map(<[u8]>::to_vec)).collect::<Option<Vec<_>>>();
         let argv = take(argc)?;
         let env = take(envc)?;
         let cwd = take(1)?.pop()?;
-        (parts.next() == Some(&[][..]) && parts.next().is_none()).then_some(Launch { argv, env, cwd })
+        let mut launch = Launch { argv, env, cwd, data: Vec::new(), capture: None };
+        for part in parts {
+            if let Some(path) = part.strip_prefix(DATA_TAG) {
+                launch.data.push(path.to_vec());
+            } else if let Some(c) = part.strip_prefix(CAPTURE_TAG) {
+                launch.capture = Some(CaptureRef::decode(c)?);
+            } else {
+                return None;
+            }
+        }
+        Some(launch)
     }
 }
 
@@ -642,7 +701,25 @@ mod tests {
             argv: vec![b"/bin/prog".to_vec(), b"--flag".to_vec()],
             env: vec![b"A=1".to_vec(), b"EMPTY=".to_vec()],
             cwd: b"/tmp".to_vec(),
+            data: vec![b"/srv/data".to_vec(), b"/tmp".to_vec()],
+            capture: Some(CaptureRef { digest: [0xab; 32], bytes: 4096 }),
         }
+    }
+
+    #[test]
+    fn a_launch_reads_back_with_its_data_and_capture_and_without_them() {
+        let full = launch();
+        let body = full.encode();
+        assert_eq!(Launch::decode(2, 2, &body), Some(full.clone()));
+        let bare = Launch { data: vec![], capture: None, ..full };
+        assert_eq!(Launch::decode(2, 2, &bare.encode()), Some(bare.clone()));
+        // An empty argument is an argument, not the end.
+        let empty_arg = Launch { argv: vec![b"prog".to_vec(), vec![]], ..bare };
+        assert_eq!(Launch::decode(2, 2, &empty_arg.encode()), Some(empty_arg));
+        let mut unknown = body.clone();
+        unknown.extend_from_slice(b"what=1\0");
+        assert_eq!(Launch::decode(2, 2, &unknown), None);
+        assert_eq!(Launch::decode(2, 2, &body[..body.len() - 1]), None);
     }
 
     fn sample_log() -> Vec<u8> {

@@ -7,18 +7,19 @@
 //! continues from there. A restarted agent finds its log, replays it from the start and resumes
 //! the stream where the log ends.
 
+use crate::capture;
 use crate::certs::Identity;
 use crate::control::{self, ControlReply, ControlRequest};
 use crate::error::{Error, Result};
 use crate::net::{self, read_frame, write_frame, NetError};
 use crate::recorder::now_ns;
-use crate::replayer::{self, Following, Outcome, ReplayOptions};
+use crate::replayer::{self, Following, Outcome, ReplayOptions, ViewPlace};
 use crate::runway::Runway;
 use crate::statedir::{random, Membership, StateDir};
 use crate::steer::Steering;
 use crate::wire::frame::Body;
 use crate::wire::session::{BackupAction, BackupSession, SessionError, Standing};
-use eventlog::logfile::{holds_batch_header, LogError, LogReader, LogWriter};
+use eventlog::logfile::{holds_batch_header, CaptureRef, LogError, LogReader, LogWriter};
 use eventlog::ring::Geometry;
 use eventlog::{IncarnationToken, Seq};
 use std::ffi::OsString;
@@ -226,6 +227,7 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
         geometry: opts.geometry,
         stall_after: opts.stall_after,
         follow: Some(following.clone()),
+        view: Some(ViewPlace { store: dir.captures_path(), root: dir.view_path() }),
     });
     following.stop.store(true, Ordering::SeqCst);
     outcome
@@ -383,6 +385,28 @@ impl Network {
         ControlReply::ok(format!("promoted: the program goes live after event {}", session.held))
     }
 
+    /// Receives the capture of the program's data, unless this backup holds it already.
+    async fn fetch_capture(&self, conn: &quinn::Connection, c: &CaptureRef) -> std::result::Result<(), NetError> {
+        let failed = |e: crate::error::Error| NetError::Protocol(e.to_string());
+        let store = capture::Store::open(&self.dir.captures_path()).map_err(failed)?;
+        if store.holds(c) {
+            return Ok(());
+        }
+        tracing::info!(capture = %c.name(), bytes = %capture::human(c.bytes), "receiving the program's data");
+        let (mut send, mut recv) = conn.open_bi().await?;
+        send.write_all(&c.digest).await?;
+        let _ = send.finish();
+        let mut incoming = store.incoming_capture(c).map_err(failed)?;
+        loop {
+            match recv.read_chunk(1 << 16, true).await {
+                Ok(Some(chunk)) => incoming.push(&chunk.bytes).map_err(failed)?,
+                Ok(None) => break,
+                Err(e) => return Err(NetError::Protocol(format!("receiving the capture {}: {e}", c.name()))),
+            }
+        }
+        incoming.finish().map_err(failed)
+    }
+
     async fn session(
         &self,
         endpoint: &quinn::Endpoint,
@@ -418,6 +442,9 @@ impl Network {
             })
         };
         store(session).map_err(|e| NetError::Protocol(e.to_string()))?;
+        if let Some(c) = launch.as_ref().and_then(|l| l.capture) {
+            self.fetch_capture(&conn, &c).await?;
+        }
         if writer.is_none() {
             let launch = launch.unwrap_or_default();
             let io = |e: std::io::Error| NetError::Protocol(format!("{}: {e}", self.log.display()));

@@ -8,6 +8,7 @@
 
 use crate::elfcheck;
 use crate::error::{Error, Result};
+use crate::view::View;
 use eventlog::logfile;
 use eventlog::ring::SharedRegion;
 use eventlog::{env, ids};
@@ -74,6 +75,13 @@ pub struct Launch {
     pub argv: Vec<OsString>,
     /// `NAME=value` entries, exactly the program's environment.
     pub env: Vec<OsString>,
+    /// The shim, as found on this host.
+    shim: PathBuf,
+    /// The directories replicated with the program (absolute), and their capture once taken.
+    pub data: Vec<PathBuf>,
+    pub capture: Option<logfile::CaptureRef>,
+    /// A backup's: the primary's working directory.
+    pub cwd: Option<PathBuf>,
 }
 
 fn entry(name: &str, value: impl AsRef<OsStr>) -> OsString {
@@ -88,7 +96,8 @@ impl Launch {
     /// tandem's own variables and `LD_PRELOAD`, then the shim's variables. A program whose
     /// threads synchronise where the shim cannot see is refused unless `allow_unseen_sync`.
     pub fn new(argv: &[OsString], mode: &str, allow_unseen_sync: bool) -> Result<Launch> {
-        let preload = padded_preload(&find_preload()?)?;
+        let shim = find_preload()?;
+        let preload = padded_preload(&shim)?;
         let program = resolve_program(&argv[0])?;
         elfcheck::check(&program)?;
         if let Some(why) = elfcheck::unseen_sync(&program)? {
@@ -127,13 +136,14 @@ impl Launch {
         env.push(entry(env::LPID, ids::FIRST_PID.to_string()));
         env.push(entry(env::LPID_OWNER, env::OWNER_NONE));
         env.sort();
-        Ok(Launch { program, argv: argv.to_vec(), env })
+        Ok(Launch { program, argv: argv.to_vec(), env, shim, data: Vec::new(), capture: None, cwd: None })
     }
 
     /// The primary's launch, for a backup: its environment with the mode changed and this host's
     /// shim in `LD_PRELOAD`; its argv unless `argv` overrides it.
     pub fn replaying(recorded: &logfile::Launch, argv: Option<&[OsString]>, mode: &str) -> Result<Launch> {
-        let preload = padded_preload(&find_preload()?)?;
+        let shim = find_preload()?;
+        let preload = padded_preload(&shim)?;
         let argv = match argv {
             Some(a) => a.to_vec(),
             None => recorded.argv.iter().map(|a| OsString::from_vec(a.clone())).collect(),
@@ -160,7 +170,16 @@ impl Launch {
                 }
             })
             .collect();
-        Ok(Launch { program, argv, env })
+        let path = |b: &Vec<u8>| PathBuf::from(OsString::from_vec(b.clone()));
+        Ok(Launch {
+            program,
+            argv,
+            env,
+            shim,
+            data: recorded.data.iter().map(path).collect(),
+            capture: recorded.capture,
+            cwd: Some(path(&recorded.cwd)).filter(|c| !c.as_os_str().is_empty()),
+        })
     }
 
     /// What the log records of this launch.
@@ -170,15 +189,18 @@ impl Launch {
             argv: self.argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
             env: self.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
             cwd,
+            data: self.data.iter().map(|d| d.as_os_str().as_bytes().to_vec()).collect(),
+            capture: self.capture,
         }
     }
 
-    /// Starts the program with `region` at descriptor [`env::SHM_FD_NUMBER`].
+    /// Starts the program with `region` at descriptor [`env::SHM_FD_NUMBER`], in `view` when
+    /// given (a backup's), else here.
     ///
     /// Address-space randomisation is turned off for this process and inherited by the program,
     /// so a backup running the same program lays memory out the same way. The agent becomes the
     /// subreaper of the program's process tree, so it can wait for every descendant.
-    pub fn spawn(&self, region: &SharedRegion) -> Result<Child> {
+    pub fn spawn(&self, region: &SharedRegion, view: Option<&View>) -> Result<Child> {
         use nix::sys::personality::{self, Persona};
         let persona =
             personality::get().map_err(|e| Error::Setup(format!("cannot read the process personality: {e}")))?;
@@ -196,14 +218,28 @@ impl Launch {
                 env::SHM_FD_NUMBER
             )));
         }
-        let mut cmd = Command::new(&self.program);
-        cmd.arg0(&self.argv[0]).args(&self.argv[1..]).env_clear();
-        for e in &self.env {
-            let b = e.as_bytes();
-            if let Some(eq) = b.iter().position(|&c| c == b'=') {
-                cmd.env(OsStr::from_bytes(&b[..eq]), OsStr::from_bytes(&b[eq + 1..]));
+        let mut cmd = match view {
+            Some(view) => {
+                let argv: Vec<&OsStr> = self.argv.iter().map(OsString::as_os_str).collect();
+                let env: Vec<&OsStr> = self.env.iter().map(OsString::as_os_str).collect();
+                let cwd = self.cwd.as_deref().map_or(&[][..], |c| c.as_os_str().as_bytes());
+                let cmd = view.command(&self.program, &argv, &env, cwd, &self.shim);
+                cmd.inspect_err(|_| {
+                    let _ = nix::unistd::close(fd);
+                })?
             }
-        }
+            None => {
+                let mut cmd = Command::new(&self.program);
+                cmd.arg0(&self.argv[0]).args(&self.argv[1..]).env_clear();
+                for e in &self.env {
+                    let b = e.as_bytes();
+                    if let Some(eq) = b.iter().position(|&c| c == b'=') {
+                        cmd.env(OsStr::from_bytes(&b[..eq]), OsStr::from_bytes(&b[eq + 1..]));
+                    }
+                }
+                cmd
+            }
+        };
         let child = cmd.spawn().map_err(Error::io(format!("cannot start {}", self.program.display())));
         // The program holds its own copy now; ours must not leak into anything else we start.
         let _ = nix::unistd::close(fd);

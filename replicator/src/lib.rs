@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backup;
+pub mod capture;
 pub mod certs;
 pub mod control;
 pub mod describe;
@@ -18,4 +19,5 @@ pub mod runway;
 pub mod show;
 pub mod statedir;
 pub mod steer;
+pub mod view;
 pub mod wire;

@@ -45,6 +45,8 @@ enum Command {
         /// diverge.
         #[arg(long)]
         allow_unseen_sync: bool,
+        #[command(flatten)]
+        data: DataArgs,
         /// The program and its arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
         command: Vec<OsString>,
@@ -66,6 +68,15 @@ enum Command {
         /// Seconds without progress before the replay is reported as stalled.
         #[arg(long, default_value_t = 5.0)]
         stall_timeout: f64,
+        /// Keep the program's private view here: what it writes to its data is left in
+        /// DIR/upper/N for data directory N (by default the view is a temporary directory,
+        /// removed at the end).
+        #[arg(long, value_name = "DIR")]
+        view_dir: Option<PathBuf>,
+        /// Run the program here, on this host's files, instead of in a private view of the data
+        /// captured with the log.
+        #[arg(long, conflicts_with = "view_dir")]
+        no_view: bool,
         /// The program and its arguments; by default the primary's, as the log recorded them (the
         /// environment is always the primary's).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
@@ -104,6 +115,8 @@ enum Command {
         #[arg(long)]
         allow_unseen_sync: bool,
         #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
         member: MemberArgs,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
         command: Vec<OsString>,
@@ -134,9 +147,15 @@ enum Command {
     /// and its program goes live from exactly there (listening where the primary's did). Make
     /// sure the old primary is gone first. Prints where the program goes live.
     Promote {
-        /// The backup agent's state directory.
-        #[arg(long, default_value = "tandem-state")]
-        state_dir: PathBuf,
+        /// The backup agent's state directory (by default the one its --group and --name give).
+        #[arg(long, required_unless_present_all = ["group", "name"])]
+        state_dir: Option<PathBuf>,
+        /// The backup's group, to find its default state directory.
+        #[arg(long, requires = "name")]
+        group: Option<String>,
+        /// The backup's name, to find its default state directory.
+        #[arg(long, requires = "group")]
+        name: Option<String>,
     },
     /// Run a coordinator member: the authority on each group's primary, epoch and incarnation,
     /// serving an HTTP/JSON API. Alone (the default) it is the whole coordinator; with --peers it
@@ -181,6 +200,9 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Builds a backup's private view from PLAN and runs its program there (started by agents).
+    #[command(hide = true)]
+    EnterView { plan: PathBuf },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -189,12 +211,36 @@ enum ModeArg {
     Async,
 }
 
+/// The program's data: what a backup's program finds in its private view.
+#[derive(clap::Args)]
+struct DataArgs {
+    /// A directory whose contents at the program's start are replicated with it (repeat for
+    /// several; by default the working directory). Backups and replays run the program where
+    /// this data appears at the same path, in a private view of their own.
+    #[arg(long = "data", value_name = "DIR")]
+    data: Vec<PathBuf>,
+    /// Replicate no data: a backup's program runs in its agent's directory, on its host's files.
+    #[arg(long, conflicts_with = "data")]
+    no_capture: bool,
+    /// Most bytes of files the data may hold (e.g. 64MiB, 2GiB); more is refused.
+    #[arg(long, default_value = "256MiB", value_parser = replicator::capture::parse_size, value_name = "SIZE")]
+    capture_limit: u64,
+}
+
+impl DataArgs {
+    fn choice(self) -> replicator::capture::DataChoice {
+        replicator::capture::DataChoice { dirs: self.data, none: self.no_capture, limit: self.capture_limit }
+    }
+}
+
 /// What every agent of a group needs.
 #[derive(clap::Args)]
 struct MemberArgs {
-    /// Where the agent keeps its membership and the group's log.
-    #[arg(long, default_value = "tandem-state")]
-    state_dir: PathBuf,
+    /// Where the agent keeps its membership, the group's log and the program's data (by default
+    /// GROUP/NAME under $TANDEM_STATE_HOME, $XDG_STATE_HOME/tandem, ~/.local/state/tandem, or
+    /// /var/lib/tandem for root).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
     /// The cluster's certificates (ca.crt, NAME.crt, NAME.key), from `tandem certs`.
     #[arg(long, default_value = "certs")]
     certs: PathBuf,
@@ -259,14 +305,17 @@ enum LogCommand {
 
 fn run(cli: Cli) -> Result<u8> {
     match cli.command {
-        Command::Record { out, max_threads, ring_bytes, allow_unseen_sync, command } => {
+        Command::Record { out, max_threads, ring_bytes, allow_unseen_sync, data, command } => {
+            init_tracing("warn");
             let geometry = Geometry::record(max_threads, ring_bytes);
             if !geometry.is_valid() {
                 return Err(Error::Setup(format!(
                     "--ring-bytes {ring_bytes}: must be a power of two of at least {MIN_RING_BYTES}"
                 )));
             }
-            let launch = Launch::new(&command, "record", allow_unseen_sync)?;
+            let mut launch = Launch::new(&command, "record", allow_unseen_sync)?;
+            let store = replicator::capture::beside_log(&out);
+            replicator::capture::take_for(&mut launch, &data.choice(), &store, &[&out])?;
             let opts =
                 RecordOptions { out: out.clone(), geometry, incarnation: eventlog::IncarnationToken::NONE, tap: None };
             let rec = recorder::record(&launch, &opts)?;
@@ -279,7 +328,21 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(rec.exit_code.clamp(0, 255) as u8)
         }
-        Command::Replay { log, go_live, max_threads, stall_timeout, command } => {
+        Command::Replay { log, go_live, max_threads, stall_timeout, view_dir, no_view, command } => {
+            // A view of its own unless one is named; removed at the end.
+            let scratch = match (&view_dir, no_view) {
+                (None, false) => Some(
+                    tempfile::Builder::new()
+                        .prefix("tandem-view-")
+                        .tempdir()
+                        .map_err(Error::io("cannot create a directory for the replay's view"))?,
+                ),
+                _ => None,
+            };
+            let view = (!no_view).then(|| replicator::replayer::ViewPlace {
+                store: replicator::capture::beside_log(&log),
+                root: view_dir.clone().or_else(|| scratch.as_ref().map(|s| s.path().to_owned())).unwrap_or_default(),
+            });
             let opts = ReplayOptions {
                 log,
                 command: (!command.is_empty()).then_some(command),
@@ -287,6 +350,7 @@ fn run(cli: Cli) -> Result<u8> {
                 geometry: Geometry::replay(max_threads, FEED_BYTES),
                 stall_after: Duration::from_secs_f64(stall_timeout.max(0.1)),
                 follow: None,
+                view,
             };
             let outcome = replayer::replay(&opts)?;
             report(&outcome);
@@ -305,12 +369,14 @@ fn run(cli: Cli) -> Result<u8> {
             max_lag_events,
             no_compress,
             allow_unseen_sync,
+            data,
             member,
             command,
         } => {
-            init_tracing();
+            init_tracing("info");
             let launch = Launch::new(&command, "record", allow_unseen_sync)?;
             let opts = replicator::primary::PrimaryOptions {
+                state_dir: member.state_dir.unwrap_or_else(|| replicator::statedir::default_for(&group, &member.name)),
                 group,
                 listen,
                 mode: match mode {
@@ -320,21 +386,21 @@ fn run(cli: Cli) -> Result<u8> {
                 min_backups,
                 compress: !no_compress,
                 wait_for_backups,
-                state_dir: member.state_dir,
                 certs: member.certs,
                 name: member.name,
                 geometry: Geometry::record(member.max_threads, MIN_RING_BYTES),
                 coordinator: member.coordinator,
+                data: data.choice(),
             };
-            let rec = replicator::primary::run(&launch, &opts)?;
+            let rec = replicator::primary::run(launch, &opts)?;
             Ok(rec.exit_code.clamp(0, 255) as u8)
         }
         Command::Backup { group, primary, stall_timeout, witness, member, command } => {
-            init_tracing();
+            init_tracing("info");
             let opts = replicator::backup::BackupOptions {
+                state_dir: member.state_dir.unwrap_or_else(|| replicator::statedir::default_for(&group, &member.name)),
                 group,
                 primary,
-                state_dir: member.state_dir,
                 certs: member.certs,
                 name: member.name,
                 geometry: Geometry::replay(member.max_threads, FEED_BYTES),
@@ -352,7 +418,12 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(outcome.exit_code().clamp(0, 255) as u8)
         }
-        Command::Promote { state_dir } => {
+        Command::Promote { state_dir, group, name } => {
+            let state_dir = match (state_dir, group, name) {
+                (Some(d), _, _) => d,
+                (None, Some(g), Some(n)) => replicator::statedir::default_for(&g, &n),
+                _ => return Err(Error::Setup("name the backup: --state-dir DIR, or --group G --name N".into())),
+            };
             println!("{}", replicator::control::request(&state_dir, &replicator::control::ControlRequest::Promote)?);
             Ok(0)
         }
@@ -401,7 +472,7 @@ fn run(cli: Cli) -> Result<u8> {
                 lease_timeout: Duration::from_millis(lease_timeout_ms),
                 transport,
             };
-            init_tracing();
+            init_tracing("info");
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -410,6 +481,7 @@ fn run(cli: Cli) -> Result<u8> {
             runtime.block_on(coordinator::server::run(config))?;
             Ok(0)
         }
+        Command::EnterView { plan } => Err(replicator::view::enter(&plan)),
         Command::Log { command: LogCommand::Stats { file } } => {
             show::stats(&file, &mut std::io::stdout().lock())?;
             Ok(0)
@@ -426,11 +498,11 @@ fn report(outcome: &Outcome) {
     }
 }
 
-/// Agents log to stderr, one line an event; `TANDEM_LOG` filters (default `info`, with the Raft
+/// Agents log to stderr, one line an event; `TANDEM_LOG` filters (default `level`, with the Raft
 /// library's own chatter at `warn`).
-fn init_tracing() {
+fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn")));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -7,6 +7,7 @@
 //! point: the `--min-backups`-th best acknowledged sequence number, published to the shim, whose
 //! held outputs then leave. In async mode outputs leave at once and the ACKs bound the lag.
 
+use crate::capture;
 use crate::certs::Identity;
 use crate::error::{Error, Result};
 use crate::launch::Launch;
@@ -60,6 +61,8 @@ pub struct PrimaryOptions {
     /// The coordinator's members: the group's incarnation and epoch come from there, and the
     /// primary keeps a lease; when it lapses, output is held for good (fencing).
     pub coordinator: Option<Vec<String>>,
+    /// The program's data, captured for its backups before it starts.
+    pub data: capture::DataChoice,
 }
 
 struct WireBatch {
@@ -130,6 +133,8 @@ pub struct Hub {
     group: String,
     standing: Standing,
     launch: LaunchRecord,
+    /// The store holding the capture the launch names.
+    captures: PathBuf,
     log: PathBuf,
     mode: OutputMode,
     min_backups: usize,
@@ -237,9 +242,11 @@ impl Tap for Hub {
 
 /// Runs the program as the group's primary. Returns when it has ended and every connected
 /// backup holds all of its events (or after a bounded wait).
-pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
+pub fn run(mut launch: Launch, opts: &PrimaryOptions) -> Result<Recording> {
     let identity = Identity::load(&opts.certs, &opts.name)?;
     let dir = StateDir::open(&opts.state_dir)?;
+    capture::take_for(&mut launch, &opts.data, &dir.captures_path(), &[&dir.path])?;
+    let launch = &launch;
     // One network thread: a round trip in sync mode crosses the sessions' tasks and quinn's
     // drivers several times, and each hop to another thread is a wake-up (sync mode ran 4-10%
     // faster with one worker than with two); reading back has a thread of its own, and
@@ -281,6 +288,7 @@ pub fn run(launch: &Launch, opts: &PrimaryOptions) -> Result<Recording> {
         group: opts.group.clone(),
         standing: Standing { incarnation: membership.incarnation, epoch: membership.epoch },
         launch: launch.record(),
+        captures: dir.captures_path(),
         log: dir.log_path(),
         mode: opts.mode,
         min_backups: opts.min_backups,
@@ -381,13 +389,47 @@ async fn serve(conn: &quinn::Connection, hub: &Arc<Hub>, who: &str) -> std::resu
     hub.state().set_acked(handle, number, Some(session.acked), &hub.sessions);
     write_frame(&mut ctl_send, &welcome).await?;
     let session = Arc::new(Mutex::new(session));
+    let captures = tokio::spawn(send_captures(conn.clone(), hub.clone()));
     let data = conn.open_uni().await?;
     let sender = tokio::spawn(send_events(data, hub.clone(), session.clone()));
     let result = receive_acks(ctl_send, ctl_recv, hub, &session, number).await;
     sender.abort();
+    captures.abort();
     hub.state().set_acked(handle, number, None, &hub.sessions);
     hub.update_release();
     result
+}
+
+/// Answers a backup's requests for the capture of the program's data: each on a stream of its
+/// own, the capture's digest in, the capture out.
+async fn send_captures(conn: quinn::Connection, hub: Arc<Hub>) -> std::result::Result<(), net::NetError> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let (mut send, mut recv) = conn.accept_bi().await?;
+        let mut digest = [0u8; 32];
+        recv.read_exact(&mut digest).await?;
+        let Some(c) = hub.launch.capture.filter(|c| c.digest == digest) else {
+            let _ = send.reset(1u32.into());
+            continue;
+        };
+        let path = capture::Store::open(&hub.captures).map(|s| s.path(&c));
+        let mut file = match path.as_ref().map(tokio::fs::File::open) {
+            Ok(open) => open.await.map_err(|e| net::NetError::Protocol(format!("the capture {}: {e}", c.name())))?,
+            Err(e) => return Err(net::NetError::Protocol(e.to_string())),
+        };
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .await
+                .map_err(|e| net::NetError::Protocol(format!("the capture {}: {e}", c.name())))?;
+            if n == 0 {
+                break;
+            }
+            send.write_all(&buf[..n]).await?;
+        }
+        let _ = send.finish();
+    }
 }
 
 fn lock(s: &Mutex<PrimarySession>) -> std::sync::MutexGuard<'_, PrimarySession> {

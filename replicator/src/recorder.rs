@@ -106,7 +106,7 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
         tap.started(shared.clone());
     }
     let region = shared.region();
-    let mut child = launch.spawn(&shared)?;
+    let mut child = launch.spawn(&shared, None)?;
     let top = Pid::from_raw(child.id() as i32);
     let forwarder = forward_signals(top);
 

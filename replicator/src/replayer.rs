@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::launch::Launch;
+use crate::view::View;
 use eventlog::logfile::LogError;
 use eventlog::ring::feed::{Feed, ThreadView, PHASE_IN_CALL, PHASE_WAITING};
 use eventlog::ring::{Geometry, Mode, SharedRegion};
@@ -29,6 +30,18 @@ pub struct ReplayOptions {
     /// Set when another process is still appending to the log (a backup's agent receiving the
     /// primary's stream).
     pub follow: Option<Following>,
+    /// Where the program's private view of its data is built (`None`: it runs here, on the
+    /// host's files).
+    pub view: Option<ViewPlace>,
+}
+
+/// The places a replay's private view needs.
+#[derive(Clone, Debug)]
+pub struct ViewPlace {
+    /// The store holding the capture the log names.
+    pub store: PathBuf,
+    /// The view's own directory (its upper layers), reset when the replay starts.
+    pub root: PathBuf,
 }
 
 /// How a replay follows a log that is still growing.
@@ -168,16 +181,28 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
     let input = LogInput { file, pos: 0, end: opts.follow.as_ref().map(|f| f.written.clone()) };
     let reader = eventlog::logfile::LogReader::open(std::io::BufReader::with_capacity(1 << 20, input))
         .map_err(|source| Error::Log { path: opts.log.clone(), source })?;
-    let launch = Launch::replaying(reader.launch(), opts.command.as_deref(), "replay")?;
-    let here = std::env::current_dir().map(|d| d.into_os_string()).unwrap_or_default();
-    let there = std::ffi::OsStr::from_bytes(&reader.launch().cwd);
-    if !there.is_empty() && here != there {
-        eprintln!(
-            "tandem: note: the primary ran in {}, this backup runs in {}; a program that builds absolute paths from its working directory will diverge",
-            there.to_string_lossy(),
-            here.to_string_lossy()
-        );
-    }
+    let mut launch = Launch::replaying(reader.launch(), opts.command.as_deref(), "replay")?;
+    let view = match (&opts.view, launch.capture) {
+        (Some(place), Some(capture)) => {
+            let store = crate::capture::Store::open(&place.store)?;
+            let unpacked = store.unpacked(&capture)?;
+            Some(View::reset(&place.root, &unpacked, &reader.launch().data)?)
+        }
+        _ => {
+            // On the host's files, in this directory.
+            launch.cwd = None;
+            let here = std::env::current_dir().map(|d| d.into_os_string()).unwrap_or_default();
+            let there = std::ffi::OsStr::from_bytes(&reader.launch().cwd);
+            if !there.is_empty() && here != there {
+                eprintln!(
+                    "tandem: note: the primary ran in {}, this replay runs in {} without the primary's data; a program that builds absolute paths from its working directory will diverge",
+                    there.to_string_lossy(),
+                    here.to_string_lossy()
+                );
+            }
+            None
+        }
+    };
     let shared = Arc::new(
         SharedRegion::create(opts.geometry, Mode::Replay)
             .map_err(Error::io("cannot create the shared replay region"))?,
@@ -192,7 +217,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
         Feeder { reader, log: opts.log.clone(), follow: opts.follow.clone(), batch: None, done: false, events: 0 };
     // Fill the feed before the program starts, so it does not begin by waiting.
     feeder.pump(&feed)?;
-    let child = launch.spawn(&shared)?;
+    let child = launch.spawn(&shared, view.as_ref())?;
     let top = Pid::from_raw(child.id() as i32);
     let _forwarder = crate::recorder::forward_signals(top);
 

@@ -16,6 +16,20 @@ pub struct Membership {
     pub handle: u128,
 }
 
+/// A member's state directory when none is named: GROUP/NAME under `$TANDEM_STATE_HOME`,
+/// `$XDG_STATE_HOME/tandem`, `~/.local/state/tandem`, or `/var/lib/tandem` for root. Never inside
+/// the working directory, which is the program's data by default.
+pub fn default_for(group: &str, name: &str) -> PathBuf {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let base = var("TANDEM_STATE_HOME")
+        .or_else(|| var("XDG_STATE_HOME").map(|x| x.join("tandem")))
+        .or_else(|| {
+            (!nix::unistd::geteuid().is_root()).then(|| var("HOME")).flatten().map(|h| h.join(".local/state/tandem"))
+        })
+        .unwrap_or_else(|| PathBuf::from("/var/lib/tandem"));
+    base.join(group).join(name)
+}
+
 pub struct StateDir {
     pub path: PathBuf,
     /// Held for the agent's life: two agents on one directory would interleave one log.
@@ -44,7 +58,10 @@ pub fn random<const N: usize>() -> Result<[u8; N]> {
 
 impl StateDir {
     pub fn open(path: &Path) -> Result<StateDir> {
-        fs::create_dir_all(path).map_err(Error::io(format!("cannot create the state directory {}", path.display())))?;
+        // It holds the program's whole environment and every input: its owner's alone.
+        std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+            .create(path)
+            .map_err(Error::io(format!("cannot create the state directory {}", path.display())))?;
         let lock_path = path.join("lock");
         let lock = fs::File::create(&lock_path).map_err(Error::io(lock_path.display().to_string()))?;
         lock.try_lock().map_err(|_| {
@@ -55,6 +72,16 @@ impl StateDir {
 
     pub fn log_path(&self) -> PathBuf {
         self.path.join("log.tlog")
+    }
+
+    /// The store of the program's data captures.
+    pub fn captures_path(&self) -> PathBuf {
+        self.path.join("captures")
+    }
+
+    /// Where a backup's program keeps its private view of its data.
+    pub fn view_path(&self) -> PathBuf {
+        self.path.join("view")
     }
 
     fn membership_path(&self) -> PathBuf {

@@ -120,14 +120,68 @@ pub fn record_in(dir: &Path, log: &Path, program: &Path, args: &[&str], jitter_u
         .expect("run tandem")
 }
 
-/// `tandem replay LOG [options] [-- command]` in `dir`, with jitter of its own.
+/// `tandem replay LOG [options] [-- command]` in `dir`, with jitter of its own. The program's
+/// private view is kept in [`view_of`]`(dir)`.
 pub fn replay_in(dir: &Path, log: &Path, options: &[&str], command: &[&str], jitter_us: u32) -> Output {
     let mut c = tandem();
     c.current_dir(dir).env("TANDEM_JITTER_US", jitter_us.to_string()).arg("replay").arg(log).args(options);
+    if !options.iter().any(|o| o.starts_with("--view-dir") || *o == "--no-view") {
+        c.arg("--view-dir").arg(view_of(dir));
+    }
     if !command.is_empty() {
         c.arg("--").args(command);
     }
     c.output().expect("run tandem")
+}
+
+/// Where [`replay_in`] keeps the view of a replay run in `dir`.
+pub fn view_of(dir: &Path) -> PathBuf {
+    dir.join("tandem-view")
+}
+
+/// The files a `tandem replay` run in `dir` left in its data directory (`log`'s first): its
+/// view's upper layer over the capture it started from, merged into a directory of their own.
+pub fn replayed(dir: &Path, log: &Path) -> PathBuf {
+    let store = log.parent().unwrap().join("tandem-captures");
+    merged_view(&view_of(dir), &store, log, &dir.join("tandem-merged"))
+}
+
+/// A backup agent's view (state directory `state`) of its data, merged into `into`.
+pub fn backup_view(state: &Path, into: &Path) -> PathBuf {
+    merged_view(&state.join("view"), &state.join("captures"), &state.join("log.tlog"), into)
+}
+
+/// Data directory 0 of a view as its program sees it: the capture `log` names (unpacked in
+/// `store`), then the view's upper layer (a character device 0:0 there deletes the name).
+pub fn merged_view(view: &Path, store: &Path, log: &Path, into: &Path) -> PathBuf {
+    let f = std::fs::File::open(log).expect("open the log");
+    let reader = eventlog::logfile::LogReader::open(std::io::BufReader::new(f)).expect("read the log");
+    let capture = reader.launch().capture.expect("the log names a capture of its data");
+    let _ = std::fs::remove_dir_all(into);
+    copy_tree(&store.join(capture.name()).join("0"), into);
+    copy_tree(&view.join("upper/0"), into);
+    into.to_path_buf()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    std::fs::create_dir_all(to).expect("make a directory");
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
+        let entry = entry.unwrap();
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let meta = std::fs::symlink_metadata(&src).unwrap();
+        let ty = meta.file_type();
+        if ty.is_char_device() && meta.rdev() == 0 {
+            let _ = std::fs::remove_dir_all(&dst).or_else(|_| std::fs::remove_file(&dst));
+        } else if ty.is_dir() {
+            copy_tree(&src, &dst);
+        } else if ty.is_symlink() {
+            let _ = std::fs::remove_file(&dst);
+            std::os::unix::fs::symlink(std::fs::read_link(&src).unwrap(), &dst).unwrap();
+        } else if ty.is_file() {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
 }
 
 pub fn text(bytes: &[u8]) -> String {

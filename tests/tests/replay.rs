@@ -22,8 +22,9 @@ fn record_and_replay_fixture(flags: &[&str], runs: usize) {
         let err = text(&rep.stderr);
         assert_eq!(rep.status.code(), Some(0), "run {run}: replay failed:\n{err}");
         assert!(!err.contains("diverged") && !err.contains("stalled"), "run {run}: {err}");
+        let replayed = replayed(&b, &log);
         for file in ["transcript", "child-out"] {
-            let (a, z) = (std::fs::read(p.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap());
+            let (a, z) = (std::fs::read(p.join(file)).unwrap(), std::fs::read(replayed.join(file)).unwrap());
             assert_eq!(text(&a), text(&z), "run {run}: {file} differs");
         }
     }
@@ -109,23 +110,21 @@ fn a_stall_is_reported_within_five_seconds() {
 fn sqlite_replays_to_the_same_database_file() {
     require("sqlite3");
     let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    std::fs::create_dir_all(&run).unwrap();
+    let (p, b) = primary_and_backup_dirs(dir.path());
     let log = dir.path().join("sqlite.tlog");
     let sql = "CREATE TABLE t(id INTEGER PRIMARY KEY, r INTEGER, at TEXT, blob BLOB); \
         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 2000) \
         INSERT INTO t(r, at, blob) SELECT random(), datetime('now'), randomblob(64) FROM n; \
         CREATE INDEX tr ON t(r); DELETE FROM t WHERE r % 3 = 0; VACUUM; SELECT count(*) FROM t;";
     let sqlite = std::path::PathBuf::from("sqlite3");
-    assert!(record_in(&run, &log, &sqlite, &["test.db", sql], 0).status.success());
-    // sqlite names its files by absolute path: the backup runs where the primary did (as it would
-    // on its own host), with the primary's file moved aside.
-    std::fs::rename(run.join("test.db"), dir.path().join("primary.db")).unwrap();
-    std::thread::sleep(Duration::from_millis(1100));
-    let rep = replay_in(&run, &log, &[], &[], 0);
+    assert!(record_in(&p, &log, &sqlite, &["test.db", sql], 0).status.success());
+    // sqlite names its files by absolute path: the replay, started elsewhere, runs its program
+    // where the primary's data appears at the primary's path, in a view of its own.
+    let rep = replay_in(&b, &log, &[], &[], 0);
     assert_eq!(rep.status.code(), Some(0), "{}", text(&rep.stderr));
-    let (a, b) = (std::fs::read(dir.path().join("primary.db")).unwrap(), std::fs::read(run.join("test.db")).unwrap());
-    assert!(a == b, "the backup's database differs from the primary's");
+    let (x, y) =
+        (std::fs::read(p.join("test.db")).unwrap(), std::fs::read(replayed(&b, &log).join("test.db")).unwrap());
+    assert!(x == y, "the backup's database differs from the primary's");
 }
 
 /// The go-live contract, on a small epoll echo server: the primary's own connections read as
@@ -211,7 +210,7 @@ fn a_shell_running_more_commands_than_thread_slots_replays() {
     let err = text(&rep.stderr);
     assert_eq!(rep.status.code(), Some(0), "replay failed:\n{err}");
     assert!(!err.contains("slots are taken") && !err.contains("will not be followed"), "{err}");
-    assert_eq!(text(&std::fs::read(dir.path().join("out")).unwrap()), "400\n");
+    assert_eq!(text(&std::fs::read(replayed(dir.path(), &log).join("out")).unwrap()), "400\n");
 }
 
 /// A parent that reaps with waitid (polling, peeking without reaping, then reaping, half of it
@@ -234,7 +233,7 @@ fn children_reaped_with_waitid_replay_in_the_recorded_order() {
     std::fs::remove_file(dir.path().join("out")).unwrap();
     let rep = replay_in(dir.path(), &log, &[], &[], 50);
     assert_eq!(rep.status.code(), Some(0), "replay failed:\n{}", text(&rep.stderr));
-    assert_eq!(text(&std::fs::read(dir.path().join("out")).unwrap()), text(&recorded));
+    assert_eq!(text(&std::fs::read(replayed(dir.path(), &log).join("out")).unwrap()), text(&recorded));
 }
 
 /// Temporary names come from randomness the shim cannot see: a replay in another directory
@@ -251,6 +250,7 @@ fn temporary_names_are_the_primarys() {
     let rep = replay_in(&b, &log, &[], &[], 0);
     assert_eq!(rep.status.code(), Some(0), "replay failed:\n{}", text(&rep.stderr));
     let transcript = std::fs::read_to_string(p.join("transcript")).unwrap();
+    let b = replayed(&b, &log);
     assert_eq!(transcript, std::fs::read_to_string(b.join("transcript")).unwrap());
     let names: Vec<&str> = transcript.split_whitespace().take(5).collect();
     assert!(b.join(format!("{}.renamed", names[0])).is_file(), "{transcript}");
@@ -275,6 +275,7 @@ fn shells_started_by_system_replay_under_jitter() {
         assert!(rec.status.success(), "run {run}: record failed: {}", text(&rec.stderr));
         let rep = replay_in(&b, &log, &[], &[], 20);
         assert_eq!(rep.status.code(), Some(0), "run {run}: replay failed:\n{}", text(&rep.stderr));
+        let b = replayed(&b, &log);
         for file in ["transcript", "a.txt", "b.txt", "c.txt", "thread.txt"] {
             let (x, y) = (std::fs::read(p.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap());
             assert_eq!(text(&x), text(&y), "run {run}: {file} differs");
@@ -337,6 +338,7 @@ fn signals_awaited_in_sigsuspend_and_sigwait_are_delivered() {
         assert!(transcript.ends_with("then 12 and 15 from the child yes\n"), "{transcript}");
         let rep = replay_in(&b, &log, &[], &[], 20);
         assert_eq!(rep.status.code(), Some(0), "run {run}: replay failed:\n{}", text(&rep.stderr));
+        let b = replayed(&b, &log);
         assert_eq!(transcript, std::fs::read_to_string(b.join("transcript")).unwrap(), "run {run}");
     }
 }

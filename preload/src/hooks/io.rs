@@ -14,6 +14,7 @@ use crate::fdtable;
 use crate::real;
 use crate::replay::Turn;
 use crate::state::{Ev, Hook};
+use crate::sys;
 use core::ffi::{c_int, c_uint, c_void};
 use eventlog::digest::{digest, digest_parts};
 use eventlog::ring::MAX_PAYLOAD;
@@ -675,6 +676,56 @@ impl Particular for FileRange {
 
     fn other_fd(&self) -> c_int {
         self.fd_in
+    }
+
+    /// Across file systems the kernel refuses (EXDEV): a backup whose data lies in its private
+    /// view, and the destination elsewhere, copies the primary's count through a buffer instead.
+    fn redo(&mut self, t: &Turn, r: i64) -> i64 {
+        if r >= 0 || t.result() < 0 || sys::errno() != libc::EXDEV {
+            return r;
+        }
+        let mut buf = [0u8; 16 << 10];
+        let mut done = 0i64;
+        while done < t.result() {
+            let want = buf.len().min((t.result() - done) as usize);
+            // SAFETY: the program's descriptors and offsets, as it passed them; our own buffer.
+            let got = unsafe {
+                if self.off_in.is_null() {
+                    real::read(self.fd_in, buf.as_mut_ptr().cast(), want)
+                } else {
+                    real::pread(self.fd_in, buf.as_mut_ptr().cast(), want, *self.off_in)
+                }
+            };
+            if got <= 0 {
+                break;
+            }
+            // SAFETY: as above; `got` bytes of the buffer were filled.
+            let put = unsafe {
+                if self.off_out.is_null() {
+                    real::write(self.fd_out, buf.as_ptr().cast(), got as usize)
+                } else {
+                    real::pwrite(self.fd_out, buf.as_ptr().cast(), got as usize, *self.off_out)
+                }
+            };
+            if put != got {
+                break;
+            }
+            // SAFETY: the program's offsets advance as the call's would.
+            unsafe {
+                if !self.off_in.is_null() {
+                    *self.off_in += got as off_t;
+                }
+                if !self.off_out.is_null() {
+                    *self.off_out += got as off_t;
+                }
+            }
+            done += got as i64;
+        }
+        if done > 0 || t.result() == 0 {
+            done
+        } else {
+            r
+        }
     }
 }
 

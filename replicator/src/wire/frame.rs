@@ -21,7 +21,7 @@ use eventlog::ids::{IncarnationToken, Seq};
 use eventlog::logfile::{unpack_events, verify_events, Launch};
 
 pub const MAGIC: [u8; 4] = *b"TNDF";
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 pub const HEADER_LEN: usize = 40;
 /// Larger bodies are refused as malformed rather than allocated (a log batch is at most 64 MiB).
 pub const MAX_BODY: u32 = 65 << 20;
@@ -351,7 +351,12 @@ mod tests {
 
     fn samples() -> Vec<Frame> {
         let token = IncarnationToken([7; 16]);
-        let launch = Launch { argv: vec![b"redis-server".to_vec()], env: vec![b"A=1".to_vec()], cwd: b"/tmp".to_vec() };
+        let launch = Launch {
+            argv: vec![b"redis-server".to_vec()],
+            env: vec![b"A=1".to_vec()],
+            cwd: b"/tmp".to_vec(),
+            ..Launch::default()
+        };
         [
             Body::Hello { group: "g".into(), member: "backup-1".into(), handle: 0xfeed << 64 | 3, held: Seq(41) },
             Body::Welcome { resume_from: Seq(42), launch },

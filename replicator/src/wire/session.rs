@@ -374,7 +374,7 @@ mod tests {
     use crate::wire::sample_events as events;
 
     fn launch() -> Launch {
-        Launch { argv: vec![b"prog".to_vec()], env: vec![], cwd: b"/".to_vec() }
+        Launch { argv: vec![b"prog".to_vec()], env: vec![], cwd: b"/".to_vec(), ..Launch::default() }
     }
 
     fn primary_standing() -> Standing {
