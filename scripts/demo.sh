@@ -5,6 +5,9 @@
 # `tandem coordinator`. The primary is killed; its lease lapses, the coordinator names the backup
 # primary of a new epoch, and the backup replays up to the exact point the primary reached, goes
 # live on the same port and serves the primary's data, byte for byte. No one runs a command.
+# The backup's redis runs in a private view of the primary's directory (captured when the
+# primary started, mounted at the primary's path in a namespace of its own): it writes its
+# append-only file there, beside the primary's on the same host, without touching it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -40,12 +43,12 @@ for _ in $(seq 100); do curl -sf "$coordinator/v1/status" | grep -q '"leader":1'
 
 echo "== primary: redis-server on port $port under tandem primary (sync mode)"
 (cd "$work/primary" && exec "$tandem" primary --group demo --wait-for-backups 1 --listen "127.0.0.1:$agent_port" --name primary \
-    --certs "$work/certs" --coordinator "$coordinator" -- "${redis_args[@]}" > "$work/primary.out" 2>&1) &
+    --certs "$work/certs" --state-dir "$work/primary-state" --coordinator "$coordinator" -- "${redis_args[@]}" > "$work/primary.out" 2>&1) &
 agent=$!
 
 echo "== backup: tandem backup, following 127.0.0.1:$agent_port"
 (cd "$work/backup" && exec "$tandem" backup --group demo --primary "127.0.0.1:$agent_port" --name backup \
-    --certs "$work/certs" --coordinator "$coordinator" > "$work/backup.out" 2>&1) &
+    --certs "$work/certs" --state-dir "$work/backup-state" --coordinator "$coordinator" > "$work/backup.out" 2>&1) &
 backup=$!
 wait_ping
 primary_pid=$(cut -d' ' -f1 "/proc/$agent/task/$agent/children")
@@ -87,11 +90,13 @@ else
     status=1
 fi
 base=$(ls "$work/primary/appendonlydir" | grep -m1 '\.incr\.aof$')
-if cmp -s "$work/primary/appendonlydir/$base" <(head -c "$(stat -c %s "$work/primary/appendonlydir/$base")" "$work/backup/appendonlydir/$base"); then
+# What the backup's redis wrote to its view of the primary's directory.
+backup_files=$work/backup-state/view/upper/0
+if cmp -s "$work/primary/appendonlydir/$base" <(head -c "$(stat -c %s "$work/primary/appendonlydir/$base")" "$backup_files/appendonlydir/$base"); then
     echo "OK: the backup's append-only file starts with the primary's, byte for byte ($(stat -c %s "$work/primary/appendonlydir/$base") bytes)"
 else
     echo "FAILED: the append-only files differ"
     status=1
 fi
-echo "Logs and data kept in $work"
+echo "Logs and data kept in $work (the backup's files: $backup_files)"
 exit $status

@@ -188,8 +188,9 @@ fn fixture_on_every_backup(c: &Cluster, flags: &[&str], backups: &[&str]) {
     for (b, child) in running {
         let (out, err) = stderr_of(child);
         assert!(out.status.success() && err.contains("holds all of it"), "{b}:\n{err}\nprimary:\n{perr}");
+        let view = backup_view(&c.home(b).join("state"), &c.home(b).join("merged"));
         for file in ["transcript", "child-out"] {
-            let (x, y) = (std::fs::read(c.home("p").join(file)).unwrap(), std::fs::read(c.home(b).join(file)).unwrap());
+            let (x, y) = (std::fs::read(c.home("p").join(file)).unwrap(), std::fs::read(view.join(file)).unwrap());
             assert_eq!(text(&x), text(&y), "{b}'s {file} differs");
         }
         c.assert_same_log(b);

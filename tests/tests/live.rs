@@ -11,6 +11,8 @@ fn backup(dir: &Path, certs: &Path, name: &str, port: u16, extra: &[&str]) -> Ch
         .current_dir(dir)
         .args(["backup", "--group", "g", "--primary", &format!("127.0.0.1:{port}"), "--name", name, "--certs"])
         .arg(certs)
+        .arg("--state-dir")
+        .arg(dir.join("tandem-state"))
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -35,6 +37,8 @@ fn primary(dir: &Path, certs: &Path, port: u16, program: &[&str]) -> Child {
         .args(["primary", "--group", "g", "--wait-for-backups", "1", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--name", "primary", "--certs"])
         .arg(certs)
+        .arg("--state-dir")
+        .arg(dir.with_extension("state"))
         .arg("--")
         .args(program)
         .stdout(Stdio::null())
@@ -71,8 +75,10 @@ fn a_backup_follows_the_primary_live_and_strangers_are_refused() {
     assert!(good.status.success(), "backup failed:\n{berr}\nprimary:\n{perr}");
     assert!(berr.contains("holds all of it"), "{berr}");
     assert!(perr.contains("session complete"), "{perr}");
+    let b = dir.path().join("b");
+    let b = backup_view(&b.join("tandem-state"), &b.join("merged"));
     for file in ["transcript", "child-out"] {
-        let (a, b) = (std::fs::read(p.join(file)).unwrap(), std::fs::read(dir.path().join("b").join(file)).unwrap());
+        let (a, b) = (std::fs::read(p.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap());
         assert_eq!(text(&a), text(&b), "{file} differs");
     }
     assert!(perr.contains("refused a peer at the handshake"), "primary:\n{perr}\nstranger:\n{serr}");
@@ -95,6 +101,7 @@ fn a_quiet_primary_is_not_a_stalled_backup() {
     let perr = text(&primary.wait_with_output().unwrap().stderr);
     let berr = text(&good.stderr);
     assert!(good.status.success(), "backup failed:\n{berr}\nprimary:\n{perr}");
+    let b = backup_view(&b.join("tandem-state"), &b.join("merged"));
     assert_eq!(text(&std::fs::read(b.join("out")).unwrap()), "before\nafter\n");
 }
 
@@ -134,7 +141,8 @@ fn a_killed_backup_resumes_from_its_own_log() {
         !berr.contains("from=1\n") && berr.contains("following the primary"),
         "it did not resume from its log:\n{berr}"
     );
-    assert_eq!(text(&std::fs::read(b.join("out")).unwrap()), text(&std::fs::read(p.join("out")).unwrap()));
+    let view = backup_view(&b.join("tandem-state"), &b.join("merged"));
+    assert_eq!(text(&std::fs::read(view.join("out")).unwrap()), text(&std::fs::read(p.join("out")).unwrap()));
     // A finished log ends with its end marker, not with space made ready.
     let bytes = std::fs::read(&log).unwrap();
     assert_eq!(&bytes[bytes.len() - 40..bytes.len() - 36], b"TEND", "the finished log does not end at its end marker");

@@ -120,6 +120,8 @@ fn fail_over(extra: &[&str]) -> (String, String, tempfile::TempDir) {
         .current_dir(&b)
         .arg("replay")
         .arg("--go-live")
+        .arg("--view-dir")
+        .arg(view_of(&b))
         .arg(&log)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -144,16 +146,57 @@ fn live_backup_has_the_primarys_data() {
 fn live_backup_writes_the_primarys_aof_byte_for_byte() {
     let (primary, backup, dir) = fail_over(&["--appendonly", "yes"]);
     assert_eq!(backup, primary);
-    let aof = |side: &str| {
-        let d = dir.path().join(side).join("appendonlydir");
+    let log = dir.path().join("redis.tlog");
+    let replayed = replayed(&dir.path().join("backup"), &log);
+    let aof = |side: &Path| {
+        let d = side.join("appendonlydir");
         let mut files: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()).collect();
         files.sort();
         files.iter().map(|f| (f.file_name().unwrap().to_owned(), std::fs::read(f).unwrap())).collect::<Vec<_>>()
     };
-    let (p, b) = (aof("primary"), aof("backup"));
+    let (p, b) = (aof(&dir.path().join("primary")), aof(&replayed));
     assert_eq!(p.len(), 3, "base, incremental and manifest files");
     for ((pn, pb), (bn, bb)) in p.iter().zip(&b) {
         assert_eq!(pn, bn);
         assert!(pb == bb, "{pn:?} differs");
+    }
+}
+
+/// The README's first example, as it is written there, in a fresh directory: `tandem record` of
+/// redis-server (stopped as a user would, with SIGINT to tandem), then every other command of that
+/// block except `--go-live`. The replay runs in the same directory the recording has written its
+/// `dump.rdb` into, and must not see it.
+#[test]
+fn the_readmes_record_and_replay_example_works_as_pasted() {
+    require("redis-server");
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = readme
+        .split("```sh")
+        .map(|b| b.split("```").next().unwrap())
+        .find(|b| b.contains("tandem record --out redis.tlog"))
+        .expect("the README's record example");
+    let commands: Vec<Vec<String>> = block
+        .lines()
+        .map(|l| l.split('#').next().unwrap().trim())
+        .filter(|l| l.starts_with("tandem "))
+        .map(|l| l.split_whitespace().skip(1).map(String::from).collect())
+        .collect();
+    assert!(commands.len() >= 4, "{block}");
+    let dir = tempfile::tempdir().unwrap();
+    let (record, rest) = commands.split_first().unwrap();
+    let port: u16 = record.iter().skip_while(|a| *a != "--port").nth(1).unwrap().parse().unwrap();
+    let agent =
+        tandem().current_dir(dir.path()).args(record).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_ping(port, Duration::from_secs(20));
+    for i in 0..50 {
+        cli(port, &["set", &format!("key{i}"), &format!("value{i}")]);
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = agent.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "tandem record: {}", text(&out.stderr));
+    assert!(dir.path().join("dump.rdb").is_file(), "redis saved nothing on its way out");
+    for args in rest.iter().filter(|a| !a.iter().any(|x| x == "--go-live")) {
+        let out = tandem().current_dir(dir.path()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "tandem {}: {}", args.join(" "), text(&out.stderr));
     }
 }
