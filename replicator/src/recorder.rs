@@ -102,6 +102,7 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
             .map_err(Error::io("cannot create the shared event region"))?,
     );
     crate::launch::apply_knobs(&shared);
+    let shim_notes = crate::notes::ShimNotes::start(shared.clone());
     if let Some(tap) = &opts.tap {
         tap.started(shared.clone());
     }
@@ -169,6 +170,7 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
     out.flush().map_err(write_err)?;
     out.get_ref().sync_all().map_err(write_err)?;
     drop(forwarder);
+    drop(shim_notes);
     let _ = child.try_wait();
     Ok(Recording { exit_code: exit_code.unwrap_or(125), events, lost })
 }

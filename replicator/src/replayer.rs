@@ -137,11 +137,11 @@ impl Feeder {
                     Err(e @ (LogError::Unterminated { .. } | LogError::Truncated { .. })) => {
                         // A promoted backup's own log ends so by design; its agent says so.
                         if self.follow.is_none() {
-                            eprintln!(
+                            crate::notes::line(&format!(
                                 "tandem: {}: {e}; replaying the {} complete events before it",
                                 self.log.display(),
                                 self.events
-                            );
+                            ));
                         }
                         self.done = true;
                         feed.finish();
@@ -172,11 +172,11 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
     let here = std::env::current_dir().map(|d| d.into_os_string()).unwrap_or_default();
     let there = std::ffi::OsStr::from_bytes(&reader.launch().cwd);
     if !there.is_empty() && here != there {
-        eprintln!(
+        crate::notes::line(&format!(
             "tandem: note: the primary ran in {}, this backup runs in {}; a program that builds absolute paths from its working directory will diverge",
             there.to_string_lossy(),
             here.to_string_lossy()
-        );
+        ));
     }
     let shared = Arc::new(
         SharedRegion::create(opts.geometry, Mode::Replay)
@@ -186,6 +186,8 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
         follow.fence.attach(shared.clone());
     }
     crate::launch::apply_knobs(&shared);
+    // Dropped on every way out, after the program has been stopped: its last notes are printed.
+    let _shim_notes = crate::notes::ShimNotes::start(shared.clone());
     let region = shared.region();
     let Some(feed) = region.feed() else { return Err(Error::Setup("replay region without a feed".into())) };
     let mut feeder =
@@ -227,7 +229,10 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
             }
             feed.go_live();
             live = true;
-            eprintln!("tandem: end of the log after {} events: the program runs live", feeder.events);
+            crate::notes::line(&format!(
+                "tandem: end of the log after {} events: the program runs live",
+                feeder.events
+            ));
         }
         // A backup's program can exit (as the primary's did) just before the stream's end
         // reaches the log: wait for that end a while before judging.
