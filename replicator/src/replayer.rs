@@ -194,9 +194,10 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
         Feeder { reader, log: opts.log.clone(), follow: opts.follow.clone(), batch: None, done: false, events: 0 };
     // Fill the feed before the program starts, so it does not begin by waiting.
     feeder.pump(&feed)?;
+    let signals = crate::recorder::catch_signals();
     let child = launch.spawn(&shared)?;
     let top = Pid::from_raw(child.id() as i32);
-    let _forwarder = crate::recorder::forward_signals(top);
+    let _forwarder = crate::recorder::forward_signals(signals, top);
 
     let mut live = false;
     let mut exit_code = None;
