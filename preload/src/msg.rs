@@ -1,5 +1,6 @@
-//! Messages from inside the program: formatted into a stack buffer and written with a raw
-//! `write(2)` to stderr. No allocation, no stdio, no locks.
+//! Messages from inside the program: formatted into a stack buffer and posted to the notes area
+//! of the shared region, which the agent prints (see `eventlog::ring::notes`): the shim never
+//! writes to the program's own descriptors. No allocation, no stdio, no locks.
 
 use core::fmt::{self, Write};
 
@@ -31,18 +32,48 @@ impl<const N: usize> Write for StackBuf<N> {
     }
 }
 
-/// Writes `tandem: <message>` and a newline to stderr.
-pub fn report_args(args: fmt::Arguments<'_>) {
-    let mut buf = StackBuf::<512>::new();
-    buf.push(b"tandem: ");
+/// How long a trace line waits for a free slot before it is given up.
+const TRACE_WAIT_MS: u32 = 1000;
+
+/// Posts `args` to the agent, waiting up to `wait_ms` for a free slot before the note is
+/// counted lost. False when no region is mapped (the shim was loaded without an agent).
+fn post(args: fmt::Arguments<'_>, wait_ms: u32) -> bool {
+    let Some(region) = crate::state::region() else { return false };
+    let mut buf = StackBuf::<{ eventlog::ring::notes::NOTE_TEXT }>::new();
     let _ = buf.write_fmt(args);
-    buf.push(b"\n");
-    crate::sys::write_all(2, buf.as_bytes());
+    let mut waited = 0;
+    while !region.post_note(buf.as_bytes()) {
+        if waited == wait_ms {
+            region.note_lost();
+            break;
+        }
+        crate::sys::sleep_ns(1_000_000);
+        waited += 1;
+    }
+    true
 }
 
-/// Reports and aborts the program: for states the shim cannot continue from safely.
+/// Posts a note for the agent to print as `tandem: <message>`; lost (and counted) if every
+/// slot is taken.
+pub fn report_args(args: fmt::Arguments<'_>) {
+    post(args, 0);
+}
+
+/// A line of the replay trace (`TANDEM_TRACE`): waits for room rather than losing the line.
+pub fn trace_args(args: fmt::Arguments<'_>) {
+    post(args, TRACE_WAIT_MS);
+}
+
+/// Reports and aborts the program: for states the shim cannot continue from safely. Only when
+/// no agent's region is mapped does it write to the program's stderr, as a last resort.
 pub fn fatal_args(args: fmt::Arguments<'_>) -> ! {
-    report_args(args);
+    if !post(args, 100) {
+        let mut buf = StackBuf::<512>::new();
+        buf.push(b"tandem: ");
+        let _ = buf.write_fmt(args);
+        buf.push(b"\n");
+        crate::sys::write_all(2, buf.as_bytes());
+    }
     // SAFETY: abort never returns and is not a hooked function.
     unsafe { libc::abort() }
 }
@@ -55,7 +86,11 @@ macro_rules! fatal {
     ($($t:tt)*) => { $crate::msg::fatal_args(format_args!($($t)*)) };
 }
 
-pub(crate) use {fatal, report};
+macro_rules! trace {
+    ($($t:tt)*) => { $crate::msg::trace_args(format_args!($($t)*)) };
+}
+
+pub(crate) use {fatal, report, trace};
 
 /// Writes `v` in decimal at the start of `out`; returns the number of bytes written.
 pub fn write_decimal(out: &mut [u8], v: i64) -> usize {

@@ -113,7 +113,7 @@ pub fn turn(ctx: &'static ThreadCtx, call: Call) -> Option<Turn> {
             slot.phase.store(PHASE_IN_CALL, Ordering::Relaxed);
             if TRACE.load(Ordering::Relaxed) {
                 let recorded = next.header.call().map_or("?", Call::name);
-                crate::msg::report!(
+                crate::msg::trace!(
                     "replay: seq {} thread {lpid}.{ltid}: {recorded} (here {})",
                     next.header.seq,
                     call.name()

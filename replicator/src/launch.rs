@@ -107,7 +107,10 @@ impl Launch {
                     why: format!("{why} (--allow-unseen-sync records it anyway; its replays may stall or diverge)"),
                 });
             }
-            eprintln!("tandem: warning: {} {why}; recording it anyway (--allow-unseen-sync): its replays may stall or diverge", program.display());
+            crate::notes::line(&format!(
+                "tandem: warning: {} {why}; recording it anyway (--allow-unseen-sync): its replays may stall or diverge",
+                program.display()
+            ));
         }
         let mut their_preload = None;
         let mut env: Vec<OsString> = std::env::vars_os()
@@ -241,6 +244,9 @@ impl Launch {
             }
         };
         let child = cmd.spawn().map_err(Error::io(format!("cannot start {}", self.program.display())));
+        if child.is_ok() {
+            crate::notes::launched();
+        }
         // The program holds its own copy now; ours must not leak into anything else we start.
         let _ = nix::unistd::close(fd);
         child

@@ -12,6 +12,7 @@ pub mod error;
 pub mod launch;
 pub mod lease;
 pub mod net;
+pub mod notes;
 pub mod primary;
 pub mod recorder;
 pub mod replayer;

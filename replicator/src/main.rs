@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use eventlog::ring::{Geometry, MIN_RING_BYTES};
 use replicator::error::{Error, Result};
 use replicator::launch::Launch;
+use replicator::notes;
 use replicator::recorder::{self, RecordOptions};
 use replicator::replayer::{self, Outcome, ReplayOptions};
 use replicator::show;
@@ -306,6 +307,7 @@ enum LogCommand {
 fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Record { out, max_threads, ring_bytes, allow_unseen_sync, data, command } => {
+            divert_notes(&notes::beside_log(&out))?;
             init_tracing("warn");
             let geometry = Geometry::record(max_threads, ring_bytes);
             if !geometry.is_valid() {
@@ -320,15 +322,16 @@ fn run(cli: Cli) -> Result<u8> {
                 RecordOptions { out: out.clone(), geometry, incarnation: eventlog::IncarnationToken::NONE, tap: None };
             let rec = recorder::record(&launch, &opts)?;
             if rec.lost > 0 {
-                eprintln!(
+                notes::line(&format!(
                     "tandem: {} events were lost (their threads died while recording them); they are marked `lost` in {}",
                     rec.lost,
                     out.display()
-                );
+                ));
             }
             Ok(rec.exit_code.clamp(0, 255) as u8)
         }
         Command::Replay { log, go_live, max_threads, stall_timeout, view_dir, no_view, command } => {
+            divert_notes(&notes::beside_log(&log))?;
             // A view of its own unless one is named; removed at the end.
             let scratch = match (&view_dir, no_view) {
                 (None, false) => Some(
@@ -373,10 +376,13 @@ fn run(cli: Cli) -> Result<u8> {
             member,
             command,
         } => {
+            let state_dir =
+                member.state_dir.clone().unwrap_or_else(|| replicator::statedir::default_for(&group, &member.name));
+            divert_notes(&notes::in_state_dir(&state_dir))?;
             init_tracing("info");
             let launch = Launch::new(&command, "record", allow_unseen_sync)?;
             let opts = replicator::primary::PrimaryOptions {
-                state_dir: member.state_dir.unwrap_or_else(|| replicator::statedir::default_for(&group, &member.name)),
+                state_dir,
                 group,
                 listen,
                 mode: match mode {
@@ -396,9 +402,15 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(rec.exit_code.clamp(0, 255) as u8)
         }
         Command::Backup { group, primary, stall_timeout, witness, member, command } => {
+            let state_dir =
+                member.state_dir.clone().unwrap_or_else(|| replicator::statedir::default_for(&group, &member.name));
+            // A witness runs no program: its stderr is its own.
+            if !witness {
+                divert_notes(&notes::in_state_dir(&state_dir))?;
+            }
             init_tracing("info");
             let opts = replicator::backup::BackupOptions {
-                state_dir: member.state_dir.unwrap_or_else(|| replicator::statedir::default_for(&group, &member.name)),
+                state_dir,
                 group,
                 primary,
                 certs: member.certs,
@@ -412,7 +424,7 @@ fn run(cli: Cli) -> Result<u8> {
             let outcome = replicator::backup::run(&opts)?;
             match outcome {
                 Outcome::Completed { events } if witness => {
-                    eprintln!("tandem: holds all {events} events of the primary's log")
+                    notes::line(&format!("tandem: holds all {events} events of the primary's log"))
                 }
                 _ => report(&outcome),
             }
@@ -491,22 +503,30 @@ fn run(cli: Cli) -> Result<u8> {
 
 fn report(outcome: &Outcome) {
     match outcome {
-        Outcome::Diverged { seq, report } => eprintln!("tandem: {}", replayer::divergence_line(*seq, report)),
-        Outcome::Stalled { report } => eprintln!("tandem: {report}"),
-        Outcome::Completed { events } => eprintln!("tandem: replayed all {events} events of the log"),
+        Outcome::Diverged { seq, report } => {
+            notes::line(&format!("tandem: {}", replayer::divergence_line(*seq, report)))
+        }
+        Outcome::Stalled { report } => notes::line(&format!("tandem: {report}")),
+        Outcome::Completed { events } => notes::line(&format!("tandem: replayed all {events} events of the log")),
         Outcome::Live { .. } => {}
     }
 }
 
-/// Agents log to stderr, one line an event; `TANDEM_LOG` filters (default `level`, with the Raft
-/// library's own chatter at `warn`).
+/// An agent that runs a program shares its stderr with it: when that is a regular file, the
+/// agent's notes go to `file` instead (see `replicator::notes`).
+fn divert_notes(file: &std::path::Path) -> Result<()> {
+    notes::divert_from_shared_stderr(file).map(drop).map_err(Error::io(format!("cannot open {}", file.display())))
+}
+
+/// Agents log where their notes go (stderr, or their notes file), one line an event;
+/// `TANDEM_LOG` filters (default `level`, with the Raft library's own chatter at `warn`).
 fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn")));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let ansi = notes::to_terminal();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(notes::writer)
         .with_target(false)
         .with_ansi(ansi)
         .init();
@@ -519,7 +539,7 @@ fn main() -> ExitCode {
         // Output piped into `head` and the like: the reader has what it wanted.
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tandem: {e}");
+            notes::error_line(&format!("tandem: {e}"));
             ExitCode::from(e.exit_code())
         }
     }

@@ -102,13 +102,15 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
             .map_err(Error::io("cannot create the shared event region"))?,
     );
     crate::launch::apply_knobs(&shared);
+    let shim_notes = crate::notes::ShimNotes::start(shared.clone());
     if let Some(tap) = &opts.tap {
         tap.started(shared.clone());
     }
     let region = shared.region();
+    let signals = catch_signals();
     let mut child = launch.spawn(&shared, None)?;
     let top = Pid::from_raw(child.id() as i32);
-    let forwarder = forward_signals(top);
+    let forwarder = forward_signals(signals, top);
 
     let mut merger = Merger::new(region);
     let mut sink = Sink { writer, batch: Vec::with_capacity(2 * BATCH_BYTES), events: 0, tap: opts.tap.clone() };
@@ -169,6 +171,7 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
     out.flush().map_err(write_err)?;
     out.get_ref().sync_all().map_err(write_err)?;
     drop(forwarder);
+    drop(shim_notes);
     let _ = child.try_wait();
     Ok(Recording { exit_code: exit_code.unwrap_or(125), events, lost })
 }
@@ -197,23 +200,49 @@ pub(crate) fn reap_children(top: Pid, exit_code: &mut Option<i32>) -> bool {
     }
 }
 
-/// Passes termination signals sent to tandem on to the program, so it can shut down (and be
-/// recorded doing so) instead of being orphaned.
-pub(crate) fn forward_signals(top: Pid) -> Option<signal_hook::iterator::Handle> {
+/// Termination signals tandem passes on to the program.
+pub(crate) type Caught = signal_hook::iterator::SignalsInfo<signal_hook::iterator::exfiltrator::WithOrigin>;
+
+/// Catches termination signals from before the program starts: one that comes early must not end
+/// the agent and orphan the program.
+pub(crate) fn catch_signals() -> Option<Caught> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGQUIT]).ok()?;
+    Caught::new([SIGTERM, SIGINT, SIGHUP, SIGQUIT]).ok()
+}
+
+/// Passes the termination signals sent to tandem on to the program, so it can shut down (and be
+/// recorded doing so) instead of being orphaned. Not those the program took itself: a terminal
+/// sends Ctrl-C (and Ctrl-\, and the hangup of its foreground job) to its whole foreground
+/// process group, and a program in tandem's group would otherwise get it twice.
+pub(crate) fn forward_signals(signals: Option<Caught>, top: Pid) -> Option<signal_hook::iterator::Handle> {
+    use signal_hook::low_level::siginfo::Cause;
+    let mut signals = signals?;
     let handle = signals.handle();
     std::thread::Builder::new()
         .name("tandem-signals".into())
         .spawn(move || {
-            for sig in signals.forever() {
-                if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+            for origin in signals.forever() {
+                // Sent by the kernel (si_code SI_KERNEL, no sender): a terminal's, to a group.
+                if origin.cause == Cause::Kernel && program_took_it_too(top, origin.signal) {
+                    continue;
+                }
+                if let Ok(s) = nix::sys::signal::Signal::try_from(origin.signal) {
                     let _ = nix::sys::signal::kill(top, s);
                 }
             }
         })
         .ok()?;
     Some(handle)
+}
+
+/// Whether a signal the kernel sent this agent reached the program as well: the kernel sends a
+/// terminal's signals to a whole process group, so the program took it if it is in ours. Except
+/// a hangup, which the kernel sends to a session leader alone when its terminal goes away.
+fn program_took_it_too(top: Pid, signal: i32) -> bool {
+    use nix::unistd::{getpgid, getpgrp, getpid, getsid};
+    let same_group = getpgid(Some(top)).is_ok_and(|g| g == getpgrp());
+    let session_leader = getsid(None).is_ok_and(|s| s == getpid());
+    same_group && !(signal == signal_hook::consts::SIGHUP && session_leader)
 }
 
 /// Opens a log for reading (shared by `log show`, `log stats` and replay).

@@ -150,11 +150,11 @@ impl Feeder {
                     Err(e @ (LogError::Unterminated { .. } | LogError::Truncated { .. })) => {
                         // A promoted backup's own log ends so by design; its agent says so.
                         if self.follow.is_none() {
-                            eprintln!(
+                            crate::notes::line(&format!(
                                 "tandem: {}: {e}; replaying the {} complete events before it",
                                 self.log.display(),
                                 self.events
-                            );
+                            ));
                         }
                         self.done = true;
                         feed.finish();
@@ -194,11 +194,11 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
             let here = std::env::current_dir().map(|d| d.into_os_string()).unwrap_or_default();
             let there = std::ffi::OsStr::from_bytes(&reader.launch().cwd);
             if !there.is_empty() && here != there {
-                eprintln!(
+                crate::notes::line(&format!(
                     "tandem: note: the primary ran in {}, this replay runs in {} without the primary's data; a program that builds absolute paths from its working directory will diverge",
                     there.to_string_lossy(),
                     here.to_string_lossy()
-                );
+                ));
             }
             None
         }
@@ -211,15 +211,18 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
         follow.fence.attach(shared.clone());
     }
     crate::launch::apply_knobs(&shared);
+    // Dropped on every way out, after the program has been stopped: its last notes are printed.
+    let _shim_notes = crate::notes::ShimNotes::start(shared.clone());
     let region = shared.region();
     let Some(feed) = region.feed() else { return Err(Error::Setup("replay region without a feed".into())) };
     let mut feeder =
         Feeder { reader, log: opts.log.clone(), follow: opts.follow.clone(), batch: None, done: false, events: 0 };
     // Fill the feed before the program starts, so it does not begin by waiting.
     feeder.pump(&feed)?;
+    let signals = crate::recorder::catch_signals();
     let child = launch.spawn(&shared, view.as_ref())?;
     let top = Pid::from_raw(child.id() as i32);
-    let _forwarder = crate::recorder::forward_signals(top);
+    let _forwarder = crate::recorder::forward_signals(signals, top);
 
     let mut live = false;
     let mut exit_code = None;
@@ -252,7 +255,10 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
             }
             feed.go_live();
             live = true;
-            eprintln!("tandem: end of the log after {} events: the program runs live", feeder.events);
+            crate::notes::line(&format!(
+                "tandem: end of the log after {} events: the program runs live",
+                feeder.events
+            ));
         }
         // A backup's program can exit (as the primary's did) just before the stream's end
         // reaches the log: wait for that end a while before judging.

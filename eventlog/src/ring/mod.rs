@@ -13,7 +13,8 @@
 //!
 //! ```text
 //! 0                 ShmHeader (one page)
-//! PAGE              SlotHeader[ring_count], 128 bytes each, rounded up to a page
+//! PAGE              NoteArea: the shim's notes for the agent to print (two pages)
+//! slots_offset      SlotHeader[ring_count], 128 bytes each, rounded up to a page
 //! rings_offset      ring data, ring_bytes per slot
 //! replay_offset     ReplayControl (one page)                   } only when
 //! threads_offset    ThreadSlot[thread_count], rounded to a page } thread_count > 0
@@ -22,6 +23,7 @@
 
 pub mod feed;
 mod gate;
+pub mod notes;
 pub mod sys;
 
 use crate::ids::{LogicalPid, LogicalTid, Seq};
@@ -32,7 +34,7 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"TNDMSHM\0");
 /// Bump whenever any layout in this module changes.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 pub const PAGE: usize = 4096;
 /// Largest payload one event may carry; bigger reads are cut to this size by the shim (a short
 /// read is always legal for the descriptors whose bytes are recorded).
@@ -89,7 +91,14 @@ pub struct ShmHeader {
     /// Threads waiting on `gate_wake`.
     pub gate_waiters: AtomicU32,
     _pad3: [u8; 48],
-    _reserved: [u8; PAGE - 256],
+    /// The next number a note takes (see `notes.rs`).
+    pub notes_next: AtomicU64,
+    /// Notes given up because every slot was taken.
+    pub notes_lost: AtomicU64,
+    /// Futex word writers bump after posting a note; the agent's note printer sleeps on it.
+    pub notes_bell: AtomicU32,
+    _pad4: [u8; 44],
+    _reserved: [u8; PAGE - 320],
 }
 
 const _: () = assert!(core::mem::size_of::<ShmHeader>() == PAGE);
@@ -174,13 +183,17 @@ impl Geometry {
         Geometry { ring_count: 0, ring_bytes: 0, thread_count, feed_bytes }
     }
 
-    pub fn slots_offset(&self) -> usize {
+    pub fn notes_offset(&self) -> usize {
         PAGE
+    }
+
+    pub fn slots_offset(&self) -> usize {
+        self.notes_offset() + notes::NOTES_LEN
     }
 
     pub fn rings_offset(&self) -> usize {
         let slots = self.ring_count as usize * core::mem::size_of::<SlotHeader>();
-        PAGE + slots.div_ceil(PAGE) * PAGE
+        self.slots_offset() + slots.div_ceil(PAGE) * PAGE
     }
 
     pub fn replay_offset(&self) -> usize {
