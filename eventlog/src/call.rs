@@ -406,6 +406,12 @@ calls! {
     152 Mktemp "mktemp" Fd {
         entries: &["mktemp"], args: &[arg("template", Path)], payload: &[PATH],
     }
+    // An unlinked file of its own: a backup makes its own at the primary's descriptor number.
+    153 Tmpfile "tmpfile" Fd { entries: &["tmpfile", "tmpfile64"], replay: Replay::Create, fd: one("fd", Fd) }
+    154 Tmpnam "tmpnam" Fd { entries: &["tmpnam", "tmpnam_r"], args: &[arg("s", BufOut)], payload: &[PATH] }
+    155 Tempnam "tempnam" Fd {
+        entries: &["tempnam"], args: &[arg("dir", Path), arg("pfx", Path)], payload: &[PATH],
+    }
     // bytes through descriptors
     170 Read "read" Io {
         entries: &["read", "__read_chk"], syscalls: &["read"],

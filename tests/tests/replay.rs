@@ -261,6 +261,38 @@ fn temporary_names_are_the_primarys() {
     }
 }
 
+/// Unnamed temporary files (tmpfile, tmpfile64) and a mkstemp file, written, rewound and read
+/// back through stdio, and names from tmpnam, tmpnam_r and tempnam: a replay under jitter in a
+/// directory of another length makes unnamed files of its own at the primary's descriptors and
+/// hands back the primary's names, so it prints what the primary printed.
+#[test]
+fn temporary_files_and_names_replay_under_jitter() {
+    let program = fixture("tmpfiles", &[]);
+    for run in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, b) = primary_and_backup_dirs(dir.path());
+        let log = dir.path().join("tmpfiles.tlog");
+        let rec = record_in(&p, &log, &program, &[], 20);
+        assert!(rec.status.success(), "run {run}: record failed: {}", text(&rec.stderr));
+        let rep = replay_in(&b, &log, &[], &[], 20);
+        assert_eq!(rep.status.code(), Some(0), "run {run}: replay failed:\n{}", text(&rep.stderr));
+        let transcript = std::fs::read_to_string(p.join("transcript")).unwrap();
+        assert_eq!(transcript, std::fs::read_to_string(b.join("transcript")).unwrap(), "run {run}");
+        assert_eq!(text(&rec.stdout), transcript, "run {run}");
+        assert_eq!(text(&rep.stdout), transcript, "run {run}: the backup printed otherwise");
+        assert!(
+            transcript.starts_with("read [first unnamed] [second unnamed] [named by mkstemp] fds 3 4 5 kept kept"),
+            "run {run}: {transcript}"
+        );
+        let kept = transcript.split_whitespace().nth(13).unwrap();
+        assert_eq!(std::fs::read(b.join(kept)).unwrap(), b"named by mkstemp\n", "run {run}");
+        let calls: Vec<_> = read_log(&log).unwrap().into_iter().map(|e| e.call()).collect();
+        for call in [eventlog::Call::Tmpfile, eventlog::Call::Tmpnam, eventlog::Call::Tempnam] {
+            assert!(calls.contains(&call), "run {run}: {call} was not recorded");
+        }
+    }
+}
+
 /// Shells started by system(3), several times and from two threads at once, take the logical
 /// pids the record gave them: a replay in another directory runs the same shells and ends with
 /// the primary's files and exit statuses.
