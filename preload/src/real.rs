@@ -143,6 +143,8 @@ real_fns! {
     fn mkostemps(template: *mut c_char, suffix_len: c_int, flags: c_int) -> c_int;
     fn mkdtemp(template: *mut c_char) -> *mut c_char;
     fn system(command: *const c_char) -> c_int;
+    fn popen(command: *const c_char, mode: *const c_char) -> *mut FILE;
+    fn pclose(f: *mut FILE) -> c_int;
     fn mktemp(template: *mut c_char) -> *mut c_char;
     fn tmpfile() -> *mut FILE;
     fn tmpnam(s: *mut c_char) -> *mut c_char;

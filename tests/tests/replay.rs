@@ -318,6 +318,51 @@ fn shells_started_by_system_replay_under_jitter() {
     }
 }
 
+/// Shells started by popen(3) and system(3) take the logical pids the record gave them, and the
+/// bytes through the streams move for real on a backup: a pipeline's output read right after a
+/// system(3), a file cat'ed (with write(2), more than a pipe holds) through one stream while
+/// another is written to (more than a pipe holds, counted by wc, which reads with read(2)), and
+/// a stream opened by each of two threads at once. Replays under jitter in a directory of
+/// another length end with the primary's transcript, files, output and exit statuses.
+#[test]
+fn popen_streams_and_system_replay_under_jitter() {
+    let program = fixture("popens", &[]);
+    for run in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, b) = primary_and_backup_dirs(dir.path());
+        let log = dir.path().join("popens.tlog");
+        let rec = record_in(&p, &log, &program, &[], 20);
+        assert!(rec.status.success(), "run {run}: record failed: {}", text(&rec.stderr));
+        let rep = replay_in(&b, &log, &[], &[], 20);
+        assert_eq!(rep.status.code(), Some(0), "run {run}: replay failed:\n{}", text(&rep.stderr));
+        for file in ["transcript", "numbers.txt", "counted.txt"] {
+            let (x, y) = (std::fs::read(p.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap());
+            assert_eq!(text(&x), text(&y), "run {run}: {file} differs");
+        }
+        let transcript = std::fs::read_to_string(p.join("transcript")).unwrap();
+        let lines: Vec<&str> = transcript.lines().collect();
+        assert_eq!(lines[0], "statuses 0 0 0 2 3 4 0", "run {run}: {transcript}");
+        assert!(lines[1].starts_with("sha1 ") && lines[1].len() == 5 + 40 + 3, "run {run}: {transcript}");
+        assert_eq!(lines[2], "numbers 30000 sum 450015000 counted 288894", "run {run}");
+        assert_eq!(lines[3], "lines [from-main] [from-thread]", "run {run}");
+        assert_eq!(text(&rec.stdout), transcript, "run {run}");
+        assert_eq!(text(&rep.stdout), transcript, "run {run}: the backup printed otherwise");
+        let events = read_log(&log).unwrap();
+        let count = |call: eventlog::Call| events.iter().filter(|e| e.call() == call).count();
+        assert_eq!(count(eventlog::Call::ProcessStart), 0, "run {run}: a shell took its logical pid in start order");
+        for call in
+            [eventlog::Call::Popen, eventlog::Call::PopenStream, eventlog::Call::Pclose, eventlog::Call::PcloseStatus]
+        {
+            assert_eq!(count(call), 5, "run {run}: {call}");
+        }
+        let on_stream = |call: eventlog::Call| {
+            events.iter().any(|e| e.call() == call && e.header.fd_kind() == eventlog::FdKind::Stream)
+        };
+        assert!(on_stream(eventlog::Call::Read), "run {run}: wc's reads were not a stream's");
+        assert!(on_stream(eventlog::Call::Write), "run {run}: cat's writes were not a stream's");
+    }
+}
+
 /// `tandem record` of `program` in `dir`, in a process group of its own that is killed whole if
 /// it has not ended within `limit` (a program that waits for good under the shim must fail the
 /// test, not hang it).
