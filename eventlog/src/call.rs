@@ -152,6 +152,19 @@ calls! {
         digest: "the command",
     }
     12 SystemStatus "system_status" Process { replay: Replay::Reexecute, aux: [one("status", WaitStatus), UNUSED] }
+    // popen(3): the shell's logical pid, given before it runs; the stream's descriptor once it is
+    // made. pclose(3): the stream's release before it closes; the shell's exit status after.
+    13 Popen "popen" Process {
+        entries: &["popen"], args: &[arg("command", Path), arg("mode", Options)], replay: Replay::Follow,
+        order: Order::Before, aux: [one("child", Unsigned), UNUSED],
+        payload: &[part("command", Shape::Text, Len::Rest)], digest: "the command and mode",
+    }
+    14 PopenStream "popen_stream" Process { replay: Replay::Create, fd: one("fd", Fd) }
+    15 Pclose "pclose" Process {
+        entries: &["pclose"], args: &[arg("stream", Value)], replay: Replay::Reexecute, order: Order::Before, fd: FD,
+        checks: Checks::FD,
+    }
+    16 PcloseStatus "pclose_status" Process { aux: [one("status", WaitStatus), UNUSED] }
     // threads
     20 PthreadCreate "pthread_create" Thread {
         entries: &["pthread_create"],
@@ -405,6 +418,12 @@ calls! {
     }
     152 Mktemp "mktemp" Fd {
         entries: &["mktemp"], args: &[arg("template", Path)], payload: &[PATH],
+    }
+    // An unlinked file of its own: a backup makes its own at the primary's descriptor number.
+    153 Tmpfile "tmpfile" Fd { entries: &["tmpfile", "tmpfile64"], replay: Replay::Create, fd: one("fd", Fd) }
+    154 Tmpnam "tmpnam" Fd { entries: &["tmpnam", "tmpnam_r"], args: &[arg("s", BufOut)], payload: &[PATH] }
+    155 Tempnam "tempnam" Fd {
+        entries: &["tempnam"], args: &[arg("dir", Path), arg("pfx", Path)], payload: &[PATH],
     }
     // bytes through descriptors
     170 Read "read" Io {

@@ -31,6 +31,10 @@ pub enum FdKind {
     Shim = 12,
     /// Anything else (timerfd, signalfd, inotify, ...).
     Other = 13,
+    /// A pipe between a `popen` stream and the process at its other end. The stream's own reads
+    /// and writes are the C library's, which the shim cannot see, so the bytes are in neither
+    /// side's events: a backup moves them for real, as local state.
+    Stream = 14,
 }
 
 impl FdKind {
@@ -51,6 +55,7 @@ impl FdKind {
             11 => FdKind::Epoll,
             12 => FdKind::Shim,
             13 => FdKind::Other,
+            14 => FdKind::Stream,
             _ => FdKind::Unknown,
         }
     }
@@ -59,7 +64,7 @@ impl FdKind {
     /// results. Everything else is input or output of the outside world (or of the program's own
     /// channels, which a backup replays from the record as well).
     pub const fn is_local_state(self) -> bool {
-        matches!(self, FdKind::File | FdKind::Device | FdKind::Epoll)
+        matches!(self, FdKind::File | FdKind::Device | FdKind::Epoll | FdKind::Stream)
     }
 
     /// Writes on these reach the outside world (clients, terminals, other programs): on a
@@ -114,6 +119,7 @@ impl FdKind {
             FdKind::Epoll => "epoll",
             FdKind::Shim => "shim",
             FdKind::Other => "other",
+            FdKind::Stream => "stream",
         }
     }
 }
@@ -139,11 +145,12 @@ mod tests {
         assert_eq!(FdKind::of_anon_inode(b"anon_inode:[timerfd]"), FdKind::Other);
         assert!(FdKind::File.is_local_state() && !FdKind::File.is_outward());
         assert!(FdKind::Socket.is_outward() && !FdKind::Random.is_local_state());
+        assert!(FdKind::Stream.is_local_state() && !FdKind::Stream.is_outward());
     }
 
     #[test]
     fn bits_round_trip() {
-        for b in 0..14u16 {
+        for b in 0..15u16 {
             assert_eq!(FdKind::from_bits(b) as u16, b);
         }
     }

@@ -130,6 +130,7 @@ pub fn classify(fd: c_int, path: Option<&[u8]>) -> FdKind {
             }
         }
         libc::S_IFCHR => FdKind::of_char_device(libc::major(st.st_rdev), libc::minor(st.st_rdev)),
+        libc::S_IFIFO if crate::state::region().is_some_and(|r| r.is_stream(st.st_ino)) => FdKind::Stream,
         libc::S_IFIFO => FdKind::Pipe,
         libc::S_IFSOCK => match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) {
             Some(1) => FdKind::Listener,
@@ -139,6 +140,34 @@ pub fn classify(fd: c_int, path: Option<&[u8]>) -> FdKind {
             let mut buf = [0u8; 64];
             FdKind::of_anon_inode(sys::fd_path(fd, &mut buf))
         }
+    }
+}
+
+/// Marks `fd`, one end of the pipe between a `popen` stream and the process at its other end, as
+/// such, and tells every process of the program (through the region) that holds the pipe.
+pub fn mark_stream(fd: c_int) {
+    let Some(inode) = pipe_inode(fd) else { return };
+    if let Some(region) = crate::state::region() {
+        if !region.add_stream(inode) {
+            crate::msg::report!(
+                "more than {} popen streams are open at once: the pipe at descriptor {fd} is replayed as a plain pipe in the processes that inherit it",
+                eventlog::ring::STREAMS
+            );
+        }
+    }
+    set(fd, FdKind::Stream);
+}
+
+/// The inode of the pipe `fd` is, if it is one.
+pub fn pipe_inode(fd: c_int) -> Option<u64> {
+    sys::fstat(fd).filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO).map(|st| st.st_ino)
+}
+
+/// The stream whose pipe has inode `inode` is closed and its shell has ended: the pipe is no
+/// longer a stream's to processes that come to hold it from now on.
+pub fn unmark_stream(inode: u64) {
+    if let Some(region) = crate::state::region() {
+        region.remove_stream(inode);
     }
 }
 

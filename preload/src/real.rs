@@ -143,7 +143,14 @@ real_fns! {
     fn mkostemps(template: *mut c_char, suffix_len: c_int, flags: c_int) -> c_int;
     fn mkdtemp(template: *mut c_char) -> *mut c_char;
     fn system(command: *const c_char) -> c_int;
+    fn popen(command: *const c_char, mode: *const c_char) -> *mut FILE;
+    fn pclose(f: *mut FILE) -> c_int;
     fn mktemp(template: *mut c_char) -> *mut c_char;
+    fn tmpfile() -> *mut FILE;
+    fn tmpnam(s: *mut c_char) -> *mut c_char;
+    fn tmpnam_r(s: *mut c_char) -> *mut c_char;
+    fn tempnam(dir: *const c_char, pfx: *const c_char) -> *mut c_char;
+    fn fdopen(fd: c_int, mode: *const c_char) -> *mut FILE;
     fn fclose(f: *mut FILE) -> c_int;
     // sockets
     fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;

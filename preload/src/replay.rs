@@ -88,6 +88,33 @@ pub fn wait_for_own_turn() {
     }
 }
 
+/// A backup's read from a `popen` stream's pipe runs before its turn (see `hooks/run.rs`), for
+/// the primary's count: the result of this thread's next event, found ahead of the read position
+/// (waiting for the agent to append it). `None` when the program has gone live, the log ends
+/// first, or the next event is another call (the turn reports that).
+pub fn result_ahead(ctx: &'static ThreadCtx, call: Call) -> Option<i64> {
+    let feed = state::feed()?;
+    let (lpid, ltid) = (LogicalPid(LPID.load(Ordering::Relaxed)), LogicalTid(ctx.ltid.get()));
+    let mut looks = 0u32;
+    loop {
+        if feed.is_live() {
+            return None;
+        }
+        if let Some(n) = feed.find_ahead(lpid, ltid) {
+            return (n.header.call == call as u16).then_some(n.header.result);
+        }
+        if feed.control().eof.load(Ordering::SeqCst) != 0 && feed.find_ahead(lpid, ltid).is_none() {
+            return None;
+        }
+        if looks < SPINS {
+            looks += 1;
+            core::hint::spin_loop();
+        } else {
+            sys::sleep_ns(100_000);
+        }
+    }
+}
+
 /// Waits until the next event is this thread's and is `call`. `None` when the program has gone
 /// live (run the call for real).
 pub fn turn(ctx: &'static ThreadCtx, call: Call) -> Option<Turn> {
@@ -303,23 +330,30 @@ pub fn place_pair(t: &Turn, got: (c_int, c_int), want: (c_int, c_int)) -> (c_int
     if got == want {
         return got;
     }
-    let park = |fd: c_int| {
-        // SAFETY: plain descriptor operations on a descriptor this call just created.
-        unsafe {
-            let parked = real::fcntl(fd, libc::F_DUPFD, PARK_FROM);
-            let cloexec = real::fcntl(fd, libc::F_GETFD, 0) & libc::FD_CLOEXEC;
-            if cloexec != 0 {
-                real::fcntl(parked, libc::F_SETFD, libc::FD_CLOEXEC as libc::c_ulong);
-            }
-            real::close(fd);
-            parked
-        }
-    };
     let parked = (park(got.0), park(got.1));
     (move_fd(t, parked.0, want.0), move_fd(t, parked.1, want.1))
 }
 
-/// Where descriptors are parked while a pair is moved into place.
+/// Moves a descriptor out of the way of the low numbers (keeping close-on-exec): one a call just
+/// created, until it can take the primary's number, or one whose number must be free now while
+/// its file lives on a little longer. Returns where it went (itself if it could not move).
+pub fn park(fd: c_int) -> c_int {
+    // SAFETY: plain descriptor operations on a descriptor the caller owns.
+    unsafe {
+        let parked = real::fcntl(fd, libc::F_DUPFD, PARK_FROM);
+        if parked < 0 {
+            return fd;
+        }
+        let cloexec = real::fcntl(fd, libc::F_GETFD, 0) & libc::FD_CLOEXEC;
+        if cloexec != 0 {
+            real::fcntl(parked, libc::F_SETFD, libc::FD_CLOEXEC as libc::c_ulong);
+        }
+        real::close(fd);
+        parked
+    }
+}
+
+/// Where descriptors are parked while they wait to be moved into place.
 const PARK_FROM: libc::c_ulong = 512;
 
 /// Gives the backup a stand-in at the primary's descriptor number for something that exists only

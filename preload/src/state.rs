@@ -79,6 +79,7 @@ pub fn become_child(lpid: u32) {
     crate::fdtable::set_process(sys::getpid());
     crate::signals::reset_after_fork();
     crate::replay::forget_children();
+    crate::hooks::shell::after_fork();
     ctx().start(eventlog::ids::MAIN_TID.0);
 }
 

@@ -58,6 +58,14 @@ pub fn write_all(fd: c_int, mut bytes: &[u8]) {
     }
 }
 
+/// One read into `buf`: the count, or the negative errno.
+///
+/// # Safety
+/// `buf` is valid for `n` bytes of writes.
+pub unsafe fn read(fd: c_int, buf: *mut u8, n: usize) -> isize {
+    sc(libc::SYS_read, [fd as usize, buf as usize, n, 0, 0, 0])
+}
+
 pub fn fstat(fd: c_int) -> Option<libc::stat> {
     // SAFETY: all-zero is a valid `stat`.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };

@@ -261,6 +261,38 @@ fn temporary_names_are_the_primarys() {
     }
 }
 
+/// Unnamed temporary files (tmpfile, tmpfile64) and a mkstemp file, written, rewound and read
+/// back through stdio, and names from tmpnam, tmpnam_r and tempnam: a replay under jitter in a
+/// directory of another length makes unnamed files of its own at the primary's descriptors and
+/// hands back the primary's names, so it prints what the primary printed.
+#[test]
+fn temporary_files_and_names_replay_under_jitter() {
+    let program = fixture("tmpfiles", &[]);
+    for run in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, b) = primary_and_backup_dirs(dir.path());
+        let log = dir.path().join("tmpfiles.tlog");
+        let rec = record_in(&p, &log, &program, &[], 20);
+        assert!(rec.status.success(), "run {run}: record failed: {}", text(&rec.stderr));
+        let rep = replay_in(&b, &log, &[], &[], 20);
+        assert_eq!(rep.status.code(), Some(0), "run {run}: replay failed:\n{}", text(&rep.stderr));
+        let transcript = std::fs::read_to_string(p.join("transcript")).unwrap();
+        assert_eq!(transcript, std::fs::read_to_string(b.join("transcript")).unwrap(), "run {run}");
+        assert_eq!(text(&rec.stdout), transcript, "run {run}");
+        assert_eq!(text(&rep.stdout), transcript, "run {run}: the backup printed otherwise");
+        assert!(
+            transcript.starts_with("read [first unnamed] [second unnamed] [named by mkstemp] fds 3 4 5 kept kept"),
+            "run {run}: {transcript}"
+        );
+        let kept = transcript.split_whitespace().nth(13).unwrap();
+        assert_eq!(std::fs::read(b.join(kept)).unwrap(), b"named by mkstemp\n", "run {run}");
+        let calls: Vec<_> = read_log(&log).unwrap().into_iter().map(|e| e.call()).collect();
+        for call in [eventlog::Call::Tmpfile, eventlog::Call::Tmpnam, eventlog::Call::Tempnam] {
+            assert!(calls.contains(&call), "run {run}: {call} was not recorded");
+        }
+    }
+}
+
 /// Shells started by system(3), several times and from two threads at once, take the logical
 /// pids the record gave them: a replay in another directory runs the same shells and ends with
 /// the primary's files and exit statuses.
@@ -284,6 +316,51 @@ fn shells_started_by_system_replay_under_jitter() {
         let events = read_log(&log).unwrap();
         let unseen = events.iter().filter(|e| e.call() == eventlog::Call::ProcessStart).count();
         assert_eq!(unseen, 0, "run {run}: a shell took its logical pid in start order");
+    }
+}
+
+/// Shells started by popen(3) and system(3) take the logical pids the record gave them, and the
+/// bytes through the streams move for real on a backup: a pipeline's output read right after a
+/// system(3), a file cat'ed (with write(2), more than a pipe holds) through one stream while
+/// another is written to (more than a pipe holds, counted by wc, which reads with read(2)), and
+/// a stream opened by each of two threads at once. Replays under jitter in a directory of
+/// another length end with the primary's transcript, files, output and exit statuses.
+#[test]
+fn popen_streams_and_system_replay_under_jitter() {
+    let program = fixture("popens", &[]);
+    for run in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, b) = primary_and_backup_dirs(dir.path());
+        let log = dir.path().join("popens.tlog");
+        let rec = record_in(&p, &log, &program, &[], 20);
+        assert!(rec.status.success(), "run {run}: record failed: {}", text(&rec.stderr));
+        let rep = replay_in(&b, &log, &[], &[], 20);
+        assert_eq!(rep.status.code(), Some(0), "run {run}: replay failed:\n{}", text(&rep.stderr));
+        for file in ["transcript", "numbers.txt", "counted.txt"] {
+            let (x, y) = (std::fs::read(p.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap());
+            assert_eq!(text(&x), text(&y), "run {run}: {file} differs");
+        }
+        let transcript = std::fs::read_to_string(p.join("transcript")).unwrap();
+        let lines: Vec<&str> = transcript.lines().collect();
+        assert_eq!(lines[0], "statuses 0 0 0 2 3 4 0", "run {run}: {transcript}");
+        assert!(lines[1].starts_with("sha1 ") && lines[1].len() == 5 + 40 + 3, "run {run}: {transcript}");
+        assert_eq!(lines[2], "numbers 30000 sum 450015000 counted 288894", "run {run}");
+        assert_eq!(lines[3], "lines [from-main] [from-thread]", "run {run}");
+        assert_eq!(text(&rec.stdout), transcript, "run {run}");
+        assert_eq!(text(&rep.stdout), transcript, "run {run}: the backup printed otherwise");
+        let events = read_log(&log).unwrap();
+        let count = |call: eventlog::Call| events.iter().filter(|e| e.call() == call).count();
+        assert_eq!(count(eventlog::Call::ProcessStart), 0, "run {run}: a shell took its logical pid in start order");
+        for call in
+            [eventlog::Call::Popen, eventlog::Call::PopenStream, eventlog::Call::Pclose, eventlog::Call::PcloseStatus]
+        {
+            assert_eq!(count(call), 5, "run {run}: {call}");
+        }
+        let on_stream = |call: eventlog::Call| {
+            events.iter().any(|e| e.call() == call && e.header.fd_kind() == eventlog::FdKind::Stream)
+        };
+        assert!(on_stream(eventlog::Call::Read), "run {run}: wc's reads were not a stream's");
+        assert!(on_stream(eventlog::Call::Write), "run {run}: cat's writes were not a stream's");
     }
 }
 

@@ -172,6 +172,35 @@ impl Feed {
         Some(Next { header: bytemuck::pod_read_unaligned(&buf), pos })
     }
 
+    /// The first event of thread `pid.tid` at or after the read position, if the agent has
+    /// appended it: a look ahead, without the turn (a read from a `popen` stream's pipe learns its
+    /// count from it). The records before it may be consumed, and their bytes refilled, while it
+    /// looks: it starts again from the new read position then (the thread's own event is
+    /// consumed by no one else).
+    pub fn find_ahead(&self, pid: LogicalPid, tid: LogicalTid) -> Option<Next> {
+        let c = self.control();
+        'look: loop {
+            let mut pos = c.read_pos.load(Ordering::SeqCst);
+            let end = c.write_pos.load(Ordering::SeqCst);
+            while end.saturating_sub(pos) >= HEADER_LEN as u64 {
+                let mut buf = [0u8; HEADER_LEN];
+                // SAFETY: below `write_pos`; checked below against the turn moving past it (only
+                // then may the agent refill these bytes).
+                unsafe { copy_from_circular(self.data, self.mask, pos, &mut buf) };
+                core::sync::atomic::fence(Ordering::Acquire);
+                if c.read_pos.load(Ordering::Relaxed) > pos {
+                    continue 'look;
+                }
+                let header: EventHeader = bytemuck::pod_read_unaligned(&buf);
+                if header.pid == pid && header.tid == tid {
+                    return Some(Next { header, pos });
+                }
+                pos += header.record_len() as u64;
+            }
+            return None;
+        }
+    }
+
     /// Copies payload bytes `[offset, offset + out.len())` of the record at `pos`.
     pub fn copy_payload(&self, next: &Next, offset: usize, out: &mut [u8]) {
         let len = next.header.payload_len as usize;
@@ -480,6 +509,28 @@ mod tests {
         }
         assert_eq!(*order.lock().unwrap(), (1..=20_000).map(Seq).collect::<Vec<_>>());
         assert!(feed.exhausted());
+    }
+
+    /// A thread finds its own next event ahead of the read position, whoever's events come
+    /// before it, and only events the agent has appended.
+    #[test]
+    fn a_thread_finds_its_next_event_ahead() {
+        let shared = SharedRegion::create(Geometry::replay(2, MIN_FEED_BYTES), Mode::Replay).unwrap();
+        let feed = shared.region().feed().unwrap();
+        let owner = |seq: u64| if seq == 5 { 2 } else { 1 };
+        feed.append(&events(1..5, owner));
+        assert!(feed.find_ahead(LogicalPid(1), LogicalTid(2)).is_none(), "not appended yet");
+        feed.append(&events(5..8, owner));
+        let mine = feed.find_ahead(LogicalPid(1), LogicalTid(2)).unwrap();
+        assert_eq!(mine.header.seq, Seq(5));
+        assert_eq!(feed.find_ahead(LogicalPid(1), LogicalTid(1)).unwrap().header.seq, Seq(1));
+        for _ in 0..2 {
+            let n = feed.peek().unwrap();
+            feed.consume(&n);
+        }
+        assert_eq!(feed.find_ahead(LogicalPid(1), LogicalTid(2)).unwrap().pos, mine.pos);
+        assert_eq!(feed.find_ahead(LogicalPid(1), LogicalTid(1)).unwrap().header.seq, Seq(3));
+        assert!(feed.find_ahead(LogicalPid(2), LogicalTid(1)).is_none());
     }
 
     #[test]

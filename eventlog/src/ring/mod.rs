@@ -34,7 +34,7 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"TNDMSHM\0");
 /// Bump whenever any layout in this module changes.
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 pub const PAGE: usize = 4096;
 /// Largest payload one event may carry; bigger reads are cut to this size by the shim (a short
 /// read is always legal for the descriptors whose bytes are recorded).
@@ -98,8 +98,15 @@ pub struct ShmHeader {
     /// Futex word writers bump after posting a note; the agent's note printer sleeps on it.
     pub notes_bell: AtomicU32,
     _pad4: [u8; 44],
-    _reserved: [u8; PAGE - 320],
+    /// The pipes between `popen` streams and the processes at their other ends that are open now,
+    /// by inode number (0: a free entry): the shim's in every process of the program, each
+    /// telling the others (see [`Region::add_stream`]).
+    pub streams: [AtomicU64; STREAMS],
+    _reserved: [u8; PAGE - 320 - STREAMS * 8],
 }
+
+/// Pipes to `popen` streams a region keeps track of at once.
+pub const STREAMS: usize = 64;
 
 const _: () = assert!(core::mem::size_of::<ShmHeader>() == PAGE);
 
@@ -365,6 +372,28 @@ impl Region {
     /// Hands out a logical pid.
     pub fn take_lpid(&self) -> u32 {
         self.header().next_lpid.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Notes that the pipe with inode `inode` joins a `popen` stream to the process at its other
+    /// end, so that every process of the program that comes to hold it (a shell's children, by
+    /// inheritance through fork and exec) knows it as one. False when the table is full.
+    pub fn add_stream(&self, inode: u64) -> bool {
+        if inode == 0 || self.is_stream(inode) {
+            return true;
+        }
+        self.header().streams.iter().any(|e| e.compare_exchange(0, inode, Ordering::AcqRel, Ordering::Relaxed).is_ok())
+    }
+
+    /// Forgets a stream's pipe (its stream was closed).
+    pub fn remove_stream(&self, inode: u64) {
+        for e in &self.header().streams {
+            let _ = e.compare_exchange(inode, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the pipe with inode `inode` joins a `popen` stream to the process at its other end.
+    pub fn is_stream(&self, inode: u64) -> bool {
+        inode != 0 && self.header().streams.iter().any(|e| e.load(Ordering::Acquire) == inode)
     }
 
     /// Wakes the agent if it sleeps.

@@ -56,6 +56,11 @@ impl<F: FnMut(usize) -> isize> Particular for IntoBuf<F> {
         t.payload(0, unsafe { core::slice::from_raw_parts_mut(self.buf as *mut u8, n) });
     }
 
+    #[inline(always)]
+    fn buffer(&self) -> Option<(*mut u8, usize)> {
+        Some((self.buf as *mut u8, self.count))
+    }
+
     fn on_dead(&self) -> Option<i64> {
         run::READ_AT_END
     }
@@ -93,6 +98,11 @@ impl<F: FnMut() -> isize> Particular for FromBuf<F> {
     fn digest(&self, _result: i64) -> u64 {
         // SAFETY: `buf` is valid for `count` bytes, as the program's call promised.
         digest(unsafe { bytes(self.buf, self.count as isize) })
+    }
+
+    #[inline(always)]
+    fn buffer(&self) -> Option<(*mut u8, usize)> {
+        Some((self.buf as *mut u8, self.count))
     }
 
     fn on_dead(&self) -> Option<i64> {

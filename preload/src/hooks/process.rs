@@ -1,4 +1,4 @@
-//! Processes: fork, exec, spawn, exit, wait.
+//! Processes: fork, exec, spawn, exit, wait (`system` and `popen` are in `shell`).
 //!
 //! A child's logical pid is handed out by the fork or spawn event that creates it (recorded in
 //! aux[0]), so a backup creates the same ids. exec keeps the logical pid; the shim survives it by
@@ -18,10 +18,10 @@ use eventlog::{env, Call};
 use libc::{id_t, idtype_t, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t, rusage, siginfo_t};
 
 extern "C" {
-    static mut environ: *const *const c_char;
+    static environ: *const *const c_char;
 }
 
-fn current_environ() -> *const *const c_char {
+pub(super) fn current_environ() -> *const *const c_char {
     // SAFETY: reading the libc global; it is only replaced, never freed, while we read it.
     unsafe { environ }
 }
@@ -38,18 +38,24 @@ fn preload_path() -> &'static [u8] {
 
 /// An environment rebuilt for exec/spawn, in one anonymous mapping: the pointer array, then the
 /// strings the shim adds. Entries of the original environment are reused in place.
-struct EnvBlock {
+pub(super) struct EnvBlock {
     base: *mut u8,
     len: usize,
 }
 
 impl EnvBlock {
     /// `base` minus any `TANDEM_*`/`LD_PRELOAD`, plus ours for logical pid `lpid` owned by
-    /// `owner` (0: whichever process starts with it).
+    /// `owner` (0: whichever process starts with it), and for the shell `popen` starts, its end of
+    /// the pipe to the stream (`stream_fd`).
     ///
     /// # Safety
     /// `base` is null or a valid NULL-terminated environment array.
-    unsafe fn build(base: *const *const c_char, lpid: u32, owner: i32) -> Option<EnvBlock> {
+    pub(super) unsafe fn build(
+        base: *const *const c_char,
+        lpid: u32,
+        owner: i32,
+        stream_fd: Option<c_int>,
+    ) -> Option<EnvBlock> {
         // SAFETY: per the caller; we only read entries up to the terminating NULL.
         unsafe {
             let mut n = 0usize;
@@ -62,11 +68,11 @@ impl EnvBlock {
                 n += 1;
             }
             let ours = preload_path();
-            let strings = 11 + ours.len() + 1 + their_preload.len() + 1 + 64 * 4;
-            let len = (n + 6) * 8 + strings;
+            let strings = 11 + ours.len() + 1 + their_preload.len() + 1 + 64 * 5;
+            let len = (n + 7) * 8 + strings;
             let block = EnvBlock { base: sys::mmap_anon(len)?, len };
             let ptrs = block.base as *mut *const c_char;
-            let mut w = Writer { at: block.base.add((n + 6) * 8), end: block.base.add(len) };
+            let mut w = Writer { at: block.base.add((n + 7) * 8), end: block.base.add(len) };
             let mut k = 0;
             for i in 0..n {
                 let e = *base.add(i);
@@ -101,12 +107,17 @@ impl EnvBlock {
             owner_digits[env::OWNER_WIDTH - nlen..].copy_from_slice(&num[..nlen]);
             *ptrs.add(k) = w.entry(&[env::LPID_OWNER.as_bytes(), b"=", &owner_digits]);
             k += 1;
+            if let Some(fd) = stream_fd {
+                let nlen = write_decimal(&mut num, fd as i64);
+                *ptrs.add(k) = w.entry(&[env::STREAM_FD.as_bytes(), b"=", &num[..nlen]]);
+                k += 1;
+            }
             *ptrs.add(k) = core::ptr::null();
             Some(block)
         }
     }
 
-    fn envp(&self) -> *const *const c_char {
+    pub(super) fn envp(&self) -> *const *const c_char {
         self.base as *const *const c_char
     }
 }
@@ -179,7 +190,7 @@ unsafe fn exec_with(
 ) -> c_int {
     let Some(hook) = Hook::enter() else { return real(envp) };
     // SAFETY: per the caller.
-    let block = unsafe { EnvBlock::build(envp, LPID.load(Ordering::Relaxed), sys::getpid()) };
+    let block = unsafe { EnvBlock::build(envp, LPID.load(Ordering::Relaxed), sys::getpid(), None) };
     let env_to_pass = block.as_ref().map_or(envp, EnvBlock::envp);
     // SAFETY: per the caller.
     let p = unsafe { cstr(path, PATH_MAX_RECORDED) };
@@ -318,7 +329,7 @@ unsafe fn spawn_with(
     let base = if envp.is_null() { current_environ() } else { envp as *const *const c_char };
     let spawn = |child: u32| {
         // SAFETY: per the caller.
-        let block = unsafe { EnvBlock::build(base, child, 0) };
+        let block = unsafe { EnvBlock::build(base, child, 0, None) };
         let r = real(block.as_ref().map_or(envp, |b| b.envp() as *const *mut c_char));
         // SAFETY: on success the real call stored the child's pid.
         let child_pid = if r == 0 && !pid.is_null() { unsafe { *pid } } else { -1 };
@@ -338,60 +349,6 @@ unsafe fn spawn_with(
     let seq = hook.reserve();
     let (r, child_pid) = spawn(child);
     hook.emit_at(seq, Ev::new(Call::PosixSpawn).status(r).aux(child as u64, child_pid as i64 as u64), &[]);
-    r
-}
-
-/// system(3): the C library starts the shell itself, from `environ`, where the shim cannot give
-/// it its logical pid. So `environ` names the shell's logical pid (the one the record gave it) for
-/// the length of the call, and is put back after unless the program changed it meanwhile. The
-/// `system` event comes before the shell runs (it creates a process; the shell's events follow
-/// it), the exit status in an event of its own once the shell has ended.
-#[no_mangle]
-pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
-    // SAFETY: forwarding the program's own command.
-    let pass = || unsafe { real::system(command) };
-    let Some(hook) = Hook::enter() else { return pass() };
-    let Some(region) = state::region() else { return pass() };
-    if command.is_null() {
-        // Only asks whether a shell exists: no process is started.
-        return pass();
-    }
-    // SAFETY: a valid C string, per system(3).
-    let text = unsafe { cstr(command, super::PATH_MAX_RECORDED) };
-    let d = eventlog::digest::digest(text);
-    let child = match hook.turn(Call::System) {
-        Some(t) => {
-            t.expect_digest(d);
-            t.header().aux[0] as u32
-        }
-        None => {
-            let child = region.take_lpid();
-            hook.emit(Ev::new(Call::System).digest(d).aux(child as u64, 0), &[text]);
-            child
-        }
-    };
-    let base = current_environ();
-    // SAFETY: `base` is the program's environment; the block lives until the call has returned.
-    let block = unsafe { EnvBlock::build(base, child, 0) };
-    if let Some(b) = &block {
-        // SAFETY: the libc global, swapped for the block (equal but for the shim's variables).
-        unsafe { environ = b.envp() };
-    }
-    let r = pass();
-    if let Some(b) = block {
-        // SAFETY: as above; a program that set its environment meanwhile keeps its own.
-        unsafe {
-            if environ == b.envp() {
-                environ = base;
-            } else {
-                core::mem::forget(b);
-            }
-        }
-    }
-    match hook.turn(Call::SystemStatus) {
-        Some(t) => t.expect("the shell's exit status", t.result(), r as i64),
-        None => hook.emit(Ev::new(Call::SystemStatus).result(r as i64).aux(r as u32 as u64, 0), &[]),
-    }
     r
 }
 
@@ -519,8 +476,10 @@ unsafe fn wait_with(
         if primary_child > 0 {
             follow_child(&t, call, "the child's status", t.header().aux[0] as u32 as i64, primary_child, |here| {
                 let mut st: c_int = 0;
-                // SAFETY: waiting for our own child; `st` is a local.
-                let got = unsafe { real::waitpid(here, &mut st, options & !libc::WNOHANG) };
+                let got = retry_interrupted(|| {
+                    // SAFETY: waiting for our own child; `st` is a local.
+                    unsafe { real::waitpid(here, &mut st, options & !libc::WNOHANG) }
+                });
                 (got == here).then(|| (libc::WIFEXITED(st) || libc::WIFSIGNALED(st), st as u32 as i64))
             });
             // SAFETY: the program's status and rusage pointers, as it passed them.
@@ -571,6 +530,18 @@ pub unsafe extern "C" fn wait3(status: *mut c_int, options: c_int, ru: *mut rusa
 pub unsafe extern "C" fn wait4(pid: pid_t, status: *mut c_int, options: c_int, ru: *mut rusage) -> pid_t {
     // SAFETY: as above.
     unsafe { wait_with(Call::Wait4, pid, status, options, ru, || real::wait4(pid, status, options, ru)) }
+}
+
+/// A backup's own wait for a child the record says has changed: a signal arriving meanwhile (a
+/// real one, which a backup does not deliver, but whose handler the program installed without
+/// `SA_RESTART`) must not end it.
+fn retry_interrupted<T: PartialEq + From<i8>>(mut wait: impl FnMut() -> T) -> T {
+    loop {
+        let r = wait();
+        if r != T::from(-1) || sys::errno() != libc::EINTR {
+            return r;
+        }
+    }
 }
 
 /// A backup follows the primary's wait for `primary_child`: `wait_here` waits for the same change
@@ -624,8 +595,10 @@ pub unsafe extern "C" fn waitid(idtype: idtype_t, id: id_t, info: *mut siginfo_t
                 |here| {
                     // SAFETY: as above.
                     let mut local: siginfo_t = unsafe { core::mem::zeroed() };
-                    // SAFETY: `local` is ours; P_PID with our own child.
-                    let r = unsafe { real::waitid(libc::P_PID, here as id_t, &mut local, options & !libc::WNOHANG) };
+                    let r = retry_interrupted(|| {
+                        // SAFETY: `local` is ours; P_PID with our own child.
+                        unsafe { real::waitid(libc::P_PID, here as id_t, &mut local, options & !libc::WNOHANG) }
+                    });
                     let reaped = options & libc::WNOWAIT == 0
                         && matches!(local.si_code, libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED);
                     (r == 0).then(|| (reaped, code_and_status(&local)))

@@ -17,8 +17,10 @@ use crate::state::{self, Ev, Hook};
 use crate::sys;
 use core::ffi::c_int;
 use eventlog::call::spec::{Order, Replay};
+use eventlog::digest::digest;
+use eventlog::ring::sys::syscall6;
 use eventlog::ring::MAX_PAYLOAD;
-use eventlog::Call;
+use eventlog::{Call, FdKind};
 
 /// What the declaration cannot say about one call.
 pub trait Particular {
@@ -35,6 +37,12 @@ pub trait Particular {
     /// Records `ev` with the payload the call's declaration names (none by default).
     fn record(&self, hook: &Hook, ev: Ev) {
         hook.emit(ev, &[]);
+    }
+
+    /// The one buffer a `read` or `write` moves bytes through (and its length): a backup moves
+    /// them through a stream's pipe itself (see [`stream_first`]).
+    fn buffer(&self) -> Option<(*mut u8, usize)> {
+        None
     }
 
     /// A backup answering from the record: copies the primary's data into the program's memory.
@@ -128,29 +136,38 @@ pub fn on_fd<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i
     // change the buffer once the call is under way).
     let written = matches!(spec.replay, Replay::Output);
     let written_digest = if written { p.digest(0) } else { 0 };
-    if let Some(t) = hook.turn(call) {
-        // A backup at its turn: checks, then re-executes or hands back as declared.
-        check(&t, call, fd, aux);
-        if written {
-            t.expect_digest(written_digest);
-        }
-        let run_here = match spec.replay {
-            Replay::ByKind | Replay::Output => t.kind().is_local_state(),
-            Replay::HandBack => false,
-            _ => true,
-        };
-        if run_here {
-            let r = p.real(usize::MAX);
-            let r = p.redo(&t, r);
-            t.expect_outcome(r);
-            if !written && !spec.digest.is_empty() {
-                t.expect_digest(p.digest(r));
+    if state::mode() == state::MODE_REPLAY {
+        if matches!(call, Call::Read | Call::Write) {
+            if let Some((buf, count)) = p.buffer() {
+                if let Some(r) = stream_first(&hook, call, fd, aux, written_digest, buf, count) {
+                    return r;
+                }
             }
-            return r;
         }
-        p.follow(&t);
-        p.hand_back(&t);
-        return t.ret();
+        if let Some(t) = crate::replay::turn(hook.ctx(), call) {
+            // A backup at its turn: checks, then re-executes or hands back as declared.
+            check(&t, call, fd, aux);
+            if written {
+                t.expect_digest(written_digest);
+            }
+            let run_here = match spec.replay {
+                Replay::ByKind | Replay::Output => t.kind().is_local_state(),
+                Replay::HandBack => false,
+                _ => true,
+            };
+            if run_here {
+                let r = p.real(usize::MAX);
+                let r = p.redo(&t, r);
+                t.expect_outcome(r);
+                if !written && !spec.digest.is_empty() {
+                    t.expect_digest(p.digest(r));
+                }
+                return r;
+            }
+            p.follow(&t);
+            p.hand_back(&t);
+            return t.ret();
+        }
     }
     if fdtable::is_dead(fd) {
         if let Some(r) = p.on_dead() {
@@ -188,6 +205,83 @@ pub fn on_fd<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i
     let r = p.real(MAX_PAYLOAD);
     p.record(&hook, Ev::new(call).fd(fd, kind).result(r).aux(aux[0], aux[1]));
     r
+}
+
+/// A backup's `read` or `write` on a stream's pipe (`FdKind::Stream`) runs before its turn;
+/// `None` when `fd` is not one here (or the read's event cannot be found ahead: the program went
+/// live, or the log ends). The stream reads and writes where the shim cannot see, so on the
+/// primary the bytes may have moved, and the stream's process gone on to calls recorded before
+/// this call's event, before that event was taken: a write's reader may have taken its bytes, a
+/// read may have made the room a writer waited for. A write needs nothing from the record; a read
+/// reads the primary's count, found in its event ahead of the turn, in as many reads as the pipe
+/// takes. The turn then checks the call against the primary's. Outlined and given the buffer
+/// alone, so the primary's hook keeps the call's particulars in registers.
+#[inline(never)]
+fn stream_first(hook: &Hook, call: Call, fd: c_int, aux: [u64; 2], d: u64, buf: *mut u8, count: usize) -> Option<i64> {
+    if fdtable::kind(fd) != FdKind::Stream {
+        return None;
+    }
+    let (r, d) = if call == Call::Write {
+        // SAFETY: the program's buffer of `count` bytes, as its write promised.
+        (unsafe { syscall6(libc::SYS_write, [fd as usize, buf as usize, count, 0, 0, 0]) } as i64, d)
+    } else {
+        let want = crate::replay::result_ahead(hook.ctx(), call)?;
+        // SAFETY: the program's buffer of `count` bytes, as its read promised.
+        let r = unsafe { fill(fd, buf, count, want) };
+        // SAFETY: the first `r` bytes were just read into it.
+        (r, digest(unsafe { super::bytes(buf, r as isize) }))
+    };
+    let r = if r < 0 {
+        sys::set_errno(-r as c_int);
+        -1
+    } else {
+        r
+    };
+    let errno = sys::errno_if(r);
+    if let Some(t) = hook.turn(call) {
+        check(&t, call, fd, aux);
+        if t.kind() != FdKind::Stream {
+            let kind = t.kind().name();
+            t.diverge(format_args!("{call} fd {fd}: a {kind} on the primary, a stream's pipe on this backup"));
+        }
+        t.expect_digest(d);
+        sys::set_errno(errno);
+        t.expect_outcome(r);
+    }
+    sys::set_errno(errno);
+    Some(r)
+}
+
+/// Reads the primary's `want` bytes (at most `count`) into `buf`, in as many reads as the pipe
+/// takes: the count, or the kernel's negative errno if the first read failed. A `want` of 0 or
+/// less (end of file, a failure) is one read of up to `count`, which waits for it.
+///
+/// # Safety
+/// `buf` is valid for `count` bytes of writes.
+unsafe fn fill(fd: c_int, buf: *mut u8, count: usize, want: i64) -> i64 {
+    let eintr = -(libc::EINTR as isize);
+    if want <= 0 {
+        loop {
+            // SAFETY: per the caller.
+            let r = unsafe { sys::read(fd, buf, count) };
+            if r != eintr {
+                return r as i64;
+            }
+        }
+    }
+    let want = (want as usize).min(count);
+    let mut got = 0usize;
+    while got < want {
+        // SAFETY: per the caller; the rest of the buffer, after the bytes read.
+        let r = unsafe { sys::read(fd, buf.add(got), want - got) };
+        match r {
+            r if r == eintr => {}
+            r if r > 0 => got += r as usize,
+            // End of file, or a failure, before the primary's count.
+            r => return if got > 0 { got as i64 } else { r as i64 },
+        }
+    }
+    got as i64
 }
 
 /// Runs one call whose outcome is input from outside (time, randomness, identity): a backup
