@@ -11,6 +11,7 @@ pub mod poll;
 pub mod process;
 pub mod random;
 pub mod run;
+pub mod stat;
 pub mod sync;
 pub mod syscall;
 pub mod temp;
