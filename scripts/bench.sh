@@ -54,7 +54,7 @@ instructions() {
     count() { # what, under tandem?
         local out="$work/cg.$1.$2" n=100000
         if [ "$2" = tandem ]; then
-            "$tandem" record --out "$work/cg.tlog" -- valgrind --tool=callgrind --callgrind-out-file="$out" "$work/instr_count" $n "$1" 2>/dev/null
+            "$tandem" record --no-capture --out "$work/cg.tlog" -- valgrind --tool=callgrind --callgrind-out-file="$out" "$work/instr_count" $n "$1" 2>/dev/null
         else
             valgrind --tool=callgrind --callgrind-out-file="$out" "$work/instr_count" $n "$1" 2>/dev/null
         fi
@@ -62,9 +62,9 @@ instructions() {
     }
     echo "Instructions per iteration, callgrind, 100000 iterations"
     printf '%-16s %10s %10s %10s\n' workload native tandem added
-    local names=(clock_gettime mutex_pair "" write_devnull read_devzero)
+    local names=(clock_gettime mutex_pair "" write_devnull read_devzero fstat_file)
     empty=$(count 2 native); emptys=$(count 2 tandem)
-    for w in 0 1 3 4; do
+    for w in 0 1 3 4 5; do
         base=$(count $w native); withs=$(count $w tandem)
         n=$(( (base - empty) / 100000 )); t=$(( (withs - emptys) / 100000 ))
         printf '%-16s %10d %10d %10d\n' "${names[$w]}" $n $t $((t - n))

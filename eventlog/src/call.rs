@@ -35,6 +35,8 @@ pub enum Family {
     Signal,
     /// Refusals and markers.
     Misc,
+    /// What the file system says about a file (the stat family).
+    File,
 }
 
 macro_rules! calls {
@@ -96,6 +98,8 @@ const PATH: spec::Part = part("path", Shape::Text, Len::Rest);
 const SLEPT: [Slot; 2] = [one("requested", Nanos), one("remaining", Nanos)];
 const WAIT: [Slot; 2] = [one("status", WaitStatus), halves(("pid", Signed), ("options", Flags(WAIT_OPTIONS)))];
 const SEND_TO: [Slot; 2] = [one("signal_target", Signed), one("signal", Signal)];
+const STAT: spec::Part = part("stat", Shape::Stat, Len::IfOk(144));
+const STAT_PATH: [spec::Arg; 2] = [arg("path", Path), arg("buf", BufOut)];
 
 calls! {
     // processes
@@ -635,6 +639,34 @@ calls! {
     251 Unsupported "unsupported" Misc { replay: Replay::Marker }
     // A number taken by a writer that died before writing its event.
     252 Lost "lost" Misc { replay: Replay::Marker }
+    // file metadata: a backup stats for real and checks the outcome (and a regular file's size),
+    // then hands back the primary's struct (times, inode and device numbers differ by host).
+    260 Stat "stat" File {
+        entries: &["stat", "stat64", "__xstat", "__xstat64"], syscalls: &["stat"], args: &STAT_PATH,
+        replay: Replay::Verify, payload: &[STAT, PATH], digest: "path",
+    }
+    261 Lstat "lstat" File {
+        entries: &["lstat", "lstat64", "__lxstat", "__lxstat64"], syscalls: &["lstat"], args: &STAT_PATH,
+        replay: Replay::Verify, payload: &[STAT, PATH], digest: "path",
+    }
+    262 Fstat "fstat" File {
+        entries: &["fstat", "fstat64", "__fxstat", "__fxstat64"], syscalls: &["fstat"],
+        args: &[arg("fd", FdIn), arg("buf", BufOut)],
+        replay: Replay::Verify, order: Order::UnderFdLock, fd: FD, payload: &[STAT],
+        checks: Checks::FD,
+    }
+    263 Fstatat "fstatat" File {
+        entries: &["fstatat", "fstatat64", "__fxstatat", "__fxstatat64"], syscalls: &["newfstatat"],
+        args: &[arg("dirfd", FdIn), arg("path", Path), arg("buf", BufOut), arg("flags", Options)],
+        replay: Replay::Verify, fd: one("dirfd", Fd), aux: [one("flags", Flags(AT)), UNUSED],
+        payload: &[STAT, PATH], digest: "path", checks: Checks::FD_AUX0,
+    }
+    264 Statx "statx" File {
+        entries: &["statx"], syscalls: &["statx"],
+        args: &[arg("dirfd", FdIn), arg("path", Path), arg("flags", Options), arg("mask", Options), arg("buf", BufOut)],
+        replay: Replay::Verify, fd: one("dirfd", Fd), aux: [one("flags", Flags(AT)), one("mask", Flags(STATX_MASK))],
+        payload: &[part("statx", Shape::Statx, Len::IfOk(256)), PATH], digest: "path", checks: Checks::FD_AUX,
+    }
 }
 
 /// Exported symbols of the shim that are not calls of their own: they set up what the calls

@@ -152,6 +152,16 @@ real_fns! {
     fn tempnam(dir: *const c_char, pfx: *const c_char) -> *mut c_char;
     fn fdopen(fd: c_int, mode: *const c_char) -> *mut FILE;
     fn fclose(f: *mut FILE) -> c_int;
+    // file metadata
+    fn stat(path: *const c_char, buf: *mut libc::stat) -> c_int;
+    fn lstat(path: *const c_char, buf: *mut libc::stat) -> c_int;
+    fn fstat(fd: c_int, buf: *mut libc::stat) -> c_int;
+    fn fstatat(dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int;
+    fn statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: c_uint, buf: *mut libc::statx) -> c_int;
+    fn __xstat(ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int;
+    fn __lxstat(ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int;
+    fn __fxstat(ver: c_int, fd: c_int, buf: *mut libc::stat) -> c_int;
+    fn __fxstatat(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int;
     // sockets
     fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;
     fn listen(fd: c_int, backlog: c_int) -> c_int;

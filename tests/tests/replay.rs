@@ -419,3 +419,85 @@ fn signals_awaited_in_sigsuspend_and_sigwait_are_delivered() {
         assert_eq!(transcript, std::fs::read_to_string(b.join("transcript")).unwrap(), "run {run}");
     }
 }
+
+/// What stat says is the primary's: a replay runs later in real time, in a view whose files have
+/// their own times and inode numbers, yet the file the program wrote, its directory and the one
+/// above read as on the primary through every stat entry point (their times against the recorded
+/// clock, sizes, links, inode numbers), and the directory lists the primary's names. Recorded
+/// in one directory and replayed in another, under jitter.
+#[test]
+fn stat_results_are_the_primarys() {
+    let program = fixture("stats", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (p, b) = primary_and_backup_dirs(dir.path());
+    let log = dir.path().join("stats.tlog");
+    let rec = record_in(&p, &log, &program, &[], 20);
+    assert!(rec.status.success(), "record failed: {}", text(&rec.stderr));
+    let transcript = std::fs::read_to_string(p.join("transcript")).unwrap();
+    for line in ["stat written: before now, 12 bytes", "statx written: before now", "syscall written: before now"] {
+        assert!(transcript.contains(line), "{line:?} in {transcript}");
+    }
+    assert!(transcript.ends_with("names: . .. transcript written\n"), "{transcript}");
+    let rep = replay_in(&b, &log, &[], &[], 20);
+    assert_eq!(rep.status.code(), Some(0), "replay failed:\n{}", text(&rep.stderr));
+    let b = replayed(&b, &log);
+    assert_eq!(transcript, std::fs::read_to_string(b.join("transcript")).unwrap());
+    let calls: Vec<_> = read_log(&log).unwrap().into_iter().map(|e| e.call()).collect();
+    use eventlog::Call;
+    for call in [Call::Stat, Call::Lstat, Call::Fstat, Call::Fstatat, Call::Statx] {
+        assert!(calls.contains(&call), "{call} was not recorded");
+    }
+}
+
+/// `ls -la` compares each file's time with the current time (and asks for the time again for a
+/// file in the future): run by bash in the captured data, then on a captured directory after the
+/// shell has written beside it, it replays in another directory with the primary's listings (the
+/// first compared by the digest of what it wrote to stdout), `..` and its times included.
+///
+/// `ls` stats a directory's entries in the order readdir gives them, which the view does not
+/// keep where a directory mixes captured entries with ones written during the run (the overlay
+/// lists the captured ones first): neither listing here mixes them.
+#[test]
+fn ls_la_lists_what_the_primary_listed() {
+    require("bash");
+    let dir = tempfile::tempdir().unwrap();
+    let (p, b) = primary_and_backup_dirs(dir.path());
+    for (name, text) in [("data.txt", "captured before the run\n"), ("sub/inside.txt", "in a directory\n")] {
+        std::fs::create_dir_all(p.join(name).parent().unwrap()).unwrap();
+        std::fs::write(p.join(name), text).unwrap();
+    }
+    let log = dir.path().join("ls.tlog");
+    let script = "ls -la; echo made > made.txt; ls -la sub > listing";
+    let rec = record_in(&p, &log, Path::new("/bin/bash"), &["-c", script], 20);
+    assert!(rec.status.success(), "record failed: {}", text(&rec.stderr));
+    for name in [" .\n", " ..\n", " data.txt\n", " sub\n"] {
+        assert!(text(&rec.stdout).contains(name), "{name:?} in {}", text(&rec.stdout));
+    }
+    let listing = std::fs::read_to_string(p.join("listing")).unwrap();
+    assert!(listing.contains(" inside.txt\n") && listing.contains(" ..\n"), "{listing}");
+    let rep = replay_in(&b, &log, &[], &[], 20);
+    assert_eq!(rep.status.code(), Some(0), "replay failed:\n{}", text(&rep.stderr));
+    assert_eq!(listing, std::fs::read_to_string(replayed(&b, &log).join("listing")).unwrap());
+}
+
+/// A backup runs its program's stats too: a regular file outside the data (so not replicated)
+/// whose size changed since the record stops the replay, with a report naming the path.
+#[test]
+fn a_file_of_another_size_is_a_divergence() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, b) = primary_and_backup_dirs(dir.path());
+    // Outside /tmp, which a replay's view makes private.
+    let elsewhere = tempfile::tempdir_in(bin_dir()).unwrap();
+    let file = elsewhere.path().join("outside.txt");
+    std::fs::write(&file, "twelve bytes").unwrap();
+    let log = dir.path().join("size.tlog");
+    let rec = record_in(&p, &log, Path::new("/usr/bin/stat"), &["-c", "%s", file.to_str().unwrap()], 0);
+    assert!(rec.status.success(), "record failed: {}", text(&rec.stderr));
+    assert_eq!(text(&rec.stdout), "12\n");
+    std::fs::write(&file, "thirteen now!").unwrap();
+    let rep = replay_in(&b, &log, &[], &[], 0);
+    assert_eq!(rep.status.code(), Some(3), "{}", text(&rep.stderr));
+    let err = text(&rep.stderr);
+    let report = format!("{:?}: a regular file of 12 bytes on the primary, 13 bytes here", file.display().to_string());
+    assert!(err.contains(&report), "{report} in {err}");
+}

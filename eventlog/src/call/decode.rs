@@ -142,6 +142,13 @@ fn part_len(p: &Part, e: &Event, at: usize) -> usize {
         Len::Aux(i) => h.aux[i] as usize,
         Len::Word(i) => e.payload.get(i * 4..i * 4 + 4).map_or(0, |w| u32_at(w, 0) as usize),
         Len::Fixed(n) => n,
+        Len::IfOk(n) => {
+            if h.result >= 0 {
+                n
+            } else {
+                0
+            }
+        }
         Len::Rest => e.payload.len().saturating_sub(at),
     }
 }
@@ -345,12 +352,55 @@ fn part_value(p: &Part, b: &[u8], aux: [u64; 2]) -> Value {
                 ("maxrss_kib", Value::Signed(i64_at(b, 32))),
             ])
         }
+        Shape::Stat => Value::Record(vec![
+            ("mode", Value::Name(file_mode(u32_at(b, 24)))),
+            ("size", Value::Signed(i64_at(b, 48))),
+            ("mtime", Value::Name(file_time(i64_at(b, 88), i64_at(b, 96)))),
+            ("ctime", Value::Name(file_time(i64_at(b, 104), i64_at(b, 112)))),
+            ("nlink", Value::Unsigned(i64_at(b, 16) as u64)),
+            ("uid", Value::Unsigned(u32_at(b, 28) as u64)),
+            ("gid", Value::Unsigned(u32_at(b, 32) as u64)),
+            ("ino", Value::Unsigned(i64_at(b, 8) as u64)),
+            ("dev", Value::Name(format!("{:#x}", i64_at(b, 0)))),
+        ]),
+        Shape::Statx => Value::Record(vec![
+            ("mask", Value::Name(flags(u32_at(b, 0) as u64, super::spec::names::STATX_MASK))),
+            ("mode", Value::Name(file_mode(u16_at(b, 28) as u32))),
+            ("size", Value::Unsigned(i64_at(b, 40) as u64)),
+            ("mtime", Value::Name(file_time(i64_at(b, 112), u32_at(b, 120) as i64))),
+            ("ctime", Value::Name(file_time(i64_at(b, 96), u32_at(b, 104) as i64))),
+            ("nlink", Value::Unsigned(u32_at(b, 16) as u64)),
+            ("uid", Value::Unsigned(u32_at(b, 20) as u64)),
+            ("gid", Value::Unsigned(u32_at(b, 24) as u64)),
+            ("ino", Value::Unsigned(i64_at(b, 32) as u64)),
+            ("dev", Value::Name(format!("{}:{}", u32_at(b, 136), u32_at(b, 140)))),
+        ]),
         Shape::MsgMeta => Value::Record(vec![
             ("name_len", Value::Unsigned(u32_at(b, 0) as u64)),
             ("control_len", Value::Unsigned(u32_at(b, 4) as u64)),
             ("msg_flags", Value::Name(flags(u32_at(b, 8) as u64, super::spec::names::MSG))),
         ]),
     }
+}
+
+/// A file's type and permission bits: `file 0644`, `dir 0755`, `link 0777`.
+pub fn file_mode(mode: u32) -> String {
+    let kind = match mode & 0o170000 {
+        0o100000 => "file",
+        0o040000 => "dir",
+        0o120000 => "link",
+        0o020000 => "char",
+        0o060000 => "block",
+        0o010000 => "fifo",
+        0o140000 => "socket",
+        _ => "type?",
+    };
+    format!("{kind} {:04o}", mode & 0o7777)
+}
+
+/// A file time as seconds and nanoseconds since the epoch.
+fn file_time(seconds: i64, nanoseconds: i64) -> String {
+    format!("{seconds}.{nanoseconds:09}")
 }
 
 /// select's sets after the call (the descriptors left in each) and the remaining timeout.
@@ -449,6 +499,44 @@ mod tests {
         let (mut h, p) = event(Call::Recvfrom, 3, [100, 1 << 40], &payload);
         h.result = 1 << 40;
         assert_eq!(get(&fields(&Event { header: h, payload: &p }), "data"), &Value::Bytes(payload.clone()));
+    }
+
+    #[test]
+    fn stat_structs_show_mode_size_and_times() {
+        let mut st = [0u8; 144];
+        st[8..16].copy_from_slice(&77u64.to_le_bytes());
+        st[24..28].copy_from_slice(&0o100644u32.to_le_bytes());
+        st[48..56].copy_from_slice(&12i64.to_le_bytes());
+        st[88..96].copy_from_slice(&1_700_000_000i64.to_le_bytes());
+        st[96..104].copy_from_slice(&5i64.to_le_bytes());
+        let mut payload = st.to_vec();
+        payload.extend(b"dir/written");
+        let f = decoded(Call::Stat, -1, [0, 0], &payload);
+        let Value::Record(stat) = get(&f, "stat") else { panic!("{f:?}") };
+        assert_eq!(get(stat, "mode"), &Value::Name("file 0644".into()));
+        assert_eq!(get(stat, "size"), &Value::Signed(12));
+        assert_eq!(get(stat, "mtime"), &Value::Name("1700000000.000000005".into()));
+        assert_eq!(get(stat, "ino"), &Value::Unsigned(77));
+        assert_eq!(get(&f, "path"), &Value::Text("dir/written".into()));
+        // A failed stat filled nothing: the payload is the path alone.
+        let (mut h, p) = event(Call::Stat, -1, [0, 0], b"missing");
+        h.result = -1;
+        let f = fields(&Event { header: h, payload: &p });
+        assert_eq!(get(&f, "path"), &Value::Text("missing".into()));
+        assert!(f.iter().all(|(n, _)| *n != "stat"), "{f:?}");
+
+        let mut stx = [0u8; 256];
+        stx[0..4].copy_from_slice(&0x7ffu32.to_le_bytes());
+        stx[28..30].copy_from_slice(&0o40755u16.to_le_bytes());
+        stx[40..48].copy_from_slice(&4096u64.to_le_bytes());
+        stx[112..120].copy_from_slice(&1_700_000_001i64.to_le_bytes());
+        let f = decoded(Call::Statx, -100, [0x100, 0x7ff], &stx);
+        let Value::Record(statx) = get(&f, "statx") else { panic!("{f:?}") };
+        assert_eq!(get(statx, "mask"), &Value::Name("BASIC_STATS".into()));
+        assert_eq!(get(statx, "mode"), &Value::Name("dir 0755".into()));
+        assert_eq!(get(statx, "size"), &Value::Unsigned(4096));
+        assert_eq!(get(statx, "mtime"), &Value::Name("1700000001.000000000".into()));
+        assert_eq!(get(&f, "flags"), &Value::Name("AT_SYMLINK_NOFOLLOW".into()));
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub enum Replay {
     /// Runs for real at its turn; the recorded value is the identity a backup adopts (a child's
     /// logical id, a signal's delivery point).
     Follow,
+    /// Runs the call for real and checks its outcome (success or the same errno, and what the
+    /// hook adds), then hands back the primary's result and data: facts about local state that
+    /// differ from host to host where a program must not see them differ (a file's times, inode
+    /// and device numbers).
+    Verify,
     /// Not a call on a backup: a marker in the log.
     Marker,
 }
@@ -33,6 +38,7 @@ impl Replay {
             Replay::Output => "output: compare digest, held for commit",
             Replay::Create => "create at the primary's number",
             Replay::Follow => "run at its turn, adopt the recorded ids",
+            Replay::Verify => "re-execute, check the outcome, hand back the data",
             Replay::Marker => "marker",
         }
     }
@@ -194,6 +200,10 @@ pub enum Shape {
     Rusage,
     /// Four `u32`s: name length, control length, message flags, 0 (recvmsg).
     MsgMeta,
+    /// A `struct stat` (x86_64, 144 bytes).
+    Stat,
+    /// A `struct statx` (256 bytes).
+    Statx,
     /// Ancillary data (`cmsghdr`s).
     Control,
 }
@@ -209,6 +219,8 @@ pub enum Len {
     Word(usize),
     /// A fixed size.
     Fixed(usize),
+    /// A fixed size when the call succeeded (its result is 0 or more), none when it failed.
+    IfOk(usize),
     /// Whatever follows the earlier parts.
     Rest,
 }
@@ -404,6 +416,32 @@ pub mod names {
     ];
     pub const GETRANDOM: Names = &[(1, "GRND_NONBLOCK"), (2, "GRND_RANDOM"), (4, "GRND_INSECURE")];
     pub const SPLICE: Names = &[(1, "SPLICE_F_MOVE"), (2, "SPLICE_F_NONBLOCK"), (4, "SPLICE_F_MORE")];
+    /// Flags of the `*at` calls that look a path up (fstatat, statx).
+    pub const AT: Names = &[
+        (0x100, "AT_SYMLINK_NOFOLLOW"),
+        (0x800, "AT_NO_AUTOMOUNT"),
+        (0x1000, "AT_EMPTY_PATH"),
+        (0x2000, "AT_STATX_FORCE_SYNC"),
+        (0x4000, "AT_STATX_DONT_SYNC"),
+    ];
+    /// The fields statx is asked for (and says it filled).
+    pub const STATX_MASK: Names = &[
+        (0x7ff, "BASIC_STATS"),
+        (0x1, "TYPE"),
+        (0x2, "MODE"),
+        (0x4, "NLINK"),
+        (0x8, "UID"),
+        (0x10, "GID"),
+        (0x20, "ATIME"),
+        (0x40, "MTIME"),
+        (0x80, "CTIME"),
+        (0x100, "INO"),
+        (0x200, "SIZE"),
+        (0x400, "BLOCKS"),
+        (0x800, "BTIME"),
+        (0x1000, "MNT_ID"),
+        (0x2000, "DIOALIGN"),
+    ];
     /// Which of select's sets were given (bits 0-2) and whether a timeout was (bit 3).
     pub const SELECT_PRESENT: Names = &[(1, "read"), (2, "write"), (4, "except"), (8, "timeout")];
 }

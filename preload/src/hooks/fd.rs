@@ -19,7 +19,7 @@ use libc::{mode_t, sockaddr, socklen_t, FILE};
 
 /// Paths whose content (and existence) belongs to the host, not to the program's state: a backup
 /// never opens them on the primary's word.
-fn host_specific(path: &[u8]) -> bool {
+pub(super) fn host_specific(path: &[u8]) -> bool {
     path.starts_with(b"/proc/") || path.starts_with(b"/sys/") || path.starts_with(b"/dev/")
 }
 

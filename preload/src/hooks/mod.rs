@@ -12,6 +12,7 @@ pub mod process;
 pub mod random;
 pub mod run;
 pub mod shell;
+pub mod stat;
 pub mod sync;
 pub mod syscall;
 pub mod temp;

@@ -1,5 +1,6 @@
 //! The skeletons hooks share: [`on_fd`] for calls on a descriptor, [`input`] for calls whose
-//! outcome is input from outside (time, randomness, identity).
+//! outcome is input from outside (time, randomness, identity) or, declared [`Replay::Verify`],
+//! local facts a backup checks and then takes from the record (what `stat` says of a path).
 //!
 //! The skeleton every hook on a descriptor shares, driven by the call's declaration
 //! (`eventlog::call`): enter the guard; on a backup take the turn, check what the declaration
@@ -51,6 +52,14 @@ pub trait Particular {
     /// A backup that does not run the call: what the call would have done to local state (the
     /// file offset a `sendfile` from a file advances).
     fn follow(&mut self, _t: &Turn) {}
+
+    /// A backup at a call declared [`Replay::Verify`], before the record is handed back: runs
+    /// the call here and checks what must agree with the primary (by default its result and
+    /// errno; a stat adds a regular file's size).
+    fn verify(&mut self, t: &Turn) {
+        let r = self.real(usize::MAX);
+        t.expect_outcome(r);
+    }
 
     /// A backup that ran the call and got `r`: another way to the primary's outcome where this
     /// host's file system layout refused the call (its result by default).
@@ -150,6 +159,11 @@ pub fn on_fd<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i
             if written {
                 t.expect_digest(written_digest);
             }
+            if matches!(spec.replay, Replay::Verify) {
+                p.verify(&t);
+                p.hand_back(&t);
+                return t.ret();
+            }
             let run_here = match spec.replay {
                 Replay::ByKind | Replay::Output => t.kind().is_local_state(),
                 Replay::HandBack => false,
@@ -189,7 +203,8 @@ pub fn on_fd<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i
         return r;
     }
     let kind = fdtable::kind(fd);
-    if kind.is_local_state() && !matches!(spec.replay, Replay::HandBack) {
+    let verified = matches!(spec.replay, Replay::Verify);
+    if kind.is_local_state() && !matches!(spec.replay, Replay::HandBack) && !verified {
         // Local state: the backup runs the call too, so only a digest of what it read is kept.
         let _order = order(fd, matches!(spec.order, Order::UnderFdLock), p.other_fd());
         let r = p.real(usize::MAX);
@@ -201,7 +216,13 @@ pub fn on_fd<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i
         }
         return r;
     }
-    // Input from outside: recorded as the payload, cut to what one event carries.
+    // Input from outside: recorded as the payload, cut to what one event carries. What a backup
+    // verifies on local state is ordered as declared, like the calls that change that state.
+    let _order = if verified {
+        order(fd, kind.is_local_state() && matches!(spec.order, Order::UnderFdLock), -1)
+    } else {
+        [None, None]
+    };
     let r = p.real(MAX_PAYLOAD);
     p.record(&hook, Ev::new(call).fd(fd, kind).result(r).aux(aux[0], aux[1]));
     r
@@ -285,9 +306,10 @@ unsafe fn fill(fd: c_int, buf: *mut u8, count: usize, want: i64) -> i64 {
 }
 
 /// Runs one call whose outcome is input from outside (time, randomness, identity): a backup
-/// checks what the declaration says it checks and answers from the record; a primary runs it and
-/// records it. `fd` is what the event's `fd` slot holds (a clock id, or -1), `aux` the values the
-/// event records before the call (the particular's `record` may add what the call returned).
+/// checks what the declaration says it checks (and, for a call declared [`Replay::Verify`], runs
+/// it and checks its outcome) and answers from the record; a primary runs it and records it. `fd`
+/// is what the event's `fd` slot holds (a clock id, or -1), `aux` the values the event records
+/// before the call (the particular's `record` may add what the call returned).
 #[inline(always)]
 pub fn input<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i64 {
     if p.wait_mask().is_some() {
@@ -296,6 +318,9 @@ pub fn input<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i
     let Some(hook) = Hook::enter() else { return p.real(usize::MAX) };
     if let Some(t) = hook.turn(call) {
         check(&t, call, fd, aux);
+        if matches!(call.spec().replay, Replay::Verify) {
+            p.verify(&t);
+        }
         p.hand_back(&t);
         return t.ret();
     }

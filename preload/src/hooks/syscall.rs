@@ -2,7 +2,7 @@
 //! that reaches them through the generic wrapper is recorded the same way. io_uring numbers are
 //! trapped by the seccomp filter wherever they come from.
 
-use super::{fd, identity, io, poll, process, random, time};
+use super::{fd, identity, io, poll, process, random, stat, time};
 use crate::real;
 use crate::sys;
 use core::ffi::{c_int, c_long, c_uint, c_void};
@@ -52,6 +52,13 @@ pub unsafe extern "C" fn syscall(
             libc::SYS_socket => fd::socket(a1 as c_int, a2 as c_int, a3 as c_int) as c_long,
             libc::SYS_accept4 => fd::accept4(a1 as c_int, a2 as *mut _, a3 as *mut _, a4 as c_int) as c_long,
             libc::SYS_eventfd2 => fd::eventfd(a1 as c_uint, a2 as c_int) as c_long,
+            libc::SYS_stat => stat::stat(a1 as *const _, a2 as *mut _) as c_long,
+            libc::SYS_lstat => stat::lstat(a1 as *const _, a2 as *mut _) as c_long,
+            libc::SYS_fstat => stat::fstat(a1 as c_int, a2 as *mut _) as c_long,
+            libc::SYS_newfstatat => stat::fstatat(a1 as c_int, a2 as *const _, a3 as *mut _, a4 as c_int) as c_long,
+            libc::SYS_statx => {
+                stat::statx(a1 as c_int, a2 as *const _, a3 as c_int, a4 as c_uint, a5 as *mut _) as c_long
+            }
             libc::SYS_epoll_ctl => poll::epoll_ctl(a1 as c_int, a2 as c_int, a3 as c_int, a4 as *mut _) as c_long,
             libc::SYS_epoll_wait => poll::epoll_wait(a1 as c_int, a2 as *mut _, a3 as c_int, a4 as c_int) as c_long,
             libc::SYS_wait4 => process::wait4(a1 as c_int, a2 as *mut c_int, a3 as c_int, a4 as *mut _) as c_long,
