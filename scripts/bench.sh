@@ -32,7 +32,7 @@ calls() {
     for i in $(seq "$rounds"); do
         taskset -c 1 "$work/call_cost" 2000 | sed 's/^/native /'
         LD_PRELOAD="$work/bare.so" taskset -c 1 "$work/call_cost" 2000 | sed 's/^/bare /'
-        taskset -c 0 "$tandem" record --out "$work/calls.tlog" -- taskset -c 1 "$work/call_cost" 2000 | sed 's/^/tandem /'
+        taskset -c 0 "$tandem" record --no-capture --out "$work/calls.tlog" -- taskset -c 1 "$work/call_cost" 2000 | sed 's/^/tandem /'
     done > "$work/calls.txt"
     echo "Per-call cost, ns (median of $rounds runs, each the median of 2000 batches of 1000 calls)"
     printf '%-16s %8s %8s %8s %14s %14s\n' workload native bare tandem "bare added" "tandem added"
@@ -97,7 +97,7 @@ redis() {
     for i in $(seq "$rounds"); do
         echo "native $(measure_rps $(( 21000 + i )) "${redis_cmd[@]}" --port $(( 21000 + i )))"
         port=$(( 22000 + i ))
-        echo "record $(measure_rps $port "$tandem" record --out "$work/redis.tlog" -- "${redis_cmd[@]}" --port $port)"
+        echo "record $(measure_rps $port "$tandem" record --no-capture --out "$work/redis.tlog" -- "${redis_cmd[@]}" --port $port)"
     done > "$work/redis.txt"
     n=$(awk '$1=="native" {print $2}' "$work/redis.txt" | median)
     r=$(awk '$1=="record" {print $2}' "$work/redis.txt" | median)
@@ -110,7 +110,7 @@ redis() {
 drain() {
     gcc -O2 -o "$work/tight_loop" bench/tight_loop.c
     for i in $(seq "$rounds"); do
-        "$tandem" record --out "$work/drain.tlog" -- "$work/tight_loop" 10000000
+        "$tandem" record --no-capture --out "$work/drain.tlog" -- "$work/tight_loop" 10000000
         "$tandem" log stats "$work/drain.tlog" | awk '/^duration/ {gsub(/[(]/, "", $4); print $4}'
     done > "$work/drain.txt"
     bytes=$(stat -c %s "$work/drain.tlog")
@@ -126,7 +126,7 @@ replay() {
     for i in $(seq "$rounds"); do
         port=$(( 23000 + i ))
         start=$(now_ns)
-        "$tandem" record --out "$work/replay.tlog" -- "${redis_cmd[@]}" --port $port >/dev/null 2>&1 &
+        "$tandem" record --no-capture --out "$work/replay.tlog" -- "${redis_cmd[@]}" --port $port >/dev/null 2>&1 &
         wait_ping $port
         redis-benchmark -p $port -c 50 -n 100000 -r 100000 -t set,incr,lpush,sadd -q >/dev/null 2>&1
         redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true
@@ -160,7 +160,7 @@ handoff() {
     for delay in 0 50; do
         for i in $(seq "$rounds"); do
             "$work/handoff" 20000 $delay 2>&1 | sed 's/^/native /'
-            "$tandem" record --out "$work/handoff.tlog" -- "$work/handoff" 20000 $delay 2>&1 | sed 's/^/record /'
+            "$tandem" record --no-capture --out "$work/handoff.tlog" -- "$work/handoff" 20000 $delay 2>&1 | sed 's/^/record /'
             "$tandem" replay "$work/handoff.tlog" 2>&1 | grep '^handoff' | sed 's/^/replay /'
         done > "$work/handoff.txt"
         for mode in native record replay; do

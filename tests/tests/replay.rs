@@ -277,6 +277,7 @@ fn temporary_files_and_names_replay_under_jitter() {
         let rep = replay_in(&b, &log, &[], &[], 20);
         assert_eq!(rep.status.code(), Some(0), "run {run}: replay failed:\n{}", text(&rep.stderr));
         let transcript = std::fs::read_to_string(p.join("transcript")).unwrap();
+        let b = replayed(&b, &log);
         assert_eq!(transcript, std::fs::read_to_string(b.join("transcript")).unwrap(), "run {run}");
         assert_eq!(text(&rec.stdout), transcript, "run {run}");
         assert_eq!(text(&rep.stdout), transcript, "run {run}: the backup printed otherwise");
@@ -336,6 +337,7 @@ fn popen_streams_and_system_replay_under_jitter() {
         assert!(rec.status.success(), "run {run}: record failed: {}", text(&rec.stderr));
         let rep = replay_in(&b, &log, &[], &[], 20);
         assert_eq!(rep.status.code(), Some(0), "run {run}: replay failed:\n{}", text(&rep.stderr));
+        let b = replayed(&b, &log);
         for file in ["transcript", "numbers.txt", "counted.txt"] {
             let (x, y) = (std::fs::read(p.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap());
             assert_eq!(text(&x), text(&y), "run {run}: {file} differs");
