@@ -1,0 +1,313 @@
+#!/usr/bin/env bash
+# Records real programs nobody here wrote, under load, and replays each recording under jitter
+# from a directory whose path differs in length from the recording's, RUNS times per program
+# (default 20). A run is clean when the replay exits 0 (its outputs matched the recorded ones call
+# by call) and its view of the program's directory holds the primary's files, byte for byte.
+# Writes the support matrix to docs/support.md (unless --no-doc) and exits 1 if any run failed.
+#
+#   scripts/soak.sh                      every program, 20 runs each
+#   RUNS=3 scripts/soak.sh sqlite popen  those programs only
+set -uo pipefail
+cd "$(dirname "$0")/.."
+write_doc=1
+if [ "${1:-}" = "--no-doc" ]; then
+    write_doc=0
+    shift
+fi
+scripts/setup.sh
+need=()
+for tool in nginx:nginx-light wrk:wrk memcached:memcached; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# A distribution's nginx package starts one of its own: not ours to keep.
+command -v systemctl >/dev/null 2>&1 && systemctl stop nginx >/dev/null 2>&1 || true
+
+runs=${RUNS:-20}
+tandem=$PWD/target/release/tandem
+fixtures=$PWD/tests/fixtures
+work=$(mktemp -d /tmp/tandem-soak.XXXXXX)
+# SOAK_KEEP=1 keeps the runs' directories (recordings, replays' views and output) for a look.
+[ -n "${SOAK_KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
+cases=("$@")
+[ ${#cases[@]} -gt 0 ] || cases=(nginx python sqlite memcached pipeline popen tmpfiles stdin sigsuspend)
+
+free_port() { echo $(( 20000 + RANDOM % 30000 )); }
+wait_port() {
+    for _ in $(seq 400); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+# The program tandem runs (its only child).
+program_of() { cut -d' ' -f1 "/proc/$1/task/$1/children"; }
+stop_agent() {
+    local agent=$1 sig=$2
+    kill "-$sig" "$(program_of "$agent")" 2>/dev/null
+    for _ in $(seq 200); do kill -0 "$agent" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$agent" 2>/dev/null
+    wait "$agent" 2>/dev/null
+}
+
+# record CMD...: in $p, into $dir/run.tlog; stdin from $p/stdin if present.
+record() {
+    local input=/dev/null
+    [ -f "$p/stdin" ] && input=$p/stdin
+    (cd "$p" && exec "$tandem" record --out "$dir/run.tlog" -- "$@" <"$input" >"$dir/record.out" 2>&1)
+}
+record_bg() {
+    (cd "$p" && exec "$tandem" record --out "$dir/run.tlog" -- "$@" </dev/null >"$dir/record.out" 2>&1) &
+    agent=$!
+}
+replay() {
+    (cd "$b" && TANDEM_JITTER_US=20 timeout 300 "$tandem" replay --view-dir "$b/view" "$dir/run.tlog" \
+        </dev/null >"$dir/replay.out" 2>&1)
+}
+# Every file of the primary's directory, as the replay left it: in its view's upper layer when it
+# wrote it, else as captured.
+same_files() {
+    local capture
+    capture=$(find "$dir/tandem-captures" -mindepth 1 -maxdepth 1 -type d | head -1)/0
+    (cd "$p" && find . -type f -not -name '*.pid' -not -name 'stdin') | while read -r f; do
+        local theirs=$b/view/upper/0/$f
+        [ -e "$theirs" ] || theirs=$capture/$f
+        if ! cmp -s "$p/$f" "$theirs"; then
+            echo "the replay's ${f#./} differs from the primary's"
+            return 1
+        fi
+    done
+}
+
+case_nginx() {
+    local port
+    port=$(free_port)
+    mkdir -p "$p/html" "$p/tmp" "$p/logs"
+    head -c 200000 /dev/urandom | base64 >"$p/html/index.html"
+    cat >"$p/nginx.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes 2;
+pid $p/nginx.pid;
+error_log $p/logs/error.log;
+events { worker_connections 256; }
+http {
+    access_log $p/logs/access.log;
+    client_body_temp_path $p/tmp/body;
+    proxy_temp_path $p/tmp/proxy;
+    fastcgi_temp_path $p/tmp/fastcgi;
+    uwsgi_temp_path $p/tmp/uwsgi;
+    scgi_temp_path $p/tmp/scgi;
+    server { listen 127.0.0.1:$port; root $p/html; }
+}
+EOF
+    record_bg nginx -p "$p" -c "$p/nginx.conf"
+    wait_port "$port" || { echo "nginx did not listen"; return 1; }
+    wrk -t2 -c8 -d2s "http://127.0.0.1:$port/" >"$dir/load.out" 2>&1
+    stop_agent "$agent" QUIT
+    replay || { tail -3 "$dir/replay.out"; return 1; }
+    same_files
+}
+
+case_python() {
+    local port
+    port=$(free_port)
+    cat >"$p/server.py" <<'EOF'
+import sys, threading
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+
+lock = threading.Lock()
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        name = "data-%s.txt" % self.path.strip("/")
+        with lock:
+            with open(name, "ab") as f:
+                f.write(body + b"\n")
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok\n")
+        if self.path == "/quit":
+            threading.Thread(target=self.server.shutdown).start()
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+EOF
+    record_bg python3 server.py "$port"
+    wait_port "$port" || { echo "the server did not listen"; return 1; }
+    python3 - "$port" <<'EOF'
+import sys, threading, http.client
+def client(n):
+    c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+    for i in range(100):
+        c.request("POST", "/%d" % (i % 4), body=("client %d request %d" % (n, i)).encode())
+        c.getresponse().read()
+ts = [threading.Thread(target=client, args=(n,)) for n in range(6)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+c.request("POST", "/quit", body=b"bye")
+c.getresponse().read()
+EOF
+    wait "$agent"
+    replay || { tail -3 "$dir/replay.out"; return 1; }
+    same_files
+}
+
+case_sqlite() {
+    record sqlite3 test.db "CREATE TABLE t(id INTEGER PRIMARY KEY, r INTEGER, at TEXT, blob BLOB);
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 5000)
+        INSERT INTO t(r, at, blob) SELECT random(), datetime('now'), randomblob(64) FROM n;
+        CREATE INDEX tr ON t(r); DELETE FROM t WHERE r % 3 = 0; VACUUM; SELECT count(*) FROM t;" \
+        || { tail -3 "$dir/record.out"; return 1; }
+    replay || { tail -3 "$dir/replay.out"; return 1; }
+    same_files
+}
+
+case_memcached() {
+    local port
+    port=$(free_port)
+    record_bg memcached -t 4 -p "$port" -U 0 -l 127.0.0.1 -u root
+    wait_port "$port" || { echo "memcached did not listen"; return 1; }
+    python3 - "$port" <<'EOF'
+import socket, sys, threading
+def client(n):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    f = s.makefile("rb")
+    for i in range(500):
+        v = b"value-%d-%d" % (n, i)
+        s.sendall(b"set k%d 0 0 %d\r\n%s\r\n" % (i % 50, len(v), v))
+        f.readline()
+        s.sendall(b"get k%d\r\n" % ((i * 7) % 50))
+        while f.readline() != b"END\r\n":
+            pass
+ts = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+EOF
+    stop_agent "$agent" TERM
+    replay || { tail -3 "$dir/replay.out"; return 1; }
+    same_files
+}
+
+case_pipeline() {
+    record bash -c 'seq 1 300000 | sort -r | sha1sum > out; head -c 3000000 /dev/zero | tr "\0" a | wc -c >> out' \
+        || { tail -3 "$dir/record.out"; return 1; }
+    replay || { tail -3 "$dir/replay.out"; return 1; }
+    same_files
+}
+
+# A C fixture of the project's tests, compiled once.
+fixture() {
+    [ -x "$work/$1" ] || gcc -O1 -pthread -o "$work/$1" "$fixtures/$1.c" || return 1
+    echo "$work/$1"
+}
+
+case_popen() {
+    local prog
+    prog=$(fixture popens) || return 1
+    record "$prog" || { tail -3 "$dir/record.out"; return 1; }
+    replay || { tail -3 "$dir/replay.out"; return 1; }
+    same_files
+}
+
+case_tmpfiles() {
+    local prog
+    prog=$(fixture tmpfiles) || return 1
+    record "$prog" || { tail -3 "$dir/record.out"; return 1; }
+    replay || { tail -3 "$dir/replay.out"; return 1; }
+    same_files
+}
+
+case_stdin() {
+    cat >"$work/fgets.c" <<'EOF'
+#include <stdio.h>
+#include <string.h>
+int main(void) {
+    char line[256];
+    unsigned long sum = 0, lines = 0;
+    FILE *out = fopen("sums", "w");
+    while (fgets(line, sizeof line, stdin)) {
+        for (char *c = line; *c; c++) sum = sum * 31 + (unsigned char)*c;
+        fprintf(out, "%lu %lu\n", ++lines, sum);
+    }
+    fclose(out);
+    return 0;
+}
+EOF
+    [ -x "$work/fgets" ] || gcc -O1 -o "$work/fgets" "$work/fgets.c" || return 1
+    seq 1 2000 | sed 's/$/ a line of input/' >"$p/stdin"
+    record "$work/fgets" || { tail -3 "$dir/record.out"; return 1; }
+    replay || { tail -3 "$dir/replay.out"; return 1; }
+    same_files
+}
+
+case_sigsuspend() {
+    local prog
+    prog=$(fixture awaits_signals) || return 1
+    record "$prog" || { tail -3 "$dir/record.out"; return 1; }
+    replay || { tail -3 "$dir/replay.out"; return 1; }
+    same_files
+}
+
+declare -A what=(
+    [nginx]="nginx, master and 2 worker processes, under wrk (2 s, 8 connections)"
+    [python]="a threaded Python HTTP server (ThreadingHTTPServer) appending POSTs to files, 6 clients"
+    [sqlite]="sqlite3: 5000 rows of random() and datetime('now'), an index, a delete, VACUUM"
+    [memcached]="memcached -t 4 under 4 concurrent clients (set and get)"
+    [pipeline]="bash -c: seq | sort | sha1sum and 3 MB through tr | wc"
+    [popen]="a C program using system() and popen() several times, from two threads"
+    [tmpfiles]="a C program using mkstemp, tmpfile, tmpnam and tempnam"
+    [stdin]="a C program reading stdin with fgets"
+    [sigsuspend]="a C program stopping on signals awaited in sigsuspend, ppoll and sigwait"
+)
+declare -A clean failure
+status=0
+for c in "${cases[@]}"; do
+    clean[$c]=0
+    failure[$c]=""
+    for run in $(seq "$runs"); do
+        dir=$work/$c-$run
+        p=$dir/primary
+        b=$dir/a-backup-elsewhere
+        mkdir -p "$p" "$b"
+        if why=$("case_$c" 2>&1); then
+            clean[$c]=$(( ${clean[$c]} + 1 ))
+        else
+            status=1
+            [ -n "${failure[$c]}" ] || failure[$c]=$(echo "$why" | tr '\n' ' ' | sed 's/|/\\|/g' | cut -c1-300)
+        fi
+        [ -n "${SOAK_KEEP:-}" ] || rm -rf "$dir"
+    done
+    printf '%-12s %3d of %d clean  %s\n' "$c" "${clean[$c]}" "$runs" "${failure[$c]}"
+done
+
+if [ $write_doc -eq 1 ]; then
+    {
+        echo "# Support matrix"
+        echo
+        echo "Real programs, each recorded under load and replayed $runs times under"
+        echo "\`TANDEM_JITTER_US=20\`, every replay from a directory whose path differs in length from the"
+        echo "recording's. A run is clean when the replay exits 0 (its outputs matched the recorded ones call"
+        echo "by call) and its view of the program's directory holds the primary's files, byte for byte."
+        echo "Produced by \`scripts/soak.sh\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $(uname -r))."
+        echo
+        echo "| program | clean replays | first failure seen |"
+        echo "|---|---|---|"
+        for c in "${cases[@]}"; do
+            echo "| ${what[$c]} | ${clean[$c]} of $runs | ${failure[$c]:-} |"
+        done
+        echo
+        cat docs/limits.md
+    } >docs/support.md
+    echo "wrote docs/support.md"
+fi
+exit $status
