@@ -15,18 +15,6 @@ if [ "${1:-}" = "--no-doc" ]; then
     shift
 fi
 scripts/setup.sh
-need=()
-for tool in nginx:nginx-light wrk:wrk memcached:memcached; do
-    command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-# A distribution's nginx package starts one of its own: not ours to keep.
-command -v systemctl >/dev/null 2>&1 && systemctl stop nginx >/dev/null 2>&1 || true
 
 runs=${RUNS:-20}
 tandem=$PWD/target/release/tandem
@@ -91,6 +79,7 @@ case_nginx() {
     head -c 200000 /dev/urandom | base64 >"$p/html/index.html"
     cat >"$p/nginx.conf" <<EOF
 daemon off;
+user root;
 master_process on;
 worker_processes 2;
 pid $p/nginx.pid;
@@ -110,7 +99,7 @@ EOF
     wait_port "$port" || { echo "nginx did not listen"; return 1; }
     wrk -t2 -c8 -d2s "http://127.0.0.1:$port/" >"$dir/load.out" 2>&1
     stop_agent "$agent" QUIT
-    replay || { tail -3 "$dir/replay.out"; return 1; }
+    replay || { tail -3 "$dir/replay.out" "$dir/run.tlog.notes" 2>/dev/null | grep -v "^==> \|^$" | tail -3; return 1; }
     same_files
 }
 
@@ -158,7 +147,7 @@ c.request("POST", "/quit", body=b"bye")
 c.getresponse().read()
 EOF
     wait "$agent"
-    replay || { tail -3 "$dir/replay.out"; return 1; }
+    replay || { tail -3 "$dir/replay.out" "$dir/run.tlog.notes" 2>/dev/null | grep -v "^==> \|^$" | tail -3; return 1; }
     same_files
 }
 
@@ -168,7 +157,7 @@ case_sqlite() {
         INSERT INTO t(r, at, blob) SELECT random(), datetime('now'), randomblob(64) FROM n;
         CREATE INDEX tr ON t(r); DELETE FROM t WHERE r % 3 = 0; VACUUM; SELECT count(*) FROM t;" \
         || { tail -3 "$dir/record.out"; return 1; }
-    replay || { tail -3 "$dir/replay.out"; return 1; }
+    replay || { tail -3 "$dir/replay.out" "$dir/run.tlog.notes" 2>/dev/null | grep -v "^==> \|^$" | tail -3; return 1; }
     same_files
 }
 
@@ -194,14 +183,14 @@ ts = [threading.Thread(target=client, args=(n,)) for n in range(4)]
 [t.join() for t in ts]
 EOF
     stop_agent "$agent" TERM
-    replay || { tail -3 "$dir/replay.out"; return 1; }
+    replay || { tail -3 "$dir/replay.out" "$dir/run.tlog.notes" 2>/dev/null | grep -v "^==> \|^$" | tail -3; return 1; }
     same_files
 }
 
 case_pipeline() {
     record bash -c 'seq 1 300000 | sort -r | sha1sum > out; head -c 3000000 /dev/zero | tr "\0" a | wc -c >> out' \
         || { tail -3 "$dir/record.out"; return 1; }
-    replay || { tail -3 "$dir/replay.out"; return 1; }
+    replay || { tail -3 "$dir/replay.out" "$dir/run.tlog.notes" 2>/dev/null | grep -v "^==> \|^$" | tail -3; return 1; }
     same_files
 }
 
@@ -215,7 +204,7 @@ case_popen() {
     local prog
     prog=$(fixture popens) || return 1
     record "$prog" || { tail -3 "$dir/record.out"; return 1; }
-    replay || { tail -3 "$dir/replay.out"; return 1; }
+    replay || { tail -3 "$dir/replay.out" "$dir/run.tlog.notes" 2>/dev/null | grep -v "^==> \|^$" | tail -3; return 1; }
     same_files
 }
 
@@ -223,7 +212,7 @@ case_tmpfiles() {
     local prog
     prog=$(fixture tmpfiles) || return 1
     record "$prog" || { tail -3 "$dir/record.out"; return 1; }
-    replay || { tail -3 "$dir/replay.out"; return 1; }
+    replay || { tail -3 "$dir/replay.out" "$dir/run.tlog.notes" 2>/dev/null | grep -v "^==> \|^$" | tail -3; return 1; }
     same_files
 }
 
@@ -246,7 +235,7 @@ EOF
     [ -x "$work/fgets" ] || gcc -O1 -o "$work/fgets" "$work/fgets.c" || return 1
     seq 1 2000 | sed 's/$/ a line of input/' >"$p/stdin"
     record "$work/fgets" || { tail -3 "$dir/record.out"; return 1; }
-    replay || { tail -3 "$dir/replay.out"; return 1; }
+    replay || { tail -3 "$dir/replay.out" "$dir/run.tlog.notes" 2>/dev/null | grep -v "^==> \|^$" | tail -3; return 1; }
     same_files
 }
 
@@ -254,7 +243,7 @@ case_sigsuspend() {
     local prog
     prog=$(fixture awaits_signals) || return 1
     record "$prog" || { tail -3 "$dir/record.out"; return 1; }
-    replay || { tail -3 "$dir/replay.out"; return 1; }
+    replay || { tail -3 "$dir/replay.out" "$dir/run.tlog.notes" 2>/dev/null | grep -v "^==> \|^$" | tail -3; return 1; }
     same_files
 }
 
