@@ -667,6 +667,25 @@ calls! {
         replay: Replay::Verify, fd: one("dirfd", Fd), aux: [one("flags", Flags(AT)), one("mask", Flags(STATX_MASK))],
         payload: &[part("statx", Shape::Statx, Len::IfOk(256)), PATH], digest: "path", checks: Checks::FD_AUX,
     }
+    // directory listings: a backup hands back the primary's entries, in the primary's order, and
+    // checks that each named entry is in its own directory, of the same type. readdir's result is
+    // 1 for an entry, 0 at the end of the directory, -1 on failure.
+    265 Readdir "readdir" File {
+        entries: &["readdir", "readdir64", "readdir_r", "readdir64_r"],
+        args: &[arg("dirp", Value), arg("entry", BufOut), arg("result", BufOut)],
+        replay: Replay::Verify, fd: one("dirfd", Fd), payload: &[part("entry", Shape::Dirent, Len::Rest)],
+    }
+    266 Getdents64 "getdents64" File {
+        entries: &["getdents64"], syscalls: &["getdents64"],
+        args: &[arg("fd", FdIn), arg("buf", BufOut), arg("count", Count)],
+        replay: Replay::Verify, fd: FD, aux: [COUNT, UNUSED],
+        payload: &[part("entries", Shape::Dirents64, Len::Result)], checks: Checks::AUX0,
+    }
+    267 Getdents "getdents" File {
+        syscalls: &["getdents"], args: &[arg("fd", FdIn), arg("buf", BufOut), arg("count", Count)],
+        replay: Replay::Verify, fd: FD, aux: [COUNT, UNUSED],
+        payload: &[part("entries", Shape::Dirents, Len::Result)], checks: Checks::AUX0,
+    }
 }
 
 /// Exported symbols of the shim that are not calls of their own: they set up what the calls

@@ -162,6 +162,11 @@ real_fns! {
     fn __lxstat(ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int;
     fn __fxstat(ver: c_int, fd: c_int, buf: *mut libc::stat) -> c_int;
     fn __fxstatat(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int;
+    // directory listings
+    fn readdir64(dir: *mut libc::DIR) -> *mut libc::dirent64;
+    fn readdir64_r(dir: *mut libc::DIR, entry: *mut libc::dirent64, result: *mut *mut libc::dirent64) -> c_int;
+    fn getdents64(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t;
+    fn dirfd(dir: *mut libc::DIR) -> c_int;
     // sockets
     fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;
     fn listen(fd: c_int, backlog: c_int) -> c_int;

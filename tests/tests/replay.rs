@@ -456,9 +456,9 @@ fn stat_results_are_the_primarys() {
 /// shell has written beside it, it replays in another directory with the primary's listings (the
 /// first compared by the digest of what it wrote to stdout), `..` and its times included.
 ///
-/// `ls` stats a directory's entries in the order readdir gives them, which the view does not
-/// keep where a directory mixes captured entries with ones written during the run (the overlay
-/// lists the captured ones first): neither listing here mixes them.
+/// `ls` stats a directory's entries in the order readdir gives them, which a backup takes from
+/// the record (`directory_listings_are_the_primarys` lists a directory that mixes captured
+/// entries with ones written during the run).
 #[test]
 fn ls_la_lists_what_the_primary_listed() {
     require("bash");
@@ -480,6 +480,45 @@ fn ls_la_lists_what_the_primary_listed() {
     let rep = replay_in(&b, &log, &[], &[], 20);
     assert_eq!(rep.status.code(), Some(0), "replay failed:\n{}", text(&rep.stderr));
     assert_eq!(listing, std::fs::read_to_string(replayed(&b, &log).join("listing")).unwrap());
+}
+
+/// Directory listings are input: in a directory that mixes captured files with files written
+/// during the run (which the view's overlay lists after the captured ones, and ext4 in an order
+/// of its own), `ls -la`, `ls -laU` (readdir order, each entry stated in turn) and a program that
+/// lists it through readdir, readdir_r, getdents64 and syscall(2)'s getdents64 and getdents give
+/// the primary's listings, in the primary's order, replayed under jitter in a directory of
+/// another length.
+#[test]
+fn directory_listings_are_the_primarys() {
+    require("bash");
+    let lister = fixture("listing", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (p, b) = primary_and_backup_dirs(dir.path());
+    for name in ["kept-a", "kept-b", "kept-c", "kept-d", "kept-e"] {
+        std::fs::write(p.join(name), format!("{name} was here first\n")).unwrap();
+    }
+    std::fs::create_dir(p.join("out")).unwrap();
+    let log = dir.path().join("listing.tlog");
+    let script = format!(
+        "for f in new-1 new-2 new-3 new-4 new-5 new-6; do echo $f > $f; done; mkdir new-dir; \
+         {{ ls -la; ls -laU; {}; }} > out/transcript",
+        lister.display()
+    );
+    let rec = record_in(&p, &log, Path::new("/bin/bash"), &["-c", &script], 20);
+    assert!(rec.status.success(), "record failed: {}", text(&rec.stderr));
+    let transcript = std::fs::read_to_string(p.join("out/transcript")).unwrap();
+    for line in [" kept-a\n", " new-6\n", " new-dir\n", "readdir_r:", "syscall getdents:"] {
+        assert!(transcript.contains(line), "{line:?} in {transcript}");
+    }
+    assert!(transcript.contains(" new-dir/4"), "{transcript}");
+    let rep = replay_in(&b, &log, &[], &[], 20);
+    assert_eq!(rep.status.code(), Some(0), "replay failed:\n{}", text(&rep.stderr));
+    assert_eq!(transcript, std::fs::read_to_string(replayed(&b, &log).join("out/transcript")).unwrap());
+    let calls: Vec<_> = read_log(&log).unwrap().into_iter().map(|e| e.call()).collect();
+    use eventlog::Call;
+    for call in [Call::Readdir, Call::Getdents64, Call::Getdents] {
+        assert!(calls.contains(&call), "{call} was not recorded");
+    }
 }
 
 /// A backup runs its program's stats too: a regular file outside the data (so not replicated)

@@ -375,12 +375,48 @@ fn part_value(p: &Part, b: &[u8], aux: [u64; 2]) -> Value {
             ("ino", Value::Unsigned(i64_at(b, 32) as u64)),
             ("dev", Value::Name(format!("{}:{}", u32_at(b, 136), u32_at(b, 140)))),
         ]),
+        Shape::Dirent => dirent(b, 19, b.len(), b.get(18).copied().unwrap_or(0)),
+        Shape::Dirents64 => Value::List(records(b).map(|r| dirent(r, 19, r.len(), r[18])).collect()),
+        Shape::Dirents => Value::List(records(b).map(|r| dirent(r, 18, r.len() - 1, r[r.len() - 1])).collect()),
         Shape::MsgMeta => Value::Record(vec![
             ("name_len", Value::Unsigned(u32_at(b, 0) as u64)),
             ("control_len", Value::Unsigned(u32_at(b, 4) as u64)),
             ("msg_flags", Value::Name(flags(u32_at(b, 8) as u64, super::spec::names::MSG))),
         ]),
     }
+}
+
+/// One directory entry: its name (`b[name..end]`, up to a NUL), type and inode number.
+fn dirent(b: &[u8], name: usize, end: usize, kind: u8) -> Value {
+    let kind = match kind {
+        0 => "unknown".to_string(),
+        1 => "fifo".into(),
+        2 => "char".into(),
+        4 => "dir".into(),
+        6 => "block".into(),
+        8 => "file".into(),
+        10 => "link".into(),
+        12 => "socket".into(),
+        14 => "whiteout".into(),
+        k => format!("type {k}"),
+    };
+    Value::Record(vec![
+        ("name", Value::Text(c_text(b.get(name..end).unwrap_or(&[])))),
+        ("type", Value::Name(kind)),
+        ("ino", Value::Unsigned(i64_at(b, 0) as u64)),
+    ])
+}
+
+/// The records of a `getdents` buffer, each by its `d_reclen` (at offset 16); a record too short
+/// to hold a name, or running past the buffer, ends the list.
+fn records(b: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
+    let mut at = 0usize;
+    core::iter::from_fn(move || {
+        let len = u16_at(b, at + 16) as usize;
+        let r = b.get(at..at.checked_add(len)?).filter(|_| len >= 20)?;
+        at += len;
+        Some(r)
+    })
 }
 
 /// A file's type and permission bits: `file 0644`, `dir 0755`, `link 0777`.
@@ -537,6 +573,64 @@ mod tests {
         assert_eq!(get(statx, "size"), &Value::Unsigned(4096));
         assert_eq!(get(statx, "mtime"), &Value::Name("1700000001.000000000".into()));
         assert_eq!(get(&f, "flags"), &Value::Name("AT_SYMLINK_NOFOLLOW".into()));
+    }
+
+    #[test]
+    fn directory_entries_show_name_and_type() {
+        let mut entry = 42u64.to_le_bytes().to_vec();
+        entry.extend(7i64.to_le_bytes());
+        entry.extend(24u16.to_le_bytes());
+        entry.push(8);
+        entry.extend(b"made.txt");
+        let (mut h, p) = event(Call::Readdir, 3, [0, 0], &entry);
+        h.result = 1;
+        let f = fields(&Event { header: h, payload: &p });
+        let Value::Record(e) = get(&f, "entry") else { panic!("{f:?}") };
+        assert_eq!(get(e, "name"), &Value::Text("made.txt".into()));
+        assert_eq!(get(e, "type"), &Value::Name("file".into()));
+        assert_eq!(get(e, "ino"), &Value::Unsigned(42));
+
+        // Two getdents64 records (the second a directory), NUL-padded to 24 bytes each.
+        let mut buf = Vec::new();
+        for (ino, kind, name) in [(5u64, 8u8, &b"a.txt"[..]), (6, 4, b"sub")] {
+            buf.extend(ino.to_le_bytes());
+            buf.extend(0i64.to_le_bytes());
+            buf.extend(24u16.to_le_bytes());
+            buf.push(kind);
+            buf.extend(name);
+            buf.resize(buf.len().next_multiple_of(24), 0);
+        }
+        let (mut h, p) = event(Call::Getdents64, 3, [4096, 0], &buf);
+        h.result = buf.len() as i64;
+        let f = fields(&Event { header: h, payload: &p });
+        let Value::List(list) = get(&f, "entries") else { panic!("{f:?}") };
+        let names: Vec<_> = list
+            .iter()
+            .map(|v| {
+                let Value::Record(r) = v else { panic!("{v:?}") };
+                (get(r, "name").clone(), get(r, "type").clone())
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (Value::Text("a.txt".into()), Value::Name("file".into())),
+                (Value::Text("sub".into()), Value::Name("dir".into()))
+            ]
+        );
+        // The old getdents keeps the type in a record's last byte.
+        let mut old = 9u64.to_le_bytes().to_vec();
+        old.extend(0i64.to_le_bytes());
+        old.extend(24u16.to_le_bytes());
+        old.extend(b"x\0\0\0\0");
+        old.push(10);
+        let (mut h, p) = event(Call::Getdents, 3, [4096, 0], &old);
+        h.result = old.len() as i64;
+        let f = fields(&Event { header: h, payload: &p });
+        let Value::List(list) = get(&f, "entries") else { panic!("{f:?}") };
+        let Value::Record(r) = &list[0] else { panic!("{list:?}") };
+        assert_eq!(get(r, "name"), &Value::Text("x".into()));
+        assert_eq!(get(r, "type"), &Value::Name("link".into()));
     }
 
     #[test]

@@ -204,6 +204,14 @@ pub enum Shape {
     Stat,
     /// A `struct statx` (256 bytes).
     Statx,
+    /// One `struct dirent64` up to its name's end: `d_ino`, `d_off`, `d_reclen`, `d_type`
+    /// (19 bytes), then the name without its NUL.
+    Dirent,
+    /// The `struct linux_dirent64` records `getdents64` filled.
+    Dirents64,
+    /// The `struct linux_dirent` records the old `getdents` system call filled (the type in each
+    /// record's last byte).
+    Dirents,
     /// Ancillary data (`cmsghdr`s).
     Control,
 }

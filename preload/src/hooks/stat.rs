@@ -75,7 +75,7 @@ impl Layout {
 }
 
 /// What a report names: the path looked up, or the descriptor.
-struct Subject<'a>(Option<&'a [u8]>, c_int);
+pub(super) struct Subject<'a>(pub(super) Option<&'a [u8]>, pub(super) c_int);
 
 impl fmt::Display for Subject<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -2,7 +2,7 @@
 //! that reaches them through the generic wrapper is recorded the same way. io_uring numbers are
 //! trapped by the seccomp filter wherever they come from.
 
-use super::{fd, identity, io, poll, process, random, stat, time};
+use super::{dir, fd, identity, io, poll, process, random, stat, time};
 use crate::real;
 use crate::sys;
 use core::ffi::{c_int, c_long, c_uint, c_void};
@@ -59,6 +59,8 @@ pub unsafe extern "C" fn syscall(
             libc::SYS_statx => {
                 stat::statx(a1 as c_int, a2 as *const _, a3 as c_int, a4 as c_uint, a5 as *mut _) as c_long
             }
+            libc::SYS_getdents64 => dir::getdents64(a1 as c_int, a2 as *mut c_void, a3 as usize) as c_long,
+            libc::SYS_getdents => dir::getdents(a1 as c_int, a2 as *mut c_void, a3 as usize),
             libc::SYS_epoll_ctl => poll::epoll_ctl(a1 as c_int, a2 as c_int, a3 as c_int, a4 as *mut _) as c_long,
             libc::SYS_epoll_wait => poll::epoll_wait(a1 as c_int, a2 as *mut _, a3 as c_int, a4 as c_int) as c_long,
             libc::SYS_wait4 => process::wait4(a1 as c_int, a2 as *mut c_int, a3 as c_int, a4 as *mut _) as c_long,
