@@ -5,7 +5,8 @@
 //! ```text
 //! FileHeader (64 bytes)
 //! LaunchHeader (24 bytes, magic "TLCH") body: the program's argv, environment and cwd, then
-//!                                        its data directories and the capture of them
+//!                                        its data directories and the capture of them, and
+//!                                        its executable's and libraries' identities
 //! BatchHeader (40 bytes, magic "TBAT")  body: event records, body_len bytes
 //!   or, with flag BATCH_ZSTD: the records' length (u32) and the records zstd-compressed
 //! ...
@@ -83,6 +84,9 @@ pub struct Launch {
     pub data: Vec<Vec<u8>>,
     /// The capture of `data` taken before the program started.
     pub capture: Option<CaptureRef>,
+    /// The program's executable and the libraries it names, each with its identity (`build-id:HEX`
+    /// or `sha256:HEX`) and path: a backup must run the same ones.
+    pub binaries: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// A capture of the data directories, stored once under its digest.
@@ -121,6 +125,7 @@ impl CaptureRef {
 /// Tags of the entries after the working directory (a path is never empty nor holds a NUL).
 const DATA_TAG: &[u8] = b"data=";
 const CAPTURE_TAG: &[u8] = b"capture=";
+const BINARY_TAG: &[u8] = b"binary=";
 
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 #[repr(C)]
@@ -143,7 +148,8 @@ impl Launch {
         let mut body = Vec::new();
         let data = self.data.iter().map(|d| [DATA_TAG, d].concat());
         let capture = self.capture.iter().map(|c| [CAPTURE_TAG, c.encode().as_bytes()].concat());
-        let tagged: Vec<Vec<u8>> = data.chain(capture).collect();
+        let binaries = self.binaries.iter().map(|(id, path)| [BINARY_TAG, id, b" ", path].concat());
+        let tagged: Vec<Vec<u8>> = data.chain(capture).chain(binaries).collect();
         for s in self.argv.iter().chain(&self.env).chain(core::iter::once(&self.cwd)).chain(&tagged) {
             body.extend_from_slice(s);
             body.push(0);
@@ -158,12 +164,15 @@ impl Launch {
         let argv = take(argc)?;
         let env = take(envc)?;
         let cwd = take(1)?.pop()?;
-        let mut launch = Launch { argv, env, cwd, data: Vec::new(), capture: None };
+        let mut launch = Launch { argv, env, cwd, data: Vec::new(), capture: None, binaries: Vec::new() };
         for part in parts {
             if let Some(path) = part.strip_prefix(DATA_TAG) {
                 launch.data.push(path.to_vec());
             } else if let Some(c) = part.strip_prefix(CAPTURE_TAG) {
                 launch.capture = Some(CaptureRef::decode(c)?);
+            } else if let Some(b) = part.strip_prefix(BINARY_TAG) {
+                let space = b.iter().position(|&c| c == b' ')?;
+                launch.binaries.push((b[..space].to_vec(), b[space + 1..].to_vec()));
             } else {
                 return None;
             }
@@ -703,6 +712,7 @@ mod tests {
             cwd: b"/tmp".to_vec(),
             data: vec![b"/srv/data".to_vec(), b"/tmp".to_vec()],
             capture: Some(CaptureRef { digest: [0xab; 32], bytes: 4096 }),
+            binaries: vec![(b"build-id:00ff".to_vec(), b"/usr/bin/a program".to_vec())],
         }
     }
 
@@ -711,7 +721,7 @@ mod tests {
         let full = launch();
         let body = full.encode();
         assert_eq!(Launch::decode(2, 2, &body), Some(full.clone()));
-        let bare = Launch { data: vec![], capture: None, ..full };
+        let bare = Launch { data: vec![], capture: None, binaries: vec![], ..full };
         assert_eq!(Launch::decode(2, 2, &bare.encode()), Some(bare.clone()));
         // An empty argument is an argument, not the end.
         let empty_arg = Launch { argv: vec![b"prog".to_vec(), vec![]], ..bare };

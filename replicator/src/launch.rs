@@ -82,6 +82,8 @@ pub struct Launch {
     pub capture: Option<logfile::CaptureRef>,
     /// A backup's: the primary's working directory.
     pub cwd: Option<PathBuf>,
+    /// The executable's and its libraries' identities and paths (a primary's, for its log).
+    pub binaries: Vec<(String, PathBuf)>,
 }
 
 fn entry(name: &str, value: impl AsRef<OsStr>) -> OsString {
@@ -139,7 +141,8 @@ impl Launch {
         env.push(entry(env::LPID, ids::FIRST_PID.to_string()));
         env.push(entry(env::LPID_OWNER, env::OWNER_NONE));
         env.sort();
-        Ok(Launch { program, argv: argv.to_vec(), env, shim, data: Vec::new(), capture: None, cwd: None })
+        let binaries = crate::binaries::of_program(&program)?;
+        Ok(Launch { program, argv: argv.to_vec(), env, shim, data: Vec::new(), capture: None, cwd: None, binaries })
     }
 
     /// The primary's launch, for a backup: its environment with the mode changed and this host's
@@ -182,6 +185,7 @@ impl Launch {
             data: recorded.data.iter().map(path).collect(),
             capture: recorded.capture,
             cwd: Some(path(&recorded.cwd)).filter(|c| !c.as_os_str().is_empty()),
+            binaries: Vec::new(),
         })
     }
 
@@ -194,6 +198,11 @@ impl Launch {
             cwd,
             data: self.data.iter().map(|d| d.as_os_str().as_bytes().to_vec()).collect(),
             capture: self.capture,
+            binaries: self
+                .binaries
+                .iter()
+                .map(|(id, p)| (id.clone().into_bytes(), p.as_os_str().as_bytes().to_vec()))
+                .collect(),
         }
     }
 

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backup;
+pub mod binaries;
 pub mod capture;
 pub mod certs;
 pub mod control;

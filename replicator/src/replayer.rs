@@ -182,6 +182,11 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
     let reader = eventlog::logfile::LogReader::open(std::io::BufReader::with_capacity(1 << 20, input))
         .map_err(|source| Error::Log { path: opts.log.clone(), source })?;
     let mut launch = Launch::replaying(reader.launch(), opts.command.as_deref(), "replay")?;
+    // A backup runs the primary's build or nothing; `tandem replay` runs whatever it is given
+    // (a different program shows as a divergence).
+    if opts.follow.is_some() && opts.command.is_none() {
+        crate::binaries::check(&reader.launch().binaries)?;
+    }
     let view = match (&opts.view, launch.capture) {
         (Some(place), Some(capture)) => {
             let store = crate::capture::Store::open(&place.store)?;

@@ -147,3 +147,29 @@ fn a_killed_backup_resumes_from_its_own_log() {
     let bytes = std::fs::read(&log).unwrap();
     assert_eq!(&bytes[bytes.len() - 40..bytes.len() - 36], b"TEND", "the finished log does not end at its end marker");
 }
+
+/// A backup whose host has another build of the program than the primary ran refuses to start,
+/// naming the file, instead of diverging far from the cause.
+#[test]
+fn a_backup_with_another_build_of_the_program_is_refused() {
+    let (dir, certs_dir, port) = cluster();
+    let program = dir.path().join("tool");
+    std::fs::copy("/bin/sleep", &program).unwrap();
+    let mut primary = primary(&dir.path().join("p"), &certs_dir, port, &[program.to_str().unwrap(), "1"]);
+    // Once the primary keeps its membership it has looked at its program; this host's copy is
+    // then made another build.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !dir.path().join("p.state/membership").exists() {
+        assert!(std::time::Instant::now() < deadline, "the primary did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::fs::remove_file(&program).unwrap();
+    std::fs::copy("/bin/true", &program).unwrap();
+    let refused = backup(&dir.path().join("b"), &certs_dir, "backup1", port, &[]).wait_with_output().unwrap();
+    let err = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(126), "{err}");
+    assert!(err.contains("tool") && err.contains("differs from the primary's"), "{err}");
+    // It waits for a backup that will not come.
+    primary.kill().unwrap();
+    primary.wait().unwrap();
+}
