@@ -57,6 +57,11 @@ replay() {
     (cd "$b" && TANDEM_JITTER_US=20 timeout 300 "$tandem" replay --view-dir "$b/view" "$dir/run.tlog" \
         </dev/null >"$dir/replay.out" 2>&1)
 }
+# The replay's own report (a divergence or a stall names its event), from its notes or output.
+why_replay_failed() {
+    cat "$dir/run.tlog.notes" "$dir/replay.out" 2>/dev/null | grep -m1 "diverged\|stalled\|tandem: " \
+        || echo "the replay exited $? without a report"
+}
 # Every file of the primary's directory, as the replay left it: in its view's upper layer when it
 # wrote it, else as captured.
 same_files() {
@@ -99,7 +104,7 @@ EOF
     wait_port "$port" || { echo "nginx did not listen"; return 1; }
     wrk -t2 -c8 -d2s "http://127.0.0.1:$port/" >"$dir/load.out" 2>&1
     stop_agent "$agent" QUIT
-    replay || { tail -3 "$dir/replay.out" "$dir/run.tlog.notes" 2>/dev/null | grep -v "^==> \|^$" | tail -3; return 1; }
+    replay || { why_replay_failed; return 1; }
     same_files
 }
 
@@ -147,7 +152,7 @@ c.request("POST", "/quit", body=b"bye")
 c.getresponse().read()
 EOF
     wait "$agent"
-    replay || { tail -3 "$dir/replay.out" "$dir/run.tlog.notes" 2>/dev/null | grep -v "^==> \|^$" | tail -3; return 1; }
+    replay || { why_replay_failed; return 1; }
     same_files
 }
 
@@ -157,7 +162,7 @@ case_sqlite() {
         INSERT INTO t(r, at, blob) SELECT random(), datetime('now'), randomblob(64) FROM n;
         CREATE INDEX tr ON t(r); DELETE FROM t WHERE r % 3 = 0; VACUUM; SELECT count(*) FROM t;" \
         || { tail -3 "$dir/record.out"; return 1; }
-    replay || { tail -3 "$dir/replay.out" "$dir/run.tlog.notes" 2>/dev/null | grep -v "^==> \|^$" | tail -3; return 1; }
+    replay || { why_replay_failed; return 1; }
     same_files
 }
 
@@ -183,14 +188,14 @@ ts = [threading.Thread(target=client, args=(n,)) for n in range(4)]
 [t.join() for t in ts]
 EOF
     stop_agent "$agent" TERM
-    replay || { tail -3 "$dir/replay.out" "$dir/run.tlog.notes" 2>/dev/null | grep -v "^==> \|^$" | tail -3; return 1; }
+    replay || { why_replay_failed; return 1; }
     same_files
 }
 
 case_pipeline() {
     record bash -c 'seq 1 300000 | sort -r | sha1sum > out; head -c 3000000 /dev/zero | tr "\0" a | wc -c >> out' \
         || { tail -3 "$dir/record.out"; return 1; }
-    replay || { tail -3 "$dir/replay.out" "$dir/run.tlog.notes" 2>/dev/null | grep -v "^==> \|^$" | tail -3; return 1; }
+    replay || { why_replay_failed; return 1; }
     same_files
 }
 
@@ -200,21 +205,18 @@ fixture() {
     echo "$work/$1"
 }
 
-case_popen() {
+# Records and replays a C fixture of the project's tests.
+fixture_case() {
     local prog
-    prog=$(fixture popens) || return 1
+    prog=$(fixture "$1") || return 1
     record "$prog" || { tail -3 "$dir/record.out"; return 1; }
-    replay || { tail -3 "$dir/replay.out" "$dir/run.tlog.notes" 2>/dev/null | grep -v "^==> \|^$" | tail -3; return 1; }
+    replay || { why_replay_failed; return 1; }
     same_files
 }
 
-case_tmpfiles() {
-    local prog
-    prog=$(fixture tmpfiles) || return 1
-    record "$prog" || { tail -3 "$dir/record.out"; return 1; }
-    replay || { tail -3 "$dir/replay.out" "$dir/run.tlog.notes" 2>/dev/null | grep -v "^==> \|^$" | tail -3; return 1; }
-    same_files
-}
+case_popen() { fixture_case popens; }
+case_tmpfiles() { fixture_case tmpfiles; }
+case_sigsuspend() { fixture_case awaits_signals; }
 
 case_stdin() {
     cat >"$work/fgets.c" <<'EOF'
@@ -235,15 +237,7 @@ EOF
     [ -x "$work/fgets" ] || gcc -O1 -o "$work/fgets" "$work/fgets.c" || return 1
     seq 1 2000 | sed 's/$/ a line of input/' >"$p/stdin"
     record "$work/fgets" || { tail -3 "$dir/record.out"; return 1; }
-    replay || { tail -3 "$dir/replay.out" "$dir/run.tlog.notes" 2>/dev/null | grep -v "^==> \|^$" | tail -3; return 1; }
-    same_files
-}
-
-case_sigsuspend() {
-    local prog
-    prog=$(fixture awaits_signals) || return 1
-    record "$prog" || { tail -3 "$dir/record.out"; return 1; }
-    replay || { tail -3 "$dir/replay.out" "$dir/run.tlog.notes" 2>/dev/null | grep -v "^==> \|^$" | tail -3; return 1; }
+    replay || { why_replay_failed; return 1; }
     same_files
 }
 
@@ -252,7 +246,7 @@ declare -A what=(
     [python]="a threaded Python HTTP server (ThreadingHTTPServer) appending POSTs to files, 6 clients"
     [sqlite]="sqlite3: 5000 rows of random() and datetime('now'), an index, a delete, VACUUM"
     [memcached]="memcached -t 4 under 4 concurrent clients (set and get)"
-    [pipeline]="bash -c: seq | sort | sha1sum and 3 MB through tr | wc"
+    [pipeline]="bash -c pipelines: seq into sort into sha1sum, and 3 MB through tr into wc"
     [popen]="a C program using system() and popen() several times, from two threads"
     [tmpfiles]="a C program using mkstemp, tmpfile, tmpnam and tempnam"
     [stdin]="a C program reading stdin with fgets"
