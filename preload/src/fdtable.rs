@@ -315,19 +315,21 @@ impl Drop for FileLock {
 }
 
 /// Takes the locks of the regular files `a` and `b` are (either may be -1, or not a regular
-/// file), for the thread with OS id `tid`: in slot order, so that two calls on the same two files
-/// never wait for each other, and once when both files have the same slot.
+/// file), for the thread `ctx`: in slot order, so that two calls on the same two files never wait
+/// for each other, and once when both files have the same slot.
 #[inline(always)]
-pub fn lock_files(a: c_int, b: c_int, tid: u32) -> [Option<FileLock>; 2] {
-    let Some(region) = crate::state::region() else {
-        return [None, None];
-    };
+pub fn lock_files(a: c_int, b: c_int, ctx: &crate::state::ThreadCtx) -> [Option<FileLock>; 2] {
     let slot_of = |fd: c_int| if fd >= 0 && kind(fd) == FdKind::File { inode_slot(fd) } else { None };
     let (lo, hi) = match (slot_of(a), slot_of(b)) {
+        (None, None) => return [None, None],
         (Some(x), Some(y)) => (Some(x.min(y)), (x != y).then(|| x.max(y))),
         (x, None) => (x, None),
         (None, y) => (y, None),
     };
+    let Some(region) = crate::state::region() else {
+        return [None, None];
+    };
+    let tid = ctx.os_tid();
     let take = |s: Option<u16>| {
         s.map(|slot| {
             region.lock_inode(slot, tid);

@@ -115,14 +115,14 @@ fn order(ctx: &ThreadCtx, fd: c_int, lock_fd: bool, other: c_int) -> Ordered {
             return Ordered { _fds: [None, None], _files: [None, None] };
         }
         let fds = [Some(fdtable::lock(fd)), None];
-        return Ordered { _fds: fds, _files: fdtable::lock_files(fd, -1, ctx.os_tid()) };
+        return Ordered { _fds: fds, _files: fdtable::lock_files(fd, -1, ctx) };
     }
     let lock_other = other >= 0 && other != fd && fdtable::kind(other).is_local_state();
     let (first, second) = if other < fd { (other, fd) } else { (fd, other) };
     let wants = |f: c_int| if f == fd { lock_fd } else { lock_other };
     let a = wants(first).then(|| fdtable::lock(first));
     let b = (second != first && wants(second)).then(|| fdtable::lock(second));
-    let files = fdtable::lock_files(if lock_fd { fd } else { -1 }, if lock_other { other } else { -1 }, ctx.os_tid());
+    let files = fdtable::lock_files(if lock_fd { fd } else { -1 }, if lock_other { other } else { -1 }, ctx);
     Ordered { _fds: [a, b], _files: files }
 }
 
