@@ -5,7 +5,7 @@
 
 use crate::sys;
 use core::ffi::c_int;
-use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use eventlog::FdKind;
 
 /// Descriptors above this are classified on every call and cannot be in epoll sets.
@@ -24,6 +24,9 @@ struct FdEntry {
     /// Non-zero: a stand-in for a connection that existed only on the primary (replay). Once
     /// live it reads as closed and refuses writes.
     dead: AtomicU8,
+    /// The slot of the file's lock in the region ([`eventlog::ring::inodes`]) plus one, for a
+    /// regular file; [`NOT_REGULAR`] for anything else; 0 while not known yet.
+    inode: AtomicU16,
     /// Owner's real pid, plus WAITERS. A pid other than ours means the lock was held in the
     /// parent when this process forked: nobody here holds it.
     lock: AtomicU32,
@@ -31,12 +34,15 @@ struct FdEntry {
 }
 
 const WAITERS: u32 = 1 << 31;
+/// `FdEntry::inode` of a descriptor that is not a regular file.
+const NOT_REGULAR: u16 = u16::MAX;
 
 impl FdEntry {
     const fn new() -> FdEntry {
         FdEntry {
             kind: AtomicU8::new(0),
             dead: AtomicU8::new(0),
+            inode: AtomicU16::new(0),
             lock: AtomicU32::new(0),
             epoll: [const { EpollReg { epfd_plus1: AtomicI32::new(0), data: AtomicU64::new(0) } }; EPOLL_REGS],
         }
@@ -64,7 +70,8 @@ pub fn kind(fd: c_int) -> FdKind {
     };
     match e.kind.load(Ordering::Relaxed) {
         0 => {
-            let k = classify(fd, None);
+            let (k, inode) = classify_inode(fd, None);
+            e.inode.store(inode, Ordering::Relaxed);
             e.kind.store(k as u8, Ordering::Relaxed);
             k
         }
@@ -79,9 +86,15 @@ pub fn set_kind(fd: c_int, kind: FdKind) {
     }
 }
 
-/// Describes a descriptor just created (or reused): its kind, and no registrations yet.
+/// Describes a descriptor just created (or reused): its kind, and no registrations yet. Which
+/// file it is, if a regular one, is looked up when a call first needs to know.
 pub fn set(fd: c_int, kind: FdKind) {
+    set_with_inode(fd, kind, 0);
+}
+
+fn set_with_inode(fd: c_int, kind: FdKind, inode: u16) {
     if let Some(e) = entry(fd) {
+        e.inode.store(inode, Ordering::Relaxed);
         e.kind.store(kind as u8, Ordering::Relaxed);
         e.dead.store(0, Ordering::Relaxed);
         for r in &e.epoll {
@@ -111,16 +124,48 @@ pub fn clear(fd: c_int) {
 /// Classifies a descriptor the program just opened by `path` (None: look it up).
 pub fn classify_opened(fd: c_int, path: Option<&[u8]>) {
     if fd >= 0 {
-        let k = classify(fd, path);
-        set(fd, k);
+        let (k, inode) = classify_inode(fd, path);
+        set_with_inode(fd, k, inode);
     }
 }
 
 /// Works out what `fd` is from the kernel's view of it.
 pub fn classify(fd: c_int, path: Option<&[u8]>) -> FdKind {
+    classify_inode(fd, path).0
+}
+
+/// [`classify`], with the `FdEntry::inode` value of what it found.
+fn classify_inode(fd: c_int, path: Option<&[u8]>) -> (FdKind, u16) {
     let Some(st) = sys::fstat(fd) else {
-        return FdKind::Unknown;
+        return (FdKind::Unknown, 0);
     };
+    (classify_stat(fd, path, &st), inode_of(&st))
+}
+
+/// The `FdEntry::inode` value of a descriptor `fstat` says `st` of.
+fn inode_of(st: &libc::stat) -> u16 {
+    if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+        eventlog::ring::inodes::inode_slot(st.st_dev, st.st_ino) + 1
+    } else {
+        NOT_REGULAR
+    }
+}
+
+/// The slot of the lock of the regular file `fd` is (`None`: not one).
+#[inline(always)]
+pub fn inode_slot(fd: c_int) -> Option<u16> {
+    let Some(e) = entry(fd) else {
+        return sys::fstat(fd).map(|st| inode_of(&st)).filter(|&i| i != NOT_REGULAR).map(|i| i - 1);
+    };
+    let mut inode = e.inode.load(Ordering::Relaxed);
+    if inode == 0 {
+        inode = sys::fstat(fd).map_or(NOT_REGULAR, |st| inode_of(&st));
+        e.inode.store(inode, Ordering::Relaxed);
+    }
+    (inode != NOT_REGULAR).then(|| inode - 1)
+}
+
+fn classify_stat(fd: c_int, path: Option<&[u8]>, st: &libc::stat) -> FdKind {
     match st.st_mode & libc::S_IFMT {
         libc::S_IFREG | libc::S_IFDIR => {
             let mut buf = [0u8; 256];
@@ -253,4 +298,44 @@ pub fn epoll_unregister(epfd: c_int, fd: c_int) {
 pub fn epoll_data(epfd: c_int, fd: c_int) -> Option<u64> {
     let e = entry(fd)?;
     e.epoll.iter().find(|r| r.epfd_plus1.load(Ordering::Acquire) == epfd + 1).map(|r| r.data.load(Ordering::Relaxed))
+}
+
+/// Holds the lock of a regular file (of its slot in the region's table): calls on one file, from
+/// any thread or process of the program, take their sequence numbers in the order they ran.
+pub struct FileLock {
+    region: eventlog::ring::Region,
+    slot: u16,
+}
+
+impl Drop for FileLock {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.region.unlock_inode(self.slot);
+    }
+}
+
+/// Takes the locks of the regular files `a` and `b` are (either may be -1, or not a regular
+/// file), for the thread `ctx`: in slot order, so that two calls on the same two files never wait
+/// for each other, and once when both files have the same slot.
+#[inline(always)]
+pub fn lock_files(a: c_int, b: c_int, ctx: &crate::state::ThreadCtx) -> [Option<FileLock>; 2] {
+    let slot_of = |fd: c_int| if fd >= 0 && kind(fd) == FdKind::File { inode_slot(fd) } else { None };
+    let (lo, hi) = match (slot_of(a), slot_of(b)) {
+        (None, None) => return [None, None],
+        (Some(x), Some(y)) => (Some(x.min(y)), (x != y).then(|| x.max(y))),
+        (x, None) => (x, None),
+        (None, y) => (y, None),
+    };
+    let Some(region) = crate::state::region() else {
+        return [None, None];
+    };
+    let tid = ctx.os_tid();
+    let take = |s: Option<u16>| {
+        s.map(|slot| {
+            region.lock_inode(slot, tid);
+            FileLock { region, slot }
+        })
+    };
+    let first = take(lo);
+    [first, take(hi)]
 }

@@ -112,6 +112,8 @@ pub struct ThreadCtx {
     pub pending_signals: AtomicU64,
     /// State of the jitter's random number generator.
     rng: Cell<u64>,
+    /// The thread's OS id (0: not looked up yet), the holder's mark in a file's lock.
+    os_tid: Cell<u32>,
 }
 
 thread_local! {
@@ -125,6 +127,7 @@ thread_local! {
             signal_after: Cell::new(0),
             pending_signals: AtomicU64::new(0),
             rng: Cell::new(0),
+            os_tid: Cell::new(0),
         }
     };
 }
@@ -138,10 +141,24 @@ pub fn ctx() -> &'static ThreadCtx {
 }
 
 impl ThreadCtx {
+    /// The thread's OS id (looked up once per thread, and again in a fork child).
+    #[inline(always)]
+    pub fn os_tid(&self) -> u32 {
+        match self.os_tid.get() {
+            0 => {
+                let tid = sys::gettid() as u32;
+                self.os_tid.set(tid);
+                tid
+            }
+            tid => tid,
+        }
+    }
+
     /// Gives this thread its identity, and its ring (recording) or its slot in the thread table
     /// (replay): at thread start, in the constructor, in a fork child.
     pub fn start(&self, ltid: u32) {
         self.started.set(true);
+        self.os_tid.set(0);
         self.ltid.set(ltid);
         self.signal_after.set(0);
         // SAFETY: only this thread touches its producer, and not while a hook of its own is using

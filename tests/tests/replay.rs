@@ -261,6 +261,34 @@ fn temporary_names_are_the_primarys() {
     }
 }
 
+/// Three processes append 2000 numbered lines each to one file through an inherited `O_APPEND`
+/// descriptor, then two threads use one file through separate opens, one appending, one reading
+/// as it grows: calls on one file take their sequence numbers in the order they ran (the file's
+/// lock), so a replay under jitter in another directory writes and reads the primary's bytes in
+/// the primary's order.
+#[test]
+fn calls_on_one_file_replay_in_their_order() {
+    let program = fixture("shared_file", &[]);
+    let runs: u32 = std::env::var("TANDEM_SHARED_FILE_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    for run in 0..runs {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, b) = primary_and_backup_dirs(dir.path());
+        let log = dir.path().join("shared.tlog");
+        let rec = record_in(&p, &log, &program, &[], 40);
+        assert!(rec.status.success(), "run {run}: record failed: {}", text(&rec.stderr));
+        let rep = replay_in(&b, &log, &[], &[], 40);
+        assert_eq!(rep.status.code(), Some(0), "run {run}: replay failed:\n{}", text(&rep.stderr));
+        let view = replayed(&b, &log);
+        for name in ["shared.log", "threads.dat", "copy.dat"] {
+            let want = std::fs::read(p.join(name)).unwrap();
+            let got = std::fs::read(view.join(name)).unwrap();
+            assert!(want == got, "run {run}: the replay's {name} differs from the primary's");
+        }
+        let log_lines = std::fs::read_to_string(p.join("shared.log")).unwrap();
+        assert_eq!(log_lines.lines().count(), 6000, "run {run}");
+    }
+}
+
 /// Unnamed temporary files (tmpfile, tmpfile64) and a mkstemp file, written, rewound and read
 /// back through stdio, and names from tmpnam, tmpnam_r and tempnam: a replay under jitter in a
 /// directory of another length makes unnamed files of its own at the primary's descriptors and

@@ -14,6 +14,7 @@
 //! ```text
 //! 0                 ShmHeader (one page)
 //! PAGE              NoteArea: the shim's notes for the agent to print (two pages)
+//! 3 * PAGE          InodeLocks: locks ordering calls on one regular file (one page)
 //! slots_offset      SlotHeader[ring_count], 128 bytes each, rounded up to a page
 //! rings_offset      ring data, ring_bytes per slot
 //! replay_offset     ReplayControl (one page)                   } only when
@@ -23,6 +24,7 @@
 
 pub mod feed;
 mod gate;
+pub mod inodes;
 pub mod notes;
 pub mod sys;
 
@@ -34,7 +36,7 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"TNDMSHM\0");
 /// Bump whenever any layout in this module changes.
-pub const VERSION: u32 = 7;
+pub const VERSION: u32 = 8;
 pub const PAGE: usize = 4096;
 /// Largest payload one event may carry; bigger reads are cut to this size by the shim (a short
 /// read is always legal for the descriptors whose bytes are recorded).
@@ -194,8 +196,12 @@ impl Geometry {
         PAGE
     }
 
-    pub fn slots_offset(&self) -> usize {
+    pub fn inode_locks_offset(&self) -> usize {
         self.notes_offset() + notes::NOTES_LEN
+    }
+
+    pub fn slots_offset(&self) -> usize {
+        self.inode_locks_offset() + inodes::INODE_LOCKS_LEN
     }
 
     pub fn rings_offset(&self) -> usize {

@@ -122,3 +122,41 @@ fn stream_pipes_are_known_until_removed_and_the_table_fills() {
     region.remove_stream(3);
     assert!(region.add_stream(1000) && region.is_stream(1000));
 }
+
+#[test]
+fn file_locks_exclude_and_a_dead_holders_lock_is_taken_over() {
+    let shared = SharedRegion::create(geometry(), Mode::Record).unwrap();
+    let region = shared.region();
+    let slot = inodes::inode_slot(64769, 1234);
+    assert_eq!(slot, inodes::inode_slot(64769, 1234));
+    assert!((slot as usize) < inodes::INODE_LOCKS);
+    // Threads of this process, each adding under the lock with a non-atomic read and write.
+    let counter = std::sync::Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..4u32)
+        .map(|_| {
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                // SAFETY: gettid takes no arguments.
+                let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+                for _ in 0..20000 {
+                    region.lock_inode(slot, tid);
+                    let v = counter.load(Ordering::Relaxed);
+                    counter.store(v + 1, Ordering::Relaxed);
+                    region.unlock_inode(slot);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(counter.load(Ordering::Relaxed), 80000);
+    assert_eq!(region.inode_holder(slot), 0);
+    // A holder whose thread no longer exists (a thread id above the kernel's limit).
+    // SAFETY: gettid takes no arguments.
+    let me = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+    region.lock_inode(slot, (1 << 30) + 7);
+    region.lock_inode(slot, me);
+    assert_eq!(region.inode_holder(slot), me);
+    region.unlock_inode(slot);
+}

@@ -14,7 +14,7 @@
 
 use crate::fdtable;
 use crate::replay::Turn;
-use crate::state::{self, Ev, Hook};
+use crate::state::{self, Ev, Hook, ThreadCtx};
 use crate::sys;
 use core::ffi::c_int;
 use eventlog::call::spec::{Order, Replay};
@@ -97,19 +97,33 @@ pub fn write_refused() -> Option<i64> {
     Some(-1)
 }
 
-/// The locks that order a call on `fd` (if `lock_fd`) and on `other` (if it is local state), taken
-/// in descriptor order so that two calls on the same pair never wait for each other.
+/// The locks held while a call runs and takes its sequence number: its descriptors' own, then
+/// those of the regular files they are. Fields drop in order: descriptors first.
+pub struct Ordered {
+    _fds: [Option<fdtable::FdLock>; 2],
+    _files: [Option<fdtable::FileLock>; 2],
+}
+
+/// The locks that order a call on `fd` (if `lock_fd`) and on `other` (if it is local state): the
+/// descriptors' locks, in descriptor order, then the locks of the regular files among them, in
+/// slot order, so that two calls on the same pair never wait for each other. Every thread takes
+/// descriptor locks before file locks, and each kind in its order, so no two wait in a cycle.
 #[inline(always)]
-fn order(fd: c_int, lock_fd: bool, other: c_int) -> [Option<fdtable::FdLock>; 2] {
+fn order(ctx: &ThreadCtx, fd: c_int, lock_fd: bool, other: c_int) -> Ordered {
     if other < 0 {
-        return [lock_fd.then(|| fdtable::lock(fd)), None];
+        if !lock_fd {
+            return Ordered { _fds: [None, None], _files: [None, None] };
+        }
+        let fds = [Some(fdtable::lock(fd)), None];
+        return Ordered { _fds: fds, _files: fdtable::lock_files(fd, -1, ctx) };
     }
     let lock_other = other >= 0 && other != fd && fdtable::kind(other).is_local_state();
     let (first, second) = if other < fd { (other, fd) } else { (fd, other) };
     let wants = |f: c_int| if f == fd { lock_fd } else { lock_other };
     let a = wants(first).then(|| fdtable::lock(first));
     let b = (second != first && wants(second)).then(|| fdtable::lock(second));
-    [a, b]
+    let files = fdtable::lock_files(if lock_fd { fd } else { -1 }, if lock_other { other } else { -1 }, ctx);
+    Ordered { _fds: [a, b], _files: files }
 }
 
 /// Checks what the declaration says a backup checks: the descriptor and `aux` values.
@@ -197,7 +211,7 @@ pub fn on_fd<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i
         if output {
             state::hold_output();
         }
-        let _order = order(fd, kind.is_local_state(), p.other_fd());
+        let _order = order(hook.ctx(), fd, kind.is_local_state(), p.other_fd());
         let r = p.real(usize::MAX);
         hook.emit(Ev::new(call).fd(fd, kind).result(r).aux(aux[0], aux[1]).digest(d).output(output), &[]);
         return r;
@@ -206,7 +220,7 @@ pub fn on_fd<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i
     let verified = matches!(spec.replay, Replay::Verify);
     if kind.is_local_state() && !matches!(spec.replay, Replay::HandBack) && !verified {
         // Local state: the backup runs the call too, so only a digest of what it read is kept.
-        let _order = order(fd, matches!(spec.order, Order::UnderFdLock), p.other_fd());
+        let _order = order(hook.ctx(), fd, matches!(spec.order, Order::UnderFdLock), p.other_fd());
         let r = p.real(usize::MAX);
         let ev = Ev::new(call).fd(fd, kind).result(r).aux(aux[0], aux[1]);
         if spec.digest.is_empty() {
@@ -219,9 +233,9 @@ pub fn on_fd<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i
     // Input from outside: recorded as the payload, cut to what one event carries. What a backup
     // verifies on local state is ordered as declared, like the calls that change that state.
     let _order = if verified {
-        order(fd, kind.is_local_state() && matches!(spec.order, Order::UnderFdLock), -1)
+        order(hook.ctx(), fd, kind.is_local_state() && matches!(spec.order, Order::UnderFdLock), -1)
     } else {
-        [None, None]
+        Ordered { _fds: [None, None], _files: [None, None] }
     };
     let r = p.real(MAX_PAYLOAD);
     p.record(&hook, Ev::new(call).fd(fd, kind).result(r).aux(aux[0], aux[1]));
