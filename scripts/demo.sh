@@ -73,7 +73,7 @@ wait_ping
 echo "   the backup answers on port $port $(( ($(date +%s%N) - start) / 1000000 )) ms after the kill"
 echo "   the coordinator's view: $(curl -s "$coordinator/v1/groups/demo")"
 # The program shares the agent's stderr (a file here): the agent's notes are in its state directory.
-grep -h "named this member primary" "$work/backup/tandem-state/agent.log" | sed 's/^/   backup: /' | cut -c1-160
+grep -h "named this member primary" "$work/backup-state/agent.log" | sed 's/^/   backup: /' | cut -c1-160
 backup_digest=$(redis-cli -p "$port" debug digest)
 echo "   backup's DEBUG DIGEST:  $backup_digest"
 echo "   GET demo:last-write:     $(redis-cli -p "$port" get demo:last-write)"
