@@ -5,8 +5,8 @@
 //!   files and whatever it writes there stays in the view;
 //! - `/tmp` and `/var/tmp` are private: an overlay of an empty directory, so temporary files never
 //!   meet the host's (a backup beside its primary makes the primary's temporary names without
-//!   touching its files). The shim and the program's executable are bound in when they live
-//!   there.
+//!   touching its files). The shim, and the directory of the program's executable (with what the
+//!   program runs from beside it), are bound in when they live there.
 //!
 //! The view's directory holds `upper/` and `work/` (emptied whenever a replay starts from the
 //! beginning, so leftovers of an earlier run are never seen) and the plan the namespace is built
@@ -46,7 +46,7 @@ pub struct Plan {
     private: Vec<Layer>,
     /// The data directories (which may lie inside a private one).
     data: Vec<Layer>,
-    /// Host files made visible again inside the private directories.
+    /// Host files and directories made visible again inside the private directories.
     binds: Vec<Vec<u8>>,
     /// Directories made inside the private ones above data directories, with the host's
     /// attributes.
@@ -140,9 +140,10 @@ impl View {
     /// with the program.
     pub fn command(&self, program: &Path, argv: &[&OsStr], env: &[&OsStr], cwd: &[u8], shim: &Path) -> Result<Command> {
         let private: Vec<&Path> = PRIVATE_DIRS.iter().map(Path::new).collect();
-        let binds = [shim, program]
+        let beside = program.canonicalize().ok().and_then(|p| p.parent().map(Path::to_path_buf));
+        let binds = [Some(shim.to_path_buf()), beside]
             .iter()
-            .filter_map(|p| p.canonicalize().ok())
+            .filter_map(|p| p.as_ref()?.canonicalize().ok())
             .filter(|p| private.iter().any(|d| p.starts_with(d)))
             .map(|p| bytes(&p))
             .collect();
@@ -237,13 +238,17 @@ fn build(plan_path: &Path) -> Result<Command> {
             .map_err(setup(format!("overlay at {}", target.display())))
     };
     private.iter().try_for_each(overlay)?;
-    // What the program needs from inside the private directories comes back, file by file.
+    // What the program needs from inside the private directories comes back.
     for (b, from) in &binds {
         let to = path(b);
-        if let Some(parent) = to.parent() {
-            fs::create_dir_all(parent).map_err(Error::io(format!("cannot create {}", parent.display())))?;
+        if from.0.metadata().is_ok_and(|m| m.is_dir()) {
+            fs::create_dir_all(to).map_err(Error::io(format!("cannot create {}", to.display())))?;
+        } else {
+            if let Some(parent) = to.parent() {
+                fs::create_dir_all(parent).map_err(Error::io(format!("cannot create {}", parent.display())))?;
+            }
+            fs::write(to, b"").map_err(Error::io(format!("cannot create {}", to.display())))?;
         }
-        fs::write(to, b"").map_err(Error::io(format!("cannot create {}", to.display())))?;
         nix::mount::mount(Some(from.name().as_str()), to, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .map_err(setup(format!("binding {}", to.display())))?;
     }
