@@ -526,13 +526,13 @@ fn directory_listings_are_the_primarys() {
         std::fs::write(p.join(name), format!("{name} was here first\n")).unwrap();
     }
     std::fs::create_dir(p.join("out")).unwrap();
+    // The lister is part of the program's data (a replay's view has /tmp private, and the build
+    // may live there).
+    std::fs::copy(&lister, p.join("out/lister")).unwrap();
     let log = dir.path().join("listing.tlog");
-    let script = format!(
-        "for f in new-1 new-2 new-3 new-4 new-5 new-6; do echo $f > $f; done; mkdir new-dir; \
-         {{ ls -la; ls -laU; {}; }} > out/transcript",
-        lister.display()
-    );
-    let rec = record_in(&p, &log, Path::new("/bin/bash"), &["-c", &script], 20);
+    let script = "for f in new-1 new-2 new-3 new-4 new-5 new-6; do echo $f > $f; done; mkdir new-dir; \
+         { ls -la; ls -laU; out/lister; } > out/transcript";
+    let rec = record_in(&p, &log, Path::new("/bin/bash"), &["-c", script], 20);
     assert!(rec.status.success(), "record failed: {}", text(&rec.stderr));
     let transcript = std::fs::read_to_string(p.join("out/transcript")).unwrap();
     for line in [" kept-a\n", " new-6\n", " new-dir\n", "readdir_r:", "syscall getdents:"] {
@@ -555,8 +555,9 @@ fn directory_listings_are_the_primarys() {
 fn a_file_of_another_size_is_a_divergence() {
     let dir = tempfile::tempdir().unwrap();
     let (p, b) = primary_and_backup_dirs(dir.path());
-    // Outside /tmp, which a replay's view makes private.
-    let elsewhere = tempfile::tempdir_in(bin_dir()).unwrap();
+    // Outside /tmp, which a replay's view makes private (and the build may live in /tmp).
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(|| bin_dir().to_path_buf());
+    let elsewhere = tempfile::tempdir_in(home).unwrap();
     let file = elsewhere.path().join("outside.txt");
     std::fs::write(&file, "twelve bytes").unwrap();
     let log = dir.path().join("size.tlog");
