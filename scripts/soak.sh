@@ -3,6 +3,7 @@
 # from a directory whose path differs in length from the recording's, RUNS times per program
 # (default 20). A run is clean when the replay exits 0 (its outputs matched the recorded ones call
 # by call) and its view of the program's directory holds the primary's files, byte for byte.
+# The failover cases run live failover on one host, the demo's layout (see `failover`).
 # Writes the support matrix to docs/support.md (unless --no-doc) and exits 1 if any run failed.
 #
 #   scripts/soak.sh                      every program, 20 runs each
@@ -23,7 +24,7 @@ work=$(mktemp -d /tmp/tandem-soak.XXXXXX)
 # SOAK_KEEP=1 keeps the runs' directories (recordings, replays' views and output) for a look.
 [ -n "${SOAK_KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
 cases=("$@")
-[ ${#cases[@]} -gt 0 ] || cases=(nginx python sqlite memcached pipeline popen tmpfiles stdin sigsuspend)
+[ ${#cases[@]} -gt 0 ] || cases=(nginx python sqlite memcached pipeline popen tmpfiles stdin sigsuspend failover_sync failover_async)
 
 free_port() { echo $(( 20000 + RANDOM % 30000 )); }
 wait_port() {
@@ -241,6 +242,108 @@ EOF
     same_files
 }
 
+# Live failover on one host, as the demo runs it: a coordinator, redis-server under a primary in
+# $p and a backup in $b (paths of other lengths), writes acknowledged one by one from 4 clients.
+# The backup is killed once at a random moment (its program's files stay in its view) and
+# restarted with its state directory; then the primary is killed at a random moment. The backup
+# must take over, and hold every acknowledged write in sync mode.
+failover() {
+    local mode=$1 port agent_port cport coordinator primary backup
+    port=$(free_port); agent_port=$(( port + 1 )); cport=$(( port + 2 )); coordinator=127.0.0.1:$cport
+    [ -d "$work/certs" ] || {
+        "$tandem" certs init --dir "$work/certs" >/dev/null
+        "$tandem" certs issue --dir "$work/certs" --name primary >/dev/null
+        "$tandem" certs issue --dir "$work/certs" --name backup >/dev/null
+    }
+    "$tandem" coordinator --data-dir "$dir/coordinator" --listen "$coordinator" >"$dir/coordinator.out" 2>&1 &
+    local cpid=$!
+    for _ in $(seq 100); do curl -sf "$coordinator/v1/status" | grep -q '"leader":1' && break; sleep 0.05; done
+    (cd "$p" && exec "$tandem" primary --group soak --mode "$mode" --wait-for-backups 1 --listen "127.0.0.1:$agent_port" \
+        --name primary --certs "$work/certs" --state-dir "$dir/primary-state" --coordinator "$coordinator" \
+        -- redis-server --port "$port" --save '' --appendonly yes --dir . </dev/null >"$dir/primary.out" 2>&1) &
+    primary=$!
+    start_backup() {
+        (cd "$b" && exec "$tandem" backup --group soak --primary "127.0.0.1:$agent_port" --name backup \
+            --certs "$work/certs" --state-dir "$dir/backup-state" --coordinator "$coordinator" </dev/null >>"$dir/backup.out" 2>&1) &
+        backup=$!
+    }
+    start_backup
+    wait_port "$port" || { echo "redis did not listen"; kill -KILL $cpid $primary $backup; return 1; }
+    python3 "$work/acked_writes.py" write "$port" "$dir/acked" &
+    local writer=$!
+    sleep "0.$(( RANDOM % 10 ))"
+    # The backup dies with its program; restarted, it starts over from its own log and a reset view.
+    pkill -KILL -P "$backup"; kill -KILL "$backup"; wait "$backup" 2>/dev/null
+    start_backup
+    sleep "$(( 1 + RANDOM % 2 )).$(( RANDOM % 10 ))"
+    pkill -KILL -P "$primary"; kill -KILL "$primary"; wait "$primary" 2>/dev/null
+    local killed
+    killed=$(date +%s%N)
+    wait "$writer" 2>/dev/null
+    local ok=0
+    for _ in $(seq 400); do
+        if redis-cli -p "$port" ping 2>/dev/null | grep -q PONG; then ok=1; break; fi
+        sleep 0.05
+    done
+    local took=$(( ($(date +%s%N) - killed) / 1000000 )) result=0 lost
+    if [ $ok -eq 0 ]; then
+        echo "the backup did not take over: $(grep -h "diverged\|stalled\|tandem: " "$dir/backup-state/agent.log" "$dir/backup.out" 2>/dev/null | tail -1)"
+        result=1
+    elif [ "$mode" = sync ] && ! lost=$(python3 "$work/acked_writes.py" check "$port" "$dir/acked"); then
+        echo "$lost"
+        result=1
+    else
+        echo "$took" >>"$work/took-failover_$mode"
+    fi
+    redis-cli -p "$port" shutdown nosave >/dev/null 2>&1
+    pkill -KILL -P "$backup" 2>/dev/null; kill -KILL "$backup" $cpid 2>/dev/null; wait 2>/dev/null
+    return $result
+}
+
+cat >"$work/acked_writes.py" <<'EOF'
+# write PORT FILE: 4 clients SET distinct keys one by one, each acknowledged key appended to FILE,
+# until the connection fails. check PORT FILE: every key in FILE is there with its value.
+import socket, sys, threading
+what, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def conn():
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return s, s.makefile("rb")
+if what == "write":
+    out, lock = open(path, "a"), threading.Lock()
+    def client(n):
+        try:
+            s, f = conn()
+            for i in range(10**9):
+                k = "k%d:%d" % (n, i)
+                s.sendall(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k.encode(), len(k), k.encode()))
+                if f.readline() != b"+OK\r\n":
+                    return
+                with lock:
+                    out.write(k + "\n")
+                    out.flush()
+        except OSError:
+            return
+    ts = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+else:
+    keys = open(path).read().split()
+    s, f = conn()
+    lost = 0
+    for k in keys:
+        s.sendall(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(k), k.encode()))
+        head = f.readline()
+        if head.startswith(b"$-1"):
+            lost += 1
+            continue
+        lost += f.readline().rstrip(b"\r\n").decode() != k
+    print("%d of %d acknowledged writes lost" % (lost, len(keys)) if lost else "%d acknowledged writes, none lost" % len(keys))
+    sys.exit(1 if lost else 0)
+EOF
+
+case_failover_sync() { failover sync; }
+case_failover_async() { failover async; }
+
 declare -A what=(
     [nginx]="nginx, master and 2 worker processes, under wrk (2 s, 8 connections)"
     [python]="a threaded Python HTTP server (ThreadingHTTPServer) appending POSTs to files, 6 clients"
@@ -251,6 +354,8 @@ declare -A what=(
     [tmpfiles]="a C program using mkstemp, tmpfile, tmpnam and tempnam"
     [stdin]="a C program reading stdin with fgets"
     [sigsuspend]="a C program stopping on signals awaited in sigsuspend, ppoll and sigwait"
+    [failover_sync]="live failover on one host, sync mode: redis-server under 4 writing clients, the backup killed and restarted with its files left behind, then the primary killed; every acknowledged write must be on the backup"
+    [failover_async]="the same in async mode: the backup must take over"
 )
 declare -A clean failure
 status=0
@@ -270,7 +375,10 @@ for c in "${cases[@]}"; do
         fi
         [ -n "${SOAK_KEEP:-}" ] || rm -rf "$dir"
     done
-    printf '%-12s %3d of %d clean  %s\n' "$c" "${clean[$c]}" "$runs" "${failure[$c]}"
+    if [ -s "$work/took-$c" ]; then
+        failure[$c]="$(sort -n "$work/took-$c" | awk '{v[NR]=$1} END {printf "took over in %d/%d/%d ms (min/median/max)", v[1], v[int((NR+1)/2)], v[NR]}') ${failure[$c]}"
+    fi
+    printf '%-15s %3d of %d clean  %s\n' "$c" "${clean[$c]}" "$runs" "${failure[$c]}"
 done
 
 if [ $write_doc -eq 1 ]; then
@@ -281,9 +389,11 @@ if [ $write_doc -eq 1 ]; then
         echo "\`TANDEM_JITTER_US=20\`, every replay from a directory whose path differs in length from the"
         echo "recording's. A run is clean when the replay exits 0 (its outputs matched the recorded ones call"
         echo "by call) and its view of the program's directory holds the primary's files, byte for byte."
+        echo "The failover rows run the demo's layout live instead: a run is clean when the backup takes"
+        echo "over (and, in sync mode, holds every acknowledged write)."
         echo "Produced by \`scripts/soak.sh\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $(uname -r))."
         echo
-        echo "| program | clean replays | first failure seen |"
+        echo "| program | clean runs | takeover times, first failure seen |"
         echo "|---|---|---|"
         for c in "${cases[@]}"; do
             echo "| ${what[$c]} | ${clean[$c]} of $runs | ${failure[$c]:-} |"

@@ -93,6 +93,8 @@ macro_rules! calls {
 // Shared shapes of several declarations.
 const OBJECT: Slot = one("object", Hex);
 const COUNT: Slot = one("count", Unsigned);
+/// On the program's own pipes: the number of the call before this one in its direction.
+const AFTER: Slot = one("after", Unsigned);
 const DATA: spec::Part = part("data", Shape::Bytes, Len::Result);
 const PATH: spec::Part = part("path", Shape::Text, Len::Rest);
 const SLEPT: [Slot; 2] = [one("requested", Nanos), one("remaining", Nanos)];
@@ -170,6 +172,8 @@ calls! {
     }
     16 PcloseStatus "pclose_status" Process { aux: [one("status", WaitStatus), UNUSED] }
     // threads
+    // The agent's own: bytes it hands the program on its standard input (0: the end of it).
+    17 Stdin "stdin" Process { payload: &[DATA] }
     20 PthreadCreate "pthread_create" Thread {
         entries: &["pthread_create"],
         args: &[arg("thread", BufOut), arg("attr", Value), arg("start", Value), arg("arg", Value)],
@@ -433,7 +437,7 @@ calls! {
     170 Read "read" Io {
         entries: &["read", "__read_chk"], syscalls: &["read"],
         args: &[arg("fd", FdIn), arg("buf", BufOut), arg("count", Count)],
-        replay: Replay::ByKind, order: Order::UnderFdLock, fd: FD, aux: [COUNT, UNUSED], payload: &[DATA],
+        replay: Replay::ByKind, order: Order::UnderFdLock, fd: FD, aux: [COUNT, AFTER], payload: &[DATA],
         digest: "bytes read (local files)",
         checks: Checks::FD_AUX0,
     }
@@ -476,7 +480,7 @@ calls! {
     }
     176 Write "write" Io {
         entries: &["write"], syscalls: &["write"], args: &[arg("fd", FdIn), arg("buf", BufIn), arg("count", Count)],
-        replay: Replay::Output, order: Order::UnderFdLock, fd: FD, aux: [COUNT, UNUSED], digest: "bytes written",
+        replay: Replay::Output, order: Order::UnderFdLock, fd: FD, aux: [COUNT, AFTER], digest: "bytes written",
         checks: Checks::FD_AUX0,
     }
     177 Writev "writev" Io {

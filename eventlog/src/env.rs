@@ -23,9 +23,6 @@ pub const LPID: &str = "TANDEM_LPID";
 /// process is new and takes a fresh logical pid.
 pub const LPID_OWNER: &str = "TANDEM_LPID_OWNER";
 pub const OWNER_WIDTH: usize = 10;
-/// Set by `popen` in the environment of the shell it starts (with an owner of zeros): the shell's
-/// descriptor, 0 or 1, that is its end of the pipe to the program's stream.
-pub const STREAM_FD: &str = "TANDEM_STREAM_FD";
 /// Overrides where `tandem` looks for libtandem.so.
 pub const PRELOAD_OVERRIDE: &str = "TANDEM_PRELOAD";
 /// Where the agent places the region's descriptor in the program: high, out of the way of the

@@ -17,7 +17,7 @@ pub enum FdKind {
     /// Files under `/proc` and `/sys`: their contents change under the program.
     Pseudo = 4,
     Tty = 5,
-    /// Pipe or FIFO.
+    /// A pipe to or from outside the program (one it was started with), or a FIFO.
     Pipe = 6,
     /// Socket that `listen` was called on.
     Listener = 7,
@@ -31,10 +31,10 @@ pub enum FdKind {
     Shim = 12,
     /// Anything else (timerfd, signalfd, inotify, ...).
     Other = 13,
-    /// A pipe between a `popen` stream and the process at its other end. The stream's own reads
-    /// and writes are the C library's, which the shim cannot see, so the bytes are in neither
-    /// side's events: a backup moves them for real, as local state.
-    Stream = 14,
+    /// A pipe whose ends are both in the program (made by `pipe`, by a shell's pipeline, by
+    /// `popen`): local state, whose bytes a backup moves for real. Some of its reads and writes
+    /// are the C library's own (a `popen` stream's, stdio's), which the shim cannot see.
+    InnerPipe = 14,
 }
 
 impl FdKind {
@@ -55,7 +55,7 @@ impl FdKind {
             11 => FdKind::Epoll,
             12 => FdKind::Shim,
             13 => FdKind::Other,
-            14 => FdKind::Stream,
+            14 => FdKind::InnerPipe,
             _ => FdKind::Unknown,
         }
     }
@@ -64,7 +64,7 @@ impl FdKind {
     /// results. Everything else is input or output of the outside world (or of the program's own
     /// channels, which a backup replays from the record as well).
     pub const fn is_local_state(self) -> bool {
-        matches!(self, FdKind::File | FdKind::Device | FdKind::Epoll | FdKind::Stream)
+        matches!(self, FdKind::File | FdKind::Device | FdKind::Epoll | FdKind::InnerPipe)
     }
 
     /// Writes on these reach the outside world (clients, terminals, other programs): on a
@@ -119,7 +119,7 @@ impl FdKind {
             FdKind::Epoll => "epoll",
             FdKind::Shim => "shim",
             FdKind::Other => "other",
-            FdKind::Stream => "stream",
+            FdKind::InnerPipe => "inner pipe",
         }
     }
 }
@@ -145,7 +145,7 @@ mod tests {
         assert_eq!(FdKind::of_anon_inode(b"anon_inode:[timerfd]"), FdKind::Other);
         assert!(FdKind::File.is_local_state() && !FdKind::File.is_outward());
         assert!(FdKind::Socket.is_outward() && !FdKind::Random.is_local_state());
-        assert!(FdKind::Stream.is_local_state() && !FdKind::Stream.is_outward());
+        assert!(FdKind::InnerPipe.is_local_state() && !FdKind::InnerPipe.is_outward());
     }
 
     #[test]

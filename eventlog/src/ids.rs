@@ -29,6 +29,8 @@ pub struct LogicalTid(pub u32);
 pub const FIRST_PID: LogicalPid = LogicalPid(1);
 /// The logical tid of a process's main thread.
 pub const MAIN_TID: LogicalTid = LogicalTid(0);
+/// The logical pid of the agent's own events: what it hands the program on its standard input.
+pub const AGENT_PID: LogicalPid = LogicalPid(0);
 
 impl Seq {
     /// No event: what a member holds before its first one.

@@ -87,6 +87,9 @@ pub struct Launch {
     /// The program's executable and the libraries it names, each with its identity (`build-id:HEX`
     /// or `sha256:HEX`) and path: a backup must run the same ones.
     pub binaries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The program's standard input is a pipe its agent owns: what the agent hands over through
+    /// it is in the log (`stdin` events), and a backup's agent hands the same over.
+    pub stdin: bool,
 }
 
 /// A capture of the data directories, stored once under its digest.
@@ -126,6 +129,7 @@ impl CaptureRef {
 const DATA_TAG: &[u8] = b"data=";
 const CAPTURE_TAG: &[u8] = b"capture=";
 const BINARY_TAG: &[u8] = b"binary=";
+const STDIN_PIPE: &[u8] = b"stdin=pipe";
 
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 #[repr(C)]
@@ -149,7 +153,8 @@ impl Launch {
         let data = self.data.iter().map(|d| [DATA_TAG, d].concat());
         let capture = self.capture.iter().map(|c| [CAPTURE_TAG, c.encode().as_bytes()].concat());
         let binaries = self.binaries.iter().map(|(id, path)| [BINARY_TAG, id, b" ", path].concat());
-        let tagged: Vec<Vec<u8>> = data.chain(capture).chain(binaries).collect();
+        let stdin = self.stdin.then(|| STDIN_PIPE.to_vec());
+        let tagged: Vec<Vec<u8>> = data.chain(capture).chain(binaries).chain(stdin).collect();
         for s in self.argv.iter().chain(&self.env).chain(core::iter::once(&self.cwd)).chain(&tagged) {
             body.extend_from_slice(s);
             body.push(0);
@@ -164,7 +169,7 @@ impl Launch {
         let argv = take(argc)?;
         let env = take(envc)?;
         let cwd = take(1)?.pop()?;
-        let mut launch = Launch { argv, env, cwd, data: Vec::new(), capture: None, binaries: Vec::new() };
+        let mut launch = Launch { argv, env, cwd, ..Launch::default() };
         for part in parts {
             if let Some(path) = part.strip_prefix(DATA_TAG) {
                 launch.data.push(path.to_vec());
@@ -173,6 +178,8 @@ impl Launch {
             } else if let Some(b) = part.strip_prefix(BINARY_TAG) {
                 let space = b.iter().position(|&c| c == b' ')?;
                 launch.binaries.push((b[..space].to_vec(), b[space + 1..].to_vec()));
+            } else if part == STDIN_PIPE {
+                launch.stdin = true;
             } else {
                 return None;
             }
@@ -713,6 +720,7 @@ mod tests {
             data: vec![b"/srv/data".to_vec(), b"/tmp".to_vec()],
             capture: Some(CaptureRef { digest: [0xab; 32], bytes: 4096 }),
             binaries: vec![(b"build-id:00ff".to_vec(), b"/usr/bin/a program".to_vec())],
+            stdin: true,
         }
     }
 
@@ -721,7 +729,7 @@ mod tests {
         let full = launch();
         let body = full.encode();
         assert_eq!(Launch::decode(2, 2, &body), Some(full.clone()));
-        let bare = Launch { data: vec![], capture: None, binaries: vec![], ..full };
+        let bare = Launch { data: vec![], capture: None, binaries: vec![], stdin: false, ..full };
         assert_eq!(Launch::decode(2, 2, &bare.encode()), Some(bare.clone()));
         // An empty argument is an argument, not the end.
         let empty_arg = Launch { argv: vec![b"prog".to_vec(), vec![]], ..bare };

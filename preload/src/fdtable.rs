@@ -6,6 +6,7 @@
 use crate::sys;
 use core::ffi::c_int;
 use core::sync::atomic::{AtomicI32, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use eventlog::ring::pipes::Way;
 use eventlog::FdKind;
 
 /// Descriptors above this are classified on every call and cannot be in epoll sets.
@@ -27,6 +28,8 @@ struct FdEntry {
     /// The slot of the file's lock in the region ([`eventlog::ring::inodes`]) plus one, for a
     /// regular file; [`NOT_REGULAR`] for anything else; 0 while not known yet.
     inode: AtomicU16,
+    /// The inode of one of the program's own pipes, 0 while not known yet.
+    pipe: AtomicU64,
     /// Owner's real pid, plus WAITERS. A pid other than ours means the lock was held in the
     /// parent when this process forked: nobody here holds it.
     lock: AtomicU32,
@@ -43,6 +46,7 @@ impl FdEntry {
             kind: AtomicU8::new(0),
             dead: AtomicU8::new(0),
             inode: AtomicU16::new(0),
+            pipe: AtomicU64::new(0),
             lock: AtomicU32::new(0),
             epoll: [const { EpollReg { epfd_plus1: AtomicI32::new(0), data: AtomicU64::new(0) } }; EPOLL_REGS],
         }
@@ -95,6 +99,7 @@ pub fn set(fd: c_int, kind: FdKind) {
 fn set_with_inode(fd: c_int, kind: FdKind, inode: u16) {
     if let Some(e) = entry(fd) {
         e.inode.store(inode, Ordering::Relaxed);
+        e.pipe.store(0, Ordering::Relaxed);
         e.kind.store(kind as u8, Ordering::Relaxed);
         e.dead.store(0, Ordering::Relaxed);
         for r in &e.epoll {
@@ -175,7 +180,7 @@ fn classify_stat(fd: c_int, path: Option<&[u8]>, st: &libc::stat) -> FdKind {
             }
         }
         libc::S_IFCHR => FdKind::of_char_device(libc::major(st.st_rdev), libc::minor(st.st_rdev)),
-        libc::S_IFIFO if crate::state::region().is_some_and(|r| r.is_stream(st.st_ino)) => FdKind::Stream,
+        libc::S_IFIFO if is_inner_pipe(fd, st) => FdKind::InnerPipe,
         libc::S_IFIFO => FdKind::Pipe,
         libc::S_IFSOCK => match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) {
             Some(1) => FdKind::Listener,
@@ -188,32 +193,38 @@ fn classify_stat(fd: c_int, path: Option<&[u8]>, st: &libc::stat) -> FdKind {
     }
 }
 
-/// Marks `fd`, one end of the pipe between a `popen` stream and the process at its other end, as
-/// such, and tells every process of the program (through the region) that holds the pipe.
-pub fn mark_stream(fd: c_int) {
-    let Some(inode) = pipe_inode(fd) else { return };
-    if let Some(region) = crate::state::region() {
-        if !region.add_stream(inode) {
+/// Whether the pipe `fd` (with status `st`) has both ends in the program: a pipe (not a FIFO, which
+/// has a name and any process may open) that the program was not started with.
+fn is_inner_pipe(fd: c_int, st: &libc::stat) -> bool {
+    let mut buf = [0u8; 64];
+    sys::fd_path(fd, &mut buf).starts_with(b"pipe:")
+        && !crate::state::region().is_some_and(|r| r.is_outside_pipe(st.st_ino))
+}
+
+/// Notes the pipes among the descriptors the program was started with as leading outside it:
+/// its first process calls this before it classifies any descriptor.
+pub fn note_outside_pipes() {
+    let Some(region) = crate::state::region() else { return };
+    // The agent's pipe on the standard input is the program's own: the agent is part of it.
+    let agents = region.header().stdin_pipe.load(Ordering::Relaxed);
+    for fd in 0..OUTSIDE_SCAN {
+        let Some(st) = sys::fstat(fd) else { continue };
+        let pipe = st.st_mode & libc::S_IFMT == libc::S_IFIFO && st.st_ino != agents;
+        if pipe && !region.add_outside_pipe(st.st_ino) {
             crate::msg::report!(
-                "more than {} popen streams are open at once: the pipe at descriptor {fd} is replayed as a plain pipe in the processes that inherit it",
-                eventlog::ring::STREAMS
+                "the program was started with more than {} pipes: the one at descriptor {fd} is taken for the program's own",
+                eventlog::ring::OUTSIDE_PIPES
             );
         }
     }
-    set(fd, FdKind::Stream);
 }
+
+/// Descriptors the first process looks at for pipes it was started with.
+const OUTSIDE_SCAN: c_int = 256;
 
 /// The inode of the pipe `fd` is, if it is one.
 pub fn pipe_inode(fd: c_int) -> Option<u64> {
     sys::fstat(fd).filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO).map(|st| st.st_ino)
-}
-
-/// The stream whose pipe has inode `inode` is closed and its shell has ended: the pipe is no
-/// longer a stream's to processes that come to hold it from now on.
-pub fn unmark_stream(inode: u64) {
-    if let Some(region) = crate::state::region() {
-        region.remove_stream(inode);
-    }
 }
 
 /// Holds `fd`'s lock: calls on the same descriptor take their sequence numbers in the order they
@@ -312,6 +323,47 @@ impl Drop for FileLock {
     fn drop(&mut self) {
         self.region.unlock_inode(self.slot);
     }
+}
+
+/// Holds the lock of one direction of one of the program's own pipes (see
+/// [`eventlog::ring::pipes`]).
+pub struct PipeLock {
+    region: eventlog::ring::Region,
+    index: u16,
+    way: Way,
+}
+
+impl PipeLock {
+    /// Notes `seq` as the number of the pipe's last call this way; the one before it (0: none).
+    pub fn swap_last(&self, seq: u64) -> u64 {
+        self.region.pipe_swap_last(self.index, self.way, seq)
+    }
+}
+
+impl Drop for PipeLock {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.region.unlock_pipe(self.index, self.way);
+    }
+}
+
+/// Takes the lock of direction `way` of the pipe `fd` is (one of the program's own), for the
+/// thread `ctx`. `None` outside a region, or when `fd` is no pipe.
+pub fn lock_pipe(fd: c_int, way: Way, ctx: &crate::state::ThreadCtx) -> Option<PipeLock> {
+    let region = crate::state::region()?;
+    let inode = match entry(fd) {
+        Some(e) => match e.pipe.load(Ordering::Relaxed) {
+            0 => {
+                let i = pipe_inode(fd)?;
+                e.pipe.store(i, Ordering::Relaxed);
+                i
+            }
+            i => i,
+        },
+        None => pipe_inode(fd)?,
+    };
+    let index = region.lock_pipe(inode, way, ctx.os_tid());
+    Some(PipeLock { region, index, way })
 }
 
 /// Takes the locks of the regular files `a` and `b` are (either may be -1, or not a regular

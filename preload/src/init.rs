@@ -21,8 +21,6 @@ struct Settings {
     /// The owner field's digits, patched in place with our pid.
     owner: *mut u8,
     owner_pid: u64,
-    /// The shell `popen` started: its end of the pipe to the program's stream.
-    stream_fd: Option<c_int>,
 }
 
 /// Reads the `TANDEM_*` variables; `None` when this process was not launched by tandem.
@@ -30,14 +28,7 @@ struct Settings {
 /// # Safety
 /// `envp` is the process's NULL-terminated environment.
 unsafe fn settings(envp: *const *const c_char) -> Option<Settings> {
-    let mut s = Settings {
-        shm_fd: -1,
-        mode: state::MODE_OFF,
-        lpid: 0,
-        owner: core::ptr::null_mut(),
-        owner_pid: 0,
-        stream_fd: None,
-    };
+    let mut s = Settings { shm_fd: -1, mode: state::MODE_OFF, lpid: 0, owner: core::ptr::null_mut(), owner_pid: 0 };
     let mut i = 0;
     // SAFETY: per the caller.
     unsafe {
@@ -60,8 +51,6 @@ unsafe fn settings(envp: *const *const c_char) -> Option<Settings> {
                 };
             } else if name == env::LPID.as_bytes() {
                 s.lpid = parse_decimal(value).unwrap_or(0) as u32;
-            } else if name == env::STREAM_FD.as_bytes() {
-                s.stream_fd = parse_decimal(value).map(|v| v as c_int);
             } else if name == env::LPID_OWNER.as_bytes() && value.len() == env::OWNER_WIDTH {
                 s.owner = (entry as *mut u8).add(eq + 1);
                 s.owner_pid = parse_decimal(value).unwrap_or(0);
@@ -174,18 +163,16 @@ unsafe fn start(envp: *const *const c_char) {
     state::set_region(region);
     fdtable::set_process(pid);
     fdtable::set(s.shm_fd, FdKind::Shim);
-    if let (Some(fd), 0) = (s.stream_fd, s.owner_pid) {
-        // The shell popen started (not a process that inherited its environment unseen): its end
-        // of the stream's pipe, told to the program's other processes before any can inherit it.
-        fdtable::mark_stream(fd);
+    let launched = ids::LogicalPid(lpid) == ids::FIRST_PID && s.owner_pid == 0;
+    if launched {
+        fdtable::note_outside_pipes();
     }
-    // The standard descriptors are known from the start: one may be a stream's pipe, which stops
-    // being known as one once the stream is closed.
+    // The standard descriptors are known from the start.
     for fd in 0..3 {
         fdtable::kind(fd);
     }
     remember_own_path();
-    if ids::LogicalPid(lpid) == ids::FIRST_PID && s.owner_pid == 0 && !seccomp::install_filter() {
+    if launched && !seccomp::install_filter() {
         report!("could not install the io_uring filter; io_uring calls will not be seen");
     }
     seccomp::install_handler();

@@ -88,11 +88,12 @@ pub fn wait_for_own_turn() {
     }
 }
 
-/// A backup's read from a `popen` stream's pipe runs before its turn (see `hooks/run.rs`), for
-/// the primary's count: the result of this thread's next event, found ahead of the read position
-/// (waiting for the agent to append it). `None` when the program has gone live, the log ends
-/// first, or the next event is another call (the turn reports that).
-pub fn result_ahead(ctx: &'static ThreadCtx, call: Call) -> Option<i64> {
+/// A backup's read or write on one of the program's own pipes runs before its turn (see
+/// `hooks/run.rs`), for the primary's count: the result and second `aux` value of this thread's
+/// next event, found ahead of the read position (waiting for the agent to append it). `None` when
+/// the program has gone live, the log ends first, or the next event is another call (the turn
+/// reports that).
+pub fn result_ahead(ctx: &'static ThreadCtx, call: Call) -> Option<(i64, u64)> {
     let feed = state::feed()?;
     let (lpid, ltid) = (LogicalPid(LPID.load(Ordering::Relaxed)), LogicalTid(ctx.ltid.get()));
     let mut looks = 0u32;
@@ -101,7 +102,7 @@ pub fn result_ahead(ctx: &'static ThreadCtx, call: Call) -> Option<i64> {
             return None;
         }
         if let Some(n) = feed.find_ahead(lpid, ltid) {
-            return (n.header.call == call as u16).then_some(n.header.result);
+            return (n.header.call == call as u16).then_some((n.header.result, n.header.aux[1]));
         }
         if feed.control().eof.load(Ordering::SeqCst) != 0 && feed.find_ahead(lpid, ltid).is_none() {
             return None;
@@ -111,6 +112,23 @@ pub fn result_ahead(ctx: &'static ThreadCtx, call: Call) -> Option<i64> {
             core::hint::spin_loop();
         } else {
             sys::sleep_ns(100_000);
+        }
+    }
+}
+
+/// Waits until the event numbered `seq` (0: none) has had its turn, or the program went live.
+pub fn wait_past(seq: u64) {
+    let Some(feed) = state::feed() else { return };
+    let mut looks = 0u32;
+    while seq != 0 && !feed.is_live() && feed.delivered().0 < seq {
+        if feed.peek().is_some_and(|n| n.header.seq.0 > seq) {
+            return;
+        }
+        if looks < SPINS {
+            looks += 1;
+            core::hint::spin_loop();
+        } else {
+            sys::sleep_ns(50_000);
         }
     }
 }

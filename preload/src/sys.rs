@@ -58,12 +58,10 @@ pub fn write_all(fd: c_int, mut bytes: &[u8]) {
     }
 }
 
-/// One read into `buf`: the count, or the negative errno.
-///
-/// # Safety
-/// `buf` is valid for `n` bytes of writes.
-pub unsafe fn read(fd: c_int, buf: *mut u8, n: usize) -> isize {
-    sc(libc::SYS_read, [fd as usize, buf as usize, n, 0, 0, 0])
+/// Waits until `fd` is ready for `events` (`POLLIN`, `POLLOUT`), or has hung up or failed.
+pub fn wait_ready(fd: c_int, events: libc::c_short) {
+    let mut p = libc::pollfd { fd, events, revents: 0 };
+    sc(libc::SYS_ppoll, [&mut p as *mut _ as usize, 1, 0, 0, 0, 0]);
 }
 
 pub fn fstat(fd: c_int) -> Option<libc::stat> {

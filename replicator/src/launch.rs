@@ -14,7 +14,7 @@ use eventlog::ring::SharedRegion;
 use eventlog::{env, ids};
 use nix::fcntl::{fcntl, FcntlArg};
 use std::ffi::{OsStr, OsString};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -84,6 +84,8 @@ pub struct Launch {
     pub cwd: Option<PathBuf>,
     /// The executable's and its libraries' identities and paths (a primary's, for its log).
     pub binaries: Vec<(String, PathBuf)>,
+    /// The program's standard input is a pipe its agent owns (see `stdin.rs`).
+    pub stdin: bool,
 }
 
 fn entry(name: &str, value: impl AsRef<OsStr>) -> OsString {
@@ -142,7 +144,18 @@ impl Launch {
         env.push(entry(env::LPID_OWNER, env::OWNER_NONE));
         env.sort();
         let binaries = crate::binaries::of_program(&program)?;
-        Ok(Launch { program, argv: argv.to_vec(), env, shim, data: Vec::new(), capture: None, cwd: None, binaries })
+        let stdin = crate::stdin::worth_owning();
+        Ok(Launch {
+            program,
+            argv: argv.to_vec(),
+            env,
+            shim,
+            data: Vec::new(),
+            capture: None,
+            cwd: None,
+            binaries,
+            stdin,
+        })
     }
 
     /// The primary's launch, for a backup: its environment with the mode changed and this host's
@@ -186,6 +199,7 @@ impl Launch {
             capture: recorded.capture,
             cwd: Some(path(&recorded.cwd)).filter(|c| !c.as_os_str().is_empty()),
             binaries: Vec::new(),
+            stdin: recorded.stdin,
         })
     }
 
@@ -203,16 +217,17 @@ impl Launch {
                 .iter()
                 .map(|(id, p)| (id.clone().into_bytes(), p.as_os_str().as_bytes().to_vec()))
                 .collect(),
+            stdin: self.stdin,
         }
     }
 
     /// Starts the program with `region` at descriptor [`env::SHM_FD_NUMBER`], in `view` when
-    /// given (a backup's), else here.
+    /// given (a backup's), else here; `stdin`, when given, is its standard input.
     ///
     /// Address-space randomisation is turned off for this process and inherited by the program,
     /// so a backup running the same program lays memory out the same way. The agent becomes the
     /// subreaper of the program's process tree, so it can wait for every descendant.
-    pub fn spawn(&self, region: &SharedRegion, view: Option<&View>) -> Result<Child> {
+    pub fn spawn(&self, region: &SharedRegion, view: Option<&View>, stdin: Option<OwnedFd>) -> Result<Child> {
         use nix::sys::personality::{self, Persona};
         let persona =
             personality::get().map_err(|e| Error::Setup(format!("cannot read the process personality: {e}")))?;
@@ -252,6 +267,9 @@ impl Launch {
                 cmd
             }
         };
+        if let Some(fd) = stdin {
+            cmd.stdin(fd);
+        }
         let child = cmd.spawn().map_err(Error::io(format!("cannot start {}", self.program.display())));
         if child.is_ok() {
             crate::notes::launched();

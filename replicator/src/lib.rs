@@ -20,6 +20,7 @@ pub mod replayer;
 pub mod runway;
 pub mod show;
 pub mod statedir;
+pub mod stdin;
 pub mod steer;
 pub mod view;
 pub mod wire;

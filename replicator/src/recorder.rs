@@ -107,8 +107,15 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
         tap.started(shared.clone());
     }
     let region = shared.region();
+    let (program_stdin, stdin) = match launch.stdin {
+        true => crate::stdin::StdinPipe::new(&shared).map(|(p, s)| (Some(p), Some(s)))?,
+        false => (None, None),
+    };
     let signals = catch_signals();
-    let mut child = launch.spawn(&shared, None)?;
+    let mut child = launch.spawn(&shared, None, program_stdin)?;
+    if let Some(stdin) = stdin {
+        stdin.hand_over(shared.clone());
+    }
     let top = Pid::from_raw(child.id() as i32);
     let forwarder = forward_signals(signals, top);
 

@@ -224,8 +224,17 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
         Feeder { reader, log: opts.log.clone(), follow: opts.follow.clone(), batch: None, done: false, events: 0 };
     // Fill the feed before the program starts, so it does not begin by waiting.
     feeder.pump(&feed)?;
+    let (program_stdin, stdin) = match launch.stdin {
+        true => crate::stdin::StdinPipe::new(&shared).map(|(p, s)| (Some(p), Some(s)))?,
+        false => (None, None),
+    };
     let signals = crate::recorder::catch_signals();
-    let child = launch.spawn(&shared, view.as_ref())?;
+    let child = launch.spawn(&shared, view.as_ref(), program_stdin)?;
+    let stop_stdin = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _stop_stdin = StopOnDrop(stop_stdin.clone());
+    if let Some(stdin) = stdin {
+        stdin.follow(shared.clone(), stop_stdin);
+    }
     let top = Pid::from_raw(child.id() as i32);
     let _forwarder = crate::recorder::forward_signals(signals, top);
 
@@ -292,6 +301,15 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
             }
         }
         region.wait_doorbell(seen, Duration::from_millis(2).as_nanos() as u64);
+    }
+}
+
+/// Sets its flag when dropped: on every way out of a replay.
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 

@@ -100,14 +100,18 @@ fn check_multithreaded_fixture(flags: &[&str]) {
         assert!(urandom, "worker {w} read /dev/urandom with its bytes recorded");
     }
 
-    // The pipe: main read every worker's line, bytes recorded.
-    let piped: String = events
-        .iter()
-        .filter(|e| e.call() == eventlog::Call::Read && e.header.fd_kind() == eventlog::FdKind::Pipe)
-        .map(|e| text(&e.payload))
-        .collect();
-    let lines: BTreeSet<&str> = piped.lines().collect();
-    assert_eq!(lines, BTreeSet::from(["w0", "w1", "w2", "w3"]));
+    // The pipe, the program's own: every worker wrote its line into it and main read them all, the
+    // bytes known by digest (a backup moves them for real), each call naming the one before it
+    // its way.
+    let on_pipe =
+        |call| events.iter().filter(move |e| e.call() == call && e.header.fd_kind() == eventlog::FdKind::InnerPipe);
+    let written: BTreeSet<u64> = on_pipe(eventlog::Call::Write).map(|e| e.header.digest).collect();
+    let lines: BTreeSet<u64> = (0..4).map(|w| eventlog::digest::digest(format!("w{w}\n").as_bytes())).collect();
+    assert_eq!(written, lines, "each worker's line, written into the pipe");
+    let read: i64 = on_pipe(eventlog::Call::Read).map(|e| e.header.result.max(0)).sum();
+    assert_eq!(read, 12, "main read every line");
+    let after: Vec<u64> = on_pipe(eventlog::Call::Write).map(|e| e.header.aux[1]).collect();
+    assert_eq!(after.iter().filter(|&&a| a == 0).count(), 1, "only the first write follows none: {after:?}");
 
     // The forked child: its own logical pid, exec recorded, and the exec'd image's events under
     // the same pid even though its environment had no LD_PRELOAD.

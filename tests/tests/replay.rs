@@ -387,11 +387,104 @@ fn popen_streams_and_system_replay_under_jitter() {
             assert_eq!(count(call), 5, "run {run}: {call}");
         }
         let on_stream = |call: eventlog::Call| {
-            events.iter().any(|e| e.call() == call && e.header.fd_kind() == eventlog::FdKind::Stream)
+            events.iter().any(|e| e.call() == call && e.header.fd_kind() == eventlog::FdKind::InnerPipe)
         };
         assert!(on_stream(eventlog::Call::Read), "run {run}: wc's reads were not a stream's");
         assert!(on_stream(eventlog::Call::Write), "run {run}: cat's writes were not a stream's");
     }
+}
+
+/// Waits for `file` to exist (a fixture saying it has reached a point), then connects to `port`
+/// and returns what the program sends before it closes the connection.
+fn when_ready_fetch(file: &Path, port: u16) -> String {
+    use std::io::Read;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !file.exists() {
+        assert!(Instant::now() < deadline, "{} never appeared", file.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut s = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) => assert!(Instant::now() < deadline, "nobody listens on {port}: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    got
+}
+
+/// The program's own pipes move their bytes for real on a backup, in the primary's order: one
+/// write of 1 MiB (more than a pipe holds, returning only after many reads took their numbers),
+/// single bytes from four threads into a non-blocking pipe drained by a poller, 300 KB to a forked
+/// child. Replays under jitter in a directory of another length end with the primary's files.
+/// And bytes waiting in such a pipe when a backup goes live are there for the live program.
+#[test]
+fn the_programs_own_pipes_replay_and_keep_their_bytes_at_go_live() {
+    let program = fixture("inner_pipes", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (p, b) = primary_and_backup_dirs(dir.path());
+    let log = dir.path().join("pipes.tlog");
+    let port = free_port();
+    let client = {
+        let ready = p.join("ready");
+        std::thread::spawn(move || when_ready_fetch(&ready, port))
+    };
+    let rec = record_in(&p, &log, &program, &[&port.to_string()], 20);
+    assert!(rec.status.success(), "record failed: {}", text(&rec.stderr));
+    assert_eq!(client.join().unwrap(), "in flight\n");
+    let out = std::fs::read_to_string(p.join("out")).unwrap();
+    assert!(out.starts_with("big 1048576 sum ") && out.contains("quick 100 100 100 100\n"), "{out}");
+    let events = read_log(&log).unwrap();
+    let chained = events.iter().filter(|e| e.call() == eventlog::Call::Write && e.header.aux[1] != 0).count();
+    assert!(chained > 300, "writes to the program's own pipes name the write before them ({chained})");
+    for run in 0..5 {
+        let rep = replay_in(&b, &log, &[], &[], 20);
+        assert_eq!(rep.status.code(), Some(0), "run {run}: replay failed:\n{}", text(&rep.stderr));
+        let merged = replayed(&b, &log);
+        for file in ["out", "child"] {
+            let (x, y) = (std::fs::read(p.join(file)).unwrap(), std::fs::read(merged.join(file)).unwrap());
+            assert_eq!(text(&x), text(&y), "run {run}: {file} differs");
+        }
+    }
+
+    // The primary dies while "in flight" waits in a pipe; a backup goes live and has it.
+    let live = tempfile::tempdir().unwrap();
+    let (p, b) = primary_and_backup_dirs(live.path());
+    let log = live.path().join("cut.tlog");
+    let mut agent = tandem()
+        .current_dir(&p)
+        .args(["record", "--out"])
+        .arg(&log)
+        .arg("--")
+        .arg(&program)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !p.join("ready").exists() {
+        assert!(Instant::now() < deadline, "the program never got ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", agent.id())).unwrap();
+    let pid: i32 = pid.split_whitespace().next().unwrap().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    agent.wait().unwrap();
+    let backup = tandem()
+        .current_dir(&b)
+        .args(["replay", "--go-live", "--view-dir"])
+        .arg(view_of(&b))
+        .arg(&log)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The live program's own "ready" lies in its view; the port tells when it listens.
+    assert_eq!(when_ready_fetch(&p.join("ready"), port), "in flight\n");
+    let out = backup.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
 /// `tandem record` of `program` in `dir`, in a process group of its own that is killed whole if

@@ -1,16 +1,28 @@
-//! Each real program of `scripts/soak.sh` once (the script repeats them for the support matrix):
-//! recorded under load, replayed under jitter from a directory of another length, the replay's
-//! files the primary's. The programs that docs/limits.md names as not yet replaying (shell
-//! pipelines through internal pipes, stdin read through stdio) are left to the script.
+//! Each case of `scripts/soak.sh` once (the script repeats them for the support matrix): real
+//! programs recorded under load, replayed under jitter from a directory of another length, the
+//! replay's files the primary's; and live failover on one host in sync and async mode, with the
+//! backup restarted once with its files left behind.
 
 use tandem_tests::*;
 
 #[test]
 fn real_programs_replay_from_another_directory() {
-    for tool in ["nginx", "wrk", "memcached", "sqlite3", "python3"] {
+    for tool in ["nginx", "wrk", "memcached", "sqlite3", "python3", "redis-server", "redis-cli", "curl"] {
         require(tool);
     }
-    let cases = ["nginx", "python", "sqlite", "memcached", "popen", "tmpfiles", "sigsuspend"];
+    let cases = [
+        "nginx",
+        "python",
+        "sqlite",
+        "memcached",
+        "pipeline",
+        "popen",
+        "tmpfiles",
+        "stdin",
+        "sigsuspend",
+        "failover_sync",
+        "failover_async",
+    ];
     let out = std::process::Command::new(root().join("scripts/soak.sh"))
         .arg("--no-doc")
         .args(cases)
@@ -20,6 +32,7 @@ fn real_programs_replay_from_another_directory() {
     let report = text(&out.stdout);
     assert!(out.status.success(), "{report}\n{}", text(&out.stderr));
     for case in cases {
-        assert!(report.lines().any(|l| l.starts_with(case) && l.contains("1 of 1 clean")), "{case}:\n{report}");
+        let clean = |l: &str| l.split_whitespace().next() == Some(case) && l.contains("1 of 1 clean");
+        assert!(report.lines().any(clean), "{case}:\n{report}");
     }
 }

@@ -57,24 +57,34 @@ impl Region {
     /// [`unlock_inode`]: Region::unlock_inode
     #[inline(always)]
     pub fn lock_inode(&self, slot: u16, tid: u32) {
-        let w = self.inode_word(slot);
-        if w.compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            lock_contended(w, tid);
-        }
+        lock_word(self.inode_word(slot), tid);
     }
 
     /// Gives back the lock of file slot `slot`, waking one waiter.
     #[inline(always)]
     pub fn unlock_inode(&self, slot: u16) {
-        let w = self.inode_word(slot);
-        if w.swap(0, Ordering::Release) & WAITERS != 0 {
-            sys::futex_wake(w, 1);
-        }
+        unlock_word(self.inode_word(slot));
     }
 
     /// The thread holding file slot `slot` (0: free). For tests and diagnostics.
     pub fn inode_holder(&self, slot: u16) -> u32 {
         self.inode_word(slot).load(Ordering::Relaxed) & !WAITERS
+    }
+}
+
+/// Takes lock word `w` (shared between processes) for the thread with OS id `tid`.
+#[inline(always)]
+pub(super) fn lock_word(w: &AtomicU32, tid: u32) {
+    if w.compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        lock_contended(w, tid);
+    }
+}
+
+/// Gives back lock word `w`, waking one waiter.
+#[inline(always)]
+pub(super) fn unlock_word(w: &AtomicU32) {
+    if w.swap(0, Ordering::Release) & WAITERS != 0 {
+        sys::futex_wake(w, 1);
     }
 }
 

@@ -26,6 +26,7 @@ pub mod feed;
 mod gate;
 pub mod inodes;
 pub mod notes;
+pub mod pipes;
 pub mod sys;
 
 use crate::ids::{LogicalPid, LogicalTid, Seq};
@@ -36,7 +37,7 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"TNDMSHM\0");
 /// Bump whenever any layout in this module changes.
-pub const VERSION: u32 = 8;
+pub const VERSION: u32 = 9;
 pub const PAGE: usize = 4096;
 /// Largest payload one event may carry; bigger reads are cut to this size by the shim (a short
 /// read is always legal for the descriptors whose bytes are recorded).
@@ -100,15 +101,19 @@ pub struct ShmHeader {
     /// Futex word writers bump after posting a note; the agent's note printer sleeps on it.
     pub notes_bell: AtomicU32,
     _pad4: [u8; 44],
-    /// The pipes between `popen` streams and the processes at their other ends that are open now,
-    /// by inode number (0: a free entry): the shim's in every process of the program, each
-    /// telling the others (see [`Region::add_stream`]).
-    pub streams: [AtomicU64; STREAMS],
-    _reserved: [u8; PAGE - 320 - STREAMS * 8],
+    /// The pipes the program was started with (its standard input or output, from a shell's
+    /// pipeline outside it), by inode number (0: a free entry), written once by the program's
+    /// first process: every other pipe is the program's own, both ends inside it (see
+    /// [`Region::add_outside_pipe`]).
+    pub outside_pipes: [AtomicU64; OUTSIDE_PIPES],
+    /// The inode of the pipe the agent gives the program as its standard input (0: none): the
+    /// program's own, though its first process is started with it.
+    pub stdin_pipe: AtomicU64,
+    _reserved: [u8; PAGE - 320 - OUTSIDE_PIPES * 8 - 8],
 }
 
-/// Pipes to `popen` streams a region keeps track of at once.
-pub const STREAMS: usize = 64;
+/// Pipes from outside the program a region keeps track of.
+pub const OUTSIDE_PIPES: usize = 64;
 
 const _: () = assert!(core::mem::size_of::<ShmHeader>() == PAGE);
 
@@ -200,8 +205,12 @@ impl Geometry {
         self.notes_offset() + notes::NOTES_LEN
     }
 
-    pub fn slots_offset(&self) -> usize {
+    pub fn pipes_offset(&self) -> usize {
         self.inode_locks_offset() + inodes::INODE_LOCKS_LEN
+    }
+
+    pub fn slots_offset(&self) -> usize {
+        self.pipes_offset() + pipes::PIPES_LEN
     }
 
     pub fn rings_offset(&self) -> usize {
@@ -380,26 +389,20 @@ impl Region {
         self.header().next_lpid.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Notes that the pipe with inode `inode` joins a `popen` stream to the process at its other
-    /// end, so that every process of the program that comes to hold it (a shell's children, by
-    /// inheritance through fork and exec) knows it as one. False when the table is full.
-    pub fn add_stream(&self, inode: u64) -> bool {
-        if inode == 0 || self.is_stream(inode) {
+    /// Notes that the pipe with inode `inode` leads outside the program (it was open when the
+    /// program started), so that every process of the program that comes to hold it knows it as
+    /// one. False when the table is full.
+    pub fn add_outside_pipe(&self, inode: u64) -> bool {
+        if inode == 0 || self.is_outside_pipe(inode) {
             return true;
         }
-        self.header().streams.iter().any(|e| e.compare_exchange(0, inode, Ordering::AcqRel, Ordering::Relaxed).is_ok())
+        let table = &self.header().outside_pipes;
+        table.iter().any(|e| e.compare_exchange(0, inode, Ordering::AcqRel, Ordering::Relaxed).is_ok())
     }
 
-    /// Forgets a stream's pipe (its stream was closed).
-    pub fn remove_stream(&self, inode: u64) {
-        for e in &self.header().streams {
-            let _ = e.compare_exchange(inode, 0, Ordering::AcqRel, Ordering::Relaxed);
-        }
-    }
-
-    /// Whether the pipe with inode `inode` joins a `popen` stream to the process at its other end.
-    pub fn is_stream(&self, inode: u64) -> bool {
-        inode != 0 && self.header().streams.iter().any(|e| e.load(Ordering::Acquire) == inode)
+    /// Whether the pipe with inode `inode` leads outside the program.
+    pub fn is_outside_pipe(&self, inode: u64) -> bool {
+        inode != 0 && self.header().outside_pipes.iter().any(|e| e.load(Ordering::Acquire) == inode)
     }
 
     /// Wakes the agent if it sleeps.

@@ -107,20 +107,17 @@ fn attach_rejects_foreign_memory() {
 }
 
 #[test]
-fn stream_pipes_are_known_until_removed_and_the_table_fills() {
+fn outside_pipes_are_known_and_the_table_fills() {
     let shared = SharedRegion::create(geometry(), Mode::Record).unwrap();
     let region = shared.region();
-    assert!(!region.is_stream(7) && !region.is_stream(0));
-    assert!(region.add_stream(7) && region.add_stream(7));
-    assert!(region.is_stream(7));
-    region.remove_stream(7);
-    assert!(!region.is_stream(7));
-    for inode in 1..=STREAMS as u64 {
-        assert!(region.add_stream(inode));
+    assert!(!region.is_outside_pipe(7) && !region.is_outside_pipe(0));
+    assert!(region.add_outside_pipe(7) && region.add_outside_pipe(7));
+    assert!(region.is_outside_pipe(7));
+    for inode in 8..7 + OUTSIDE_PIPES as u64 {
+        assert!(region.add_outside_pipe(inode));
     }
-    assert!(!region.add_stream(1000), "a full table takes no more");
-    region.remove_stream(3);
-    assert!(region.add_stream(1000) && region.is_stream(1000));
+    assert!(!region.add_outside_pipe(1000), "a full table takes no more");
+    assert!(!region.is_outside_pipe(1000));
 }
 
 #[test]

@@ -341,13 +341,13 @@ unsafe fn pair_with(call: Call, fds: *mut c_int, kind: FdKind, aux_extra: u64, r
 #[no_mangle]
 pub unsafe extern "C" fn pipe(fds: *mut c_int) -> c_int {
     // SAFETY: forwarding the program's own arguments.
-    unsafe { pair_with(Call::Pipe, fds, FdKind::Pipe, 0, || real::pipe(fds)) }
+    unsafe { pair_with(Call::Pipe, fds, FdKind::InnerPipe, 0, || real::pipe(fds)) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn pipe2(fds: *mut c_int, flags: c_int) -> c_int {
     // SAFETY: as above.
-    unsafe { pair_with(Call::Pipe2, fds, FdKind::Pipe, flags as u64, || real::pipe2(fds, flags)) }
+    unsafe { pair_with(Call::Pipe2, fds, FdKind::InnerPipe, flags as u64, || real::pipe2(fds, flags)) }
 }
 
 #[no_mangle]

@@ -18,7 +18,7 @@ use crate::sys;
 use core::ffi::{c_int, c_uint, c_void};
 use eventlog::digest::{digest, digest_parts};
 use eventlog::ring::MAX_PAYLOAD;
-use eventlog::Call;
+use eventlog::{Call, FdKind};
 use libc::{iovec, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t};
 
 /// Most iovecs a recorded vector read uses (more are legal to leave unfilled: a short read).
@@ -785,19 +785,29 @@ impl Particular for Splice {
     }
 }
 
-/// Bytes one spliced read-and-write into a local file moves at most (a short splice is legal).
+/// Bytes one spliced read-and-write moves at most (a short splice is legal).
 const SPLICE_BUFFER: usize = 16 << 10;
 
-/// A splice into a local file from outside, as the read and the write it amounts to.
+/// A splice as the read and the write it amounts to, each through its hook: one into a local file
+/// from outside (the read is input, the write a file's), or one from or into the program's own
+/// pipe (whose bytes a backup moves for real, in the order of the pipe's calls).
 ///
 /// # Safety
-/// `off_out` is null or the program's valid offset.
-unsafe fn splice_into_file(fd_in: c_int, fd_out: c_int, off_out: *mut off_t, len: usize) -> isize {
+/// `off_in` and `off_out` are null or the program's valid offsets.
+unsafe fn splice_by_copy(fd_in: c_int, off_in: *mut off_t, fd_out: c_int, off_out: *mut off_t, len: usize) -> isize {
     let mut buf = [0u8; SPLICE_BUFFER];
     let want = len.min(SPLICE_BUFFER);
-    // SAFETY: our own buffer; the hooks record the read as input and the write as a file write.
+    // SAFETY: our own buffer; the offsets per the caller.
     unsafe {
-        let n = read(fd_in, buf.as_mut_ptr() as *mut c_void, want);
+        let n = if off_in.is_null() {
+            read(fd_in, buf.as_mut_ptr() as *mut c_void, want)
+        } else {
+            let n = pread(fd_in, buf.as_mut_ptr() as *mut c_void, want, *off_in);
+            if n > 0 {
+                *off_in += n as off_t;
+            }
+            n
+        };
         if n <= 0 {
             return n;
         }
@@ -821,10 +831,12 @@ pub unsafe extern "C" fn splice(
     len: size_t,
     flags: c_uint,
 ) -> ssize_t {
-    let from_outside = || !crate::fdtable::kind(fd_in).is_local_state();
-    if crate::state::active() && crate::fdtable::kind(fd_out).is_local_state() && from_outside() {
+    use crate::fdtable::kind;
+    let inner_pipe = |fd: c_int| kind(fd) == FdKind::InnerPipe;
+    let into_file_from_outside = || kind(fd_out).is_local_state() && !kind(fd_in).is_local_state();
+    if crate::state::active() && (inner_pipe(fd_in) || inner_pipe(fd_out) || into_file_from_outside()) {
         // SAFETY: per the program's call.
-        return unsafe { splice_into_file(fd_in, fd_out, off_out, len) };
+        return unsafe { splice_by_copy(fd_in, off_in, fd_out, off_out, len) };
     }
     let aux = [len as u64, fd_in as u32 as u64 | (flags as u64) << 32];
     let range = FileRange { fd_in, off_in, fd_out, off_out, len, flags };

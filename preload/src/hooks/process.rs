@@ -45,17 +45,11 @@ pub(super) struct EnvBlock {
 
 impl EnvBlock {
     /// `base` minus any `TANDEM_*`/`LD_PRELOAD`, plus ours for logical pid `lpid` owned by
-    /// `owner` (0: whichever process starts with it), and for the shell `popen` starts, its end of
-    /// the pipe to the stream (`stream_fd`).
+    /// `owner` (0: whichever process starts with it).
     ///
     /// # Safety
     /// `base` is null or a valid NULL-terminated environment array.
-    pub(super) unsafe fn build(
-        base: *const *const c_char,
-        lpid: u32,
-        owner: i32,
-        stream_fd: Option<c_int>,
-    ) -> Option<EnvBlock> {
+    pub(super) unsafe fn build(base: *const *const c_char, lpid: u32, owner: i32) -> Option<EnvBlock> {
         // SAFETY: per the caller; we only read entries up to the terminating NULL.
         unsafe {
             let mut n = 0usize;
@@ -107,11 +101,6 @@ impl EnvBlock {
             owner_digits[env::OWNER_WIDTH - nlen..].copy_from_slice(&num[..nlen]);
             *ptrs.add(k) = w.entry(&[env::LPID_OWNER.as_bytes(), b"=", &owner_digits]);
             k += 1;
-            if let Some(fd) = stream_fd {
-                let nlen = write_decimal(&mut num, fd as i64);
-                *ptrs.add(k) = w.entry(&[env::STREAM_FD.as_bytes(), b"=", &num[..nlen]]);
-                k += 1;
-            }
             *ptrs.add(k) = core::ptr::null();
             Some(block)
         }
@@ -190,7 +179,7 @@ unsafe fn exec_with(
 ) -> c_int {
     let Some(hook) = Hook::enter() else { return real(envp) };
     // SAFETY: per the caller.
-    let block = unsafe { EnvBlock::build(envp, LPID.load(Ordering::Relaxed), sys::getpid(), None) };
+    let block = unsafe { EnvBlock::build(envp, LPID.load(Ordering::Relaxed), sys::getpid()) };
     let env_to_pass = block.as_ref().map_or(envp, EnvBlock::envp);
     // SAFETY: per the caller.
     let p = unsafe { cstr(path, PATH_MAX_RECORDED) };
@@ -329,7 +318,7 @@ unsafe fn spawn_with(
     let base = if envp.is_null() { current_environ() } else { envp as *const *const c_char };
     let spawn = |child: u32| {
         // SAFETY: per the caller.
-        let block = unsafe { EnvBlock::build(base, child, 0, None) };
+        let block = unsafe { EnvBlock::build(base, child, 0) };
         let r = real(block.as_ref().map_or(envp, |b| b.envp() as *const *mut c_char));
         // SAFETY: on success the real call stored the child's pid.
         let child_pid = if r == 0 && !pid.is_null() { unsafe { *pid } } else { -1 };

@@ -19,6 +19,7 @@ use crate::sys;
 use core::ffi::c_int;
 use eventlog::call::spec::{Order, Replay};
 use eventlog::digest::digest;
+use eventlog::ring::pipes::Way;
 use eventlog::ring::sys::syscall6;
 use eventlog::ring::MAX_PAYLOAD;
 use eventlog::{Call, FdKind};
@@ -162,7 +163,7 @@ pub fn on_fd<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i
     if state::mode() == state::MODE_REPLAY {
         if matches!(call, Call::Read | Call::Write) {
             if let Some((buf, count)) = p.buffer() {
-                if let Some(r) = stream_first(&hook, call, fd, aux, written_digest, buf, count) {
+                if let Some(r) = pipe_first(&hook, call, fd, aux, written_digest, buf, count) {
                     return r;
                 }
             }
@@ -201,6 +202,9 @@ pub fn on_fd<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i
         if let Some(r) = p.on_dead() {
             return r;
         }
+    }
+    if matches!(call, Call::Read | Call::Write) && fdtable::kind(fd) == FdKind::InnerPipe {
+        return on_pipe(&hook, call, fd, aux, written_digest, p);
     }
     if written {
         // Output to the outside world first waits for the backups (output commit); writes to
@@ -242,27 +246,48 @@ pub fn on_fd<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i
     r
 }
 
-/// A backup's `read` or `write` on a stream's pipe (`FdKind::Stream`) runs before its turn;
-/// `None` when `fd` is not one here (or the read's event cannot be found ahead: the program went
-/// live, or the log ends). The stream reads and writes where the shim cannot see, so on the
-/// primary the bytes may have moved, and the stream's process gone on to calls recorded before
-/// this call's event, before that event was taken: a write's reader may have taken its bytes, a
-/// read may have made the room a writer waited for. A write needs nothing from the record; a read
-/// reads the primary's count, found in its event ahead of the turn, in as many reads as the pipe
-/// takes. The turn then checks the call against the primary's. Outlined and given the buffer
-/// alone, so the primary's hook keeps the call's particulars in registers.
+/// A primary's `read` or `write` on one of the program's own pipes: run, and numbered, under the
+/// lock of the pipe's direction, its event naming the call before it that way (see
+/// [`eventlog::ring::pipes`]).
+fn on_pipe<P: Particular>(hook: &Hook, call: Call, fd: c_int, aux: [u64; 2], written: u64, mut p: P) -> i64 {
+    let way = if call == Call::Write { Way::Write } else { Way::Read };
+    let held = fdtable::lock_pipe(fd, way, hook.ctx());
+    let r = p.real(usize::MAX);
+    let seq = hook.reserve();
+    let after = held.as_ref().map_or(0, |h| h.swap_last(seq));
+    let d = if call == Call::Write { written } else { p.digest(r) };
+    hook.emit_at(seq, Ev::new(call).fd(fd, FdKind::InnerPipe).result(r).aux(aux[0], after).digest(d), &[]);
+    r
+}
+
+/// A backup's `read` or `write` on one of the program's own pipes (`FdKind::InnerPipe`) runs
+/// before its turn; `None` when `fd` is not one here (or the call's event cannot be found ahead:
+/// the program went live, or the log ends). On the primary, a read's number is taken once it has
+/// returned, so the write that filled the pipe may come later in the log; one write larger than
+/// the pipe returns only after several reads have drained it; and some reads and writes are the C
+/// library's own (a `popen` stream's, stdio's), in no event. So the bytes move for real, each call
+/// moving the primary's count (found in its event, ahead of the turn) in as many calls as the
+/// pipe takes, waiting for the pipe as a blocking call would. A call that failed on the primary
+/// (no bytes yet, a closed reader) moves nothing. The turn then checks the call against the
+/// primary's. Outlined and given the buffer alone, so the primary's hook keeps the call's
+/// particulars in registers.
 #[inline(never)]
-fn stream_first(hook: &Hook, call: Call, fd: c_int, aux: [u64; 2], d: u64, buf: *mut u8, count: usize) -> Option<i64> {
-    if fdtable::kind(fd) != FdKind::Stream {
+fn pipe_first(hook: &Hook, call: Call, fd: c_int, aux: [u64; 2], d: u64, buf: *mut u8, count: usize) -> Option<i64> {
+    if fdtable::kind(fd) != FdKind::InnerPipe {
         return None;
     }
-    let (r, d) = if call == Call::Write {
+    let (want, after) = crate::replay::result_ahead(hook.ctx(), call)?;
+    // The call before it this way on the primary has moved its bytes.
+    crate::replay::wait_past(after);
+    let (r, d) = if want < 0 {
+        // The primary's errno stands; the call's event says which. A read read nothing.
+        (-(libc::EAGAIN as i64), if call == Call::Write { d } else { digest(&[]) })
+    } else if call == Call::Write {
         // SAFETY: the program's buffer of `count` bytes, as its write promised.
-        (unsafe { syscall6(libc::SYS_write, [fd as usize, buf as usize, count, 0, 0, 0]) } as i64, d)
+        (unsafe { move_bytes(fd, buf, count.min(want as usize), Direction::Write) }, d)
     } else {
-        let want = crate::replay::result_ahead(hook.ctx(), call)?;
         // SAFETY: the program's buffer of `count` bytes, as its read promised.
-        let r = unsafe { fill(fd, buf, count, want) };
+        let r = unsafe { move_bytes(fd, buf, count.min(want as usize), Direction::Read) };
         // SAFETY: the first `r` bytes were just read into it.
         (r, digest(unsafe { super::bytes(buf, r as isize) }))
     };
@@ -273,50 +298,64 @@ fn stream_first(hook: &Hook, call: Call, fd: c_int, aux: [u64; 2], d: u64, buf: 
         r
     };
     let errno = sys::errno_if(r);
-    if let Some(t) = hook.turn(call) {
-        check(&t, call, fd, aux);
-        if t.kind() != FdKind::Stream {
-            let kind = t.kind().name();
-            t.diverge(format_args!("{call} fd {fd}: a {kind} on the primary, a stream's pipe on this backup"));
-        }
-        t.expect_digest(d);
+    let Some(t) = hook.turn(call) else {
         sys::set_errno(errno);
-        t.expect_outcome(r);
+        return Some(r);
+    };
+    check(&t, call, fd, aux);
+    if t.kind() != FdKind::InnerPipe {
+        let kind = t.kind().name();
+        t.diverge(format_args!(
+            "{call} fd {fd}: a {kind} on the primary, one of the program's own pipes on this backup"
+        ));
     }
+    t.expect_digest(d);
+    if want < 0 {
+        // Nothing moved: the primary's result and errno are handed back.
+        return Some(t.ret());
+    }
+    sys::set_errno(errno);
+    t.expect_outcome(r);
     sys::set_errno(errno);
     Some(r)
 }
 
-/// Reads the primary's `want` bytes (at most `count`) into `buf`, in as many reads as the pipe
-/// takes: the count, or the kernel's negative errno if the first read failed. A `want` of 0 or
-/// less (end of file, a failure) is one read of up to `count`, which waits for it.
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum Direction {
+    Read,
+    Write,
+}
+
+/// Reads or writes exactly `want` bytes of `buf` through pipe `fd` (fewer only at end of file or
+/// on a failure), waiting for the pipe when it is full or empty, even if the descriptor does not
+/// block: the count, or the kernel's negative errno if nothing moved. A `want` of 0 is one read,
+/// which waits for the end of file.
 ///
 /// # Safety
-/// `buf` is valid for `count` bytes of writes.
-unsafe fn fill(fd: c_int, buf: *mut u8, count: usize, want: i64) -> i64 {
-    let eintr = -(libc::EINTR as isize);
-    if want <= 0 {
-        loop {
-            // SAFETY: per the caller.
-            let r = unsafe { sys::read(fd, buf, count) };
-            if r != eintr {
-                return r as i64;
-            }
-        }
-    }
-    let want = (want as usize).min(count);
-    let mut got = 0usize;
-    while got < want {
-        // SAFETY: per the caller; the rest of the buffer, after the bytes read.
-        let r = unsafe { sys::read(fd, buf.add(got), want - got) };
+/// `buf` is valid for `want` bytes (of writes, for a read).
+unsafe fn move_bytes(fd: c_int, buf: *mut u8, want: usize, dir: Direction) -> i64 {
+    let (eintr, eagain) = (-(libc::EINTR as isize), -(libc::EAGAIN as isize));
+    let (nr, events) = match dir {
+        Direction::Read => (libc::SYS_read, libc::POLLIN),
+        Direction::Write => (libc::SYS_write, libc::POLLOUT),
+    };
+    let mut done = 0usize;
+    loop {
+        // SAFETY: per the caller; the rest of the buffer, after the bytes moved.
+        let r = unsafe { syscall6(nr, [fd as usize, buf.add(done) as usize, want - done, 0, 0, 0]) };
         match r {
             r if r == eintr => {}
-            r if r > 0 => got += r as usize,
+            r if r == eagain => sys::wait_ready(fd, events),
+            r if r > 0 => {
+                done += r as usize;
+                if done >= want {
+                    return done as i64;
+                }
+            }
             // End of file, or a failure, before the primary's count.
-            r => return if got > 0 { got as i64 } else { r as i64 },
+            r => return if done > 0 || r == 0 { done as i64 } else { r as i64 },
         }
     }
-    got as i64
 }
 
 /// Runs one call whose outcome is input from outside (time, randomness, identity): a backup

@@ -1,8 +1,7 @@
 //! Children the C library starts from `environ` itself: `system` and `popen`.
 //!
 //! The shim cannot hand such a child an environment of its own making, so for as long as the C
-//! library may read it, `environ` names the child's logical pid (the one the record gave it) and,
-//! for `popen`'s shell, the shell's end of the stream's pipe. The call's event comes before the
+//! library may read it, `environ` names the child's logical pid (the one the record gave it). The call's event comes before the
 //! child runs (it creates a process; the child's events follow it); `system`'s exit status, and
 //! `pclose`'s, come in events of their own once the child has ended.
 //!
@@ -97,9 +96,9 @@ struct Swap {
 }
 
 impl Swap {
-    /// Points `environ` at the program's environment naming `child` (and, for `popen`'s shell,
-    /// `stream_fd`), holding the right to swap until `child` has started or the swap ends.
-    fn begin(child: u32, stream_fd: Option<c_int>) -> Swap {
+    /// Points `environ` at the program's environment naming `child`, holding the right to swap
+    /// until `child` has started or the swap ends.
+    fn begin(child: u32) -> Swap {
         take(child);
         let now = current_environ();
         if !is_swapped(now) {
@@ -108,7 +107,7 @@ impl Swap {
         }
         let program = PROGRAM_ENVIRON.load(Ordering::Relaxed) as *const *const c_char;
         // SAFETY: the program's environment array; the block lives until `end`.
-        let block = unsafe { EnvBlock::build(program, child, 0, stream_fd) };
+        let block = unsafe { EnvBlock::build(program, child, 0) };
         let mut tag = child;
         if let Some(b) = &block {
             match SWAPPED.iter().find(|s| s.load(Ordering::Relaxed) == 0) {
@@ -162,10 +161,10 @@ pub fn after_fork() {
     HOLDER.store(0, Ordering::Release);
 }
 
-/// Runs `call` with `environ` naming `child` (and `stream_fd`) for as long as the C library may
-/// read it; errno as the call left it.
-fn swapped<R>(child: u32, stream_fd: Option<c_int>, call: impl FnOnce() -> R) -> R {
-    let swap = Swap::begin(child, stream_fd);
+/// Runs `call` with `environ` naming `child` for as long as the C library may read it; errno as
+/// the call left it.
+fn swapped<R>(child: u32, call: impl FnOnce() -> R) -> R {
+    let swap = Swap::begin(child);
     let r = call();
     let errno = sys::errno();
     swap.end();
@@ -199,7 +198,7 @@ pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
             child
         }
     };
-    let r = swapped(child, None, pass);
+    let r = swapped(child, pass);
     match hook.turn(Call::SystemStatus) {
         Some(t) => t.expect("the shell's exit status", t.result(), r as i64),
         None => hook.emit(Ev::new(Call::SystemStatus).result(r as i64).aux(r as u32 as u64, 0), &[]),
@@ -207,10 +206,9 @@ pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
     r
 }
 
-/// popen(3): the shell's logical pid is recorded before it runs, like `system`'s, and
-/// `environ` also names the shell's end of the stream's pipe; both ends mark the pipe as a
-/// stream's (`FdKind::Stream`): the stream's reads and writes are the C library's own, so a
-/// backup's shell moves the bytes for real. The stream's descriptor is a creation of its own,
+/// popen(3): the shell's logical pid is recorded before it runs, like `system`'s. The stream's
+/// pipe is one of the program's own (`FdKind::InnerPipe`), whose bytes a backup moves for real:
+/// the stream's reads and writes are the C library's own. The stream's descriptor is a creation of its own,
 /// recorded once the call has made it (as open's): a backup runs the real popen at the first
 /// event's turn (its child follows from there), parks the descriptor out of the way, and moves it
 /// to the primary's number at the second event's turn.
@@ -223,18 +221,12 @@ pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *
     // SAFETY: valid C strings, per popen(3).
     let (text, m) = unsafe { (cstr(command, PATH_MAX_RECORDED), cstr(mode, 16)) };
     let d = digest_parts([text, m]);
-    // The shell's end: its output when the program reads, its input when the program writes.
-    let stream_fd = match m.first() {
-        Some(b'r') => Some(1),
-        Some(b'w') => Some(0),
-        _ => None,
-    };
     let f = match hook.turn(Call::Popen) {
         Some(t) => {
             t.expect_digest(d);
             // The turn is held while the C library makes the pipe: new descriptors come one at a
             // time on a backup.
-            let f = swapped(t.header().aux[0] as u32, stream_fd, pass);
+            let f = swapped(t.header().aux[0] as u32, pass);
             if !f.is_null() {
                 let errno = sys::errno();
                 // SAFETY: the stream popen just made, which only this thread knows yet.
@@ -246,7 +238,7 @@ pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *
         None => {
             let child = region.take_lpid();
             hook.emit(Ev::new(Call::Popen).digest(d).aux(child as u64, 0), &[text]);
-            swapped(child, stream_fd, pass)
+            swapped(child, pass)
         }
     };
     let errno = sys::errno();
@@ -263,13 +255,13 @@ pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *
             }
         }
         None => {
-            let kind = if fd >= 0 { FdKind::Stream } else { FdKind::Unknown };
+            let kind = if fd >= 0 { FdKind::InnerPipe } else { FdKind::Unknown };
             sys::set_errno(errno);
             hook.emit(Ev::new(Call::PopenStream).fd(fd, kind).result(fd as i64), &[]);
         }
     }
     if fd >= 0 {
-        fdtable::mark_stream(fd);
+        fdtable::set(fd, FdKind::InnerPipe);
     }
     sys::set_errno(errno);
     f
@@ -300,16 +292,13 @@ unsafe fn set_fileno(f: *mut FILE, fd: c_int) {
 /// of the low numbers, so that a number the primary handed out after the event is free at that
 /// point on a backup too. The real pclose (flush, close, free, wait for the shell) runs outside
 /// the hook, as fclose's; the shell's exit status is recorded after, and a backup hands back the
-/// primary's. The pipe stops being a stream's once the shell has ended: the processes it started
-/// knew it from their start.
+/// primary's.
 #[no_mangle]
 pub unsafe extern "C" fn pclose(f: *mut FILE) -> c_int {
     // SAFETY: the program's stream; fileno only reads it.
     let fd = unsafe { libc::fileno(f) };
-    let mut inode = None;
     if let Some(hook) = Hook::enter() {
         let kind = fdtable::kind(fd);
-        inode = (kind == FdKind::Stream).then(|| fdtable::pipe_inode(fd)).flatten();
         // SAFETY: the program's stream, in its pclose.
         let release = || unsafe { set_fileno(f, crate::replay::park(fd)) };
         match hook.turn(Call::Pclose) {
@@ -323,9 +312,6 @@ pub unsafe extern "C" fn pclose(f: *mut FILE) -> c_int {
     }
     // SAFETY: forwarding the program's own stream.
     let r = unsafe { real::pclose(f) };
-    if let Some(inode) = inode {
-        fdtable::unmark_stream(inode);
-    }
     let Some(hook) = Hook::enter() else { return r };
     match hook.turn(Call::PcloseStatus) {
         Some(t) => t.ret() as c_int,
