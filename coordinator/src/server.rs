@@ -110,8 +110,8 @@ pub fn random_token() -> Result<String, StoreError> {
 pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
     let mut peers = BTreeMap::new();
     for item in text.split(',').filter(|s| !s.is_empty()) {
-        let (id, addr) = item.split_once('=').ok_or_else(|| format!("{item:?} is not ID=ADDR"))?;
-        let id: NodeId = id.trim().parse().map_err(|_| format!("{id:?} is not a member id (a number)"))?;
+        let (id, addr) = item.split_once('=').ok_or_else(|| format!("`{item}` is not ID=ADDR"))?;
+        let id: NodeId = id.trim().parse().map_err(|_| format!("`{id}` is not a member id (a number)"))?;
         if peers.insert(id, addr.trim().to_string()).is_some() {
             return Err(format!("member {id} is named twice"));
         }
