@@ -120,14 +120,18 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
     Ok(peers)
 }
 
+/// Creates a member's data dir (and its missing parents) for its owner alone.
+fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(path)
+}
+
 /// `tandem coordinator reinit`: gives the (stopped) member in `data_dir` a new incarnation, for
 /// when the old one is held by fewer than a majority and its data may be lost. Its old state is
 /// discarded; started again, it forms the new incarnation with the other members, and clients of
 /// the old one are told their data was lost. Returns the old incarnation (if it held one) and the
 /// new one.
 pub fn reinit(data_dir: &std::path::Path, id: NodeId, members: usize) -> Result<(Option<String>, String), ServeError> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| StoreError::Db { path: data_dir.to_path_buf(), source: Box::new(e) })?;
+    create_private_dir(data_dir).map_err(|e| StoreError::Db { path: data_dir.to_path_buf(), source: Box::new(e) })?;
     let store = match Store::open(data_dir) {
         Ok(store) => store,
         Err(StoreError::Corrupt { path, .. }) => {
@@ -164,7 +168,7 @@ impl Member {
     /// Opens the data dir and starts the Raft node. A member without its identity joins (or
     /// creates) an incarnation first, in the background (see `membership`).
     pub async fn start(config: &Config) -> Result<Arc<Member>, ServeError> {
-        std::fs::create_dir_all(&config.data_dir)
+        create_private_dir(&config.data_dir)
             .map_err(|e| StoreError::Db { path: config.data_dir.clone(), source: Box::new(e) })?;
         let store = Store::open(&config.data_dir)?;
         let identity = store.identity()?;

@@ -454,7 +454,7 @@ impl Network {
         if writer.is_none() {
             let launch = launch.unwrap_or_default();
             let io = |e: std::io::Error| NetError::Protocol(format!("{}: {e}", self.log.display()));
-            let file = File::create(&self.log).map_err(io)?;
+            let file = crate::statedir::create_private_file(&self.log).map_err(io)?;
             let mut w = LogWriter::create(
                 BufWriter::with_capacity(1 << 20, file),
                 session.standing.incarnation,

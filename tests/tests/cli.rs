@@ -2,6 +2,7 @@
 //! a misspelled flag refused with a suggestion, durations and sizes with units, host names in
 //! addresses, completions and a manual page.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -92,16 +93,23 @@ fn the_program_comes_only_after_the_double_dash() {
 fn durations_and_sizes_take_units() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("true.tlog");
-    let out = tandem()
+    // Its stderr a file: the agent's notes go beside the log.
+    let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
+    let status = tandem()
         .current_dir(dir.path())
         .arg("record")
         .arg("--out")
         .arg(&log)
         .args(["--ring-bytes", "8MiB", "--capture-limit", "1MiB", "--", "/bin/true"])
-        .output()
+        .stderr(stderr)
+        .status()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(status.success(), "{}", std::fs::read_to_string(dir.path().join("true.tlog.notes")).unwrap_or_default());
     assert!(!read_log(&log).unwrap().is_empty());
+    // The log and the notes hold the program's environment and inputs.
+    assert_eq!(mode(&log), 0o600);
+    assert_eq!(mode(&dir.path().join("true.tlog.notes")), 0o600);
+    assert_eq!(mode(&dir.path().join("tandem-captures")), 0o700);
     let out = replay_in(dir.path(), &log, &["--stall-timeout", "500ms"], &[], 0);
     assert!(out.status.success(), "{}", text(&out.stderr));
 
@@ -176,6 +184,16 @@ fn addresses_take_host_names() {
     let (primary, backup) = (wait(primary, "primary"), wait(backup, "backup"));
     assert!(primary.status.success(), "primary: {}", text(&primary.stderr));
     assert!(backup.status.success(), "backup: {}", text(&backup.stderr));
+    for name in ["primary", "backup"] {
+        let state = dir.path().join(name).join("state");
+        assert_eq!(mode(&state), 0o700, "{name}'s state directory");
+        assert_eq!(mode(&state.join("log.tlog")), 0o600, "{name}'s log");
+    }
+    assert_eq!(mode(&dir.path().join("coordinator")), 0o700);
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
 }
 
 /// Waits for an agent, killing it after a minute.
