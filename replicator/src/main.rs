@@ -402,6 +402,10 @@ enum LogCommand {
     Stats {
         /// The log to read.
         file: PathBuf,
+        /// One JSON object (events, batches, bytes, duration_s, and calls, processes and
+        /// threads each with their events and bytes).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -623,8 +627,8 @@ fn run(cli: Cli) -> Result<u8> {
                 .map_err(Error::io(format!("cannot write the manual pages into {}", dir.display())))?;
             Ok(0)
         }
-        Command::Log { command: LogCommand::Stats { file } } => {
-            show::stats(&file, &mut std::io::stdout().lock())?;
+        Command::Log { command: LogCommand::Stats { file, json } } => {
+            show::stats(&file, json, &mut std::io::stdout().lock())?;
             Ok(0)
         }
     }
