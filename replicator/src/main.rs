@@ -77,10 +77,10 @@ enum Command {
     #[command(after_help = PROGRAM_STATUSES)]
     Record {
         /// The log file to write.
-        #[arg(long, short)]
+        #[arg(long, short, value_name = "LOG")]
         out: PathBuf,
         /// Most threads alive at once, across all processes of the program.
-        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096), value_name = "N")]
         max_threads: u32,
         /// Size of the ring per thread (a power of two, at least 4MiB; bytes, or with a unit).
         #[arg(long, default_value = "4MiB", value_parser = parse_size_u32, value_name = "SIZE")]
@@ -117,7 +117,7 @@ enum Command {
         #[arg(long)]
         go_live: bool,
         /// Most threads alive at once, across all processes of the program.
-        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096), value_name = "N")]
         max_threads: u32,
         /// How long without progress before the replay is reported as stalled (with a unit: 5s, 500ms).
         #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
@@ -151,14 +151,14 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ModeArg::Sync)]
         mode: ModeArg,
         /// Backups that must hold an event before output depending on it leaves.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_name = "N")]
         min_backups: usize,
         /// Start the program only once this many backups are connected (by default at once: a
         /// backup that comes later catches up from the log).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, value_name = "N")]
         wait_for_backups: usize,
         /// Async mode: most events a connected backup may lag behind before the program is held back.
-        #[arg(long, default_value_t = 1_000_000)]
+        #[arg(long, default_value_t = 1_000_000, value_name = "N")]
         max_lag_events: u64,
         /// Send event batches to backups as they are, not compressed (zstd): for links faster
         /// than a core compresses, about a gigabyte a second.
@@ -246,7 +246,7 @@ enum Command {
         id: u64,
         /// Every member of the cluster, this one included: ID=ADDR,ID=ADDR,... (by default this
         /// member alone, at --listen).
-        #[arg(long, value_parser = coordinator::server::parse_peers)]
+        #[arg(long, value_parser = coordinator::server::parse_peers, value_name = "ID=ADDR,...")]
         peers: Option<std::collections::BTreeMap<u64, String>>,
         /// Serve (and reach the other members) over HTTPS with mutual TLS: the cluster's
         /// certificates from `tandem certs`, this member's being NAME.crt (see --name). Agents
@@ -337,11 +337,11 @@ struct MemberArgs {
     #[arg(long)]
     name: String,
     /// Most threads alive at once, across all processes of the program.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096), value_name = "N")]
     max_threads: u32,
     /// The coordinator's members (ADDR,ADDR,...): the agent registers with its group there and
     /// follows its decisions (a primary keeps a lease; a backup named primary promotes itself).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_name = "ADDR,...")]
     coordinator: Option<Vec<String>>,
 }
 
@@ -381,7 +381,7 @@ enum CoordinatorAction {
         #[arg(long, default_value_t = 1)]
         id: u64,
         /// Every member of the cluster, as the members are started with.
-        #[arg(long, value_parser = coordinator::server::parse_peers)]
+        #[arg(long, value_parser = coordinator::server::parse_peers, value_name = "ID=ADDR,...")]
         peers: Option<std::collections::BTreeMap<u64, String>>,
     },
 }
