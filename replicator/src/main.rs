@@ -23,23 +23,24 @@ const FEED_BYTES: u64 = 64 << 20;
 /// Shorter stall timeouts would report a program that is merely descheduled.
 const MIN_STALL_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// The exit statuses a command documents in its `--help`: its own below 125, those every
-/// command shares, then its own from 126 up.
+/// The exit statuses a command documents in its `--help`, in order: its own below 2, 2 (shared),
+/// its own from 3 to 124, 125 (shared), its own from 126 up; the groups separated by `;`.
 macro_rules! exit_statuses {
-    ($($low:literal),* $(; $($high:literal),*)? $(,)?) => {
+    ($($low:literal),* $(; $($mid:literal),* $(; $($high:literal),*)?)? $(,)?) => {
         concat!(
             "Exit status:\n",
             $("  ", $low, "\n",)*
             "  2    the command line is wrong (the message says what, with a suggestion)\n",
+            $($("  ", $mid, "\n",)*)?
             "  125  tandem itself failed (the message says what and what to do)",
-            $($("\n  ", $high,)*)?
+            $($($("\n  ", $high,)*)?)?
         )
     };
 }
 
 /// What `record` and `primary` exit with.
 const PROGRAM_STATUSES: &str = exit_statuses!(
-    "N    the program's own status (128 + N if signal N killed it)";
+    "N    the program's own status (128 + N if signal N killed it)";;
     "126  the program cannot run under tandem (statically linked, Go, setuid, 32-bit...)",
     "127  the program was not found",
 );
@@ -58,7 +59,7 @@ const LOG_STATUSES: &str = exit_statuses!("0    done", "1    the log is damaged 
     about,
     after_help = exit_statuses!(
         "0    done; record and primary exit with their program's status",
-        "1    a log is damaged or not a tandem log",
+        "1    a log is damaged or not a tandem log";
         "3    a replay diverged from its log",
         "4    a replay stalled";
         "126  the program cannot run under tandem",
@@ -103,7 +104,7 @@ enum Command {
     #[command(after_help = exit_statuses!(
         "0    the program followed the whole log (and was stopped at its end)",
         "N    with --go-live, once live: the program's own status",
-        "1    the log is damaged or not a tandem log",
+        "1    the log is damaged or not a tandem log";
         "3    the program diverged from the log (the report names where)",
         "4    the replay stalled (the report names the event waited for)";
         "126  the program cannot run under tandem",
@@ -183,7 +184,7 @@ enum Command {
     #[command(after_help = exit_statuses!(
         "0    the primary's program ended and this one followed it to the end",
         "N    once promoted and live: the program's own status",
-        "1    its log is damaged",
+        "1    its log is damaged";
         "3    the program diverged from the primary's (the report names where)",
         "4    the replay stalled (the report names the event waited for)";
         "126  the program cannot run under tandem, or is not the primary's build",
