@@ -173,8 +173,8 @@ handoff() {
 
 certs() {
     [ -f "$work/certs/ca.crt" ] && return
-    "$tandem" certs init --dir "$work/certs" >/dev/null
-    for n in primary backup; do "$tandem" certs issue --dir "$work/certs" --name $n >/dev/null; done
+    "$tandem" certs init --certs "$work/certs" >/dev/null
+    for n in primary backup; do "$tandem" certs issue --certs "$work/certs" --name $n >/dev/null; done
 }
 
 # One run of redis-server as a primary in MODE with one backup; prints its SET requests/s.
@@ -266,7 +266,7 @@ coordinator() {
     cargo build --release -q -p coordinator --example coordinator_bench
     local peers="1=127.0.0.1:29101,2=127.0.0.1:29102,3=127.0.0.1:29103" pids=()
     for i in 1 2 3; do
-        "$tandem" coordinator --data-dir "$work/coord$i" --listen 127.0.0.1:2910$i --id $i --peers "$peers" \
+        "$tandem" coordinator --state-dir "$work/coord$i" --listen 127.0.0.1:2910$i --id $i --peers "$peers" \
             2>"$work/coord$i.log" &
         pids+=($!)
     done

@@ -31,12 +31,12 @@ wait_ping() {
 }
 
 echo "== certificates: a cluster CA, a primary and a backup"
-"$tandem" certs init --dir "$work/certs" >/dev/null
-"$tandem" certs issue --dir "$work/certs" --name primary >/dev/null
-"$tandem" certs issue --dir "$work/certs" --name backup >/dev/null
+"$tandem" certs init --certs "$work/certs" >/dev/null
+"$tandem" certs issue --certs "$work/certs" --name primary >/dev/null
+"$tandem" certs issue --certs "$work/certs" --name backup >/dev/null
 
 echo "== coordinator: one member at $coordinator (lease timeout 500 ms)"
-"$tandem" coordinator --data-dir "$work/coordinator" --listen "$coordinator" > "$work/coordinator.out" 2>&1 &
+"$tandem" coordinator --state-dir "$work/coordinator" --listen "$coordinator" > "$work/coordinator.out" 2>&1 &
 coordinator_pid=$!
 trap 'kill $coordinator_pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf "$coordinator/v1/status" | grep -q '"leader":1' && break; sleep 0.05; done

@@ -19,7 +19,7 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
-    #[error("no coordinator member answered within {PATIENCE:?}: {0}")]
+    #[error("no coordinator member answered within {patience}: {0}", patience = humantime::format_duration(PATIENCE))]
     Unavailable(String),
     #[error("the coordinator refused: {0}")]
     Refused(Refusal),
@@ -182,7 +182,11 @@ impl Client {
                         return;
                     }
                     Ok(Err(e)) => tracing::warn!(group, "could not renew the lease: {e}"),
-                    Err(_) => tracing::warn!(group, "no renewal of the lease was confirmed within {expire_after:?}"),
+                    Err(_) => tracing::warn!(
+                        group,
+                        "no renewal of the lease was confirmed within {}",
+                        humantime::format_duration(expire_after)
+                    ),
                 }
                 if confirmed.elapsed() >= expire_after {
                     let _ = tx.send(Lease::Lost { epoch: epoch.next() });

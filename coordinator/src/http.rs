@@ -19,7 +19,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 pub enum HttpError {
     #[error("cannot reach {0}: {1}")]
     Connect(String, String),
-    #[error("{0} did not answer within {1:?}")]
+    #[error("{0} did not answer within {within}", within = humantime::format_duration(*.1))]
     Timeout(String, Duration),
     #[error("{addr} answered {status}: {body}")]
     Status { addr: String, status: StatusCode, body: String },

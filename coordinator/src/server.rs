@@ -24,7 +24,8 @@ use eventlog::Epoch;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, StatusCode};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, ForwardToLeader, InitializeError, RaftError};
+use openraft::StorageError;
 use openraft::{BasicNode, ServerState};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -110,13 +111,18 @@ pub fn random_token() -> Result<String, StoreError> {
 pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
     let mut peers = BTreeMap::new();
     for item in text.split(',').filter(|s| !s.is_empty()) {
-        let (id, addr) = item.split_once('=').ok_or_else(|| format!("{item:?} is not ID=ADDR"))?;
-        let id: NodeId = id.trim().parse().map_err(|_| format!("{id:?} is not a member id (a number)"))?;
+        let (id, addr) = item.split_once('=').ok_or_else(|| format!("`{item}` is not ID=ADDR"))?;
+        let id: NodeId = id.trim().parse().map_err(|_| format!("`{id}` is not a member id (a number)"))?;
         if peers.insert(id, addr.trim().to_string()).is_some() {
             return Err(format!("member {id} is named twice"));
         }
     }
     Ok(peers)
+}
+
+/// Creates a member's data dir (and its missing parents) for its owner alone.
+fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(path)
 }
 
 /// `tandem coordinator reinit`: gives the (stopped) member in `data_dir` a new incarnation, for
@@ -125,8 +131,7 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
 /// the old one are told their data was lost. Returns the old incarnation (if it held one) and the
 /// new one.
 pub fn reinit(data_dir: &std::path::Path, id: NodeId, members: usize) -> Result<(Option<String>, String), ServeError> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| StoreError::Db { path: data_dir.to_path_buf(), source: Box::new(e) })?;
+    create_private_dir(data_dir).map_err(|e| StoreError::Db { path: data_dir.to_path_buf(), source: Box::new(e) })?;
     let store = match Store::open(data_dir) {
         Ok(store) => store,
         Err(StoreError::Corrupt { path, .. }) => {
@@ -163,7 +168,7 @@ impl Member {
     /// Opens the data dir and starts the Raft node. A member without its identity joins (or
     /// creates) an incarnation first, in the background (see `membership`).
     pub async fn start(config: &Config) -> Result<Arc<Member>, ServeError> {
-        std::fs::create_dir_all(&config.data_dir)
+        create_private_dir(&config.data_dir)
             .map_err(|e| StoreError::Db { path: config.data_dir.clone(), source: Box::new(e) })?;
         let store = Store::open(&config.data_dir)?;
         let identity = store.identity()?;
@@ -180,7 +185,7 @@ impl Member {
         let network = Network { speaks_for: speaks_for.clone(), transport: config.transport.clone() };
         let raft = Raft::new(config.id, Arc::new(raft_config()), network, store.clone(), machine.clone())
             .await
-            .map_err(|e| ServeError::Raft(e.to_string()))?;
+            .map_err(|e| ServeError::Raft(fatal_text(&e)))?;
         let member = Arc::new(Member {
             id: config.id,
             peers: config.peers.clone(),
@@ -210,12 +215,17 @@ impl Member {
     }
 
     async fn initialize(&self) -> Result<(), ServeError> {
-        if self.raft.is_initialized().await.map_err(|e| ServeError::Raft(e.to_string()))? {
+        if self.raft.is_initialized().await.map_err(|e| ServeError::Raft(fatal_text(&e)))? {
             return Ok(());
         }
         let nodes: BTreeMap<NodeId, BasicNode> =
             self.peers.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
-        self.raft.initialize(nodes).await.map_err(|e| ServeError::Raft(e.to_string()))
+        self.raft.initialize(nodes).await.map_err(|e| {
+            ServeError::Raft(raft_text(&e, |e| match e {
+                InitializeError::NotAllowed(_) => "the cluster was initialized already".into(),
+                InitializeError::NotInMembers(_) => "this member is not among the cluster's members".into(),
+            }))
+        })
     }
 
     fn identity(&self) -> Option<Identity> {
@@ -550,7 +560,7 @@ impl Member {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                 self.relay(Method::POST, path, body).await
             }
-            Err(e) => error_reply(StatusCode::SERVICE_UNAVAILABLE, "raft", &e.to_string()),
+            Err(e) => error_reply(StatusCode::SERVICE_UNAVAILABLE, "raft", &raft_text(&e, write_text)),
         }
     }
 
@@ -573,7 +583,7 @@ impl Member {
                 }
             }
             Err(e) if e.forward_to_leader::<BasicNode>().is_some() => self.relay(Method::GET, path, Bytes::new()).await,
-            Err(e) => error_reply(StatusCode::SERVICE_UNAVAILABLE, "raft", &e.to_string()),
+            Err(e) => error_reply(StatusCode::SERVICE_UNAVAILABLE, "raft", &raft_text(&e, read_text)),
         }
     }
 
@@ -629,7 +639,10 @@ impl Member {
                 let req = Request { id, command: Command::LeaseExpired { group: group.clone(), epoch } };
                 match self.raft.client_write(req).await {
                     Ok(_) => tracing::warn!(group, epoch = epoch.0, "the primary's lease lapsed: epoch ended"),
-                    Err(e) => tracing::warn!(group, epoch = epoch.0, "could not end a lapsed epoch: {e}"),
+                    Err(e) => {
+                        let why = raft_text(&e, write_text);
+                        tracing::warn!(group, epoch = epoch.0, "could not end a lapsed epoch: {why}")
+                    }
                 }
             }
         }
@@ -640,7 +653,54 @@ impl Member {
 const QUORUM_WAIT: Duration = Duration::from_secs(3);
 
 fn no_quorum() -> String {
-    format!("no majority of members answered within {QUORUM_WAIT:?}; retry (with the same request id for a write)")
+    format!(
+        "no majority of members answered within {}; retry (with the same request id for a write)",
+        humantime::format_duration(QUORUM_WAIT)
+    )
+}
+
+// Openraft's own error texts carry Rust's debug notation (`Some(2)`, `BasicNode { addr: .. }`):
+// members say these instead.
+
+fn raft_text<E>(e: &RaftError<NodeId, E>, api_text: impl FnOnce(&E) -> String) -> String {
+    match e {
+        RaftError::APIError(e) => api_text(e),
+        RaftError::Fatal(fatal) => fatal_text(fatal),
+    }
+}
+
+fn fatal_text(e: &Fatal<NodeId>) -> String {
+    match e {
+        Fatal::Stopped => "the Raft node has stopped".into(),
+        Fatal::Panicked => "the Raft node failed".into(),
+        Fatal::StorageError(StorageError::IO { source }) => match std::error::Error::source(source) {
+            Some(cause) => format!("the Raft node's storage failed: {cause}"),
+            None => "the Raft node's storage failed".into(),
+        },
+        Fatal::StorageError(StorageError::Defensive { .. }) => "the Raft node found its storage inconsistent".into(),
+    }
+}
+
+fn write_text(e: &ClientWriteError<NodeId, BasicNode>) -> String {
+    match e {
+        ClientWriteError::ForwardToLeader(to) => leader_text(to),
+        ClientWriteError::ChangeMembershipError(_) => "the cluster's membership cannot change now".into(),
+    }
+}
+
+fn read_text(e: &CheckIsLeaderError<NodeId, BasicNode>) -> String {
+    match e {
+        CheckIsLeaderError::ForwardToLeader(to) => leader_text(to),
+        CheckIsLeaderError::QuorumNotEnough(_) => no_quorum(),
+    }
+}
+
+fn leader_text(to: &ForwardToLeader<NodeId, BasicNode>) -> String {
+    match (to.leader_id, &to.leader_node) {
+        (Some(id), Some(node)) => format!("this member does not lead: member {id} at {} does", node.addr),
+        (Some(id), None) => format!("this member does not lead: member {id} does"),
+        (None, _) => "no leader is elected yet; retry shortly".into(),
+    }
 }
 
 /// How often members ask each other what they hold.

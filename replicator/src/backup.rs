@@ -270,7 +270,12 @@ impl Network {
                     .map(|g| (g.incarnation, g));
                 match registered {
                     Ok((token, g)) => {
-                        tracing::info!(group = steering.group, epoch = g.epoch.0, primary = ?g.primary, "registered with the coordinator");
+                        tracing::info!(
+                            group = steering.group,
+                            epoch = g.epoch.0,
+                            primary = g.primary.as_deref().unwrap_or("none"),
+                            "registered with the coordinator"
+                        );
                         // The primary must speak for the group's incarnation and epoch.
                         session.standing.incarnation = token;
                         session.standing.epoch = session.standing.epoch.max(g.epoch.0);
@@ -419,13 +424,14 @@ impl Network {
         let Some(welcome) = read_frame(&mut recv).await? else {
             return Err(NetError::Protocol("the primary closed the session before WELCOME".into()));
         };
+        let first = welcome.body.name();
         let launch = match &welcome.body {
             Body::Welcome { launch, .. } => Some(launch.clone()),
             _ => None,
         };
         match session.receive(welcome) {
             Ok(BackupAction::Welcomed { .. }) => {}
-            Ok(other) => return Err(NetError::Protocol(format!("unexpected {other:?} before WELCOME"))),
+            Ok(_) => return Err(NetError::Protocol(format!("the primary sent {first} where WELCOME was due"))),
             Err(SessionError::Refused(why)) => {
                 return Err(NetError::Protocol(format!("refused by the primary: {why}")))
             }
@@ -448,7 +454,7 @@ impl Network {
         if writer.is_none() {
             let launch = launch.unwrap_or_default();
             let io = |e: std::io::Error| NetError::Protocol(format!("{}: {e}", self.log.display()));
-            let file = File::create(&self.log).map_err(io)?;
+            let file = crate::statedir::create_private_file(&self.log).map_err(io)?;
             let mut w = LogWriter::create(
                 BufWriter::with_capacity(1 << 20, file),
                 session.standing.incarnation,

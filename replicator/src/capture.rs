@@ -371,13 +371,6 @@ pub fn human(bytes: u64) -> String {
     format!("{:.1}", byte_unit::Byte::from_u64(bytes).get_appropriate_unit(byte_unit::UnitType::Binary))
 }
 
-/// Parses a size with an optional unit: `256MiB`, `1G`, `4096`.
-pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
-    byte_unit::Byte::parse_str(text, true)
-        .map(|b| b.as_u64())
-        .map_err(|e| format!("{text}: not a size ({e}); write it like 4096, 512KiB, 256MiB or 1GiB"))
-}
-
 /// Whether `path` (of tandem's own) lies inside one of `dirs`: its files would then differ
 /// between a primary's view and a backup's.
 pub fn inside<'a>(path: &Path, dirs: &'a [PathBuf]) -> Option<&'a PathBuf> {
@@ -497,13 +490,5 @@ mod tests {
         to.receive(&c, &bytes[..]).unwrap();
         assert!(to.holds(&c));
         assert_eq!(fs::read_dir(to.dir()).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn sizes_read_with_units() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
-        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
-        assert!(parse_size("lots").unwrap_err().contains("not a size"));
     }
 }

@@ -29,7 +29,7 @@ pub enum CertError {
     Exists(PathBuf),
     #[error("{path} is not a usable {what}: {why}")]
     Bad { path: PathBuf, what: &'static str, why: String },
-    #[error("member name {0:?} must be 1 to 64 letters, digits, '-', '_' or '.'")]
+    #[error("member name `{0}` must be 1 to 64 letters, digits, '-', '_' or '.'")]
     Name(String),
     #[error("cannot make a certificate: {0}")]
     Make(#[from] rcgen::Error),
@@ -145,7 +145,7 @@ fn one_pem(path: &Path, what: &'static str, tag: &str) -> Result<Vec<u8>> {
     let bad = |why: String| CertError::Bad { path: path.to_owned(), what, why };
     let pem = x509_parser::pem::parse_x509_pem(text.as_bytes()).map_err(|e| bad(e.to_string()))?.1;
     if pem.label != tag {
-        return Err(bad(format!("PEM block is {:?}, expected {tag:?}", pem.label)));
+        return Err(bad(format!("PEM block is `{}`, expected `{tag}`", pem.label)));
     }
     Ok(pem.contents)
 }

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod args;
 pub mod backup;
 pub mod binaries;
 pub mod capture;

@@ -2,8 +2,9 @@
 
 #![forbid(unsafe_code)]
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use eventlog::ring::{Geometry, MIN_RING_BYTES};
+use replicator::args::{parse_addr, parse_duration, parse_size, parse_size_u32};
 use replicator::error::{Error, Result};
 use replicator::launch::Launch;
 use replicator::notes;
@@ -11,6 +12,7 @@ use replicator::recorder::{self, RecordOptions};
 use replicator::replayer::{self, Outcome, ReplayOptions};
 use replicator::show;
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -18,10 +20,52 @@ use std::time::Duration;
 /// Bytes of shared memory between the replay agent and the program: log batches are fed through it.
 const FEED_BYTES: u64 = 64 << 20;
 
+/// Shorter stall timeouts would report a program that is merely descheduled.
+const MIN_STALL_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The exit statuses a command documents in its `--help`, in order: its own below 2, 2 (shared),
+/// its own from 3 to 124, 125 (shared), its own from 126 up; the groups separated by `;`.
+macro_rules! exit_statuses {
+    ($($low:literal),* $(; $($mid:literal),* $(; $($high:literal),*)?)? $(,)?) => {
+        concat!(
+            "Exit status:\n",
+            $("  ", $low, "\n",)*
+            "  2    the command line is wrong (the message says what, with a suggestion)\n",
+            $($("  ", $mid, "\n",)*)?
+            "  125  tandem itself failed (the message says what and what to do)",
+            $($($("\n  ", $high,)*)?)?
+        )
+    };
+}
+
+/// What `record` and `primary` exit with.
+const PROGRAM_STATUSES: &str = exit_statuses!(
+    "N    the program's own status (128 + N if signal N killed it)";;
+    "126  the program cannot run under tandem (statically linked, Go, setuid, 32-bit...)",
+    "127  the program was not found",
+);
+
+/// What the commands reading a log exit with.
+const LOG_STATUSES: &str = exit_statuses!("0    done", "1    the log is damaged or not a tandem log");
+
 /// tandem: keeps a hot standby of an unmodified Linux program by recording (and replaying) its
 /// calls in one total order.
+///
+/// The program to run always comes after `--`: `tandem record --out LOG -- PROGRAM ARGS...`.
 #[derive(Parser)]
-#[command(name = "tandem", version, about, long_about = None)]
+#[command(
+    name = "tandem",
+    version,
+    about,
+    after_help = exit_statuses!(
+        "0    done; record and primary exit with their program's status",
+        "1    a log is damaged or not a tandem log";
+        "3    a replay diverged from its log",
+        "4    a replay stalled";
+        "126  the program cannot run under tandem",
+        "127  the program was not found",
+    ),
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,15 +75,16 @@ struct Cli {
 enum Command {
     /// Run a program under the shim and write every recorded event to a log file. Exits with the
     /// program's own status (128 + signal if it was killed).
+    #[command(after_help = PROGRAM_STATUSES)]
     Record {
         /// The log file to write.
-        #[arg(long, short)]
+        #[arg(long, short, value_name = "LOG")]
         out: PathBuf,
         /// Most threads alive at once, across all processes of the program.
-        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096), value_name = "N")]
         max_threads: u32,
-        /// Bytes of ring per thread (a power of two, at least 4 MiB).
-        #[arg(long, default_value_t = MIN_RING_BYTES)]
+        /// Size of the ring per thread (a power of two, at least 4MiB; bytes, or with a unit).
+        #[arg(long, default_value = "4MiB", value_parser = parse_size_u32, value_name = "SIZE")]
         ring_bytes: u32,
         /// Record a program whose threads synchronise without the C library (Rust's standard
         /// library, a Java virtual machine), which is refused otherwise: its replays may stall or
@@ -48,14 +93,23 @@ enum Command {
         allow_unseen_sync: bool,
         #[command(flatten)]
         data: DataArgs,
-        /// The program and its arguments.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
+        /// The program and its arguments, after `--`.
+        #[arg(required = true, last = true, value_name = "PROGRAM")]
         command: Vec<OsString>,
     },
     /// Run a program as a backup, following a recorded log: every call waits for its turn in the
     /// log's order and gets the primary's results for everything nondeterministic. Exits 0 when
     /// the log is replayed to its end, 3 when the program diverges from the log, 4 when the
     /// replay stalls.
+    #[command(after_help = exit_statuses!(
+        "0    the program followed the whole log (and was stopped at its end)",
+        "N    with --go-live, once live: the program's own status",
+        "1    the log is damaged or not a tandem log";
+        "3    the program diverged from the log (the report names where)",
+        "4    the replay stalled (the report names the event waited for)";
+        "126  the program cannot run under tandem",
+        "127  the program was not found",
+    ))]
     Replay {
         /// The log to follow.
         log: PathBuf,
@@ -64,11 +118,11 @@ enum Command {
         #[arg(long)]
         go_live: bool,
         /// Most threads alive at once, across all processes of the program.
-        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096), value_name = "N")]
         max_threads: u32,
-        /// Seconds without progress before the replay is reported as stalled.
-        #[arg(long, default_value_t = 5.0)]
-        stall_timeout: f64,
+        /// How long without progress before the replay is reported as stalled (with a unit: 5s, 500ms).
+        #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+        stall_timeout: Duration,
         /// Keep the program's private view here: what it writes to its data is left in
         /// DIR/upper/N for data directory N (by default the view is a temporary directory,
         /// removed at the end).
@@ -78,33 +132,34 @@ enum Command {
         /// captured with the log.
         #[arg(long, conflicts_with = "view_dir")]
         no_view: bool,
-        /// The program and its arguments; by default the primary's, as the log recorded them (the
-        /// environment is always the primary's).
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
+        /// The program and its arguments, after `--`; by default the primary's, as the log
+        /// recorded them (the environment is always the primary's).
+        #[arg(last = true, value_name = "PROGRAM")]
         command: Vec<OsString>,
     },
     /// Run a program as its group's primary: record it into the state directory and stream its
     /// events to backups over QUIC. Exits with the program's own status.
+    #[command(after_help = PROGRAM_STATUSES)]
     Primary {
         /// The replica group's name; backups must name the same group.
         #[arg(long)]
         group: String,
-        /// Address to accept backups on (UDP), e.g. 0.0.0.0:7400.
-        #[arg(long)]
-        listen: std::net::SocketAddr,
+        /// Address to accept backups on (UDP): HOST:PORT, e.g. 0.0.0.0:7400 or localhost:7400.
+        #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT")]
+        listen: SocketAddr,
         /// sync: output to clients waits until --min-backups backups hold what it depends on;
         /// async: output leaves at once and backups may lag by --max-lag-events.
         #[arg(long, value_enum, default_value_t = ModeArg::Sync)]
         mode: ModeArg,
         /// Backups that must hold an event before output depending on it leaves.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_name = "N")]
         min_backups: usize,
         /// Start the program only once this many backups are connected (by default at once: a
         /// backup that comes later catches up from the log).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, value_name = "N")]
         wait_for_backups: usize,
         /// Async mode: most events a connected backup may lag behind before the program is held back.
-        #[arg(long, default_value_t = 1_000_000)]
+        #[arg(long, default_value_t = 1_000_000, value_name = "N")]
         max_lag_events: u64,
         /// Send event batches to backups as they are, not compressed (zstd): for links faster
         /// than a core compresses, about a gigabyte a second.
@@ -119,37 +174,50 @@ enum Command {
         data: DataArgs,
         #[command(flatten)]
         member: MemberArgs,
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
+        /// The program and its arguments, after `--`.
+        #[arg(required = true, last = true, value_name = "PROGRAM")]
         command: Vec<OsString>,
     },
     /// Run a program as a backup of its group's primary: receive its events, keep them durably in
     /// the state directory, and replay them. Exits 0 when the primary's program ended and this
     /// one followed it to the end, 3 on divergence, 4 on a stall.
+    #[command(after_help = exit_statuses!(
+        "0    the primary's program ended and this one followed it to the end",
+        "N    once promoted and live: the program's own status",
+        "1    its log is damaged";
+        "3    the program diverged from the primary's (the report names where)",
+        "4    the replay stalled (the report names the event waited for)";
+        "126  the program cannot run under tandem, or is not the primary's build",
+        "127  the program was not found",
+    ))]
     Backup {
+        /// The replica group's name, as the primary names it.
         #[arg(long)]
         group: String,
-        /// The primary's address.
-        #[arg(long)]
-        primary: std::net::SocketAddr,
-        /// Seconds without progress (with events waiting) before the replay is reported as stalled.
-        #[arg(long, default_value_t = 5.0)]
-        stall_timeout: f64,
+        /// The primary's address: HOST:PORT, e.g. 10.0.0.1:7400 or primary.example:7400.
+        #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT")]
+        primary: SocketAddr,
+        /// How long without progress (with events waiting) before the replay is reported as
+        /// stalled (with a unit: 5s, 500ms).
+        #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+        stall_timeout: Duration,
         /// Keep the primary's log durably without running the program (a witness cannot be
         /// promoted, but its state directory can seed a backup).
         #[arg(long)]
         witness: bool,
         #[command(flatten)]
         member: MemberArgs,
-        /// The program and its arguments; by default the primary's.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
+        /// The program and its arguments, after `--`; by default the primary's.
+        #[arg(last = true, value_name = "PROGRAM")]
         command: Vec<OsString>,
     },
     /// Make a backup take over: it stops following the primary, replays every event it holds,
     /// and its program goes live from exactly there (listening where the primary's did). Make
     /// sure the old primary is gone first. Prints where the program goes live.
+    #[command(after_help = exit_statuses!("0    the backup's program is live"))]
     Promote {
         /// The backup agent's state directory (by default the one its --group and --name give).
-        #[arg(long, required_unless_present_all = ["group", "name"])]
+        #[arg(long, required_unless_present_all = ["group", "name"], value_name = "DIR")]
         state_dir: Option<PathBuf>,
         /// The backup's group, to find its default state directory.
         #[arg(long, requires = "name")]
@@ -161,45 +229,66 @@ enum Command {
     /// Run a coordinator member: the authority on each group's primary, epoch and incarnation,
     /// serving an HTTP/JSON API. Alone (the default) it is the whole coordinator; with --peers it
     /// is one member of a Raft cluster of 3 or 5.
-    #[command(args_conflicts_with_subcommands = true)]
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = exit_statuses!("     a member serves until it is killed: it exits only on failure"),
+    )]
     Coordinator {
         #[command(subcommand)]
         action: Option<CoordinatorAction>,
         /// Where this member keeps its Raft log, state and identity.
-        #[arg(long, default_value = "tandem-coordinator")]
-        data_dir: PathBuf,
-        /// Address of the API (and of the members' Raft traffic).
-        #[arg(long, default_value = "127.0.0.1:7500")]
-        listen: std::net::SocketAddr,
+        #[arg(long, alias = "data-dir", default_value = "tandem-coordinator", value_name = "DIR")]
+        state_dir: PathBuf,
+        /// Address of the API (and of the members' Raft traffic): HOST:PORT.
+        #[arg(long, default_value = "127.0.0.1:7500", value_parser = parse_addr, value_name = "HOST:PORT")]
+        listen: SocketAddr,
         /// This member's id in --peers.
         #[arg(long, default_value_t = 1)]
         id: u64,
         /// Every member of the cluster, this one included: ID=ADDR,ID=ADDR,... (by default this
         /// member alone, at --listen).
-        #[arg(long, value_parser = coordinator::server::parse_peers)]
+        #[arg(long, value_parser = coordinator::server::parse_peers, value_name = "ID=ADDR,...")]
         peers: Option<std::collections::BTreeMap<u64, String>>,
         /// Serve (and reach the other members) over HTTPS with mutual TLS: the cluster's
         /// certificates from `tandem certs`, this member's being NAME.crt (see --name). Agents
         /// then name the members as https://ADDR.
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         certs: Option<PathBuf>,
         /// This member's certificate name in --certs (default: coordinator-ID).
         #[arg(long)]
         name: Option<String>,
-        /// Milliseconds without a renewal after which a primary's lease lapses and its epoch ends
+        /// How long without a renewal before a primary's lease lapses and its epoch ends
         /// (primaries fence themselves at four fifths of this without a confirmed renewal).
-        #[arg(long, default_value_t = 500)]
-        lease_timeout_ms: u64,
+        #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DURATION")]
+        lease_timeout: Duration,
+        /// The lease timeout in milliseconds: the older spelling of --lease-timeout.
+        #[arg(long, hide = true, conflicts_with = "lease_timeout")]
+        lease_timeout_ms: Option<u64>,
     },
     /// Read log files.
+    #[command(after_help = LOG_STATUSES)]
     Log {
         #[command(subcommand)]
         command: LogCommand,
     },
     /// The cluster's certificates: agents accept only peers whose certificate the cluster's CA issued.
+    #[command(after_help = exit_statuses!("0    done"))]
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
+    },
+    /// Print a completion script for SHELL on stdout (see the README for where to put it).
+    #[command(after_help = exit_statuses!("0    done"))]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print tandem's manual page (roff) on stdout, or write one page per command into DIR.
+    #[command(after_help = exit_statuses!("0    done"))]
+    Man {
+        /// Write tandem.1, tandem-record.1, ... here instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Builds a backup's private view from PLAN and runs its program there (started by agents).
     #[command(hide = true)]
@@ -224,7 +313,7 @@ struct DataArgs {
     #[arg(long, conflicts_with = "data")]
     no_capture: bool,
     /// Most bytes of files the data may hold (e.g. 64MiB, 2GiB); more is refused.
-    #[arg(long, default_value = "256MiB", value_parser = replicator::capture::parse_size, value_name = "SIZE")]
+    #[arg(long, default_value = "256MiB", value_parser = parse_size, value_name = "SIZE")]
     capture_limit: u64,
 }
 
@@ -240,34 +329,38 @@ struct MemberArgs {
     /// Where the agent keeps its membership, the group's log and the program's data (by default
     /// GROUP/NAME under $TANDEM_STATE_HOME, $XDG_STATE_HOME/tandem, ~/.local/state/tandem, or
     /// /var/lib/tandem for root).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// The cluster's certificates (ca.crt, NAME.crt, NAME.key), from `tandem certs`.
-    #[arg(long, default_value = "certs")]
+    #[arg(long, default_value = "certs", value_name = "DIR")]
     certs: PathBuf,
     /// This member's name: its certificate is NAME.crt in --certs.
     #[arg(long)]
     name: String,
     /// Most threads alive at once, across all processes of the program.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096), value_name = "N")]
     max_threads: u32,
     /// The coordinator's members (ADDR,ADDR,...): the agent registers with its group there and
     /// follows its decisions (a primary keeps a lease; a backup named primary promotes itself).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_name = "ADDR,...")]
     coordinator: Option<Vec<String>>,
 }
 
 #[derive(Subcommand)]
 enum CertsCommand {
     /// Create the cluster's certificate authority (ca.crt, ca.key) in DIR.
+    #[command(after_help = exit_statuses!("0    done"))]
     Init {
-        #[arg(long)]
-        dir: PathBuf,
+        /// The cluster's certificates directory, as agents are given it.
+        #[arg(long, alias = "dir", value_name = "DIR")]
+        certs: PathBuf,
     },
     /// Issue a member certificate (NAME.crt, NAME.key) from the CA in DIR.
+    #[command(after_help = exit_statuses!("0    done"))]
     Issue {
-        #[arg(long)]
-        dir: PathBuf,
+        /// The cluster's certificates directory, holding its CA.
+        #[arg(long, alias = "dir", value_name = "DIR")]
+        certs: PathBuf,
         /// The member's name, as other members' logs will show it.
         #[arg(long)]
         name: String,
@@ -280,13 +373,16 @@ enum CoordinatorAction {
     /// a majority of members and its data may be lost. Discards the member's state; started
     /// again, it forms the new incarnation with the others, and clients of the old incarnation
     /// are told their data was lost.
+    #[command(after_help = exit_statuses!("0    the member has a new incarnation"))]
     Reinit {
-        #[arg(long, default_value = "tandem-coordinator")]
-        data_dir: PathBuf,
+        /// The member's state directory, as it is started with.
+        #[arg(long, alias = "data-dir", default_value = "tandem-coordinator", value_name = "DIR")]
+        state_dir: PathBuf,
+        /// The member's id in --peers.
         #[arg(long, default_value_t = 1)]
         id: u64,
         /// Every member of the cluster, as the members are started with.
-        #[arg(long, value_parser = coordinator::server::parse_peers)]
+        #[arg(long, value_parser = coordinator::server::parse_peers, value_name = "ID=ADDR,...")]
         peers: Option<std::collections::BTreeMap<u64, String>>,
     },
 }
@@ -294,14 +390,24 @@ enum CoordinatorAction {
 #[derive(Subcommand)]
 enum LogCommand {
     /// Print one event per line, in sequence order.
+    #[command(after_help = LOG_STATUSES)]
     Show {
+        /// The log to read.
         file: PathBuf,
         /// JSON lines (seq, pid, tid, call, result, errno, len, fd, fd_kind, digest, aux).
         #[arg(long)]
         json: bool,
     },
     /// Events per call, per thread and per process; bytes; duration.
-    Stats { file: PathBuf },
+    #[command(after_help = LOG_STATUSES)]
+    Stats {
+        /// The log to read.
+        file: PathBuf,
+        /// One JSON object (events, batches, bytes, duration_s, and calls, processes and
+        /// threads each with their events and bytes).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn run(cli: Cli) -> Result<u8> {
@@ -312,7 +418,9 @@ fn run(cli: Cli) -> Result<u8> {
             let geometry = Geometry::record(max_threads, ring_bytes);
             if !geometry.is_valid() {
                 return Err(Error::Setup(format!(
-                    "--ring-bytes {ring_bytes}: must be a power of two of at least {MIN_RING_BYTES}"
+                    "--ring-bytes {}: must be a power of two of at least {}",
+                    replicator::capture::human(ring_bytes.into()),
+                    replicator::capture::human(MIN_RING_BYTES.into())
                 )));
             }
             let mut launch = Launch::new(&command, "record", allow_unseen_sync)?;
@@ -351,7 +459,7 @@ fn run(cli: Cli) -> Result<u8> {
                 command: (!command.is_empty()).then_some(command),
                 go_live,
                 geometry: Geometry::replay(max_threads, FEED_BYTES),
-                stall_after: Duration::from_secs_f64(stall_timeout.max(0.1)),
+                stall_after: stall_timeout.max(MIN_STALL_TIMEOUT),
                 follow: None,
                 view,
             };
@@ -416,7 +524,7 @@ fn run(cli: Cli) -> Result<u8> {
                 certs: member.certs,
                 name: member.name,
                 geometry: Geometry::replay(member.max_threads, FEED_BYTES),
-                stall_after: Duration::from_secs_f64(stall_timeout.max(0.1)),
+                stall_after: stall_timeout.max(MIN_STALL_TIMEOUT),
                 command: (!command.is_empty()).then_some(command),
                 witness,
                 coordinator: member.coordinator,
@@ -439,26 +547,36 @@ fn run(cli: Cli) -> Result<u8> {
             println!("{}", replicator::control::request(&state_dir, &replicator::control::ControlRequest::Promote)?);
             Ok(0)
         }
-        Command::Certs { command: CertsCommand::Init { dir } } => {
-            let ca = replicator::certs::init(&dir)?;
+        Command::Certs { command: CertsCommand::Init { certs } } => {
+            let ca = replicator::certs::init(&certs)?;
             println!("created the cluster CA {}; keep ca.key where members are issued only", ca.display());
             Ok(0)
         }
-        Command::Certs { command: CertsCommand::Issue { dir, name } } => {
-            let cert = replicator::certs::issue(&dir, &name)?;
+        Command::Certs { command: CertsCommand::Issue { certs, name } } => {
+            let cert = replicator::certs::issue(&certs, &name)?;
             println!("issued {} (with its key beside it)", cert.display());
             Ok(0)
         }
-        Command::Coordinator { action: Some(CoordinatorAction::Reinit { data_dir, id, peers }), .. } => {
+        Command::Coordinator { action: Some(CoordinatorAction::Reinit { state_dir, id, peers }), .. } => {
             let members = peers.map_or(1, |p| p.len());
-            let (old, new) = coordinator::server::reinit(&data_dir, id, members)?;
+            let (old, new) = coordinator::server::reinit(&state_dir, id, members)?;
             match old {
                 Some(old) => println!("member {id}: new incarnation {new}, replacing {old}; start the member again"),
                 None => println!("member {id}: new incarnation {new}; start the member again"),
             }
             Ok(0)
         }
-        Command::Coordinator { action: None, data_dir, listen, id, peers, certs, name, lease_timeout_ms } => {
+        Command::Coordinator {
+            action: None,
+            state_dir,
+            listen,
+            id,
+            peers,
+            certs,
+            name,
+            lease_timeout,
+            lease_timeout_ms,
+        } => {
             let transport = match certs {
                 None => coordinator::http::Transport::plain(),
                 Some(dir) => {
@@ -477,11 +595,11 @@ fn run(cli: Cli) -> Result<u8> {
                 return Err(Error::Setup(format!("--peers does not name this member (id {id})")));
             }
             let config = coordinator::server::Config {
-                data_dir,
+                data_dir: state_dir,
                 listen,
                 id,
                 peers,
-                lease_timeout: Duration::from_millis(lease_timeout_ms),
+                lease_timeout: lease_timeout_ms.map_or(lease_timeout, Duration::from_millis),
                 transport,
             };
             init_tracing("info");
@@ -494,8 +612,24 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::EnterView { plan } => Err(replicator::view::enter(&plan)),
-        Command::Log { command: LogCommand::Stats { file } } => {
-            show::stats(&file, &mut std::io::stdout().lock())?;
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "tandem", &mut std::io::stdout().lock());
+            Ok(0)
+        }
+        Command::Man { dir: None } => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout().lock())
+                .map_err(Error::io("cannot write the manual page"))?;
+            Ok(0)
+        }
+        Command::Man { dir: Some(dir) } => {
+            std::fs::create_dir_all(&dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .map_err(Error::io(format!("cannot write the manual pages into {}", dir.display())))?;
+            Ok(0)
+        }
+        Command::Log { command: LogCommand::Stats { file, json } } => {
+            show::stats(&file, json, &mut std::io::stdout().lock())?;
             Ok(0)
         }
     }

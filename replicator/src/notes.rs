@@ -57,9 +57,11 @@ pub fn divert_from_shared_stderr(file: &Path) -> io::Result<bool> {
         return Ok(false);
     }
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        crate::statedir::create_private_dir(dir)?;
     }
-    let f = std::fs::OpenOptions::new().create(true).append(true).open(file)?;
+    // Notes quote the program's calls: its owner's alone, like the log.
+    let f = std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().create(true).append(true), 0o600)
+        .open(file)?;
     let _ = FILE.set(f);
     Ok(true)
 }

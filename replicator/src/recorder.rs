@@ -93,7 +93,8 @@ impl Sink {
 
 pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
     let out_name = || opts.out.display().to_string();
-    let file = File::create(&opts.out).map_err(Error::io(format!("cannot create {}", out_name())))?;
+    let file =
+        crate::statedir::create_private_file(&opts.out).map_err(Error::io(format!("cannot create {}", out_name())))?;
     let writer =
         LogWriter::create(BufWriter::with_capacity(1 << 20, file), opts.incarnation, now_ns(), &launch.record())
             .map_err(Error::io(out_name()))?;

@@ -57,7 +57,8 @@ impl Tally {
     }
 }
 
-pub fn stats(path: &Path, out: &mut impl Write) -> Result<()> {
+/// Events per call, process and thread; bytes; duration. As text, or as one JSON object.
+pub fn stats(path: &Path, json: bool, out: &mut impl Write) -> Result<()> {
     let mut by_call: BTreeMap<&'static str, Tally> = BTreeMap::new();
     let mut by_thread: BTreeMap<(LogicalPid, LogicalTid), Tally> = BTreeMap::new();
     let mut by_process: BTreeMap<LogicalPid, Tally> = BTreeMap::new();
@@ -77,6 +78,33 @@ pub fn stats(path: &Path, out: &mut impl Write) -> Result<()> {
     let end = summary.end_ns.unwrap_or(summary.last_batch_ns);
     let secs = end.saturating_sub(summary.created_ns) as f64 / 1e9;
     let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(Error::io("cannot write output"));
+    let mut calls: Vec<_> = by_call.into_iter().collect();
+    calls.sort_by(|a, b| b.1.events.cmp(&a.1.events).then(a.0.cmp(b.0)));
+    if json {
+        let tally = |t: &Tally| serde_json::json!({ "events": t.events, "bytes": t.bytes });
+        let with = |mut v: serde_json::Value, k: &str, x: serde_json::Value| {
+            v[k] = x;
+            v
+        };
+        let report = serde_json::json!({
+            "log": path.display().to_string(),
+            "events": total.events,
+            "first_seq": first_seq.unwrap_or(Seq::ZERO).0,
+            "last_seq": last_seq.0,
+            "batches": summary.batches,
+            "file_bytes": file_bytes,
+            "payload_bytes": total.bytes,
+            "duration_s": secs,
+            "calls": calls.iter().map(|(name, t)| with(tally(t), "call", (*name).into())).collect::<Vec<_>>(),
+            "processes": by_process.iter().map(|(pid, t)| with(tally(t), "pid", pid.0.into())).collect::<Vec<_>>(),
+            "threads": by_thread
+                .iter()
+                .map(|((pid, tid), t)| with(with(tally(t), "pid", pid.0.into()), "tid", tid.0.into()))
+                .collect::<Vec<_>>(),
+        });
+        w(out, report.to_string())?;
+        return out.flush().map_err(Error::io("cannot write output"));
+    }
     w(out, format!("log       {}", path.display()))?;
     w(out, format!("events    {} (seq {}..={})", total.events, first_seq.unwrap_or(Seq::ZERO), last_seq))?;
     w(out, format!("batches   {}", summary.batches))?;
@@ -86,8 +114,6 @@ pub fn stats(path: &Path, out: &mut impl Write) -> Result<()> {
         format!("duration  {secs:.3} s ({:.0} events/s)", if secs > 0.0 { total.events as f64 / secs } else { 0.0 }),
     )?;
     w(out, String::new())?;
-    let mut calls: Vec<_> = by_call.into_iter().collect();
-    calls.sort_by(|a, b| b.1.events.cmp(&a.1.events).then(a.0.cmp(b.0)));
     w(out, format!("{:<26} {:>10} {:>12}", "call", "events", "bytes"))?;
     for (name, t) in calls {
         w(out, format!("{:<26} {:>10} {:>12}", name, t.events, t.bytes))?;

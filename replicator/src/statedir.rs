@@ -16,6 +16,20 @@ pub struct Membership {
     pub handle: u128,
 }
 
+/// Creates `path` (and its missing parents) for its owner alone: tandem's directories hold the
+/// program's whole environment and every input. An existing directory is left as it is.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700).create(path)
+}
+
+/// Creates (or truncates) the file at `path`, readable and writable by its owner alone if it is
+/// new, for what tandem writes: logs hold the program's environment and inputs. An existing
+/// file keeps its mode (it may be a device, like `/dev/null`).
+pub fn create_private_file(path: &Path) -> std::io::Result<fs::File> {
+    std::os::unix::fs::OpenOptionsExt::mode(fs::OpenOptions::new().write(true).create(true).truncate(true), 0o600)
+        .open(path)
+}
+
 /// A member's state directory when none is named: GROUP/NAME under `$TANDEM_STATE_HOME`,
 /// `$XDG_STATE_HOME/tandem`, `~/.local/state/tandem`, or `/var/lib/tandem` for root. Never inside
 /// the working directory, which is the program's data by default.
@@ -58,12 +72,9 @@ pub fn random<const N: usize>() -> Result<[u8; N]> {
 
 impl StateDir {
     pub fn open(path: &Path) -> Result<StateDir> {
-        // It holds the program's whole environment and every input: its owner's alone.
-        std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
-            .create(path)
-            .map_err(Error::io(format!("cannot create the state directory {}", path.display())))?;
+        create_private_dir(path).map_err(Error::io(format!("cannot create the state directory {}", path.display())))?;
         let lock_path = path.join("lock");
-        let lock = fs::File::create(&lock_path).map_err(Error::io(lock_path.display().to_string()))?;
+        let lock = create_private_file(&lock_path).map_err(Error::io(lock_path.display().to_string()))?;
         lock.try_lock().map_err(|_| {
             Error::Setup(format!("another agent uses the state directory {}; give each agent its own", path.display()))
         })?;
@@ -121,7 +132,7 @@ impl StateDir {
         let path = self.membership_path();
         let tmp = self.path.join("membership.new");
         let io = |what: &Path| Error::io(what.display().to_string());
-        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+        let mut f = create_private_file(&tmp).map_err(io(&tmp))?;
         f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
         fs::rename(&tmp, &path).map_err(io(&path))?;
         fs::File::open(&self.path).and_then(|d| d.sync_all()).map_err(io(&self.path))

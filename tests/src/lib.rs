@@ -191,9 +191,9 @@ pub fn text(bytes: &[u8]) -> String {
 /// A cluster CA in `dir` and a member certificate for each of `names`.
 pub fn certs(dir: &Path, names: &[&str]) {
     let ok = |o: Output| assert!(o.status.success(), "{}", text(&o.stderr));
-    ok(tandem().args(["certs", "init", "--dir"]).arg(dir).output().expect("run tandem"));
+    ok(tandem().args(["certs", "init", "--certs"]).arg(dir).output().expect("run tandem"));
     for n in names {
-        ok(tandem().args(["certs", "issue", "--dir"]).arg(dir).args(["--name", n]).output().expect("run tandem"));
+        ok(tandem().args(["certs", "issue", "--certs"]).arg(dir).args(["--name", n]).output().expect("run tandem"));
     }
 }
 

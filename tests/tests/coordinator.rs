@@ -22,7 +22,7 @@ impl Drop for Coordinator {
 
 fn start_single(data_dir: &Path, addr: &str) -> Coordinator {
     let child = tandem()
-        .args(["coordinator", "--data-dir"])
+        .args(["coordinator", "--state-dir"])
         .arg(data_dir)
         .args(["--listen", addr])
         .stderr(Stdio::piped())
@@ -111,7 +111,7 @@ fn a_single_member_keeps_its_state_across_a_kill_and_refuses_a_damaged_file() {
     }
     std::fs::write(&file, bytes).unwrap();
     let out = tandem()
-        .args(["coordinator", "--data-dir"])
+        .args(["coordinator", "--state-dir"])
         .arg(&data)
         .args(["--listen", &addr])
         .output()
@@ -191,7 +191,7 @@ impl Cluster {
         let child = self
             .lan
             .command(&format!("c{i}"), bin_dir().join("tandem"))
-            .args(["coordinator", "--data-dir"])
+            .args(["coordinator", "--state-dir"])
             .arg(self.data(i))
             .args(["--listen", &self.addr(i), "--id", &i.to_string(), "--peers", &self.peers()])
             .args(if self.tls { vec!["--certs".into(), self.dir.path().join("certs")] } else { vec![] })
@@ -401,7 +401,7 @@ fn with_two_of_three_wiped_clients_are_told_of_the_loss_until_an_operator_reinit
     // The operator starts a new incarnation on member 2.
     c.kill(2);
     let out = tandem()
-        .args(["coordinator", "reinit", "--data-dir"])
+        .args(["coordinator", "reinit", "--state-dir"])
         .arg(c.data(2))
         .args(["--id", "2", "--peers", &c.peers()])
         .output()

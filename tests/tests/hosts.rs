@@ -356,7 +356,7 @@ fn strangers_and_garbage_are_refused_while_the_good_backup_goes_on() {
 fn start_coordinator(c: &Cluster, tls: bool) -> (Child, String) {
     let addr = format!("{}:7500", c.lan.host("c").addr);
     let mut cmd = c.lan.command("c", bin_dir().join("tandem"));
-    cmd.args(["coordinator", "--data-dir"]).arg(c.home("c").join("coordinator")).args(["--listen", &addr]);
+    cmd.args(["coordinator", "--state-dir"]).arg(c.home("c").join("coordinator")).args(["--listen", &addr]);
     if tls {
         cmd.arg("--certs").arg(c.dir.path().join("certs")).args(["--name", "c"]);
     }

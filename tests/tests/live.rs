@@ -97,7 +97,7 @@ fn a_quiet_primary_is_not_a_stalled_backup() {
         &["sh", "-c", "echo before > out; sleep 2; echo after >> out"],
     );
     let b = dir.path().join("b");
-    let good = backup(&b, &certs_dir, "backup1", port, &["--stall-timeout", "1"]).wait_with_output().unwrap();
+    let good = backup(&b, &certs_dir, "backup1", port, &["--stall-timeout", "1s"]).wait_with_output().unwrap();
     let perr = text(&primary.wait_with_output().unwrap().stderr);
     let berr = text(&good.stderr);
     assert!(good.status.success(), "backup failed:\n{berr}\nprimary:\n{perr}");

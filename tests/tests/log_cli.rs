@@ -98,6 +98,22 @@ fn stats_counts_calls_threads_processes() {
 }
 
 #[test]
+fn stats_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = sample_log(dir.path());
+    let out = tandem().args(["log", "stats", "--json"]).arg(&log).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let events = read_log(&log).unwrap();
+    assert_eq!(stats["events"], events.len() as u64, "{stats}");
+    assert_eq!(stats["last_seq"], events.len() as u64, "{stats}");
+    let forks = stats["calls"].as_array().unwrap().iter().find(|c| c["call"] == "fork").expect("fork counted");
+    assert_eq!(forks["events"], 3, "{stats}");
+    assert_eq!(stats["processes"].as_array().unwrap().len(), 4, "{stats}");
+    assert!(stats["threads"][0]["tid"].is_u64(), "{stats}");
+}
+
+#[test]
 fn truncated_log_names_batch_and_offset() {
     let dir = tempfile::tempdir().unwrap();
     let log = sample_log(dir.path());

@@ -37,7 +37,7 @@ pub enum SessionError {
         "this primary's epoch {ours} is over: a backup speaks for epoch {theirs}, so another primary has been named"
     )]
     Replaced { ours: u64, theirs: u64 },
-    #[error("the peer is in group {got:?}, this agent serves group {ours:?}")]
+    #[error("the peer is in group `{got}`, this agent serves group `{ours}`")]
     Group { got: String, ours: String },
     #[error("unexpected {0} frame in this state")]
     Unexpected(&'static str),
