@@ -251,11 +251,11 @@ failover() {
     local mode=$1 port agent_port cport coordinator primary backup
     port=$(free_port); agent_port=$(( port + 1 )); cport=$(( port + 2 )); coordinator=127.0.0.1:$cport
     [ -d "$work/certs" ] || {
-        "$tandem" certs init --dir "$work/certs" >/dev/null
-        "$tandem" certs issue --dir "$work/certs" --name primary >/dev/null
-        "$tandem" certs issue --dir "$work/certs" --name backup >/dev/null
+        "$tandem" certs init --certs "$work/certs" >/dev/null
+        "$tandem" certs issue --certs "$work/certs" --name primary >/dev/null
+        "$tandem" certs issue --certs "$work/certs" --name backup >/dev/null
     }
-    "$tandem" coordinator --data-dir "$dir/coordinator" --listen "$coordinator" >"$dir/coordinator.out" 2>&1 &
+    "$tandem" coordinator --state-dir "$dir/coordinator" --listen "$coordinator" >"$dir/coordinator.out" 2>&1 &
     local cpid=$!
     for _ in $(seq 100); do curl -sf "$coordinator/v1/status" | grep -q '"leader":1' && break; sleep 0.05; done
     (cd "$p" && exec "$tandem" primary --group soak --mode "$mode" --wait-for-backups 1 --listen "127.0.0.1:$agent_port" \
