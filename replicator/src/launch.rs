@@ -16,7 +16,6 @@ use nix::fcntl::{fcntl, FcntlArg};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
@@ -210,8 +209,10 @@ impl Launch {
     /// given (a backup's), else here.
     ///
     /// Address-space randomisation is turned off for this process and inherited by the program,
-    /// so a backup running the same program lays memory out the same way. The agent becomes the
-    /// subreaper of the program's process tree, so it can wait for every descendant.
+    /// so a backup running the same program lays memory out the same way. The program runs under
+    /// a keeper (`crate::lifetime`), the child returned, which ends once the program's whole
+    /// tree has and takes the tree down with it if the agent dies. The agent becomes a subreaper
+    /// too: a tree whose keeper was killed is its to end.
     pub fn spawn(&self, region: &SharedRegion, view: Option<&View>) -> Result<Child> {
         use nix::sys::personality::{self, Persona};
         let persona =
@@ -241,14 +242,17 @@ impl Launch {
                 })?
             }
             None => {
-                let mut cmd = Command::new(&self.program);
-                cmd.arg0(&self.argv[0]).args(&self.argv[1..]).env_clear();
+                // The keeper starts the program with exactly its environment; its own is empty.
+                let exe = std::env::current_exe().map_err(Error::io("cannot locate the tandem executable"));
+                let exe = exe.inspect_err(|_| {
+                    let _ = nix::unistd::close(fd);
+                })?;
+                let mut cmd = Command::new(exe);
+                cmd.arg("keep").arg("--agent").arg(std::process::id().to_string()).env_clear();
                 for e in &self.env {
-                    let b = e.as_bytes();
-                    if let Some(eq) = b.iter().position(|&c| c == b'=') {
-                        cmd.env(OsStr::from_bytes(&b[..eq]), OsStr::from_bytes(&b[eq + 1..]));
-                    }
+                    cmd.arg("--env").arg(e);
                 }
+                cmd.arg("--").arg(&self.program).args(&self.argv);
                 cmd
             }
         };
