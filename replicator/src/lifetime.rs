@@ -33,6 +33,10 @@ use std::time::{Duration, Instant};
 /// and its program are gone within two seconds of the signal, the backups told of the end.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// An agent asked to stop waits for its backups to hold the program's end until this long after
+/// it was asked.
+const DRAIN_UNTIL: Duration = Duration::from_millis(1400);
+
 /// Termination signals an agent or keeper catches.
 pub(crate) type Caught = signal_hook::iterator::SignalsInfo<signal_hook::iterator::exfiltrator::WithOrigin>;
 
@@ -95,10 +99,12 @@ impl Stop {
         self.kill_now.load(Ordering::SeqCst) || !self.pass_on.load(Ordering::SeqCst) || asked.elapsed() >= STOP_TIMEOUT
     }
 
-    /// What is left of the two seconds an agent has from the signal, less the program's time.
+    /// How long an agent asked to stop may still wait for its backups to hold the program's end:
+    /// until [`DRAIN_UNTIL`] after it was asked, which leaves room within the two seconds for
+    /// syncing the log and exiting on a busy host.
     pub fn drain_left(&self) -> Option<Duration> {
         let asked = self.asked.get()?;
-        Some((STOP_TIMEOUT + Duration::from_millis(600)).saturating_sub(asked.elapsed()))
+        Some(DRAIN_UNTIL.saturating_sub(asked.elapsed()))
     }
 }
 

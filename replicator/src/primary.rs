@@ -350,7 +350,7 @@ pub fn run(mut launch: Launch, opts: &PrimaryOptions) -> Result<Recording> {
         });
     }
     endpoint.close(0u32.into(), b"the primary's program has ended");
-    runtime.shutdown_timeout(Duration::from_millis(200));
+    runtime.shutdown_timeout(Duration::from_millis(100));
     if let Some(why) = hub.fence.why() {
         return Err(Error::Fenced(why.to_string()));
     }
