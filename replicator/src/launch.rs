@@ -242,7 +242,8 @@ impl Launch {
                 })?
             }
             None => {
-                // The keeper starts the program with exactly its environment; its own is empty.
+                // The keeper runs with the program's environment (not in its arguments, which
+                // anyone may read) and gives it on as it is; it must not load the shim itself.
                 let exe = std::env::current_exe().map_err(Error::io("cannot locate the tandem executable"));
                 let exe = exe.inspect_err(|_| {
                     let _ = nix::unistd::close(fd);
@@ -250,7 +251,13 @@ impl Launch {
                 let mut cmd = Command::new(exe);
                 cmd.arg("keep").arg("--agent").arg(std::process::id().to_string()).env_clear();
                 for e in &self.env {
-                    cmd.arg("--env").arg(e);
+                    let b = e.as_bytes();
+                    if let Some(eq) = b.iter().position(|&c| c == b'=') {
+                        let name = OsStr::from_bytes(&b[..eq]);
+                        let name =
+                            if name == "LD_PRELOAD" { OsStr::new(crate::lifetime::KEEPER_PRELOAD) } else { name };
+                        cmd.env(name, OsStr::from_bytes(&b[eq + 1..]));
+                    }
                 }
                 cmd.arg("--").arg(&self.program).args(&self.argv);
                 cmd

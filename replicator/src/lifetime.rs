@@ -37,6 +37,17 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(1);
 /// it was asked.
 const DRAIN_UNTIL: Duration = Duration::from_millis(1400);
 
+/// The program's `LD_PRELOAD` while its keeper, which must not load the shim, holds the
+/// program's environment as its own.
+pub const KEEPER_PRELOAD: &str = "TANDEM_KEEPER_LD_PRELOAD";
+
+/// The program's environment, from its keeper's own.
+pub fn program_environment() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os()
+        .map(|(name, value)| if name == KEEPER_PRELOAD { ("LD_PRELOAD".into(), value) } else { (name, value) })
+        .collect()
+}
+
 /// Termination signals an agent or keeper catches.
 pub(crate) type Caught = signal_hook::iterator::SignalsInfo<signal_hook::iterator::exfiltrator::WithOrigin>;
 

@@ -206,14 +206,11 @@ enum Command {
     #[command(hide = true)]
     EnterView { plan: PathBuf },
     /// Runs a program as the subreaper of its tree, which dies with the agent AGENT (started by
-    /// agents).
+    /// agents, with the program's environment).
     #[command(hide = true)]
     Keep {
         #[arg(long)]
         agent: i32,
-        /// The program's environment, one NAME=VALUE each.
-        #[arg(long = "env", allow_hyphen_values = true)]
-        env: Vec<OsString>,
         /// The program, its argv[0] and its arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
@@ -520,20 +517,13 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::EnterView { plan } => Ok(replicator::view::enter(&plan)?.clamp(0, 255) as u8),
-        Command::Keep { agent, env, command } => {
-            use std::os::unix::ffi::OsStrExt;
+        Command::Keep { agent, command } => {
             use std::os::unix::process::CommandExt;
             let [program, argv0, args @ ..] = command.as_slice() else {
                 return Err(Error::Setup("tandem keep: name the program and its argv[0]".into()));
             };
             let mut cmd = std::process::Command::new(program);
-            cmd.arg0(argv0).args(args).env_clear();
-            for e in &env {
-                let b = e.as_bytes();
-                if let Some(eq) = b.iter().position(|&c| c == b'=') {
-                    cmd.env(std::ffi::OsStr::from_bytes(&b[..eq]), std::ffi::OsStr::from_bytes(&b[eq + 1..]));
-                }
-            }
+            cmd.arg0(argv0).args(args).env_clear().envs(replicator::lifetime::program_environment());
             let code = replicator::lifetime::keep(cmd, nix::unistd::Pid::from_raw(agent))?;
             Ok(code.clamp(0, 255) as u8)
         }
