@@ -310,7 +310,7 @@ impl Network {
                         session.standing.epoch = session.standing.epoch.max(g.epoch.0);
                         if !self.witness {
                             let held = self.held.clone();
-                            steering.report(g.epoch, move || (Seq(held.load(Ordering::Relaxed)), Seq::ZERO));
+                            steering.report_held(g.epoch, move || (Seq(held.load(Ordering::Relaxed)), Seq::ZERO));
                             steering.await_promotion(g.epoch, requests_tx.clone(), self.following.fence.clone());
                         }
                     }
