@@ -667,6 +667,43 @@ mod tests {
     }
 
     #[test]
+    fn a_log_that_could_not_be_written_goes_back_to_its_last_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.tlog");
+        let writer = LogWriter::create(
+            BufWriter::new(File::create(&path).unwrap()),
+            IncarnationToken::NONE,
+            1,
+            &LaunchRecord::default(),
+        )
+        .unwrap();
+        let mut log = LocalLog::new(writer, Arc::default()).unwrap();
+        let batch = |first: u64| {
+            let mut body = Vec::new();
+            for i in 0..4 {
+                let h = EventHeader { payload_len: 100, ..EventHeader::new(Seq(first + i), Call::Read) };
+                encode_into(&mut body, &h, &[7; 100]);
+            }
+            body
+        };
+        log.append(Seq(1), 4, 0, &batch(1), None).unwrap();
+        log.sync().unwrap();
+        let synced = log.writer.bytes_written();
+        // A batch half on the disk, half still buffered, when the disk filled up.
+        log.append(Seq(5), 4, 0, &batch(5), None).unwrap();
+        OpenOptions::new().append(true).open(&path).unwrap().write_all(b"TBAT half a batch").unwrap();
+        let mut log = log.back_to_last_sync().unwrap();
+        assert_eq!((log.writer.bytes_written(), log.writer.next_seq()), (synced, Some(Seq(5))));
+        assert_eq!(log.written.load(Ordering::Acquire), synced);
+        // The primary sends the batch again; the log reads back whole.
+        log.append(Seq(5), 4, 0, &batch(5), None).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let (_, held, ended) = resume_log(&path).unwrap();
+        assert_eq!((held, ended), (Seq(8), false));
+    }
+
+    #[test]
     fn a_damaged_batch_before_others_is_reported_not_cut() {
         let dir = tempfile::tempdir().unwrap();
         let (mut bytes, starts) = log_bytes(3);
