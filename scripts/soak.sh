@@ -35,8 +35,12 @@ wait_port() {
     done
     return 1
 }
-# The program tandem runs (its only child).
-program_of() { cut -d' ' -f1 "/proc/$1/task/$1/children"; }
+# The program tandem runs: its keeper's (the agent's only child's) only child.
+program_of() {
+    local keeper
+    keeper=$(cut -d' ' -f1 "/proc/$1/task/$1/children")
+    cut -d' ' -f1 "/proc/$keeper/task/$keeper/children"
+}
 stop_agent() {
     local agent=$1 sig=$2
     kill "-$sig" "$(program_of "$agent")" 2>/dev/null

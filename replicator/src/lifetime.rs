@@ -9,6 +9,8 @@
 //! agent lives, the keeper passes on the termination signals it is sent and exits with the
 //! program's status once the whole tree is gone (128 + signal when the program was killed).
 //! `PR_SET_PDEATHSIG` on the program alone would reach its first thread, not its descendants.
+//! The agent is a subreaper too: when the keeper itself is killed, the tree becomes the agent's,
+//! and the agent kills it (the keeper ends only once the tree has, so an early end means that).
 //!
 //! **Termination signals** the agent is sent are caught from before the program starts. SIGTERM
 //! and SIGINT stop the agent: the program gets the signal once (not while a backup replays: its

@@ -122,8 +122,10 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
     let mut lost = 0;
     let mut killed = false;
     loop {
-        if !killed && opts.stop.due() {
-            // Its remaining events are taken below, as those of a program that ended.
+        // Asked to stop and past its time, or its keeper is gone (killed) while processes of its
+        // tree may remain: the tree is this agent's to end. The remaining events are taken
+        // below, as those of a program that ended.
+        if !killed && (opts.stop.due() || exit_code.is_some()) {
             kill_tree(top, &mut exit_code);
             killed = true;
         }

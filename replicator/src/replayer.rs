@@ -287,7 +287,12 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
             stop_all(&mut exit_code);
             return Ok(Outcome::Diverged { seq, report });
         }
-        let all_gone = reap_children(top, &mut exit_code);
+        let mut all_gone = reap_children(top, &mut exit_code);
+        if exit_code.is_some() && !all_gone {
+            // The keeper was killed, not the tree: this agent ends it.
+            stop_all(&mut exit_code);
+            all_gone = true;
+        }
         // Thread slots of the program's ended threads and processes are taken again by new ones.
         if last_reap.elapsed() >= crate::recorder::REAP_EVERY {
             feed.reap(Some(&crate::recorder::thread_alive));
