@@ -51,7 +51,8 @@ echo "== backup: tandem backup, following 127.0.0.1:$agent_port"
     --certs "$work/certs" --state-dir "$work/backup-state" --coordinator "$coordinator" > "$work/backup.out" 2>&1) &
 backup=$!
 wait_ping
-primary_pid=$(cut -d' ' -f1 "/proc/$agent/task/$agent/children")
+keeper=$(cut -d' ' -f1 "/proc/$agent/task/$agent/children")
+primary_pid=$(cut -d' ' -f1 "/proc/$keeper/task/$keeper/children")
 
 echo "== redis-benchmark: 50 clients, SET, INCR, LPUSH, SADD over 100000 random keys"
 redis-benchmark -p "$port" -c 50 -n 20000 -r 100000 -t set,incr,lpush,sadd -q 2>&1 | tr '\r' '\n' | grep 'per second'

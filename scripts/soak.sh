@@ -8,6 +8,8 @@
 #
 #   scripts/soak.sh                      every program, 20 runs each
 #   RUNS=3 scripts/soak.sh sqlite popen  those programs only
+#   scripts/soak.sh --no-doc stop        SIGTERM to each kind of agent in each state, 20 times
+#                                        (not a program: not in the support matrix)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 write_doc=1
@@ -34,8 +36,12 @@ wait_port() {
     done
     return 1
 }
-# The program tandem runs (its only child).
-program_of() { cut -d' ' -f1 "/proc/$1/task/$1/children"; }
+# The program tandem runs: its keeper's (the agent's only child's) only child.
+program_of() {
+    local keeper
+    keeper=$(cut -d' ' -f1 "/proc/$1/task/$1/children")
+    cut -d' ' -f1 "/proc/$keeper/task/$keeper/children"
+}
 stop_agent() {
     local agent=$1 sig=$2
     kill "-$sig" "$(program_of "$agent")" 2>/dev/null
@@ -273,10 +279,10 @@ failover() {
     local writer=$!
     sleep "0.$(( RANDOM % 10 ))"
     # The backup dies with its program; restarted, it starts over from its own log and a reset view.
-    pkill -KILL -P "$backup"; kill -KILL "$backup"; wait "$backup" 2>/dev/null
+    kill -KILL $(tree_of "$backup") "$backup"; wait "$backup" 2>/dev/null
     start_backup
     sleep "$(( 1 + RANDOM % 2 )).$(( RANDOM % 10 ))"
-    pkill -KILL -P "$primary"; kill -KILL "$primary"; wait "$primary" 2>/dev/null
+    kill -KILL $(tree_of "$primary") "$primary"; wait "$primary" 2>/dev/null
     local killed
     killed=$(date +%s%N)
     wait "$writer" 2>/dev/null
@@ -296,7 +302,7 @@ failover() {
         echo "$took" >>"$work/took-failover_$mode"
     fi
     redis-cli -p "$port" shutdown nosave >/dev/null 2>&1
-    pkill -KILL -P "$backup" 2>/dev/null; kill -KILL "$backup" $cpid 2>/dev/null; wait 2>/dev/null
+    kill -KILL $(tree_of "$backup") "$backup" $cpid 2>/dev/null; wait 2>/dev/null
     return $result
 }
 
@@ -343,6 +349,112 @@ EOF
 
 case_failover_sync() { failover sync; }
 case_failover_async() { failover async; }
+# Every process below pid $1.
+tree_of() {
+    local p c
+    for p in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+        echo "$p"
+        tree_of "$p"
+    done
+}
+# A process that runs (not a zombie).
+runs() { [ -r "/proc/$1/stat" ] && ! awk '{ sub(/.*\) /, ""); exit !($1 == "Z" || $1 == "X") }' "/proc/$1/stat"; }
+# Whether any of these processes runs.
+any_runs() {
+    local p
+    for p in "$@"; do runs "$p" && return 0; done
+    return 1
+}
+# Waits (20 s at most) until the agent $1 runs its program: its keeper has a child.
+wait_program() {
+    local k
+    for _ in $(seq 1000); do
+        for k in $(tree_of "$1"); do
+            if tr '\0' ' ' 2>/dev/null <"/proc/$k/cmdline" | grep -qE '^[^ ]+ (keep|enter-view) ' \
+                && [ -n "$(tree_of "$k")" ]; then
+                return 0
+            fi
+        done
+        sleep 0.02
+    done
+    return 1
+}
+# Sends SIGTERM to agent $1 (what it is: $2) and checks that it and every process below it are
+# gone within 2 s.
+term_within() {
+    local agent=$1 what=$2 tree start ms
+    tree=$(tree_of "$agent")
+    start=$(date +%s%N)
+    kill -TERM "$agent"
+    while any_runs "$agent" $tree; do
+        ms=$(( ($(date +%s%N) - start) / 1000000 ))
+        [ "$ms" -le 5000 ] || break
+        sleep 0.01
+    done
+    ms=$(( ($(date +%s%N) - start) / 1000000 ))
+    wait "$agent" 2>/dev/null
+    echo "$what: gone in $ms ms" >>"$work/stop-times"
+    [ "$ms" -le 2000 ] || { echo "$what took $ms ms to stop"; return 1; }
+}
+
+# SIGTERM to each kind of agent in each state: following (primary and backup), catching up,
+# holding replies, fenced. Each must be gone, with its program, within 2 s.
+case_stop() {
+    local certs=$dir/certs port service echo prim back coord at
+    "$tandem" certs init --certs "$certs" >/dev/null && "$tandem" certs issue --certs "$certs" --name primary >/dev/null \
+        && "$tandem" certs issue --certs "$certs" --name backup1 >/dev/null || return 1
+    local busy='i=0; while true; do echo $i >> out; sleep 0.01; i=$((i+1)); done'
+    local stubborn="trap '' TERM INT; $busy"
+    agent_in() { (cd "$1" && shift && exec "$tandem" "$@" </dev/null >>"$dir/agents.out" 2>&1) & }
+    member() { echo --group g --name "$1" --certs "$certs" --state-dir "$dir/$1-$2.state"; }
+
+    # tandem record, its program ignoring SIGTERM.
+    agent_in "$p" record --out "$dir/r.tlog" --no-capture -- sh -c "$stubborn"
+    prim=$!; wait_program $prim || return 1; term_within $prim "record" || return 1
+
+    # A primary and a backup following it: SIGTERM to the backup, then to the primary.
+    port=$(free_port)
+    agent_in "$p" primary $(member primary 1) --mode async --listen 127.0.0.1:$port --no-capture -- sh -c "$busy"
+    prim=$!
+    agent_in "$b" backup $(member backup1 1) --primary 127.0.0.1:$port
+    back=$!
+    wait_program $prim && wait_program $back || return 1
+    sleep 0.3
+    term_within $back "backup, following" || return 1
+    # A backup catching up from the start of the log.
+    sleep 1
+    agent_in "$b" backup $(member backup1 2) --primary 127.0.0.1:$port
+    back=$!
+    wait_program $back || return 1
+    term_within $back "backup, catching up" || return 1
+    term_within $prim "primary, followed" || return 1
+
+    # A sync primary without a backup, holding a reply.
+    echo=$(fixture echo_server) || return 1
+    port=$(free_port) service=$(free_port)
+    agent_in "$p" primary $(member primary 2) --listen 127.0.0.1:$port --no-capture -- "$echo" "$service"
+    prim=$!
+    wait_port "$service" || return 1
+    (exec 3<>"/dev/tcp/127.0.0.1/$service"; echo hello >&3; sleep 3) &
+    sleep 0.3
+    term_within $prim "primary, holding a reply" || return 1
+
+    # A primary fenced (its coordinator gone), its program kept, held.
+    at=127.0.0.1:$(free_port)
+    "$tandem" coordinator --state-dir "$dir/coordinator" --listen "$at" >>"$dir/agents.out" 2>&1 &
+    coord=$!
+    for _ in $(seq 200); do curl -sf "http://$at/v1/status" | grep -q '"leader":[0-9]' && break; sleep 0.05; done
+    port=$(free_port)
+    agent_in "$p" primary $(member primary 3) --listen 127.0.0.1:$port --no-capture --coordinator "$at" \
+        --keep-fenced -- sh -c "$busy"
+    prim=$!
+    wait_program $prim || return 1
+    kill -KILL $coord
+    # Its notes are in its state directory (its stderr is a file, shared with the program).
+    for _ in $(seq 200); do grep -q "keeps running" "$dir/primary-3.state/agent.log" && break; sleep 0.02; done
+    grep -q "keeps running" "$dir/primary-3.state/agent.log" || { echo "the primary did not fence itself"; return 1; }
+    term_within $prim "primary, fenced" || return 1
+}
 
 declare -A what=(
     [nginx]="nginx, master and 2 worker processes, under wrk (2 s, 8 connections)"
@@ -356,6 +468,7 @@ declare -A what=(
     [sigsuspend]="a C program stopping on signals awaited in sigsuspend, ppoll and sigwait"
     [failover_sync]="live failover on one host, sync mode: redis-server under 4 writing clients, the backup killed and restarted with its files left behind, then the primary killed; every acknowledged write must be on the backup"
     [failover_async]="the same in async mode: the backup must take over"
+    [stop]="SIGTERM to record, a primary (followed, holding a reply, fenced) and a backup (following, catching up)"
 )
 declare -A clean failure
 status=0
@@ -380,6 +493,11 @@ for c in "${cases[@]}"; do
     fi
     printf '%-15s %3d of %d clean  %s\n' "$c" "${clean[$c]}" "$runs" "${failure[$c]}"
 done
+if [ -f "$work/stop-times" ]; then
+    echo "stop times (ms): slowest of each kind of agent"
+    awk -F': gone in ' '{ split($2, t, " "); if (!($1 in max) || t[1] + 0 > max[$1]) max[$1] = t[1] + 0 }
+        END { for (k in max) printf "  %-26s %d\n", k, max[k] }' "$work/stop-times"
+fi
 
 if [ $write_doc -eq 1 ]; then
     {

@@ -284,6 +284,11 @@ impl<W: Write> LogWriter<W> {
         &self.out
     }
 
+    /// The output, as it is (nothing more is written to it).
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
     /// Appends a batch of `event_count` encoded events starting at `first_seq`. Sequence numbers
     /// must continue where the previous batch stopped.
     pub fn write_batch(&mut self, body: &[u8], first_seq: Seq, event_count: u32, wall_ns: u64) -> io::Result<()> {

@@ -11,6 +11,7 @@ use crate::capture;
 use crate::certs::Identity;
 use crate::control::{self, ControlReply, ControlRequest};
 use crate::error::{Error, Result};
+use crate::lifetime::{catch_signals, watch_signals, Stop};
 use crate::net::{self, read_frame, write_frame, NetError};
 use crate::recorder::now_ns;
 use crate::replayer::{self, Following, Outcome, ReplayOptions, ViewPlace};
@@ -50,6 +51,8 @@ pub struct BackupOptions {
     /// The coordinator's members: the backup registers, reports its position, and promotes
     /// itself when the coordinator names it primary.
     pub coordinator: Option<Vec<String>>,
+    /// Promoted and then fenced, keep the program running, its output held, instead of stopping it.
+    pub keep_fenced: bool,
 }
 
 type Writer = LogWriter<BufWriter<File>>;
@@ -61,13 +64,29 @@ struct LocalLog {
     writer: Writer,
     runway: Runway,
     written: Arc<AtomicU64>,
+    /// Where the log ended at its last sync, and the event that comes next there.
+    synced: (u64, Option<Seq>),
 }
 
 impl LocalLog {
     fn new(writer: Writer, written: Arc<AtomicU64>) -> std::io::Result<LocalLog> {
         let runway = Runway::start(writer.get_ref().get_ref(), writer.bytes_written())?;
         written.store(writer.bytes_written(), Ordering::Release);
-        Ok(LocalLog { writer, runway, written })
+        let synced = (writer.bytes_written(), writer.next_seq());
+        Ok(LocalLog { writer, runway, written, synced })
+    }
+
+    /// The log as it was at its last sync, after a write or sync failed (a full disk): whatever
+    /// was written past that point, part of a batch perhaps, is cut off and fetched again.
+    fn back_to_last_sync(mut self) -> std::io::Result<LocalLog> {
+        self.runway.stop();
+        let (end, next_seq) = self.synced;
+        // Bytes still buffered are dropped, never written after the cut.
+        let (mut file, _unwritten) = self.writer.into_inner().into_parts();
+        file.set_len(end)?;
+        file.seek(SeekFrom::Start(end))?;
+        let writer = LogWriter::resume(BufWriter::with_capacity(1 << 20, file), end, next_seq);
+        LocalLog::new(writer, self.written)
     }
 
     fn append(
@@ -90,7 +109,9 @@ impl LocalLog {
         self.writer.flush()?;
         let end = self.writer.bytes_written();
         self.runway.synced(end - self.written.swap(end, Ordering::AcqRel));
-        self.writer.get_ref().get_ref().sync_data()
+        self.writer.get_ref().get_ref().sync_data()?;
+        self.synced = (end, self.writer.next_seq());
+        Ok(())
     }
 
     /// Nothing more will be written (the backup is promoted).
@@ -172,6 +193,7 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
 
     let following = Following::default();
     following.stop.store(ended, Ordering::SeqCst);
+    following.fence.keep_program(opts.keep_fenced);
     let writer = match writer {
         Some(w) if ended => {
             following.written.store(w.bytes_written(), Ordering::Release);
@@ -215,8 +237,19 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
         Err(_) => return Err(Error::Setup("the network thread ended before the primary welcomed this backup".into())),
     }
     if opts.witness {
+        let stop = Stop::new(false);
+        let _watcher = watch_signals(catch_signals(), None, stop.clone());
         while !following.stop.load(Ordering::SeqCst) {
+            if let Some(why) = following.fatal.get() {
+                return Err(Error::Setup(why.clone()));
+            }
+            if let Some(signal) = stop.signal() {
+                return Ok(Outcome::Stopped { signal, events: held.load(Ordering::SeqCst) });
+            }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(why) = following.fatal.get() {
+            return Err(Error::Setup(why.clone()));
         }
         return Ok(Outcome::Completed { events: held.load(Ordering::SeqCst) });
     }
@@ -228,6 +261,7 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
         stall_after: opts.stall_after,
         follow: Some(following.clone()),
         view: Some(ViewPlace { store: dir.captures_path(), root: dir.view_path() }),
+        stop: Stop::new(false),
     });
     following.stop.store(true, Ordering::SeqCst);
     outcome
@@ -281,7 +315,7 @@ impl Network {
                         session.standing.epoch = session.standing.epoch.max(g.epoch.0);
                         if !self.witness {
                             let held = self.held.clone();
-                            steering.report(g.epoch, move || (Seq(held.load(Ordering::Relaxed)), Seq::ZERO));
+                            steering.report_held(g.epoch, move || (Seq(held.load(Ordering::Relaxed)), Seq::ZERO));
                             steering.await_promotion(g.epoch, requests_tx.clone(), self.following.fence.clone());
                         }
                     }
@@ -321,17 +355,39 @@ impl Network {
                             self.following.stop.store(true, Ordering::SeqCst);
                             break;
                         }
-                        Err(e @ NetError::Refused { .. }) => {
-                            tracing::error!("refused at the handshake: {e}");
-                            let _ = self.ready.send(Err(format!("the primary refused this backup at the handshake: {e}")));
-                            self.following.stop.store(true, Ordering::SeqCst);
+                        // Final: another try is refused the same way.
+                        Err(e) if net::refusal(&e).is_some() => {
+                            let why = net::refusal(&e).unwrap_or_default();
+                            let why = format!("the primary at {} refused this backup at the handshake: {why}", self.primary);
+                            tracing::error!("{why}");
+                            self.give_up(why);
                             break;
                         }
                         Err(NetError::Protocol(why)) if why.starts_with("refused") => {
                             tracing::error!(primary = %self.primary, "{why}");
-                            let _ = self.ready.send(Err(why));
-                            self.following.stop.store(true, Ordering::SeqCst);
+                            self.give_up(why);
                             break;
+                        }
+                        Err(NetError::LocalLog { path, source }) => {
+                            // The log goes back to its last sync: the primary resumes there.
+                            if let Some(w) = writer.take() {
+                                match w.back_to_last_sync() {
+                                    Ok(w) => writer = Some(w),
+                                    Err(e) => {
+                                        let why = format!("cannot write {}: {source}; and cannot cut it back to its last sync: {e}", path.display());
+                                        tracing::error!("{why}");
+                                        self.give_up(why);
+                                        break;
+                                    }
+                                }
+                            }
+                            if out_of_space(&source) {
+                                wait_for_room(&path, &source).await;
+                            } else {
+                                tracing::warn!("cannot write {}: {source}; trying again", path.display());
+                                tokio::time::sleep(RECONNECT_EVERY).await;
+                            }
+                            continue;
                         }
                         Err(e) => {
                             failures += 1;
@@ -359,6 +415,13 @@ impl Network {
                 let _ = request.reply.send(self.handle(&request.request, &session, &mut writer));
             }
         });
+    }
+
+    /// The backup cannot go on: the agent stops its program and exits with `why`.
+    fn give_up(&self, why: String) {
+        let _ = self.following.fatal.set(why.clone());
+        let _ = self.ready.send(Err(why));
+        self.following.stop.store(true, Ordering::SeqCst);
     }
 
     /// A control request, between sessions.
@@ -419,6 +482,21 @@ impl Network {
         writer: &mut Option<LocalLog>,
     ) -> std::result::Result<SessionEnd, NetError> {
         let conn = net::connect(endpoint, self.primary).await?;
+        let end = self.follow(&conn, session, writer).await;
+        if let Err(e) = &end {
+            // Said, so the primary does not take the connection's end for a complete session.
+            conn.close(net::FAILED.into(), e.to_string().as_bytes());
+        }
+        end
+    }
+
+    /// One session on `conn`, from HELLO to the end of the program or the first failure.
+    async fn follow(
+        &self,
+        conn: &quinn::Connection,
+        session: &mut BackupSession,
+        writer: &mut Option<LocalLog>,
+    ) -> std::result::Result<SessionEnd, NetError> {
         let (mut send, mut recv) = conn.open_bi().await?;
         write_frame(&mut send, &session.hello()).await?;
         let Some(welcome) = read_frame(&mut recv).await? else {
@@ -449,11 +527,11 @@ impl Network {
         };
         store(session).map_err(|e| NetError::Protocol(e.to_string()))?;
         if let Some(c) = launch.as_ref().and_then(|l| l.capture) {
-            self.fetch_capture(&conn, &c).await?;
+            self.fetch_capture(conn, &c).await?;
         }
+        let io = |source: std::io::Error| NetError::LocalLog { path: self.log.clone(), source };
         if writer.is_none() {
             let launch = launch.unwrap_or_default();
-            let io = |e: std::io::Error| NetError::Protocol(format!("{}: {e}", self.log.display()));
             let file = crate::statedir::create_private_file(&self.log).map_err(io)?;
             let mut w = LogWriter::create(
                 BufWriter::with_capacity(1 << 20, file),
@@ -470,7 +548,6 @@ impl Network {
         let mut data = net::frames(conn.accept_uni().await?);
         let mut control = net::frames(recv);
         let mut ended_at = None;
-        let io = |e: std::io::Error| NetError::Protocol(format!("{}: {e}", self.log.display()));
         loop {
             let first = tokio::select! {
                 f = data.recv() => f,
@@ -511,6 +588,32 @@ impl Network {
                 conn.close(net::COMPLETE.into(), b"complete");
                 return Ok(SessionEnd::Complete);
             }
+        }
+    }
+}
+
+/// Whether a write failed for want of space (or of quota).
+fn out_of_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(nix::libc::ENOSPC | nix::libc::EDQUOT))
+}
+
+/// Free space a full disk must have again before the backup resumes.
+const ROOM_TO_RESUME: u64 = 16 << 20;
+
+/// Waits until the file system holding `log` has room again, saying so when it fills and when it
+/// has room.
+async fn wait_for_room(log: &Path, cause: &std::io::Error) {
+    let dir = log.parent().unwrap_or(log);
+    tracing::error!(
+        "the disk holding {} is full ({cause}): this backup stops receiving, waits for room and then resumes by itself",
+        log.display()
+    );
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let free = nix::sys::statvfs::statvfs(dir).map(|s| s.blocks_available().saturating_mul(s.fragment_size()));
+        if free.is_ok_and(|free| free >= ROOM_TO_RESUME) {
+            tracing::info!("the disk holding {} has room again: resuming", log.display());
+            return;
         }
     }
 }
@@ -567,6 +670,43 @@ mod tests {
         let (w, held, _) = resume_log(&path).unwrap();
         assert_eq!((held, w.bytes_written()), (Seq(8), torn_at as u64));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), torn_at as u64);
+    }
+
+    #[test]
+    fn a_log_that_could_not_be_written_goes_back_to_its_last_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.tlog");
+        let writer = LogWriter::create(
+            BufWriter::new(File::create(&path).unwrap()),
+            IncarnationToken::NONE,
+            1,
+            &LaunchRecord::default(),
+        )
+        .unwrap();
+        let mut log = LocalLog::new(writer, Arc::default()).unwrap();
+        let batch = |first: u64| {
+            let mut body = Vec::new();
+            for i in 0..4 {
+                let h = EventHeader { payload_len: 100, ..EventHeader::new(Seq(first + i), Call::Read) };
+                encode_into(&mut body, &h, &[7; 100]);
+            }
+            body
+        };
+        log.append(Seq(1), 4, 0, &batch(1), None).unwrap();
+        log.sync().unwrap();
+        let synced = log.writer.bytes_written();
+        // A batch half on the disk, half still buffered, when the disk filled up.
+        log.append(Seq(5), 4, 0, &batch(5), None).unwrap();
+        OpenOptions::new().append(true).open(&path).unwrap().write_all(b"TBAT half a batch").unwrap();
+        let mut log = log.back_to_last_sync().unwrap();
+        assert_eq!((log.writer.bytes_written(), log.writer.next_seq()), (synced, Some(Seq(5))));
+        assert_eq!(log.written.load(Ordering::Acquire), synced);
+        // The primary sends the batch again; the log reads back whole.
+        log.append(Seq(5), 4, 0, &batch(5), None).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let (_, held, ended) = resume_log(&path).unwrap();
+        assert_eq!((held, ended), (Seq(8), false));
     }
 
     #[test]

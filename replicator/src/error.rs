@@ -22,6 +22,12 @@ pub enum Error {
     Net(#[from] crate::net::NetError),
     #[error("coordinator: {0}")]
     Coordinator(#[from] coordinator::server::ServeError),
+    /// The agent is primary no more; its program was stopped.
+    #[error("{0}; its program was stopped")]
+    Fenced(String),
+    /// A promoted backup's program could not take the primary's place.
+    #[error("going live failed: {0}; the program was stopped (free the address, or promote another backup)")]
+    GoLive(String),
 }
 
 impl Error {
@@ -38,7 +44,13 @@ impl Error {
             Error::NotFound(_) => 127,
             Error::Refused { .. } => 126,
             Error::Log { .. } => 1,
-            Error::Io { .. } | Error::Setup(_) | Error::Certs(_) | Error::Net(_) | Error::Coordinator(_) => 125,
+            Error::Io { .. }
+            | Error::Setup(_)
+            | Error::Certs(_)
+            | Error::Net(_)
+            | Error::Coordinator(_)
+            | Error::Fenced(_)
+            | Error::GoLive(_) => 125,
         }
     }
 }

@@ -16,7 +16,6 @@ use nix::fcntl::{fcntl, FcntlArg};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
@@ -225,8 +224,10 @@ impl Launch {
     /// given (a backup's), else here; `stdin`, when given, is its standard input.
     ///
     /// Address-space randomisation is turned off for this process and inherited by the program,
-    /// so a backup running the same program lays memory out the same way. The agent becomes the
-    /// subreaper of the program's process tree, so it can wait for every descendant.
+    /// so a backup running the same program lays memory out the same way. The program runs under
+    /// a keeper (`crate::lifetime`), the child returned, which ends once the program's whole
+    /// tree has and takes the tree down with it if the agent dies. The agent becomes a subreaper
+    /// too: a tree whose keeper was killed is its to end.
     pub fn spawn(&self, region: &SharedRegion, view: Option<&View>, stdin: Option<OwnedFd>) -> Result<Child> {
         use nix::sys::personality::{self, Persona};
         let persona =
@@ -256,14 +257,24 @@ impl Launch {
                 })?
             }
             None => {
-                let mut cmd = Command::new(&self.program);
-                cmd.arg0(&self.argv[0]).args(&self.argv[1..]).env_clear();
+                // The keeper runs with the program's environment (not in its arguments, which
+                // anyone may read) and gives it on as it is; it must not load the shim itself.
+                let exe = std::env::current_exe().map_err(Error::io("cannot locate the tandem executable"));
+                let exe = exe.inspect_err(|_| {
+                    let _ = nix::unistd::close(fd);
+                })?;
+                let mut cmd = Command::new(exe);
+                cmd.arg("keep").arg("--agent").arg(std::process::id().to_string()).env_clear();
                 for e in &self.env {
                     let b = e.as_bytes();
                     if let Some(eq) = b.iter().position(|&c| c == b'=') {
-                        cmd.env(OsStr::from_bytes(&b[..eq]), OsStr::from_bytes(&b[eq + 1..]));
+                        let name = OsStr::from_bytes(&b[..eq]);
+                        let name =
+                            if name == "LD_PRELOAD" { OsStr::new(crate::lifetime::KEEPER_PRELOAD) } else { name };
+                        cmd.env(name, OsStr::from_bytes(&b[eq + 1..]));
                     }
                 }
+                cmd.arg("--").arg(&self.program).args(&self.argv);
                 cmd
             }
         };

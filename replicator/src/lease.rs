@@ -3,10 +3,11 @@
 //!
 //! The agent renews its lease every [`LEASE_PERIOD`]. Once it can no longer be sure it is the
 //! group's primary (the coordinator answered with a later epoch, no renewal was confirmed in
-//! time, or a backup speaks for a later epoch) it shuts the program's output gate for good: the
-//! program may go on running, but nothing it says reaches the outside world, so two primaries
-//! never both answer clients.
+//! time, or a backup speaks for a later epoch) it shuts the program's output gate for good, so two
+//! primaries never both answer clients, and stops the program (with `--keep-fenced` the program
+//! goes on running, but nothing it says reaches the outside world).
 
+use crate::lifetime::Stop;
 use crate::steer::Steering;
 use coordinator::api::Renewed;
 use eventlog::ring::SharedRegion;
@@ -42,11 +43,17 @@ pub enum Fenced {
 }
 
 /// The program's output gate as the lease sees it: shut for good once the agent is primary no
-/// more. Shared by whatever else releases output (the primary's release point).
+/// more, and the program stopped then (unless it is to be kept, held). Shared by whatever else
+/// releases output (the primary's release point).
 #[derive(Default)]
 pub struct Fence {
     region: OnceLock<Arc<SharedRegion>>,
     shut: AtomicBool,
+    why: OnceLock<Fenced>,
+    /// How the agent stops its program.
+    stop: OnceLock<Arc<Stop>>,
+    /// A fenced program keeps running, its output held (`--keep-fenced`).
+    keep_program: AtomicBool,
 }
 
 impl Fence {
@@ -58,6 +65,24 @@ impl Fence {
         }
     }
 
+    /// A fenced program is kept running, its output held, instead of stopped.
+    pub fn keep_program(&self, keep: bool) {
+        self.keep_program.store(keep, Ordering::SeqCst);
+    }
+
+    /// How the agent stops its program, once it runs. A fence shut before then stops it at once.
+    pub fn stop_with(&self, stop: Arc<Stop>) {
+        let stop = self.stop.get_or_init(|| stop);
+        if self.is_shut() && !self.keep_program.load(Ordering::SeqCst) {
+            stop.kill_now();
+        }
+    }
+
+    /// Why the agent was fenced, once it was.
+    pub fn why(&self) -> Option<&Fenced> {
+        self.why.get()
+    }
+
     pub fn region(&self) -> Option<&SharedRegion> {
         self.region.get().map(|r| &**r)
     }
@@ -66,15 +91,24 @@ impl Fence {
         self.shut.load(Ordering::SeqCst)
     }
 
-    /// Holds every output of the program from now on; says why once, however often called.
+    /// Holds every output of the program from now on and stops the program (unless it is kept);
+    /// says why once, however often called.
     pub fn shut(&self, why: &Fenced) {
+        let _ = self.why.set(why.clone());
         if self.shut.swap(true, Ordering::SeqCst) {
             return;
         }
         if let Some(region) = self.region() {
             region.region().shut_gate();
         }
-        tracing::error!("{why}: its output is held for good");
+        if self.keep_program.load(Ordering::SeqCst) {
+            tracing::error!("{why}: its program's output is held for good (the program keeps running: --keep-fenced)");
+            return;
+        }
+        tracing::error!("{why}: its program's output is held for good, and the program is stopped");
+        if let Some(stop) = self.stop.get() {
+            stop.kill_now();
+        }
     }
 }
 

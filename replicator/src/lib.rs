@@ -13,6 +13,7 @@ pub mod elfcheck;
 pub mod error;
 pub mod launch;
 pub mod lease;
+pub mod lifetime;
 pub mod net;
 pub mod notes;
 pub mod primary;

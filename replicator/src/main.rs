@@ -290,9 +290,20 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
-    /// Builds a backup's private view from PLAN and runs its program there (started by agents).
+    /// Builds a backup's private view from PLAN and runs its program there, as its keeper
+    /// (started by agents).
     #[command(hide = true)]
     EnterView { plan: PathBuf },
+    /// Runs a program as the subreaper of its tree, which dies with the agent AGENT (started by
+    /// agents, with the program's environment).
+    #[command(hide = true)]
+    Keep {
+        #[arg(long)]
+        agent: i32,
+        /// The program, its argv[0] and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<OsString>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -344,6 +355,10 @@ struct MemberArgs {
     /// follows its decisions (a primary keeps a lease; a backup named primary promotes itself).
     #[arg(long, value_delimiter = ',', value_name = "ADDR,...")]
     coordinator: Option<Vec<String>>,
+    /// Once fenced (another primary was named, or the lease lapsed), keep the program running
+    /// with its output held for good, instead of stopping it.
+    #[arg(long)]
+    keep_fenced: bool,
 }
 
 #[derive(Subcommand)]
@@ -426,8 +441,13 @@ fn run(cli: Cli) -> Result<u8> {
             let mut launch = Launch::new(&command, "record", allow_unseen_sync)?;
             let store = replicator::capture::beside_log(&out);
             replicator::capture::take_for(&mut launch, &data.choice(), &store, &[&out])?;
-            let opts =
-                RecordOptions { out: out.clone(), geometry, incarnation: eventlog::IncarnationToken::NONE, tap: None };
+            let opts = RecordOptions {
+                out: out.clone(),
+                geometry,
+                incarnation: eventlog::IncarnationToken::NONE,
+                tap: None,
+                stop: replicator::lifetime::Stop::new(true),
+            };
             let rec = recorder::record(&launch, &opts)?;
             if rec.lost > 0 {
                 notes::line(&format!(
@@ -462,6 +482,7 @@ fn run(cli: Cli) -> Result<u8> {
                 stall_after: stall_timeout.max(MIN_STALL_TIMEOUT),
                 follow: None,
                 view,
+                stop: replicator::lifetime::Stop::new(false),
             };
             let outcome = replayer::replay(&opts)?;
             report(&outcome);
@@ -505,6 +526,7 @@ fn run(cli: Cli) -> Result<u8> {
                 geometry: Geometry::record(member.max_threads, MIN_RING_BYTES),
                 coordinator: member.coordinator,
                 data: data.choice(),
+                keep_fenced: member.keep_fenced,
             };
             let rec = replicator::primary::run(launch, &opts)?;
             Ok(rec.exit_code.clamp(0, 255) as u8)
@@ -528,6 +550,7 @@ fn run(cli: Cli) -> Result<u8> {
                 command: (!command.is_empty()).then_some(command),
                 witness,
                 coordinator: member.coordinator,
+                keep_fenced: member.keep_fenced,
             };
             let outcome = replicator::backup::run(&opts)?;
             match outcome {
@@ -611,7 +634,17 @@ fn run(cli: Cli) -> Result<u8> {
             runtime.block_on(coordinator::server::run(config))?;
             Ok(0)
         }
-        Command::EnterView { plan } => Err(replicator::view::enter(&plan)),
+        Command::EnterView { plan } => Ok(replicator::view::enter(&plan)?.clamp(0, 255) as u8),
+        Command::Keep { agent, command } => {
+            use std::os::unix::process::CommandExt;
+            let [program, argv0, args @ ..] = command.as_slice() else {
+                return Err(Error::Setup("tandem keep: name the program and its argv[0]".into()));
+            };
+            let mut cmd = std::process::Command::new(program);
+            cmd.arg0(argv0).args(args).env_clear().envs(replicator::lifetime::program_environment());
+            let code = replicator::lifetime::keep(cmd, nix::unistd::Pid::from_raw(agent))?;
+            Ok(code.clamp(0, 255) as u8)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "tandem", &mut std::io::stdout().lock());
             Ok(0)
@@ -643,6 +676,10 @@ fn report(outcome: &Outcome) {
         Outcome::Stalled { report } => notes::line(&format!("tandem: {report}")),
         Outcome::Completed { events } => notes::line(&format!("tandem: replayed all {events} events of the log")),
         Outcome::Live { .. } => {}
+        Outcome::Stopped { signal, events } => notes::line(&format!(
+            "tandem: stopped by {} after {events} events of the log",
+            replicator::lifetime::signal_name(*signal)
+        )),
     }
 }
 

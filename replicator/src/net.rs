@@ -36,6 +36,9 @@ pub enum NetError {
     Frame(#[from] FrameError),
     #[error("{0}")]
     Protocol(String),
+    /// The backup's own log could not be written (a full disk).
+    #[error("{}: {source}", path.display())]
+    LocalLog { path: std::path::PathBuf, source: std::io::Error },
 }
 
 fn transport() -> Arc<quinn::TransportConfig> {
@@ -98,6 +101,23 @@ pub fn tls_refusal(e: &quinn::ConnectionError) -> Option<String> {
 
 /// The close code of a session that ended as it should: the backup holds the whole program.
 pub const COMPLETE: u32 = 0;
+/// The close code of a session that failed on the closing side.
+pub const FAILED: u32 = 1;
+
+/// Whether `e` ended a connection at its TLS handshake over certificates, and why: final, since
+/// another try is refused the same way. The client learns that the server refused its
+/// certificate only once its own side of the handshake is done, at its first use of the
+/// connection.
+pub fn refusal(e: &NetError) -> Option<String> {
+    use quinn::{ReadError, ReadExactError, WriteError};
+    match e {
+        NetError::Refused { why, .. } => Some(why.clone()),
+        NetError::Connection(c)
+        | NetError::Read(ReadExactError::ReadError(ReadError::ConnectionLost(c)))
+        | NetError::Write(WriteError::ConnectionLost(c)) => tls_refusal(c),
+        _ => None,
+    }
+}
 
 /// Whether `e` is the peer closing the connection with [`COMPLETE`].
 pub fn closed_complete(e: &NetError) -> bool {

@@ -127,13 +127,22 @@ pub struct ShimNotes {
     shared: Arc<SharedRegion>,
     stop: Arc<AtomicBool>,
     printer: Option<std::thread::JoinHandle<u64>>,
+    observer: Option<Observer>,
 }
+
+/// Sees each of the shim's notes as it is printed.
+pub type Observer = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl ShimNotes {
     pub fn start(shared: Arc<SharedRegion>) -> ShimNotes {
+        ShimNotes::watched(shared, None)
+    }
+
+    /// Also shows every note to `observer` (the agent acts on some).
+    pub fn watched(shared: Arc<SharedRegion>, observer: Option<Observer>) -> ShimNotes {
         let stop = Arc::new(AtomicBool::new(false));
         let printer = {
-            let (shared, stop) = (shared.clone(), stop.clone());
+            let (shared, stop, observer) = (shared.clone(), stop.clone(), observer.clone());
             std::thread::Builder::new()
                 .name("tandem-notes".into())
                 .spawn(move || {
@@ -141,14 +150,14 @@ impl ShimNotes {
                     let mut lost = 0;
                     while !stop.load(Ordering::Acquire) {
                         let seen = region.notes_bell();
-                        print_shim_notes(&region, &mut lost);
+                        print_shim_notes(&region, &mut lost, observer.as_ref());
                         region.wait_notes(seen, SHIM_NOTES_EVERY.as_nanos() as u64);
                     }
                     lost
                 })
                 .ok()
         };
-        ShimNotes { shared, stop, printer }
+        ShimNotes { shared, stop, printer, observer }
     }
 }
 
@@ -158,18 +167,21 @@ impl Drop for ShimNotes {
         let region = self.shared.region();
         region.ring_notes_bell();
         let mut lost = self.printer.take().and_then(|t| t.join().ok()).unwrap_or(0);
-        print_shim_notes(&region, &mut lost);
+        print_shim_notes(&region, &mut lost, self.observer.as_ref());
     }
 }
 
 /// Prints the notes posted since the last call, in the order they were posted, and how many were
 /// lost since `lost` (updated).
-fn print_shim_notes(region: &Region, lost: &mut u64) {
+fn print_shim_notes(region: &Region, lost: &mut u64, observer: Option<&Observer>) {
     let mut notes = Vec::new();
     region.take_notes(|order, text| notes.push((order, String::from_utf8_lossy(text).into_owned())));
     notes.sort_unstable_by_key(|(order, _)| *order);
     for (_, text) in notes {
         line(&format!("tandem: {text}"));
+        if let Some(observe) = observer {
+            observe(&text);
+        }
     }
     let now = region.notes_lost();
     if now > *lost {

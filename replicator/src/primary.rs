@@ -12,6 +12,7 @@ use crate::certs::Identity;
 use crate::error::{Error, Result};
 use crate::launch::Launch;
 use crate::lease::{self, Fence, Fenced};
+use crate::lifetime::Stop;
 use crate::net::{self, read_frame, write_frame};
 use crate::recorder::{self, Recording, Tap};
 use crate::statedir::{random, Membership, StateDir};
@@ -63,6 +64,8 @@ pub struct PrimaryOptions {
     pub coordinator: Option<Vec<String>>,
     /// The program's data, captured for its backups before it starts.
     pub data: capture::DataChoice,
+    /// Once fenced, keep the program running, its output held, instead of stopping it.
+    pub keep_fenced: bool,
 }
 
 struct WireBatch {
@@ -236,7 +239,10 @@ impl Tap for Hub {
 
     fn ended(&self, last_seq: Seq) {
         self.written.send_replace(last_seq);
-        self.ended.send_replace(Some(last_seq));
+        // A fenced primary's end is no end of the group: its backups follow another primary.
+        if !self.fence.is_shut() {
+            self.ended.send_replace(Some(last_seq));
+        }
     }
 }
 
@@ -318,24 +324,74 @@ pub fn run(mut launch: Launch, opts: &PrimaryOptions) -> Result<Recording> {
         }
     }
 
+    let stop = Stop::new(true);
+    hub.fence.keep_program(opts.keep_fenced);
+    hub.fence.stop_with(stop.clone());
+    if opts.mode == OutputMode::Sync {
+        let _guard = runtime.enter();
+        tokio::spawn(report_held_output(hub.clone(), opts.min_backups));
+    }
     let rec_opts = recorder::RecordOptions {
         out: dir.log_path(),
         geometry: opts.geometry,
         incarnation: membership.incarnation,
         tap: Some(hub.clone() as Arc<dyn Tap>),
+        stop: stop.clone(),
     };
     let recording = recorder::record(launch, &rec_opts);
-    if recording.is_ok() {
+    if recording.is_ok() && !hub.fence.is_shut() {
         // Each connected backup ends its session once it holds the end marker too; closing
         // before that could cut off the marker, and the backup would wait for a primary gone.
+        // An agent told to stop has two seconds in all.
+        let limit = stop.drain_left().map_or(DRAIN_TIMEOUT, |left| left.min(DRAIN_TIMEOUT));
         let mut sessions = hub.sessions.subscribe();
         runtime.block_on(async move {
-            let _ = tokio::time::timeout(DRAIN_TIMEOUT, sessions.wait_for(|&n| n == 0)).await;
+            let _ = tokio::time::timeout(limit, sessions.wait_for(|&n| n == 0)).await;
         });
     }
     endpoint.close(0u32.into(), b"the primary's program has ended");
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    if let Some(why) = hub.fence.why() {
+        return Err(Error::Fenced(why.to_string()));
+    }
     recording
+}
+
+/// How often held output is reported while it waits.
+const HELD_REPORT_EVERY: Duration = Duration::from_secs(3);
+
+/// Sync mode: while the program's output waits for backups that do not come (none connected, or
+/// none moving), says every few seconds how many outputs wait and for what.
+async fn report_held_output(hub: Arc<Hub>, min_backups: usize) {
+    let mut tick = tokio::time::interval(HELD_REPORT_EVERY);
+    tick.tick().await;
+    let mut last_released = Seq::ZERO;
+    loop {
+        tick.tick().await;
+        if hub.fence.is_shut() || hub.ended.borrow().is_some() {
+            return;
+        }
+        let Some(region) = hub.fence.region() else { continue };
+        let region = region.region();
+        let waiting = region.header().gate_waiters.load(std::sync::atomic::Ordering::SeqCst);
+        let released = *hub.released.borrow();
+        if waiting == 0 || released > last_released {
+            last_released = released;
+            continue;
+        }
+        let connected = hub.state().acked.len();
+        let needed = Seq(region.input_high());
+        let who = match connected {
+            0 => "no backup is connected".to_string(),
+            1 => "1 backup is connected".to_string(),
+            n => format!("{n} backups are connected"),
+        };
+        tracing::warn!(
+            "sync mode: {waiting} of the program's outputs (replies) are held until {min_backups} backup{} hold{} event {needed}; {who}, and output is released up to event {released}",
+            if min_backups == 1 { "" } else { "s" },
+            if min_backups == 1 { "s" } else { "" },
+        );
+    }
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, hub: Arc<Hub>) {

@@ -3,11 +3,11 @@
 
 use crate::error::{Error, Result};
 use crate::launch::Launch;
+use crate::lifetime::{catch_signals, kill_tree, reap_children, watch_signals, Stop};
 use eventlog::logfile::LogWriter;
 use eventlog::merge::Merger;
 use eventlog::ring::{Geometry, Mode, SharedRegion};
 use eventlog::{IncarnationToken, Seq};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -27,6 +27,8 @@ pub struct RecordOptions {
     pub incarnation: IncarnationToken,
     /// Who else gets the events as they are written (a primary's backups).
     pub tap: Option<std::sync::Arc<dyn Tap>>,
+    /// Asked to stop the program (a termination signal, a fence).
+    pub stop: std::sync::Arc<Stop>,
 }
 
 /// Receives a recording as it is made.
@@ -118,7 +120,7 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
         stdin.hand_over(shared.clone());
     }
     let top = Pid::from_raw(child.id() as i32);
-    let forwarder = forward_signals(signals, top);
+    let forwarder = watch_signals(signals, Some(top), opts.stop.clone());
 
     let mut merger = Merger::new(region);
     let mut sink = Sink { writer, batch: Vec::with_capacity(2 * BATCH_BYTES), events: 0, tap: opts.tap.clone() };
@@ -126,7 +128,15 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
     let mut exit_code = None;
     let mut last_reap = Instant::now();
     let mut lost = 0;
+    let mut killed = false;
     loop {
+        // Asked to stop and past its time, or its keeper is gone (killed) while processes of its
+        // tree may remain: the tree is this agent's to end. The remaining events are taken
+        // below, as those of a program that ended.
+        if !killed && (opts.stop.due() || exit_code.is_some()) {
+            kill_tree(top, &mut exit_code);
+            killed = true;
+        }
         let seen = region.header().doorbell.load(std::sync::atomic::Ordering::Acquire);
         // Events are numbered from 1 without gaps: the next is one past the count written.
         let next = Seq(sink.events).next();
@@ -182,75 +192,6 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
     drop(shim_notes);
     let _ = child.try_wait();
     Ok(Recording { exit_code: exit_code.unwrap_or(125), events, lost })
-}
-
-/// Reaps every exited descendant (we are their subreaper). Records the top process's status.
-/// Returns true once no descendant is left.
-pub(crate) fn reap_children(top: Pid, exit_code: &mut Option<i32>) -> bool {
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::Exited(pid, code)) => {
-                if pid == top {
-                    *exit_code = Some(code);
-                }
-            }
-            Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                if pid == top {
-                    *exit_code = Some(128 + sig as i32);
-                }
-            }
-            Ok(WaitStatus::StillAlive) => return false,
-            Ok(_) => {}
-            Err(nix::errno::Errno::ECHILD) => return true,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return true,
-        }
-    }
-}
-
-/// Termination signals tandem passes on to the program.
-pub(crate) type Caught = signal_hook::iterator::SignalsInfo<signal_hook::iterator::exfiltrator::WithOrigin>;
-
-/// Catches termination signals from before the program starts: one that comes early must not end
-/// the agent and orphan the program.
-pub(crate) fn catch_signals() -> Option<Caught> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
-    Caught::new([SIGTERM, SIGINT, SIGHUP, SIGQUIT]).ok()
-}
-
-/// Passes the termination signals sent to tandem on to the program, so it can shut down (and be
-/// recorded doing so) instead of being orphaned. Not those the program took itself: a terminal
-/// sends Ctrl-C (and Ctrl-\, and the hangup of its foreground job) to its whole foreground
-/// process group, and a program in tandem's group would otherwise get it twice.
-pub(crate) fn forward_signals(signals: Option<Caught>, top: Pid) -> Option<signal_hook::iterator::Handle> {
-    use signal_hook::low_level::siginfo::Cause;
-    let mut signals = signals?;
-    let handle = signals.handle();
-    std::thread::Builder::new()
-        .name("tandem-signals".into())
-        .spawn(move || {
-            for origin in signals.forever() {
-                // Sent by the kernel (si_code SI_KERNEL, no sender): a terminal's, to a group.
-                if origin.cause == Cause::Kernel && program_took_it_too(top, origin.signal) {
-                    continue;
-                }
-                if let Ok(s) = nix::sys::signal::Signal::try_from(origin.signal) {
-                    let _ = nix::sys::signal::kill(top, s);
-                }
-            }
-        })
-        .ok()?;
-    Some(handle)
-}
-
-/// Whether a signal the kernel sent this agent reached the program as well: the kernel sends a
-/// terminal's signals to a whole process group, so the program took it if it is in ours. Except
-/// a hangup, which the kernel sends to a session leader alone when its terminal goes away.
-fn program_took_it_too(top: Pid, signal: i32) -> bool {
-    use nix::unistd::{getpgid, getpgrp, getpid, getsid};
-    let same_group = getpgid(Some(top)).is_ok_and(|g| g == getpgrp());
-    let session_leader = getsid(None).is_ok_and(|s| s == getpid());
-    same_group && !(signal == signal_hook::consts::SIGHUP && session_leader)
 }
 
 /// Opens a log for reading (shared by `log show`, `log stats` and replay).

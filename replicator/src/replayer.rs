@@ -3,13 +3,12 @@
 
 use crate::error::{Error, Result};
 use crate::launch::Launch;
+use crate::lifetime::{catch_signals, kill_tree, reap_children, watch_signals, Stop};
 use crate::view::View;
 use eventlog::logfile::LogError;
 use eventlog::ring::feed::{Feed, ThreadView, PHASE_IN_CALL, PHASE_WAITING};
 use eventlog::ring::{Geometry, Mode, SharedRegion};
 use eventlog::{Call, Seq};
-use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::io::{Read, Seek};
 use std::os::unix::ffi::OsStrExt;
@@ -33,6 +32,8 @@ pub struct ReplayOptions {
     /// Where the program's private view of its data is built (`None`: it runs here, on the
     /// host's files).
     pub view: Option<ViewPlace>,
+    /// Asked to stop the program (a termination signal, a fence).
+    pub stop: Arc<Stop>,
 }
 
 /// The places a replay's private view needs.
@@ -56,6 +57,9 @@ pub struct Following {
     pub written: Arc<AtomicU64>,
     /// The program's output gate, for the lease of a backup promoted by the coordinator.
     pub fence: Arc<crate::lease::Fence>,
+    /// Why the backup cannot go on (its certificate refused, say): the replay stops the program
+    /// and fails with it.
+    pub fatal: Arc<std::sync::OnceLock<String>>,
 }
 
 /// The log file, read no further than `end` when one is given.
@@ -97,17 +101,20 @@ pub enum Outcome {
     Diverged { seq: Seq, report: String },
     /// The replay stopped moving.
     Stalled { report: String },
+    /// A termination signal stopped the agent (the program ended or was killed).
+    Stopped { signal: i32, events: u64 },
 }
 
 impl Outcome {
     /// Exit status of `tandem replay`: 0 completed, the program's own once live, 3 diverged,
-    /// 4 stalled.
+    /// 4 stalled, 128 + the signal when one stopped it.
     pub fn exit_code(&self) -> i32 {
         match self {
             Outcome::Completed { .. } => 0,
             Outcome::Live { exit_code, .. } => *exit_code,
             Outcome::Diverged { .. } => 3,
             Outcome::Stalled { .. } => 4,
+            Outcome::Stopped { signal, .. } => 128 + signal,
         }
     }
 }
@@ -214,10 +221,21 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
     );
     if let Some(follow) = &opts.follow {
         follow.fence.attach(shared.clone());
+        follow.fence.stop_with(opts.stop.clone());
     }
     crate::launch::apply_knobs(&shared);
+    // The shim says so when the program cannot bind where the primary did, going live.
+    let cannot_go_live = Arc::new(std::sync::OnceLock::<String>::new());
+    let observer: crate::notes::Observer = {
+        let cannot_go_live = cannot_go_live.clone();
+        Arc::new(move |note: &str| {
+            if note.starts_with("going live: cannot") {
+                let _ = cannot_go_live.set(note.to_string());
+            }
+        })
+    };
     // Dropped on every way out, after the program has been stopped: its last notes are printed.
-    let _shim_notes = crate::notes::ShimNotes::start(shared.clone());
+    let shim_notes = crate::notes::ShimNotes::watched(shared.clone(), Some(observer));
     let region = shared.region();
     let Some(feed) = region.feed() else { return Err(Error::Setup("replay region without a feed".into())) };
     let mut feeder =
@@ -228,7 +246,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
         true => crate::stdin::StdinPipe::new(&shared).map(|(p, s)| (Some(p), Some(s)))?,
         false => (None, None),
     };
-    let signals = crate::recorder::catch_signals();
+    let signals = catch_signals();
     let child = launch.spawn(&shared, view.as_ref(), program_stdin)?;
     let stop_stdin = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let _stop_stdin = StopOnDrop(stop_stdin.clone());
@@ -236,7 +254,8 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
         stdin.follow(shared.clone(), stop_stdin);
     }
     let top = Pid::from_raw(child.id() as i32);
-    let _forwarder = crate::recorder::forward_signals(signals, top);
+    let _watcher = watch_signals(signals, Some(top), opts.stop.clone());
+    let stop_all = |exit_code: &mut Option<i32>| kill_tree(top, exit_code);
 
     let mut live = false;
     let mut exit_code = None;
@@ -245,15 +264,44 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
     let mut last = (feed.delivered(), Instant::now());
     loop {
         let seen = region.header().doorbell.load(Ordering::Acquire);
+        if let Some(why) = opts.follow.as_ref().and_then(|f| f.fatal.get()) {
+            stop_all(&mut exit_code);
+            return Err(Error::Setup(why.clone()));
+        }
+        if let Some(note) = cannot_go_live.get() {
+            stop_all(&mut exit_code);
+            // Its notes are printed before the agent's last line.
+            drop(shim_notes);
+            return Err(going_live_failed(&opts.log, note));
+        }
+        if opts.stop.due() {
+            stop_all(&mut exit_code);
+            if let Some(why) = opts.follow.as_ref().and_then(|f| f.fence.why()) {
+                return Err(Error::Fenced(why.to_string()));
+            }
+            let signal = opts.stop.signal().unwrap_or(nix::libc::SIGKILL);
+            return Ok(match exit_code {
+                // It ended in time on its own.
+                Some(code) if live && code != 128 + nix::libc::SIGKILL => {
+                    Outcome::Live { events: feeder.events, exit_code: code }
+                }
+                _ => Outcome::Stopped { signal, events: feeder.events },
+            });
+        }
         if let Err(e) = feeder.pump(&feed) {
-            stop_all();
+            stop_all(&mut exit_code);
             return Err(e);
         }
         if let Some((seq, report)) = feed.take_report() {
-            stop_all();
+            stop_all(&mut exit_code);
             return Ok(Outcome::Diverged { seq, report });
         }
-        let all_gone = crate::recorder::reap_children(top, &mut exit_code);
+        let mut all_gone = reap_children(top, &mut exit_code);
+        if exit_code.is_some() && !all_gone {
+            // The keeper was killed, not the tree: this agent ends it.
+            stop_all(&mut exit_code);
+            all_gone = true;
+        }
         // Thread slots of the program's ended threads and processes are taken again by new ones.
         if last_reap.elapsed() >= crate::recorder::REAP_EVERY {
             feed.reap(Some(&crate::recorder::thread_alive));
@@ -264,11 +312,12 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
         if feeder.done && feed.exhausted() && !live {
             let promoted = opts.follow.as_ref().is_some_and(|f| f.go_live.load(Ordering::Acquire));
             if !opts.go_live && !promoted {
-                stop_all();
+                stop_all(&mut exit_code);
                 return Ok(Outcome::Completed { events: feeder.events });
             }
             feed.go_live();
             live = true;
+            opts.stop.pass_on_from_now();
             crate::notes::line(&format!(
                 "tandem: end of the log after {} events: the program runs live",
                 feeder.events
@@ -296,7 +345,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
             } else if last.1.elapsed() >= opts.stall_after {
                 let why = format!("no progress for {:.1} s", last.1.elapsed().as_secs_f64());
                 let report = stall_report(&feed, &why);
-                stop_all();
+                stop_all(&mut exit_code);
                 return Ok(Outcome::Stalled { report });
             }
         }
@@ -364,36 +413,39 @@ fn kernel_view(pid: i32, tid: i32) -> String {
     }
 }
 
-/// Kills every process of the program (we are their subreaper, so every descendant ends up as our
-/// child) and reaps them.
-fn stop_all() {
-    let me = std::process::id() as i32;
-    for _ in 0..500 {
-        for pid in children_of(me) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
-                Ok(WaitStatus::StillAlive) => break,
-                Ok(_) => {}
-                Err(_) => return,
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+/// Why going live failed, naming the address the program could not take (from the log's record
+/// of the primary's `bind` on that descriptor), from the shim's note.
+fn going_live_failed(log: &std::path::Path, note: &str) -> Error {
+    // "going live: cannot bind descriptor FD where the primary did: errno E"
+    let number_after = |word: &str| -> Option<i32> {
+        let rest = note.split_once(word)?.1.trim_start();
+        rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    let errno = number_after("errno ").map(nix::errno::Errno::from_raw);
+    let address = number_after("descriptor ").and_then(|fd| bound_address(log, fd));
+    let what = match (address, errno) {
+        (Some(a), Some(e)) => format!("cannot listen on {a} where the primary did: {}", e.desc()),
+        (None, Some(e)) => format!("{}: {}", note.split(": errno").next().unwrap_or(note), e.desc()),
+        _ => note.to_string(),
+    };
+    Error::GoLive(what)
 }
 
-/// Pids whose parent is `parent`.
-fn children_of(parent: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| s.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<i32>().ok())
-                == Some(parent)
-        })
-        .collect()
+/// The address the primary's program last bound descriptor `fd` to, as the log recorded it.
+fn bound_address(log: &std::path::Path, fd: i32) -> Option<String> {
+    let mut reader = crate::recorder::open_log(log).ok()?;
+    let mut found = None;
+    while let Ok(Some(batch)) = reader.next_batch() {
+        for e in batch.events() {
+            if e.header.call() == Some(Call::Bind) && e.header.fd == fd && e.header.result == 0 {
+                found = eventlog::call::decode::fields(&e)
+                    .into_iter()
+                    .find(|(name, _)| *name == "address")
+                    .map(|(_, value)| value.text());
+            }
+        }
+    }
+    found
 }
 
 /// One line for a divergence, as `tandem replay` prints it.

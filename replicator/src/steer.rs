@@ -96,6 +96,18 @@ impl Steering {
     /// holds what it synced; the primary holds what it recorded and released output for what its
     /// backups acknowledged.
     pub fn report(&self, epoch: Epoch, position: impl Fn() -> (Seq, Seq) + Send + 'static) {
+        self.report_from(epoch, false, position)
+    }
+
+    /// A backup's reports: they go on in each later epoch, since what a backup holds durably is
+    /// the group's history whoever is primary now, and the coordinator judges by it whom it may
+    /// name next (a primary named and gone again leaves the backups it did not stream to with
+    /// their last word otherwise).
+    pub fn report_held(&self, epoch: Epoch, position: impl Fn() -> (Seq, Seq) + Send + 'static) {
+        self.report_from(epoch, true, position)
+    }
+
+    fn report_from(&self, mut epoch: Epoch, follow_epochs: bool, position: impl Fn() -> (Seq, Seq) + Send + 'static) {
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(REPORT_EVERY);
@@ -116,6 +128,11 @@ impl Steering {
                 };
                 match me.client.write(report).await {
                     Ok(_) => last = now,
+                    Err(ClientError::Refused(Refusal::StaleEpoch { current, .. }))
+                        if follow_epochs && current > epoch =>
+                    {
+                        epoch = current
+                    }
                     Err(ClientError::Refused(Refusal::StaleEpoch { .. } | Refusal::NoMember { .. })) => return,
                     Err(e) => tracing::warn!(group = me.group, "could not report to the coordinator: {e}"),
                 }

@@ -10,8 +10,8 @@
 //!
 //! The view's directory holds `upper/` and `work/` (emptied whenever a replay starts from the
 //! beginning, so leftovers of an earlier run are never seen) and the plan the namespace is built
-//! from. The agent starts `tandem enter-view PLAN`, which builds the namespace and executes the
-//! program in place (same process, so the agent still is its parent).
+//! from. The agent starts `tandem enter-view PLAN`, which builds the namespace and starts the
+//! program there, as its keeper (see `crate::lifetime`).
 
 use crate::capture::Attrs;
 use crate::error::{Error, Result};
@@ -55,6 +55,9 @@ pub struct Plan {
     program: Vec<u8>,
     argv: Vec<Vec<u8>>,
     env: Vec<Vec<u8>>,
+    /// The agent's pid: its program's tree dies with it.
+    #[serde(default)]
+    agent: i32,
 }
 
 /// A view ready to run a program in.
@@ -156,6 +159,7 @@ impl View {
             program: bytes(program),
             argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
             env: env.iter().map(|e| e.as_bytes().to_vec()).collect(),
+            agent: std::process::id() as i32,
         };
         let plan_path = self.root.join("plan.json");
         let text = serde_json::to_vec(&plan).map_err(|e| Error::Setup(format!("cannot write the view's plan: {e}")))?;
@@ -194,16 +198,14 @@ fn setup(what: impl std::fmt::Display) -> impl FnOnce(nix::errno::Errno) -> Erro
     move |e| Error::Setup(format!("cannot build the backup's private view: {what}: {e}"))
 }
 
-/// `tandem enter-view PLAN`: builds the namespace the plan describes and executes the program.
-/// Returns only on failure.
-pub fn enter(plan_path: &Path) -> Error {
-    match build(plan_path) {
-        Ok(mut cmd) => Error::io("cannot start the program in the backup's view")(cmd.exec()),
-        Err(e) => e,
-    }
+/// `tandem enter-view PLAN`: builds the namespace the plan describes and runs the program there,
+/// as its keeper (`crate::lifetime::keep`); returns its status.
+pub fn enter(plan_path: &Path) -> Result<i32> {
+    let (cmd, agent) = build(plan_path)?;
+    crate::lifetime::keep(cmd, nix::unistd::Pid::from_raw(agent))
 }
 
-fn build(plan_path: &Path) -> Result<Command> {
+fn build(plan_path: &Path) -> Result<(Command, i32)> {
     let text = fs::read(plan_path).map_err(Error::io(plan_path.display().to_string()))?;
     let plan: Plan = serde_json::from_slice(&text)
         .map_err(|e| Error::Setup(format!("{}: not a view plan: {e}", plan_path.display())))?;
@@ -271,5 +273,5 @@ fn build(plan_path: &Path) -> Result<Command> {
     if !plan.cwd.is_empty() {
         cmd.current_dir(cwd);
     }
-    Ok(cmd)
+    Ok((cmd, plan.agent))
 }

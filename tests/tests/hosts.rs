@@ -484,3 +484,61 @@ fn a_primary_cut_off_from_the_coordinator_fences_itself_while_its_backup_takes_o
     kill_host(&c.lan.host("c").ns);
     let _ = stderr_of(coordinator);
 }
+
+/// A backup named primary that cannot listen where the primary did (another process holds the
+/// port on its host) stops its program and exits naming the address; its lease lapses and the
+/// coordinator names the other backup, which takes over with everything the first primary said.
+#[test]
+fn a_backup_that_cannot_go_live_gives_way_to_another() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    require("redis-server");
+    require("python3");
+    let mut c = Cluster::new(&["p", "b1", "b2", "c"]);
+    c.strangers = 1;
+    let (coordinator, at) = start_coordinator(&c, false);
+    let certs = c.dir.path().join("certs");
+    let backup_args = |_: &str| {
+        ["backup", "--group", "g", "--primary", &c.primary_at().to_string(), "--coordinator", &at].map(String::from)
+    };
+    let b1 = c.agent("b1", &certs, &backup_args("b1"), &[]);
+    let b2 = c.agent("b2", &certs, &backup_args("b2"), &[]);
+    let listen = format!("{}:{AGENT_PORT}", c.lan.host("p").addr);
+    let args = ["primary", "--group", "g", "--wait-for-backups", "2", "--listen", &listen, "--coordinator", &at];
+    let mut program = redis_server();
+    program.insert(0, "--".into());
+    let primary = c.agent("p", &certs, &args.map(String::from), &program);
+    c.wait_for_redis("p", Duration::from_secs(20));
+    assert_eq!(c.redis_cli("p", &["set", "k", "said"]), "OK");
+
+    // The port redis listens on is taken on b1's host.
+    let squat = "import socket, time\ns = socket.socket()\ns.bind(('0.0.0.0', 6379))\ns.listen()\ntime.sleep(600)";
+    let mut squatter = c.lan.command("b1", "python3").args(["-c", squat]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let request = serde_json::json!({ "id": "to-b1", "command": { "op": "failover", "group": "g", "to": "b1" } });
+    let (status, body) = tandem_tests::http::post(&at, "/v1/write", &request.to_string()).unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    let (out, b1err) = finish(b1, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(125), "b1:\n{b1err}");
+    assert!(b1err.contains("cannot listen on 0.0.0.0:6379"), "b1:\n{b1err}");
+    if !c.redis_answers("b2", Duration::from_secs(30)) {
+        let group = coordinator_group(&c, &at);
+        kill_host(&c.lan.host("b2").ns);
+        kill_host(&c.lan.host("p").ns);
+        let (_, b2err) = stderr_of(b2);
+        let (_, perr) = stderr_of(primary);
+        panic!("b2 did not take over: {group}\nb2:\n{b2err}\nb1:\n{b1err}\nprimary:\n{perr}");
+    }
+    let after = coordinator_group(&c, &at);
+    assert_eq!(after["primary"].as_str(), Some("b2"), "{after}\nb1:\n{b1err}");
+    assert_eq!(c.redis_cli("b2", &["get", "k"]), "said");
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    // The first primary was fenced when b1 was named: it stopped its program.
+    let (out, perr) = finish(primary, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(125), "primary:\n{perr}");
+    kill_host(&c.lan.host("b2").ns);
+    let _ = stderr_of(b2);
+    kill_host(&c.lan.host("c").ns);
+    let _ = stderr_of(coordinator);
+}

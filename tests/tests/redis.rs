@@ -46,10 +46,13 @@ fn start_recorded(dir: &Path, log: &Path, args: &[String]) -> Child {
         .unwrap()
 }
 
-/// The program tandem runs (its only child).
+/// The program tandem runs: the only child of its keeper, the agent's only child.
 fn program_pid(agent: &Child) -> i32 {
-    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", agent.id())).unwrap();
-    children.split_whitespace().next().expect("the program").parse().unwrap()
+    let child_of = |pid: u32| -> u32 {
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+        children.split_whitespace().next().expect("a child").parse().unwrap()
+    };
+    child_of(child_of(agent.id())) as i32
 }
 
 fn benchmark(port: u16, requests: &str, tests: &str) {

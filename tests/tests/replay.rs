@@ -163,9 +163,13 @@ fn going_live_closes_the_primarys_connections_and_serves_new_ones() {
     let mut buf = [0u8; 5];
     old.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"hello");
-    // The primary dies with the connection open.
-    let pid = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", agent.id())).unwrap();
-    let pid: i32 = pid.split_whitespace().next().unwrap().parse().unwrap();
+    // The primary dies with the connection open (the program is its keeper's child, the agent's
+    // grandchild).
+    let child_of = |pid: i32| -> i32 {
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+        children.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let pid = child_of(child_of(agent.id() as i32));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     agent.wait().unwrap();
     drop(old);
