@@ -390,6 +390,18 @@ pub fn placeholder(t: &Turn, kind: FdKind, make: impl FnOnce() -> c_int) -> c_in
     fd
 }
 
+/// A stand-in at descriptor `want` for one the primary received over a Unix socket
+/// (`SCM_RIGHTS`): a socket of the program's own, never connected, that reads as closed once live.
+pub fn stand_in_received(t: &Turn, want: c_int) {
+    let got = stand_in_socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC);
+    if got < 0 {
+        t.diverge(format_args!("cannot create a stand-in for descriptor {want}: errno {}", sys::errno()));
+    }
+    let fd = move_fd(t, got, want);
+    fdtable::set(fd, FdKind::SocketPair);
+    fdtable::set_dead(fd);
+}
+
 /// A socket to stand in for one of the primary's: the same family and type, never connected.
 pub fn stand_in_socket(domain: c_int, ty: c_int) -> c_int {
     // SAFETY: plain socket creation.

@@ -398,6 +398,24 @@ fn popen_streams_and_system_replay_under_jitter() {
     }
 }
 
+/// Descriptors received over a Unix socket (`SCM_RIGHTS`, as nginx passes its workers each
+/// other's channels) exist on a backup too, as stand-ins at the primary's numbers: the program
+/// closes them as it did on the primary.
+#[test]
+fn descriptors_received_over_a_socket_have_stand_ins() {
+    let program = fixture("passes_fds", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (p, b) = primary_and_backup_dirs(dir.path());
+    let log = dir.path().join("fds.tlog");
+    let rec = record_in(&p, &log, &program, &[], 0);
+    assert!(rec.status.success(), "record failed: {}", text(&rec.stderr));
+    assert_eq!(std::fs::read_to_string(p.join("passed")).unwrap(), "received hello; closes 0 0\n");
+    let rep = replay_in(&b, &log, &[], &[], 20);
+    assert_eq!(rep.status.code(), Some(0), "replay failed:\n{}", text(&rep.stderr));
+    let merged = replayed(&b, &log);
+    assert_eq!(std::fs::read_to_string(merged.join("passed")).unwrap(), "received hello; closes 0 0\n");
+}
+
 /// Waits for `file` to exist (a fixture saying it has reached a point), then connects to `port`
 /// and returns what the program sends before it closes the connection.
 fn when_ready_fetch(file: &Path, port: u16) -> String {

@@ -393,6 +393,28 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssiz
     run::on_fd(Call::Readv, fd, [cnt as u64, 0], p) as isize
 }
 
+/// The descriptors the primary received in `m`'s control messages (`SCM_RIGHTS`, the primary's
+/// numbers, as handed back) get stand-ins at those numbers: the program uses and closes them.
+///
+/// # Safety
+/// `m` is the program's message, its control buffer filled with `msg_controllen` bytes.
+unsafe fn stand_in_received_fds(t: &Turn, m: &msghdr) {
+    // SAFETY: walking the control buffer the C library's way, within `msg_controllen`.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(m);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c) as *const c_int;
+                let n = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize) / 4;
+                for i in 0..n {
+                    crate::replay::stand_in_received(t, data.add(i).read_unaligned());
+                }
+            }
+            c = libc::CMSG_NXTHDR(m, c);
+        }
+    }
+}
+
 /// recvmsg: payload = [name_len u32, control_len u32, msg_flags i32, 0u32] name control data.
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
@@ -418,6 +440,7 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
                 let room = m.msg_controllen.min(control_len);
                 t.payload(16 + name_len, core::slice::from_raw_parts_mut(m.msg_control as *mut u8, room));
                 m.msg_controllen = room as _;
+                stand_in_received_fds(&t, m);
             }
             m.msg_flags = word(2) as c_int;
             scatter(&t, 16 + name_len + control_len, t.result().max(0) as usize, m.msg_iov, m.msg_iovlen);
