@@ -179,17 +179,17 @@ certs() {
 
 # One run of redis-server as a primary in MODE with one backup; prints its SET requests/s.
 # The backup's state directory is on disk unless BACKUP_STATE names another.
-primary_rps() { # mode port
+primary_rps() { # mode port [ack level]
     local agent=$(( $2 + 1000 )) state=${BACKUP_STATE:-$work/b/state}
     rm -rf "$work/p" "$work/b" "$state"; mkdir -p "$work/p" "$work/b"
     (cd "$work/b" && exec "$tandem" backup --group bench --primary 127.0.0.1:$agent --name backup \
         --certs "$work/certs" --state-dir "$state" >/dev/null 2>"$work/b/err") &
-    measure_rps "$2" primary_redis "$1" "$2" "$agent"
+    measure_rps "$2" primary_redis "$1" "$2" "$agent" "${3:-durable}"
     rm -rf "$state"
 }
 
-primary_redis() { # mode port agent-port
-    cd "$work/p" && exec "$tandem" primary --group bench --wait-for-backups 1 --listen 127.0.0.1:$3 --mode "$1" \
+primary_redis() { # mode port agent-port ack-level
+    cd "$work/p" && exec "$tandem" primary --group bench --wait-for-backups 1 --listen 127.0.0.1:$3 --mode "$1" --ack "$4" \
         --name primary --certs "$work/certs" --state-dir "$work/p/state" -- "${redis_cmd[@]}" --port "$2" 2>"$work/p/err"
 }
 
@@ -197,7 +197,8 @@ live() {
     certs
     for i in $(seq "$rounds"); do
         echo "native $(measure_rps $(( 25000 + i )) "${redis_cmd[@]}" --port $(( 25000 + i )))"
-        echo "sync $(primary_rps sync $(( 26000 + i )))"
+        echo "sync-durable $(primary_rps sync $(( 26000 + i )) durable)"
+        echo "sync-received $(primary_rps sync $(( 24000 + i )) received)"
         echo "async $(primary_rps async $(( 27000 + i )))"
         # The same sync run with the backup's log in memory: what the device's flush costs.
         echo "sync-tmpfs $(BACKUP_STATE=/dev/shm/tandem-bench-state.$$ primary_rps sync $(( 29000 + i )))"
@@ -206,10 +207,14 @@ live() {
     echo "redis-benchmark -c 50 -n 200000 -t set, one backup on loopback (requests/s, median of $rounds alternating runs)"
     printf '%-50s %12s %8s\n' mode "requests/s" ratio
     printf '%-50s %12.0f %8s\n' native "$n" 1.00
-    for m in sync async sync-tmpfs; do
+    for m in async sync-received sync-durable sync-tmpfs; do
         r=$(awk -v m=$m '$1==m {print $2}' "$work/live.txt" | median)
-        label="tandem primary --mode ${m%-tmpfs}"
-        [ "$m" = sync-tmpfs ] && label="$label, backup's log in tmpfs"
+        case $m in
+            async) label="tandem primary --mode async" ;;
+            sync-received) label="tandem primary --ack received" ;;
+            sync-durable) label="tandem primary --ack durable (the default)" ;;
+            sync-tmpfs) label="--ack durable, backup's log in tmpfs" ;;
+        esac
         printf '%-50s %12.0f %8.2f\n' "$label" "$r" "$(echo "scale=4; $r / $n" | bc)"
     done
 }

@@ -26,7 +26,7 @@ work=$(mktemp -d /tmp/tandem-soak.XXXXXX)
 # SOAK_KEEP=1 keeps the runs' directories (recordings, replays' views and output) for a look.
 [ -n "${SOAK_KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
 cases=("$@")
-[ ${#cases[@]} -gt 0 ] || cases=(nginx python sqlite memcached pipeline popen tmpfiles stdin sigsuspend failover_sync failover_async)
+[ ${#cases[@]} -gt 0 ] || cases=(nginx python sqlite memcached pipeline popen tmpfiles stdin sigsuspend failover_sync failover_received failover_async)
 
 free_port() { echo $(( 20000 + RANDOM % 30000 )); }
 wait_port() {
@@ -254,7 +254,7 @@ EOF
 # restarted with its state directory; then the primary is killed at a random moment. The backup
 # must take over, and hold every acknowledged write in sync mode.
 failover() {
-    local mode=$1 port agent_port cport coordinator primary backup
+    local mode=$1 ack=${2:-durable} port agent_port cport coordinator primary backup
     port=$(free_port); agent_port=$(( port + 1 )); cport=$(( port + 2 )); coordinator=127.0.0.1:$cport
     [ -d "$work/certs" ] || {
         "$tandem" certs init --certs "$work/certs" >/dev/null
@@ -264,7 +264,7 @@ failover() {
     "$tandem" coordinator --state-dir "$dir/coordinator" --listen "$coordinator" >"$dir/coordinator.out" 2>&1 &
     local cpid=$!
     for _ in $(seq 100); do curl -sf "$coordinator/v1/status" | grep -q '"leader":1' && break; sleep 0.05; done
-    (cd "$p" && exec "$tandem" primary --group soak --mode "$mode" --wait-for-backups 1 --listen "127.0.0.1:$agent_port" \
+    (cd "$p" && exec "$tandem" primary --group soak --mode "$mode" --ack "$ack" --wait-for-backups 1 --listen "127.0.0.1:$agent_port" \
         --name primary --certs "$work/certs" --state-dir "$dir/primary-state" --coordinator "$coordinator" \
         -- redis-server --port "$port" --save '' --appendonly yes --dir . </dev/null >"$dir/primary.out" 2>&1) &
     primary=$!
@@ -299,7 +299,7 @@ failover() {
         echo "$lost"
         result=1
     else
-        echo "$took" >>"$work/took-failover_$mode"
+        echo "$took" >>"$work/took-$case"
     fi
     redis-cli -p "$port" shutdown nosave >/dev/null 2>&1
     kill -KILL $(tree_of "$backup") "$backup" $cpid 2>/dev/null; wait 2>/dev/null
@@ -347,8 +347,9 @@ else:
     sys.exit(1 if lost else 0)
 EOF
 
-case_failover_sync() { failover sync; }
-case_failover_async() { failover async; }
+case_failover_sync() { case=failover_sync failover sync; }
+case_failover_received() { case=failover_received failover sync received; }
+case_failover_async() { case=failover_async failover async; }
 # Every process below pid $1.
 tree_of() {
     local p c
@@ -467,6 +468,7 @@ declare -A what=(
     [stdin]="a C program reading stdin with fgets"
     [sigsuspend]="a C program stopping on signals awaited in sigsuspend, ppoll and sigwait"
     [failover_sync]="live failover on one host, sync mode: redis-server under 4 writing clients, the backup killed and restarted with its files left behind, then the primary killed; every acknowledged write must be on the backup"
+    [failover_received]="the same in sync mode at --ack received (a backup acknowledges what it holds in memory): every acknowledged write must be on the backup"
     [failover_async]="the same in async mode: the backup must take over"
     [stop]="SIGTERM to record, a primary (followed, holding a reply, fenced) and a backup (following, catching up)"
 )

@@ -104,14 +104,25 @@ impl LocalLog {
         }
     }
 
-    /// Makes every batch appended durable, and readable by the replay.
-    fn sync(&mut self) -> std::io::Result<()> {
+    /// Hands every batch appended to the kernel, readable by the replay: where the log ends now,
+    /// for [`LocalLog::synced_to`] once a sync begun after this has ended.
+    fn hand_over(&mut self) -> std::io::Result<(u64, Option<Seq>)> {
         self.writer.flush()?;
         let end = self.writer.bytes_written();
         self.runway.synced(end - self.written.swap(end, Ordering::AcqRel));
-        self.writer.get_ref().get_ref().sync_data()?;
-        self.synced = (end, self.writer.next_seq());
-        Ok(())
+        Ok((end, self.writer.next_seq()))
+    }
+
+    /// Starts making what [`LocalLog::hand_over`] handed over durable, on a thread of its own:
+    /// batches keep arriving, and being written, meanwhile.
+    fn start_sync(&self) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+        let file = self.writer.get_ref().get_ref().try_clone()?;
+        Ok(tokio::task::spawn_blocking(move || file.sync_data()))
+    }
+
+    /// The log was durable up to `mark` (from [`LocalLog::hand_over`]).
+    fn synced_to(&mut self, mark: (u64, Option<Seq>)) {
+        self.synced = mark;
     }
 
     /// Nothing more will be written (the backup is promoted).
@@ -548,41 +559,67 @@ impl Network {
         let mut data = net::frames(conn.accept_uni().await?);
         let mut control = net::frames(recv);
         let mut ended_at = None;
+        // The commit path is pipelined: batches are verified, written and acknowledged as
+        // RECEIVED at once, while one sync at a time makes them durable; a sync covers every
+        // batch that arrived before it began (group commit), and its ACK follows when it ends.
+        let mut syncing: Option<Sync> = None;
+        let mut unsynced: Option<Seq> = None;
         loop {
-            let first = tokio::select! {
-                f = data.recv() => f,
-                f = control.recv() => f,
-            };
-            // Group commit: every batch that has already arrived is appended, then one sync and
-            // one ACK cover them all.
-            let closed = || NetError::Protocol("the primary closed a stream".into());
-            let mut appended = None;
-            let mut next = Some(first.ok_or_else(closed)?);
-            while let Some(frame) = next {
-                let Some(frame) = frame? else {
-                    // The primary finishes its streams after END.
-                    if ended_at.is_some() {
-                        break;
-                    }
-                    return Err(closed());
-                };
-                match session.receive(frame).map_err(|e| NetError::Protocol(e.to_string()))? {
-                    BackupAction::Append { first_seq, count, wall_ns, events, packed } => {
-                        let Some(w) = writer.as_mut() else { unreachable!("the log exists once welcomed") };
-                        // Kept as it crossed the network: compressed batches stay compressed.
-                        w.append(first_seq, count, wall_ns, &events, packed.as_deref()).map_err(io)?;
-                        appended = Some(first_seq + count as u64 - 1);
-                    }
-                    BackupAction::Confirmed { reply, .. } => write_frame(&mut send, &reply).await?,
-                    BackupAction::Duplicate | BackupAction::Welcomed { .. } => {}
-                    BackupAction::Ended { last_seq } => ended_at = Some(last_seq),
+            let next = tokio::select! {
+                f = data.recv() => Arrived::Frame(f),
+                f = control.recv() => Arrived::Frame(f),
+                r = async { (&mut syncing.as_mut().expect("a sync runs").task).await }, if syncing.is_some() => {
+                    Arrived::Synced(r)
                 }
-                next = data.try_recv().or_else(|_| control.try_recv()).ok();
+            };
+            let first = match next {
+                Arrived::Frame(f) => Some(f),
+                Arrived::Synced(r) => {
+                    let Some(sync) = syncing.take() else { unreachable!("a sync ran") };
+                    r.map_err(|e| NetError::Protocol(format!("the log's sync failed: {e}")))?.map_err(io)?;
+                    let Some(w) = writer.as_mut() else { unreachable!("the log exists once welcomed") };
+                    w.synced_to(sync.mark);
+                    self.held.store(sync.last.0, Ordering::Relaxed);
+                    write_frame(&mut send, &session.durable(sync.last)).await?;
+                    None
+                }
+            };
+            if let Some(first) = first {
+                let closed = || NetError::Protocol("the primary closed a stream".into());
+                let mut appended = None;
+                let mut next = Some(first.ok_or_else(closed)?);
+                while let Some(frame) = next {
+                    let Some(frame) = frame? else {
+                        // The primary finishes its streams after END.
+                        if ended_at.is_some() {
+                            break;
+                        }
+                        return Err(closed());
+                    };
+                    match session.receive(frame).map_err(|e| NetError::Protocol(e.to_string()))? {
+                        BackupAction::Append { first_seq, count, wall_ns, events, packed } => {
+                            let Some(w) = writer.as_mut() else { unreachable!("the log exists once welcomed") };
+                            // Kept as it crossed the network: compressed batches stay compressed.
+                            w.append(first_seq, count, wall_ns, &events, packed.as_deref()).map_err(io)?;
+                            appended = Some(first_seq + count as u64 - 1);
+                        }
+                        BackupAction::Confirmed { reply, .. } => write_frame(&mut send, &reply).await?,
+                        BackupAction::Duplicate | BackupAction::Welcomed { .. } => {}
+                        BackupAction::Ended { last_seq } => ended_at = Some(last_seq),
+                    }
+                    next = data.try_recv().or_else(|_| control.try_recv()).ok();
+                }
+                if let (Some(last), Some(w)) = (appended, writer.as_mut()) {
+                    w.hand_over().map_err(io)?;
+                    write_frame(&mut send, &session.in_memory(last)).await?;
+                    unsynced = Some(last);
+                }
             }
-            if let (Some(last), Some(w)) = (appended, writer.as_mut()) {
-                w.sync().map_err(io)?;
-                self.held.store(last.0, Ordering::Relaxed);
-                write_frame(&mut send, &session.durable(last)).await?;
+            if syncing.is_none() {
+                if let (Some(last), Some(w)) = (unsynced.take(), writer.as_mut()) {
+                    let mark = w.hand_over().map_err(io)?;
+                    syncing = Some(Sync { task: w.start_sync().map_err(io)?, last, mark });
+                }
             }
             if ended_at.is_some_and(|last| session.held >= last) {
                 conn.close(net::COMPLETE.into(), b"complete");
@@ -590,6 +627,19 @@ impl Network {
             }
         }
     }
+}
+
+/// What a backup's session waited for: a frame, or the end of the log's sync.
+enum Arrived<F> {
+    Frame(Option<F>),
+    Synced(std::result::Result<std::io::Result<()>, tokio::task::JoinError>),
+}
+
+/// A sync of the log under way: it makes the events up to `last` durable, the log up to `mark`.
+struct Sync {
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    last: Seq,
+    mark: (u64, Option<Seq>),
 }
 
 /// Whether a write failed for want of space (or of quota).
@@ -643,6 +693,13 @@ mod tests {
         (w.get_ref().clone(), starts)
     }
 
+    /// Hands `log` over and syncs it, as a backup's session does in two steps.
+    fn sync(log: &mut LocalLog) {
+        let mark = log.hand_over().unwrap();
+        log.writer.get_ref().get_ref().sync_data().unwrap();
+        log.synced_to(mark);
+    }
+
     fn write_log(dir: &Path, bytes: &[u8]) -> PathBuf {
         let path = dir.join("log.tlog");
         File::create(&path).unwrap().write_all(bytes).unwrap();
@@ -693,7 +750,7 @@ mod tests {
             body
         };
         log.append(Seq(1), 4, 0, &batch(1), None).unwrap();
-        log.sync().unwrap();
+        sync(&mut log);
         let synced = log.writer.bytes_written();
         // A batch half on the disk, half still buffered, when the disk filled up.
         log.append(Seq(5), 4, 0, &batch(5), None).unwrap();
@@ -703,7 +760,7 @@ mod tests {
         assert_eq!(log.written.load(Ordering::Acquire), synced);
         // The primary sends the batch again; the log reads back whole.
         log.append(Seq(5), 4, 0, &batch(5), None).unwrap();
-        log.sync().unwrap();
+        sync(&mut log);
         drop(log);
         let (_, held, ended) = resume_log(&path).unwrap();
         assert_eq!((held, ended), (Seq(8), false));

@@ -154,6 +154,11 @@ enum Command {
         /// Backups that must hold an event before output depending on it leaves.
         #[arg(long, default_value_t = 1, value_name = "N")]
         min_backups: usize,
+        /// Sync mode: what "hold" means. durable: on the backup's disk (survives losing every
+        /// host at once); received: verified in the backup's memory and handed to its log writer
+        /// (survives losing the primary's host, as Remus, COLO and Redis WAIT do).
+        #[arg(long, value_enum, default_value_t = AckArg::Durable)]
+        ack: AckArg,
         /// Start the program only once this many backups are connected (by default at once: a
         /// backup that comes later catches up from the log).
         #[arg(long, default_value_t = 0, value_name = "N")]
@@ -310,6 +315,12 @@ enum Command {
 enum ModeArg {
     Sync,
     Async,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AckArg {
+    Received,
+    Durable,
 }
 
 /// The program's data: what a backup's program finds in its private view.
@@ -497,6 +508,7 @@ fn run(cli: Cli) -> Result<u8> {
             listen,
             mode,
             min_backups,
+            ack,
             wait_for_backups,
             max_lag_events,
             no_compress,
@@ -519,6 +531,10 @@ fn run(cli: Cli) -> Result<u8> {
                     ModeArg::Async => replicator::primary::OutputMode::Async { max_lag_events },
                 },
                 min_backups,
+                ack: match ack {
+                    AckArg::Received => replicator::wire::session::AckLevel::Received,
+                    AckArg::Durable => replicator::wire::session::AckLevel::Durable,
+                },
                 compress: !no_compress,
                 wait_for_backups,
                 certs: member.certs,

@@ -18,7 +18,7 @@ use crate::recorder::{self, Recording, Tap};
 use crate::statedir::{random, Membership, StateDir};
 use crate::steer::Steering;
 use crate::wire::frame::{Body, Frame};
-use crate::wire::session::{group_ack, PrimarySession, SessionError, Standing};
+use crate::wire::session::{group_ack, AckLevel, PrimarySession, SessionError, Standing};
 use bytes::Bytes;
 use coordinator::api::Mode;
 use eventlog::logfile::{pack_events, Launch as LaunchRecord, PACK_MIN};
@@ -51,6 +51,8 @@ pub struct PrimaryOptions {
     pub listen: SocketAddr,
     pub mode: OutputMode,
     pub min_backups: usize,
+    /// What a backup's acknowledgement means before output that depends on it leaves (sync mode).
+    pub ack: AckLevel,
     /// Event batches cross the network compressed.
     pub compress: bool,
     /// The program starts only once this many backups are connected.
@@ -141,6 +143,7 @@ pub struct Hub {
     log: PathBuf,
     mode: OutputMode,
     min_backups: usize,
+    ack: AckLevel,
     compress: bool,
     /// The program's output gate: shut for good once this agent is primary no more.
     fence: Arc<Fence>,
@@ -298,6 +301,7 @@ pub fn run(mut launch: Launch, opts: &PrimaryOptions) -> Result<Recording> {
         log: dir.log_path(),
         mode: opts.mode,
         min_backups: opts.min_backups,
+        ack: opts.ack,
         compress: opts.compress,
         fence: Arc::default(),
         state: Mutex::new(HubState::default()),
@@ -442,7 +446,7 @@ async fn serve(conn: &quinn::Connection, hub: &Arc<Hub>, who: &str) -> std::resu
     let handle = session.handle;
     let number = hub.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(member = %who, handle = format!("{handle:032x}"), from = %session.next_to_send, "backup connected");
-    hub.state().set_acked(handle, number, Some(session.acked), &hub.sessions);
+    hub.state().set_acked(handle, number, Some(session.holds(hub.ack)), &hub.sessions);
     write_frame(&mut ctl_send, &welcome).await?;
     let session = Arc::new(Mutex::new(session));
     let captures = tokio::spawn(send_captures(conn.clone(), hub.clone()));
@@ -511,7 +515,7 @@ async fn receive_acks(
                         hub.replaced_if(&e);
                         net::NetError::Protocol(e.to_string())
                     })?;
-                    (s.handle, s.acked)
+                    (s.handle, s.holds(hub.ack))
                 };
                 hub.state().set_acked(handle, number, Some(acked), &hub.sessions);
                 hub.update_release();

@@ -21,6 +21,7 @@ fn real_programs_replay_from_another_directory() {
         "stdin",
         "sigsuspend",
         "failover_sync",
+        "failover_received",
         "failover_async",
     ];
     let out = std::process::Command::new(root().join("scripts/soak.sh"))

@@ -21,7 +21,7 @@ use eventlog::ids::{IncarnationToken, Seq};
 use eventlog::logfile::{unpack_events, verify_events, Launch};
 
 pub const MAGIC: [u8; 4] = *b"TNDF";
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 pub const HEADER_LEN: usize = 40;
 /// Larger bodies are refused as malformed rather than allocated (a log batch is at most 64 MiB).
 pub const MAX_BODY: u32 = 65 << 20;
@@ -43,6 +43,9 @@ pub enum Body {
     Data { first_seq: Seq, count: u32, wall_ns: u64, events: Bytes, packed: Option<Bytes> },
     /// Backup to primary: every event up to `seq` is durable in the backup's state directory.
     Ack { seq: Seq },
+    /// Backup to primary: every event up to `seq` is verified and handed to the backup's log
+    /// writer (in its memory, not yet on its disk).
+    Received { seq: Seq },
     /// Primary to backup: output depending on events up to `seq` has been released.
     Confirm { seq: Seq },
     /// Backup to primary: the backup knows of the confirmation up to `seq`.
@@ -64,6 +67,7 @@ impl Body {
             Body::ConfirmAck { .. } => 6,
             Body::End { .. } => 7,
             Body::Refuse { .. } => 8,
+            Body::Received { .. } => 9,
         }
     }
 
@@ -77,6 +81,7 @@ impl Body {
             Body::ConfirmAck { .. } => "CONFIRM-ACK",
             Body::End { .. } => "END",
             Body::Refuse { .. } => "REFUSE",
+            Body::Received { .. } => "RECEIVED",
         }
     }
 }
@@ -131,7 +136,7 @@ impl Header {
             return Err(FrameError::Version(bytes[4]));
         }
         let kind = bytes[5];
-        if !(1..=8).contains(&kind) {
+        if !(1..=9).contains(&kind) {
             return Err(FrameError::Kind(kind));
         }
         let flags = u16::from_le_bytes([bytes[6], bytes[7]]);
@@ -241,7 +246,11 @@ fn encode_body(body: &Body, out: &mut Vec<u8>) {
                 out.extend_from_slice(&(events.len() as u32).to_le_bytes());
             }
         }
-        Body::Ack { seq } | Body::Confirm { seq } | Body::ConfirmAck { seq } | Body::End { last_seq: seq } => {
+        Body::Ack { seq }
+        | Body::Received { seq }
+        | Body::Confirm { seq }
+        | Body::ConfirmAck { seq }
+        | Body::End { last_seq: seq } => {
             out.extend_from_slice(&seq.0.to_le_bytes());
         }
         Body::Refuse { reason } => out.extend_from_slice(reason.as_bytes()),
@@ -292,7 +301,7 @@ impl<'a> Cursor<'a> {
 }
 
 fn decode_body(kind: u8, flags: u16, body: Bytes) -> Result<Body, FrameError> {
-    let names = ["", "HELLO", "WELCOME", "DATA", "ACK", "CONFIRM", "CONFIRM-ACK", "END", "REFUSE"];
+    let names = ["", "HELLO", "WELCOME", "DATA", "ACK", "CONFIRM", "CONFIRM-ACK", "END", "REFUSE", "RECEIVED"];
     let mut c = Cursor { rest: &body, kind: names.get(kind as usize).copied().unwrap_or("unknown") };
     let out = match kind {
         1 => {
@@ -336,6 +345,7 @@ fn decode_body(kind: u8, flags: u16, body: Bytes) -> Result<Body, FrameError> {
             c.rest = &[];
             Body::Refuse { reason }
         }
+        9 => Body::Received { seq: c.seq("the sequence number")? },
         other => return Err(FrameError::Kind(other)),
     };
     c.end()?;
@@ -362,6 +372,7 @@ mod tests {
             Body::Welcome { resume_from: Seq(42), launch },
             Body::Data { first_seq: Seq(42), count: 5, wall_ns: 9, events: events(42, 5), packed: None },
             Body::Ack { seq: Seq(46) },
+            Body::Received { seq: Seq(47) },
             Body::Confirm { seq: Seq(44) },
             Body::ConfirmAck { seq: Seq(44) },
             Body::End { last_seq: Seq(46) },

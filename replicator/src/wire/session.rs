@@ -8,6 +8,8 @@
 //!   HELLO(group, member, handle, held)  ->
 //!                                       <-  WELCOME(resume_from = held + 1, launch)
 //!                                       <-  DATA(events)            ...
+//!   RECEIVED(n): every event <= n is in
+//!   the backup's memory                 ->
 //!   ACK(n): every event <= n is durable ->
 //!                                       <-  CONFIRM(n): output depending on events <= n is out
 //!   CONFIRM-ACK(n)                      ->  (the primary may drop its retransmission buffer <= n)
@@ -100,6 +102,8 @@ pub struct PrimarySession {
     pub next_to_send: Seq,
     /// Every event up to here is durable on the backup.
     pub acked: Seq,
+    /// Every event up to here is in the backup's memory (RECEIVED), durable or not.
+    pub received: Seq,
     /// Highest CONFIRM sent.
     pub confirmed: Seq,
     /// Highest CONFIRM-ACK received: the retransmission buffer may drop events up to here.
@@ -107,7 +111,26 @@ pub struct PrimarySession {
     pub ended: bool,
 }
 
+/// What a backup's acknowledgement must mean before output that depends on it may leave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AckLevel {
+    /// The backup has verified the events and handed them to its log writer: they survive the
+    /// loss of the primary's host, not the loss of both hosts at once.
+    Received,
+    /// The backup has synced them to its disk: they survive the loss of both hosts too.
+    #[default]
+    Durable,
+}
+
 impl PrimarySession {
+    /// What the backup holds at `level`: output depending on events up to here may leave.
+    pub fn holds(&self, level: AckLevel) -> Seq {
+        match level {
+            AckLevel::Received => self.received,
+            AckLevel::Durable => self.acked,
+        }
+    }
+
     /// Answers a backup's first frame: the session and its WELCOME, or the reason to refuse.
     /// A backup with no token (a new or wiped state directory) joins only through a full
     /// catch-up, from the first event.
@@ -140,6 +163,7 @@ impl PrimarySession {
             handle: *handle,
             next_to_send: held.next(),
             acked: held,
+            received: held,
             confirmed: Seq::ZERO,
             confirm_acked: Seq::ZERO,
             ended: false,
@@ -152,14 +176,18 @@ impl PrimarySession {
     pub fn receive(&mut self, f: &Frame) -> Result<(), SessionError> {
         self.standing.refuse_newer(f)?;
         match &f.body {
-            Body::Ack { seq } => {
+            Body::Ack { seq } | Body::Received { seq } => {
                 if *seq >= self.next_to_send {
                     return Err(SessionError::Protocol(format!(
-                        "ACK({seq}) for events not sent yet (sent up to {})",
+                        "{}({seq}) for events not sent yet (sent up to {})",
+                        f.body.name(),
                         self.next_to_send - 1
                     )));
                 }
-                self.acked = self.acked.max(*seq);
+                if matches!(f.body, Body::Ack { .. }) {
+                    self.acked = self.acked.max(*seq);
+                }
+                self.received = self.received.max(*seq);
                 Ok(())
             }
             Body::ConfirmAck { seq } => {
@@ -358,6 +386,11 @@ impl BackupSession {
         }
     }
 
+    /// Events up to `seq` are verified and handed to the log writer: the RECEIVED to send.
+    pub fn in_memory(&self, seq: Seq) -> Frame {
+        self.standing.frame(Body::Received { seq: seq.min(self.received) })
+    }
+
     /// Events up to `seq` are now durable: the ACK to send.
     pub fn durable(&mut self, seq: Seq) -> Frame {
         self.held = self.held.max(seq.min(self.received));
@@ -368,6 +401,23 @@ impl BackupSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn received_holds_at_the_received_level_and_ack_at_both() {
+        let standing = Standing { incarnation: TOKEN, epoch: 1 };
+        let hello =
+            Frame::new(TOKEN, 1, Body::Hello { group: "g".into(), member: "b".into(), handle: 1, held: Seq(0) });
+        let (mut p, _) = PrimarySession::accept(standing, "g", &Launch::default(), &hello).unwrap();
+        p.next_to_send = Seq(21);
+        p.receive(&Frame::new(TOKEN, 1, Body::Received { seq: Seq(15) })).unwrap();
+        assert_eq!((p.holds(AckLevel::Received), p.holds(AckLevel::Durable)), (Seq(15), Seq(0)));
+        p.receive(&Frame::new(TOKEN, 1, Body::Ack { seq: Seq(10) })).unwrap();
+        assert_eq!((p.holds(AckLevel::Received), p.holds(AckLevel::Durable)), (Seq(15), Seq(10)));
+        p.receive(&Frame::new(TOKEN, 1, Body::Ack { seq: Seq(20) })).unwrap();
+        assert_eq!((p.holds(AckLevel::Received), p.holds(AckLevel::Durable)), (Seq(20), Seq(20)));
+        let ahead = p.receive(&Frame::new(TOKEN, 1, Body::Received { seq: Seq(21) }));
+        assert!(ahead.is_err(), "RECEIVED beyond what was sent");
+    }
 
     const TOKEN: IncarnationToken = IncarnationToken([9; 16]);
 
