@@ -564,13 +564,17 @@ impl Network {
         // batch that arrived before it began (group commit), and its ACK follows when it ends.
         let mut syncing: Option<Sync> = None;
         let mut unsynced: Option<Seq> = None;
+        // The primary finishes its streams after END: then only the last sync is waited for.
+        let mut finished = false;
+        let closed = || NetError::Protocol("the primary closed a stream".into());
         loop {
             let next = tokio::select! {
-                f = data.recv() => Arrived::Frame(f),
-                f = control.recv() => Arrived::Frame(f),
+                f = data.recv(), if !finished => Arrived::Frame(f),
+                f = control.recv(), if !finished => Arrived::Frame(f),
                 r = async { (&mut syncing.as_mut().expect("a sync runs").task).await }, if syncing.is_some() => {
                     Arrived::Synced(r)
                 }
+                else => return Err(closed()),
             };
             let first = match next {
                 Arrived::Frame(f) => Some(f),
@@ -585,13 +589,12 @@ impl Network {
                 }
             };
             if let Some(first) = first {
-                let closed = || NetError::Protocol("the primary closed a stream".into());
                 let mut appended = None;
                 let mut next = Some(first.ok_or_else(closed)?);
                 while let Some(frame) = next {
                     let Some(frame) = frame? else {
-                        // The primary finishes its streams after END.
                         if ended_at.is_some() {
+                            finished = true;
                             break;
                         }
                         return Err(closed());
