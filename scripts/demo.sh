@@ -62,8 +62,8 @@ primary_digest=$(redis-cli -p "$port" debug digest)
 echo "   primary's DEBUG DIGEST: $primary_digest"
 echo "   the coordinator's view: $(curl -s "$coordinator/v1/groups/demo")"
 
-echo "== the primary's host dies (SIGKILL to redis-server, pid $primary_pid, and its agent)"
-kill -KILL "$primary_pid" "$agent"
+echo "== the primary's host dies (SIGKILL to its agent and to redis-server, pid $primary_pid)"
+kill -KILL "$agent" "$keeper" "$primary_pid"
 wait "$agent" || true
 
 start=$(date +%s%N)

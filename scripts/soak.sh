@@ -253,6 +253,15 @@ EOF
 # The backup is killed once at a random moment (its program's files stay in its view) and
 # restarted with its state directory; then the primary is killed at a random moment. The backup
 # must take over, and hold every acknowledged write in sync mode.
+# Agent $1 and everything below it die at once, as on a host that dies: the agent first, so it
+# never sees its program end (and tells its backups so).
+die() {
+    local tree
+    tree=$(tree_of "$1")
+    kill -KILL "$1" $tree 2>/dev/null
+    wait "$1" 2>/dev/null
+}
+
 failover() {
     local mode=$1 ack=${2:-durable} port agent_port cport coordinator primary backup
     port=$(free_port); agent_port=$(( port + 1 )); cport=$(( port + 2 )); coordinator=127.0.0.1:$cport
@@ -279,10 +288,10 @@ failover() {
     local writer=$!
     sleep "0.$(( RANDOM % 10 ))"
     # The backup dies with its program; restarted, it starts over from its own log and a reset view.
-    kill -KILL $(tree_of "$backup") "$backup"; wait "$backup" 2>/dev/null
+    die "$backup"
     start_backup
     sleep "$(( 1 + RANDOM % 2 )).$(( RANDOM % 10 ))"
-    kill -KILL $(tree_of "$primary") "$primary"; wait "$primary" 2>/dev/null
+    die "$primary"
     local killed
     killed=$(date +%s%N)
     wait "$writer" 2>/dev/null
