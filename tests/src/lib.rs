@@ -134,6 +134,31 @@ pub fn replay_in(dir: &Path, log: &Path, options: &[&str], command: &[&str], jit
     c.output().expect("run tandem")
 }
 
+/// A recording made in a primary's directory and its replay in a backup's (see [`record_then_replay`]).
+pub struct RecordedAndReplayed {
+    /// Holds both directories and the log; removed when dropped.
+    pub dir: tempfile::TempDir,
+    /// The primary's directory, as the recording left it.
+    pub primary: PathBuf,
+    /// The replay's view of the data, merged: what its program left.
+    pub backup: PathBuf,
+    pub log: PathBuf,
+}
+
+/// Records `program` in a primary's directory under `jitters.0` and replays the log in a backup's
+/// directory of another length under `jitters.1`; both must exit 0.
+pub fn record_then_replay(program: &Path, args: &[&str], jitters: (u32, u32)) -> RecordedAndReplayed {
+    let dir = tempfile::tempdir().expect("make a temporary directory");
+    let (p, b) = primary_and_backup_dirs(dir.path());
+    let log = dir.path().join("run.tlog");
+    let rec = record_in(&p, &log, program, args, jitters.0);
+    assert!(rec.status.success(), "record failed: {}", text(&rec.stderr));
+    let rep = replay_in(&b, &log, &[], &[], jitters.1);
+    assert_eq!(rep.status.code(), Some(0), "replay failed:\n{}", text(&rep.stderr));
+    let backup = replayed(&b, &log);
+    RecordedAndReplayed { dir, primary: p, backup, log }
+}
+
 /// Where [`replay_in`] keeps the view of a replay run in `dir`.
 pub fn view_of(dir: &Path) -> PathBuf {
     dir.join("tandem-view")

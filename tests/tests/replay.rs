@@ -245,21 +245,14 @@ fn children_reaped_with_waitid_replay_in_the_recorded_order() {
 /// uses by name.
 #[test]
 fn temporary_names_are_the_primarys() {
-    let program = fixture("tempnames", &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let (p, b) = primary_and_backup_dirs(dir.path());
-    let log = dir.path().join("temp.tlog");
-    let rec = record_in(&p, &log, &program, &[], 0);
-    assert!(rec.status.success(), "record failed: {}", text(&rec.stderr));
-    let rep = replay_in(&b, &log, &[], &[], 0);
-    assert_eq!(rep.status.code(), Some(0), "replay failed:\n{}", text(&rep.stderr));
+    let run = record_then_replay(&fixture("tempnames", &[]), &[], (0, 0));
+    let (p, b, log) = (&run.primary, &run.backup, &run.log);
     let transcript = std::fs::read_to_string(p.join("transcript")).unwrap();
-    let b = replayed(&b, &log);
     assert_eq!(transcript, std::fs::read_to_string(b.join("transcript")).unwrap());
     let names: Vec<&str> = transcript.split_whitespace().take(5).collect();
     assert!(b.join(format!("{}.renamed", names[0])).is_file(), "{transcript}");
     assert!(b.join(names[2]).join("file").is_file(), "the directory mkdtemp made: {transcript}");
-    let calls: Vec<_> = read_log(&log).unwrap().into_iter().map(|e| e.call()).collect();
+    let calls: Vec<_> = read_log(log).unwrap().into_iter().map(|e| e.call()).collect();
     for call in [eventlog::Call::Mkstemp, eventlog::Call::Mkdtemp, eventlog::Call::Mktemp] {
         assert!(calls.contains(&call), "{call} was not recorded");
     }
@@ -403,17 +396,10 @@ fn popen_streams_and_system_replay_under_jitter() {
 /// closes them as it did on the primary.
 #[test]
 fn descriptors_received_over_a_socket_have_stand_ins() {
-    let program = fixture("passes_fds", &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let (p, b) = primary_and_backup_dirs(dir.path());
-    let log = dir.path().join("fds.tlog");
-    let rec = record_in(&p, &log, &program, &[], 0);
-    assert!(rec.status.success(), "record failed: {}", text(&rec.stderr));
-    assert_eq!(std::fs::read_to_string(p.join("passed")).unwrap(), "received hello; closes 0 0\n");
-    let rep = replay_in(&b, &log, &[], &[], 20);
-    assert_eq!(rep.status.code(), Some(0), "replay failed:\n{}", text(&rep.stderr));
-    let merged = replayed(&b, &log);
-    assert_eq!(std::fs::read_to_string(merged.join("passed")).unwrap(), "received hello; closes 0 0\n");
+    let run = record_then_replay(&fixture("passes_fds", &[]), &[], (0, 20));
+    for side in [&run.primary, &run.backup] {
+        assert_eq!(std::fs::read_to_string(side.join("passed")).unwrap(), "received hello; closes 0 0\n");
+    }
 }
 
 /// Waits for `file` to exist (a fixture saying it has reached a point), then connects to `port`
