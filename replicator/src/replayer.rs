@@ -56,6 +56,8 @@ pub struct Following {
     pub written: Arc<AtomicU64>,
     /// The program's output gate, for the lease of a backup promoted by the coordinator.
     pub fence: Arc<crate::lease::Fence>,
+    /// The last event the program has replayed (for the agent's status).
+    pub replayed: Arc<AtomicU64>,
 }
 
 /// The log file, read no further than `end` when one is given.
@@ -248,6 +250,9 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
         if let Err(e) = feeder.pump(&feed) {
             stop_all();
             return Err(e);
+        }
+        if let Some(follow) = &opts.follow {
+            follow.replayed.store(feed.delivered().0, Ordering::Relaxed);
         }
         if let Some((seq, report)) = feed.take_report() {
             stop_all();
