@@ -38,6 +38,9 @@ use std::time::Duration;
 const RECONNECT_EVERY: Duration = Duration::from_millis(200);
 /// A replay further behind what the backup holds than this is catching up: its progress is shown.
 const CATCH_UP_EVENTS: u64 = 100_000;
+/// A replay this close to what the backup holds has caught up (the program's last call, a sleep
+/// say, may not have returned yet).
+const CAUGHT_UP_EVENTS: u64 = 1_000;
 
 pub struct BackupOptions {
     pub group: String,
@@ -114,7 +117,7 @@ fn follow_replay_progress(standing: Arc<Whereabouts>) {
             if let Some(p) = progress.as_mut() {
                 p.set(replayed, held);
             }
-            if replayed >= held {
+            if held.saturating_sub(replayed) <= CAUGHT_UP_EVENTS {
                 if let Some(p) = progress.take() {
                     p.finish();
                 }
@@ -563,6 +566,9 @@ impl Network {
             })
         };
         store(session).map_err(|e| NetError::Protocol(e.to_string()))?;
+        // Welcomed: connected until this session ends. (The primary's data stream shows only
+        // once it sends on it.)
+        let _connected = Connected::new(&self.standing.connected);
         self.standing.epoch.store(session.standing.epoch, Ordering::Relaxed);
         if let Some(c) = launch.as_ref().and_then(|l| l.capture) {
             self.fetch_capture(&conn, &c).await?;
@@ -584,7 +590,6 @@ impl Network {
         }
         tracing::info!(primary = %self.primary, from = %session.held.next(), "following the primary");
         let mut data = net::frames(conn.accept_uni().await?);
-        let _connected = Connected::new(&self.standing.connected);
         let mut control = net::frames(recv);
         let mut ended_at = None;
         let io = |e: std::io::Error| NetError::Protocol(format!("{}: {e}", self.log.display()));

@@ -2,7 +2,7 @@
 //! its rate and time left when the agent's notes go to a terminal, else a line every few seconds
 //! (`TANDEM_PROGRESS_EVERY`, a duration, changes how often).
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use std::time::{Duration, Instant};
 
 /// How often a progress line is written when no bar is drawn.
@@ -71,12 +71,17 @@ impl Progress {
     pub fn start(what: &str, done: u64, total: u64, unit: Unit) -> Progress {
         let bar = crate::notes::to_terminal().then(|| {
             let template = match unit {
-                Unit::Events => "{msg} [{bar:30}] {pos}/{len} events, {per_sec}, {eta} left",
-                Unit::Bytes => "{msg} [{bar:30}] {bytes}/{total_bytes}, {bytes_per_sec}, {eta} left",
+                Unit::Events => "{msg} [{bar:30}] {pos}/{len} events, {rate}, {eta} left",
+                Unit::Bytes => "{msg} [{bar:30}] {bytes}/{total_bytes}, {rate}, {eta} left",
             };
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             if let Ok(style) = ProgressStyle::with_template(template) {
-                bar.set_style(style.progress_chars("=> "));
+                let style = style
+                    .with_key("rate", move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = w.write_str(&unit.rate(state.per_sec()));
+                    })
+                    .progress_chars("=> ");
+                bar.set_style(style);
             }
             bar.set_message(format!("tandem: {what}"));
             bar.set_position(done);
