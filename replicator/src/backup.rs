@@ -88,7 +88,7 @@ impl Whereabouts {
         } else if replayed.is_some_and(|r| held.saturating_sub(r) > CATCH_UP_EVENTS) {
             "catching up"
         } else {
-            "running"
+            "ok"
         };
         AgentStatus {
             group: self.group.clone(),

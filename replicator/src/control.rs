@@ -232,7 +232,7 @@ mod tests {
             held: 5,
             replayed: Some(4),
             released: None,
-            state: "running".into(),
+            state: "ok".into(),
             backups: vec![],
         };
         let shown = agent.clone();

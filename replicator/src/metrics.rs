@@ -232,7 +232,7 @@ mod tests {
         let m = AgentMetrics::default();
         m.events_recorded.inc_by(10);
         m.batches_sent.get_or_create(&backup_label("b1")).inc();
-        let text = m.render(&status("running", Role::Primary), 3);
+        let text = m.render(&status("ok", Role::Primary), 3);
         for line in [
             "tandem_events_recorded_total 10",
             "tandem_batches_sent_total{backup=\"b1\"} 1",
@@ -244,15 +244,15 @@ mod tests {
             assert!(text.contains(line), "{line} missing:\n{text}");
         }
         // The replayed count moves by what was replayed since the last scrape.
-        let text = m.render(&AgentStatus { replayed: Some(12), ..status("running", Role::Primary) }, 0);
+        let text = m.render(&AgentStatus { replayed: Some(12), ..status("ok", Role::Primary) }, 0);
         assert!(text.contains("tandem_events_replayed_total 12"), "{text}");
     }
 
     #[test]
     fn health_and_readiness_follow_the_agent_s_state() {
-        assert!(health(&status("running", Role::Primary)).is_ok());
+        assert!(health(&status("ok", Role::Primary)).is_ok());
         assert!(health(&status("fenced", Role::Primary)).unwrap_err().contains("fenced"));
-        assert!(ready(&status("running", Role::Backup)).is_ok());
+        assert!(ready(&status("ok", Role::Backup)).is_ok());
         assert!(ready(&status("disconnected", Role::Backup)).unwrap_err().contains("not connected"));
     }
 }

@@ -267,7 +267,7 @@ impl Hub {
         } else if self.ended.borrow().is_some() {
             "ended"
         } else {
-            "running"
+            "ok"
         };
         AgentStatus {
             group: self.group.clone(),

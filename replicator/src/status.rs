@@ -44,7 +44,7 @@ pub struct AgentStatus {
     /// The primary: the last event output was released for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released: Option<u64>,
-    /// `running`, `catching up`, `live` (a promoted backup), `fenced`, `ended`, `diverged`,
+    /// `ok`, `catching up`, `live` (a promoted backup), `fenced`, `ended`, `diverged`,
     /// `disconnected`.
     pub state: String,
     /// The primary: each connected backup as the primary sees it.
@@ -153,7 +153,9 @@ pub fn from_agents(agents: &[AgentStatus]) -> Vec<GroupStatus> {
             let mut rows: Vec<MemberRow> = Vec::new();
             if let Some(p) = primary {
                 rows.push(row_of_agent(p));
-                for l in &p.backups {
+                let mut links: Vec<&Link> = p.backups.iter().collect();
+                links.sort_by(|a, b| a.member.cmp(&b.member));
+                for l in links {
                     rows.push(MemberRow {
                         member: l.member.clone(),
                         address: l.address.clone(),
@@ -195,9 +197,11 @@ pub fn from_agents(agents: &[AgentStatus]) -> Vec<GroupStatus> {
 pub fn from_coordinator(name: &str, g: &api::Group, local: &[AgentStatus]) -> GroupStatus {
     let primary_held = g.primary.as_ref().and_then(|p| g.members.get(p)).map_or(0, |m| m.held.0);
     let primary_local = local.iter().find(|a| a.group == name && a.role == Role::Primary);
-    let rows = g
-        .members
-        .iter()
+    // The primary first, then the backups by name.
+    let mut members: Vec<(&String, &api::Member)> = g.members.iter().collect();
+    members.sort_by_key(|(name, _)| g.primary.as_ref() != Some(*name));
+    let rows = members
+        .into_iter()
         .map(|(member, m)| {
             let is_primary = g.primary.as_deref() == Some(member.as_str());
             let lag = primary_held.saturating_sub(m.held.0);
@@ -226,8 +230,10 @@ pub fn from_coordinator(name: &str, g: &api::Group, local: &[AgentStatus]) -> Gr
                 state: state.into(),
             };
             if let Some(own) = local.iter().find(|a| a.group == name && &a.member == member) {
+                // Its own word is fresher than its last report.
+                row.held = row.held.max(own.held);
                 row.role = own.role.name().into();
-                if own.state != "running" {
+                if own.state != "ok" {
                     row.state = own.state.clone();
                 }
             }
@@ -337,7 +343,7 @@ mod tests {
             held: 100,
             replayed: None,
             released: Some(90),
-            state: "running".into(),
+            state: "ok".into(),
             backups: vec![Link {
                 member: "b1".into(),
                 address: "10.0.0.2:4711".into(),
@@ -360,7 +366,7 @@ mod tests {
             held,
             replayed: Some(held),
             released: None,
-            state: "running".into(),
+            state: "ok".into(),
             backups: vec![],
         }
     }
@@ -374,7 +380,7 @@ mod tests {
         let names: Vec<&str> = g.members.iter().map(|r| r.member.as_str()).collect();
         assert_eq!(names, ["p", "b1", "b2"]);
         let b1 = &g.members[1];
-        assert_eq!((b1.held, b1.lag_events, b1.lag_bytes, b1.state.as_str()), (41, Some(60), Some(6000), "running"));
+        assert_eq!((b1.held, b1.lag_events, b1.lag_bytes, b1.state.as_str()), (41, Some(60), Some(6000), "ok"));
         assert_eq!(b1.progress, Some(0.4));
         // A backup whose primary did not answer has no lag to show.
         assert_eq!(g.members[2].lag_events, None);
@@ -403,12 +409,16 @@ mod tests {
             lease_left_ms: Some(400),
         };
         let s = from_coordinator("g", &g, &[]);
-        assert_eq!(s.members[0].member, "b1");
-        assert_eq!((s.members[0].lag_events, s.members[0].state.as_str()), (Some(0), "ok"));
-        assert_eq!(s.members[1].lease_left_seconds, Some(0.4));
-        assert_eq!(s.members[0].last_report_seconds, Some(0.07));
+        assert_eq!(s.members[1].member, "b1");
+        assert_eq!((s.members[1].lag_events, s.members[1].state.as_str()), (Some(0), "ok"));
+        assert_eq!(s.members[0].lease_left_seconds, Some(0.4));
+        assert_eq!(s.members[1].last_report_seconds, Some(0.07));
         // A primary on this host adds bytes and time to its backups' lag.
         let s = from_coordinator("g", &g, &[primary()]);
-        assert_eq!(s.members[0].lag_bytes, Some(6000));
+        assert_eq!(s.members[1].lag_bytes, Some(6000));
+        // A member silent for longer than agents ever are has stopped.
+        let mut silent = g.clone();
+        silent.members.insert("b1".into(), member(100, 5_000));
+        assert_eq!(from_coordinator("g", &silent, &[]).members[1].state, "stopped");
     }
 }
