@@ -48,6 +48,11 @@ pub fn line(what: &str, done: u64, total: u64, worked: u64, elapsed: Duration, u
     format!("{what}: {done} of {} ({share:.0}%), {}, {left}", unit.amount(total), unit.rate(rate))
 }
 
+/// A line where the agent's notes go (every command has them; not every one logs with `tracing`).
+fn say(text: &str) {
+    crate::notes::line(&format!("tandem: {text}"));
+}
+
 fn line_every() -> Duration {
     std::env::var("TANDEM_PROGRESS_EVERY").ok().and_then(|v| crate::args::parse_duration(&v).ok()).unwrap_or(LINE_EVERY)
 }
@@ -100,7 +105,7 @@ impl Progress {
             every: line_every(),
         };
         if p.bar.is_none() {
-            tracing::info!("{}", p.text());
+            say(&p.text());
         }
         p
     }
@@ -120,24 +125,33 @@ impl Progress {
             }
             None if self.last_line.elapsed() >= self.every => {
                 self.last_line = Instant::now();
-                tracing::info!("{}", self.text());
+                say(&self.text());
             }
             None => {}
         }
     }
 
     /// The work is over: the bar is cleared, and a last line says how it went.
-    pub fn finish(self) {
-        if let Some(bar) = &self.bar {
+    pub fn finish(mut self) {
+        if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
         let took = self.started.elapsed();
-        tracing::info!(
+        say(&format!(
             "{}: {} in {}",
             self.what,
             self.unit.amount(self.done.saturating_sub(self.base)),
             humantime::format_duration(Duration::from_millis(took.as_millis() as u64))
-        );
+        ));
+    }
+}
+
+/// Work given up half way (an error, a divergence) leaves no bar behind.
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
     }
 }
 
