@@ -287,6 +287,10 @@ pub struct Group {
     /// The primary is gone and no backup may take over.
     pub stalled: bool,
     pub members: BTreeMap<String, Member>,
+    /// What is left of the primary's lease, as the leader sees it (reads only; leases are
+    /// leader-local).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_left_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,6 +303,10 @@ pub struct Member {
     pub catching_up: bool,
     /// Stopped on a mismatch with the primary: never promoted.
     pub diverged: bool,
+    /// Since the leader last heard a report from it (reads only; none before the first, or
+    /// since this leader took over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_report_ms: Option<u64>,
 }
 
 impl From<&model::Group> for Group {
@@ -311,13 +319,20 @@ impl From<&model::Group> for Group {
             released: g.released,
             stalled: g.stalled,
             members: g.members.iter().map(|(name, m)| (name.clone(), Member::from(m))).collect(),
+            lease_left_ms: None,
         }
     }
 }
 
 impl From<&model::Member> for Member {
     fn from(m: &model::Member) -> Member {
-        Member { address: m.address.clone(), held: m.held, catching_up: m.catching_up, diverged: m.diverged }
+        Member {
+            address: m.address.clone(),
+            held: m.held,
+            catching_up: m.catching_up,
+            diverged: m.diverged,
+            last_report_ms: None,
+        }
     }
 }
 

@@ -142,6 +142,11 @@ impl Client {
         self.call(Method::GET, &format!("/v1/groups/{name}"), Bytes::new()).await
     }
 
+    /// Every group, by name.
+    pub async fn groups(&self) -> Result<std::collections::BTreeMap<String, Group>, ClientError> {
+        self.call(Method::GET, "/v1/groups", Bytes::new()).await
+    }
+
     pub async fn renew(&self, group: &str, member: &str, epoch: Epoch) -> Result<Renewed, ClientError> {
         let r = Renewal { group: group.to_string(), member: member.to_string(), epoch };
         let body = serde_json::to_vec(&r).map_err(|e| ClientError::BadReply(e.to_string()))?;

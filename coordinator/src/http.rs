@@ -196,3 +196,33 @@ pub fn raw_reply(status: StatusCode, body: Bytes) -> hyper::Response<Full<Bytes>
 pub fn error_reply(status: StatusCode, kind: &str, message: &str) -> hyper::Response<Full<Bytes>> {
     json_reply(status, &crate::api::Problem { error: kind.to_string(), message: message.to_string() })
 }
+
+/// An answer to a GET: status code, content type and body.
+pub type Answer = (u16, &'static str, String);
+
+/// Serves GET requests over plain HTTP on `listener` (an agent's metrics and health), each
+/// answered by `answer(path)`. Runs until the listener fails.
+pub async fn serve_get(
+    listener: tokio::net::TcpListener,
+    answer: Arc<dyn Fn(&str) -> Answer + Send + Sync>,
+) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let answer = answer.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let (status, kind, body) = if req.method() == Method::GET {
+                    answer(req.uri().path())
+                } else {
+                    (405, "text/plain", "only GET is served here\n".into())
+                };
+                let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
+                *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                resp.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static(kind));
+                async move { Ok::<_, std::convert::Infallible>(resp) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+        });
+    }
+}

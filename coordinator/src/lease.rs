@@ -35,6 +35,11 @@ impl Leases {
         self.map().insert(group.to_string(), (epoch, now + self.timeout));
     }
 
+    /// What is left of `group`'s lease, if this member keeps one for it.
+    pub fn left(&self, group: &str) -> Option<Duration> {
+        self.map().get(group).map(|(_, deadline)| deadline.saturating_duration_since(Instant::now()))
+    }
+
     /// On becoming leader: every lease runs a full timeout from now.
     pub fn extend_all(&self) {
         let now = Instant::now();

@@ -8,6 +8,7 @@ pub mod client;
 pub mod http;
 pub mod lease;
 pub mod membership;
+pub mod metrics;
 pub mod model;
 pub mod raft;
 pub mod server;

@@ -28,6 +28,13 @@ pub struct Status {
     pub last_applied: Option<u64>,
     /// Why it does not serve, when it does not.
     pub trouble: Option<String>,
+    /// It is part of a working majority (a leader is known and, on the leader, a majority
+    /// acknowledged it lately): `ready` says it holds state, this that it can serve with it.
+    #[serde(default)]
+    pub healthy: bool,
+    /// Why it is not healthy, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy: Option<String>,
 }
 
 /// What a member without an identity does next.

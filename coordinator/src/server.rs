@@ -7,6 +7,8 @@
 //! - `POST /v1/lease` `{"group", "member", "epoch"}`: renews the primary's lease
 //! - `GET /v1/groups`, `GET /v1/groups/NAME`: linearizable reads
 //! - `GET /v1/status`: this member's view of the cluster
+//! - `GET /health`, `GET /ready`: 200 while it is part of a working majority (and, for `/ready`,
+//!   serves), else 503 with the reason; `GET /metrics`: Prometheus text
 //!
 //! A member that is not the leader passes writes and reads to the leader and relays its reply:
 //! callers never need to find the leader. A caller that names the incarnation it knows
@@ -16,6 +18,7 @@ use crate::api::{self, Renewal, Renewed};
 use crate::http::{error_reply, exchange, get_json, json_reply, raw_reply, Transport, INCARNATION_HEADER};
 use crate::lease::Leases;
 use crate::membership::{self, Join, Status};
+use crate::metrics::{self, Metrics, RaftView};
 use crate::model::{Command, Group, Request};
 use crate::raft::{Network, NodeId, Raft, SpeaksFor, APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::store::{Identity, StateMachine, Store, StoreError};
@@ -88,6 +91,10 @@ pub struct Member {
     ended: Mutex<Option<ServeError>>,
     ending: tokio::sync::Notify,
     leases: Leases,
+    metrics: Metrics,
+    /// When this member, as leader, last applied a report of each (group, member): leader-local,
+    /// like the leases.
+    reported: Mutex<BTreeMap<(String, String), Instant>>,
 }
 
 fn raft_config() -> openraft::Config {
@@ -199,6 +206,8 @@ impl Member {
             ended: Mutex::new(None),
             ending: tokio::sync::Notify::new(),
             leases: Leases::new(config.lease_timeout),
+            metrics: Metrics::default(),
+            reported: Mutex::new(BTreeMap::new()),
         });
         match identity {
             // A distributor whose incarnation is not formed yet starts Raft with every member
@@ -381,7 +390,63 @@ impl Member {
             term: m.current_term,
             last_applied: m.last_applied.map(|l| l.index),
             trouble: s.trouble.clone(),
+            healthy: self.health().is_ok(),
+            unhealthy: self.health().err(),
         }
+    }
+
+    fn raft_view(&self) -> RaftView {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        RaftView {
+            state: m.state,
+            term: m.current_term,
+            leader: m.current_leader,
+            last_applied: m.last_applied.map(|l| l.index),
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            voters: m.membership_config.membership().voter_ids().count(),
+        }
+    }
+
+    /// Whether this member is part of a working majority, and why not.
+    fn health(&self) -> Result<(), String> {
+        metrics::health(&self.raft_view())
+    }
+
+    /// `/health`: a working majority; `/ready`: that, and this member serves the API.
+    fn health_reply(&self, ready: bool) -> hyper::Response<Full<Bytes>> {
+        let trouble = self.standing.read().unwrap_or_else(|p| p.into_inner()).trouble.clone();
+        let why = match self.health() {
+            Err(why) => Some(why),
+            Ok(()) if ready => {
+                trouble.or_else(|| self.identity().is_none().then(|| "this member holds no state".into()))
+            }
+            Ok(()) => None,
+        };
+        let status = if why.is_none() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        let key = if ready { "ready" } else { "healthy" };
+        json_reply(status, &serde_json::json!({ key: why.is_none(), "reason": why }))
+    }
+
+    fn metrics_reply(&self) -> hyper::Response<Full<Bytes>> {
+        let text = self.groups(|gs| self.metrics.render(&self.raft_view(), gs));
+        let mut resp = raw_reply(StatusCode::OK, text.into());
+        resp.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static(metrics::CONTENT_TYPE));
+        resp
+    }
+
+    /// The leader-local part of a group's view: its lease and when each member last reported.
+    fn with_leader_view(&self, name: &str, mut g: api::Group) -> api::Group {
+        if !self.is_leader() {
+            return g;
+        }
+        g.lease_left_ms = g.primary.as_ref().and(self.leases.left(name)).map(|d| d.as_millis() as u64);
+        let reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+        for (member, m) in g.members.iter_mut() {
+            m.last_report_ms =
+                reported.get(&(name.to_string(), member.clone())).map(|at| at.elapsed().as_millis() as u64);
+        }
+        g
     }
 
     /// Serves the API until the process ends.
@@ -451,17 +516,21 @@ impl Member {
                 Err(e) => error_reply(StatusCode::BAD_REQUEST, "bad_request", &format!("not a lease renewal: {e}")),
             },
             (&Method::GET, "/v1/status") => json_reply(StatusCode::OK, &self.status()),
+            (&Method::GET, "/health") => self.health_reply(false),
+            (&Method::GET, "/ready") => self.health_reply(true),
+            (&Method::GET, "/metrics") => self.metrics_reply(),
             (&Method::GET, "/v1/groups") => {
                 self.read(&path, |groups| {
-                    let shown: BTreeMap<&String, api::Group> = groups.iter().map(|(n, g)| (n, g.into())).collect();
+                    let shown: BTreeMap<&String, api::Group> =
+                        groups.iter().map(|(n, g)| (n, self.with_leader_view(n, g.into()))).collect();
                     serde_json::to_value(shown)
                 })
                 .await
             }
             (&Method::GET, p) if p.starts_with("/v1/groups/") => {
                 let name = p["/v1/groups/".len()..].to_string();
-                self.read(&path, move |groups| match groups.get(&name) {
-                    Some(g) => serde_json::to_value(api::Group::from(g)),
+                self.read(&path, |groups| match groups.get(&name) {
+                    Some(g) => serde_json::to_value(self.with_leader_view(&name, g.into())),
                     None => Ok(serde_json::Value::Null),
                 })
                 .await
@@ -473,7 +542,8 @@ impl Member {
     /// Why this member does not answer a request, if it does not: Raft messages of another
     /// incarnation (and votes while it holds no state), and API calls it cannot serve.
     fn refusal(&self, method: &Method, path: &str, theirs: Option<&str>) -> Option<hyper::Response<Full<Bytes>>> {
-        if path == "/v1/status" {
+        // A member in trouble still says how it stands.
+        if matches!(path, "/v1/status" | "/health" | "/ready" | "/metrics") {
             return None;
         }
         let ours = self.speaks_for.read().map(|s| s.clone()).unwrap_or_default();
@@ -552,15 +622,31 @@ impl Member {
             Ok(req) => req,
             Err(e) => return error_reply(StatusCode::INTERNAL_SERVER_ERROR, "random", &e.to_string()),
         };
+        let report = match &req.command {
+            Command::Report { group, member, .. } => Some((group.clone(), member.clone())),
+            _ => None,
+        };
         let Ok(written) = tokio::time::timeout(QUORUM_WAIT, self.raft.client_write(req)).await else {
+            self.metrics.wrote("failed");
             return error_reply(StatusCode::SERVICE_UNAVAILABLE, "no_quorum", &no_quorum());
         };
         match written {
-            Ok(resp) => outcome_reply(resp.data),
+            Ok(resp) => {
+                let applied = matches!(resp.data, Some(Ok(_)));
+                self.metrics.wrote(if applied { "ok" } else { "refused" });
+                if let (true, Some(key)) = (applied, report) {
+                    self.metrics.reports.inc();
+                    self.reported.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Instant::now());
+                }
+                outcome_reply(resp.data)
+            }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                 self.relay(Method::POST, path, body).await
             }
-            Err(e) => error_reply(StatusCode::SERVICE_UNAVAILABLE, "raft", &raft_text(&e, write_text)),
+            Err(e) => {
+                self.metrics.wrote("failed");
+                error_reply(StatusCode::SERVICE_UNAVAILABLE, "raft", &raft_text(&e, write_text))
+            }
         }
     }
 
@@ -610,6 +696,9 @@ impl Member {
         let primary = is_primary && epoch == r.epoch;
         if primary {
             self.leases.renew(&r.group, epoch);
+            self.metrics.lease_renewals.inc();
+        } else {
+            self.metrics.lease_refusals.inc();
         }
         let timeout_ms = self.leases.timeout().as_millis() as u64;
         json_reply(StatusCode::OK, &Renewed { primary, epoch, timeout_ms })
@@ -638,7 +727,10 @@ impl Member {
                 let id = format!("lease-lapsed/{group}/{epoch}");
                 let req = Request { id, command: Command::LeaseExpired { group: group.clone(), epoch } };
                 match self.raft.client_write(req).await {
-                    Ok(_) => tracing::warn!(group, epoch = epoch.0, "the primary's lease lapsed: epoch ended"),
+                    Ok(_) => {
+                        self.metrics.lease_lapses.inc();
+                        tracing::warn!(group, epoch = epoch.0, "the primary's lease lapsed: epoch ended")
+                    }
                     Err(e) => {
                         let why = raft_text(&e, write_text);
                         tracing::warn!(group, epoch = epoch.0, "could not end a lapsed epoch: {why}")

@@ -12,11 +12,14 @@ use crate::certs::Identity;
 use crate::control::{self, ControlReply, ControlRequest};
 use crate::error::{Error, Result};
 use crate::lifetime::{catch_signals, watch_signals, Stop};
+use crate::metrics::{self, StatusSource};
 use crate::net::{self, read_frame, write_frame, NetError};
+use crate::progress::{Progress, Unit};
 use crate::recorder::now_ns;
 use crate::replayer::{self, Following, Outcome, ReplayOptions, ViewPlace};
 use crate::runway::Runway;
 use crate::statedir::{random, Membership, StateDir};
+use crate::status::{AgentStatus, Role};
 use crate::steer::Steering;
 use crate::wire::frame::Body;
 use crate::wire::session::{BackupAction, BackupSession, SessionError, Standing};
@@ -28,12 +31,17 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 /// Pause between reconnection attempts.
 const RECONNECT_EVERY: Duration = Duration::from_millis(200);
+/// A replay further behind what the backup holds than this is catching up: its progress is shown.
+const CATCH_UP_EVENTS: u64 = 100_000;
+/// A replay this close to what the backup holds has caught up (the program's last call, a sleep
+/// say, may not have returned yet).
+const CAUGHT_UP_EVENTS: u64 = 1_000;
 
 pub struct BackupOptions {
     pub group: String,
@@ -53,6 +61,75 @@ pub struct BackupOptions {
     pub coordinator: Option<Vec<String>>,
     /// Promoted and then fenced, keep the program running, its output held, instead of stopping it.
     pub keep_fenced: bool,
+    /// Where to serve metrics and health over HTTP.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Where a backup stands, for its status.
+struct Whereabouts {
+    group: String,
+    member: String,
+    witness: bool,
+    /// This host's address on the way to the primary.
+    address: String,
+    held: Arc<AtomicU64>,
+    epoch: AtomicU64,
+    connected: AtomicBool,
+    following: Following,
+}
+
+impl Whereabouts {
+    fn status(&self) -> AgentStatus {
+        let held = self.held.load(Ordering::Relaxed);
+        let replayed = (!self.witness).then(|| self.following.replayed.load(Ordering::Relaxed));
+        let state = if self.following.go_live.load(Ordering::Relaxed) {
+            "live"
+        } else if self.following.stop.load(Ordering::Relaxed) {
+            "ended"
+        } else if !self.connected.load(Ordering::Relaxed) {
+            "disconnected"
+        } else if replayed.is_some_and(|r| held.saturating_sub(r) > CATCH_UP_EVENTS) {
+            "catching up"
+        } else {
+            "ok"
+        };
+        AgentStatus {
+            group: self.group.clone(),
+            member: self.member.clone(),
+            role: if self.witness { Role::Witness } else { Role::Backup },
+            address: self.address.clone(),
+            epoch: self.epoch.load(Ordering::Relaxed),
+            held,
+            replayed,
+            released: None,
+            state: state.into(),
+            backups: vec![],
+        }
+    }
+}
+
+/// Shows the replay's progress while it is far behind what the backup holds (a late backup
+/// replaying its catch-up), from a thread of its own.
+fn follow_replay_progress(standing: Arc<Whereabouts>) {
+    let watch = move || {
+        let mut progress: Option<Progress> = None;
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let held = standing.held.load(Ordering::Relaxed);
+            let replayed = standing.following.replayed.load(Ordering::Relaxed);
+            if let Some(p) = progress.as_mut() {
+                p.set(replayed, held);
+            }
+            if held.saturating_sub(replayed) <= CAUGHT_UP_EVENTS {
+                if let Some(p) = progress.take() {
+                    p.finish();
+                }
+            } else if progress.is_none() && held - replayed > CATCH_UP_EVENTS {
+                progress = Some(Progress::start("replaying the primary's events", replayed, held, Unit::Events));
+            }
+        }
+    };
+    let _ = std::thread::Builder::new().name("tandem-progress".into()).spawn(watch);
 }
 
 type Writer = LogWriter<BufWriter<File>>;
@@ -117,7 +194,12 @@ impl LocalLog {
     /// batches keep arriving, and being written, meanwhile.
     fn start_sync(&self) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
         let file = self.writer.get_ref().get_ref().try_clone()?;
-        Ok(tokio::task::spawn_blocking(move || file.sync_data()))
+        Ok(tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let synced = file.sync_data();
+            metrics::agent().fsync.observe(started.elapsed().as_secs_f64());
+            synced
+        }))
     }
 
     /// The log was durable up to `mark` (from [`LocalLog::hand_over`]).
@@ -219,6 +301,16 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
     if resumed {
         let _ = ready_tx.send(Ok(()));
     }
+    let standing = Arc::new(Whereabouts {
+        group: opts.group.clone(),
+        member: opts.name.clone(),
+        witness: opts.witness,
+        address: net::local_address_towards(opts.primary).map_or_else(String::new, |ip| ip.to_string()),
+        held: held.clone(),
+        epoch: AtomicU64::new(membership.epoch),
+        connected: AtomicBool::new(false),
+        following: following.clone(),
+    });
     if !ended {
         let steering =
             opts.coordinator.as_ref().map(|c| Steering::new(c, &opts.group, &opts.name, &identity)).transpose()?;
@@ -232,6 +324,8 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
             ready: ready_tx,
             steering,
             held: held.clone(),
+            standing: standing.clone(),
+            metrics: opts.metrics,
         };
         let standing = Standing { incarnation: membership.incarnation, epoch: membership.epoch };
         let session =
@@ -246,6 +340,9 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
         Ok(Ok(())) => {}
         Ok(Err(why)) => return Err(Error::Setup(why)),
         Err(_) => return Err(Error::Setup("the network thread ended before the primary welcomed this backup".into())),
+    }
+    if !opts.witness {
+        follow_replay_progress(standing.clone());
     }
     if opts.witness {
         let stop = Stop::new(false);
@@ -289,6 +386,8 @@ struct Network {
     steering: Option<Steering>,
     /// The last event held durably (reported to the coordinator): a [`Seq`]'s number.
     held: Arc<AtomicU64>,
+    standing: Arc<Whereabouts>,
+    metrics: Option<SocketAddr>,
 }
 
 enum SessionEnd {
@@ -307,10 +406,19 @@ impl Network {
         };
         runtime.block_on(async {
             let (requests_tx, mut requests) = tokio::sync::mpsc::channel(4);
+            let standing = self.standing.clone();
+            let status: StatusSource = Arc::new(move || standing.status());
+            if let Some(addr) = self.metrics {
+                if let Err(e) = metrics::serve(addr, status.clone(), Arc::new(|| 0)) {
+                    let _ = self.ready.send(Err(format!("cannot serve metrics on {addr}: {e}")));
+                    self.following.stop.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
             if let Some(steering) = &self.steering {
                 let held = Some(session.standing.incarnation);
                 let registered = steering
-                    .register_when_ready(self.dir.path.display().to_string(), held)
+                    .register_when_ready(self.standing.address.clone(), held)
                     .await
                     .map(|g| (g.incarnation, g));
                 match registered {
@@ -324,6 +432,7 @@ impl Network {
                         // The primary must speak for the group's incarnation and epoch.
                         session.standing.incarnation = token;
                         session.standing.epoch = session.standing.epoch.max(g.epoch.0);
+                        self.standing.epoch.store(session.standing.epoch, Ordering::Relaxed);
                         if !self.witness {
                             let held = self.held.clone();
                             steering.report_held(g.epoch, move || (Seq(held.load(Ordering::Relaxed)), Seq::ZERO));
@@ -337,7 +446,7 @@ impl Network {
                     }
                 }
             }
-            let control = control::serve(self.dir.path.clone(), requests_tx);
+            let control = control::serve(self.dir.path.clone(), requests_tx, status);
             tokio::spawn(async move {
                 if let Err(e) = control.await {
                     tracing::warn!("the control socket failed: {e}; `tandem promote` cannot reach this agent");
@@ -439,6 +548,8 @@ impl Network {
     fn handle(&self, request: &ControlRequest, session: &BackupSession, writer: &mut Option<LocalLog>) -> ControlReply {
         match request {
             ControlRequest::Promote => self.promote(session, writer),
+            // Answered by the socket itself.
+            ControlRequest::Status => ControlReply::Report { agent: Box::new(self.standing.status()) },
         }
     }
 
@@ -476,10 +587,19 @@ impl Network {
         send.write_all(&c.digest).await?;
         let _ = send.finish();
         let mut incoming = store.incoming_capture(c).map_err(failed)?;
+        let mut progress = Progress::start("receiving the program's data", 0, c.bytes, Unit::Bytes);
+        let mut received = 0u64;
         loop {
             match recv.read_chunk(1 << 16, true).await {
-                Ok(Some(chunk)) => incoming.push(&chunk.bytes).map_err(failed)?,
-                Ok(None) => break,
+                Ok(Some(chunk)) => {
+                    incoming.push(&chunk.bytes).map_err(failed)?;
+                    received += chunk.bytes.len() as u64;
+                    progress.set(received, c.bytes);
+                }
+                Ok(None) => {
+                    progress.finish();
+                    break;
+                }
                 Err(e) => return Err(NetError::Protocol(format!("receiving the capture {}: {e}", c.name()))),
             }
         }
@@ -537,6 +657,10 @@ impl Network {
             })
         };
         store(session).map_err(|e| NetError::Protocol(e.to_string()))?;
+        // Welcomed: connected until this session ends. (The primary's data stream shows only
+        // once it sends on it.)
+        let _connected = Connected::new(&self.standing.connected);
+        self.standing.epoch.store(session.standing.epoch, Ordering::Relaxed);
         if let Some(c) = launch.as_ref().and_then(|l| l.capture) {
             self.fetch_capture(conn, &c).await?;
         }
@@ -604,6 +728,9 @@ impl Network {
                             let Some(w) = writer.as_mut() else { unreachable!("the log exists once welcomed") };
                             // Kept as it crossed the network: compressed batches stay compressed.
                             w.append(first_seq, count, wall_ns, &events, packed.as_deref()).map_err(io)?;
+                            metrics::agent().batches_received.inc();
+                            let bytes = packed.as_ref().map_or(events.len(), |p| p.len());
+                            metrics::agent().bytes_received.inc_by(bytes as u64);
                             appended = Some(first_seq + count as u64 - 1);
                         }
                         BackupAction::Confirmed { reply, .. } => write_frame(&mut send, &reply).await?,
@@ -668,6 +795,22 @@ async fn wait_for_room(log: &Path, cause: &std::io::Error) {
             tracing::info!("the disk holding {} has room again: resuming", log.display());
             return;
         }
+    }
+}
+
+/// Marks the backup connected for as long as it lives (a session's life).
+struct Connected<'a>(&'a AtomicBool);
+
+impl<'a> Connected<'a> {
+    fn new(flag: &'a AtomicBool) -> Connected<'a> {
+        flag.store(true, Ordering::Relaxed);
+        Connected(flag)
+    }
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
     }
 }
 

@@ -1,8 +1,12 @@
 //! The local control socket of an agent (`STATE_DIR/control.sock`): one JSON request line in
 //! ([`ControlRequest`]), one JSON reply line out ([`ControlReply`]). Scripts use it through
-//! `tandem promote`.
+//! `tandem promote` and `tandem status`. Every agent that runs a program (`tandem primary`,
+//! `tandem backup`) has one; a status request is answered by the socket itself, from the agent's
+//! [`StatusSource`], without interrupting what the agent does.
 
 use crate::error::{Error, Result};
+use crate::metrics::StatusSource;
+use crate::status::AgentStatus;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -18,18 +22,21 @@ const MAX_REQUEST: u64 = 64 << 10;
 pub enum ControlRequest {
     /// Make this backup the primary's successor: stop following, replay what it holds, go live.
     Promote,
+    /// Say where the agent stands: `{"op":"status"}`, answered with a report.
+    Status,
 }
 
 /// The operations an agent knows, as they are spelt on the socket.
-pub const KNOWN_OPS: &[&str] = &["promote"];
+pub const KNOWN_OPS: &[&str] = &["promote", "status"];
 
-/// An agent's answer. On the socket: `{"status":"ok","message":...}` or
-/// `{"status":"error","reason":...}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An agent's answer. On the socket: `{"status":"ok","message":...}`,
+/// `{"status":"error","reason":...}`, or to a status request `{"status":"report","agent":{...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ControlReply {
     Ok { message: String },
     Error { reason: String },
+    Report { agent: Box<AgentStatus> },
 }
 
 impl ControlReply {
@@ -80,10 +87,33 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 /// Sends `request` to the agent owning `state_dir` and returns its message; an error reply
 /// becomes an error carrying the agent's reason.
 pub fn request(state_dir: &Path, request: &ControlRequest) -> Result<String> {
+    match exchange(state_dir, request)? {
+        ControlReply::Ok { message } => Ok(message),
+        ControlReply::Error { reason } => Err(Error::Setup(reason)),
+        ControlReply::Report { .. } => Err(Error::Setup(format!(
+            "the agent on {} answered with a report where a message was due",
+            socket_path(state_dir).display()
+        ))),
+    }
+}
+
+/// Asks the agent owning `state_dir` where it stands.
+pub fn status(state_dir: &Path) -> Result<AgentStatus> {
+    match exchange(state_dir, &ControlRequest::Status)? {
+        ControlReply::Report { agent } => Ok(*agent),
+        ControlReply::Error { reason } => Err(Error::Setup(reason)),
+        ControlReply::Ok { .. } => Err(Error::Setup(format!(
+            "the agent on {} does not report its status; is it an older version of tandem?",
+            socket_path(state_dir).display()
+        ))),
+    }
+}
+
+fn exchange(state_dir: &Path, request: &ControlRequest) -> Result<ControlReply> {
     let path = socket_path(state_dir);
     let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| {
         Error::Setup(format!(
-            "no agent answers on {}: {e} (is `tandem backup` running with this state directory?)",
+            "no agent answers on {}: {e} (is `tandem primary` or `tandem backup` running with this state directory?)",
             path.display()
         ))
     })?;
@@ -98,14 +128,12 @@ pub fn request(state_dir: &Path, request: &ControlRequest) -> Result<String> {
     if reply.trim().is_empty() {
         return Err(Error::Setup(format!("the agent on {} closed without a reply", path.display())));
     }
-    match serde_json::from_str(reply.trim_end()) {
-        Ok(ControlReply::Ok { message }) => Ok(message),
-        Ok(ControlReply::Error { reason }) => Err(Error::Setup(reason)),
-        Err(e) => Err(Error::Setup(format!(
+    serde_json::from_str(reply.trim_end()).map_err(|e| {
+        Error::Setup(format!(
             "the agent on {} answered something that is not a control reply ({e}); is it another version of tandem?",
             path.display()
-        ))),
-    }
+        ))
+    })
 }
 
 /// A request as the agent receives it, and where its reply goes.
@@ -114,9 +142,9 @@ pub struct Request {
     pub reply: oneshot::Sender<ControlReply>,
 }
 
-/// Listens on the state directory's control socket, handing each request to `requests`. Runs
-/// until the receiving side is dropped.
-pub async fn serve(state_dir: PathBuf, requests: mpsc::Sender<Request>) -> std::io::Result<()> {
+/// Listens on the state directory's control socket, answering status requests from `status`
+/// and handing every other request to `requests`. Runs until the receiving side is dropped.
+pub async fn serve(state_dir: PathBuf, requests: mpsc::Sender<Request>, status: StatusSource) -> std::io::Result<()> {
     let path = socket_path(&state_dir);
     // A socket left by an agent that died is in the way; a live agent on the same directory
     // would be a configuration error the state directory's lock reports first.
@@ -125,6 +153,7 @@ pub async fn serve(state_dir: PathBuf, requests: mpsc::Sender<Request>) -> std::
     loop {
         let (stream, _) = listener.accept().await?;
         let requests = requests.clone();
+        let status = status.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -133,6 +162,7 @@ pub async fn serve(state_dir: PathBuf, requests: mpsc::Sender<Request>) -> std::
                 Err(e) => ControlReply::error(format!("cannot read the request: {e}")),
                 Ok(_) => match ControlRequest::parse(line.trim()) {
                     Err(reason) => ControlReply::error(reason),
+                    Ok(ControlRequest::Status) => ControlReply::Report { agent: Box::new(status()) },
                     Ok(request) => ask(&requests, request).await,
                 },
             };
@@ -157,6 +187,7 @@ pub async fn ask(requests: &mpsc::Sender<Request>, request: ControlRequest) -> C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn requests_and_replies_round_trip_as_one_json_line() {
@@ -173,8 +204,12 @@ mod tests {
 
     #[test]
     fn unknown_or_malformed_requests_are_refused_with_a_reason() {
-        let unknown = ControlRequest::parse(r#"{"op":"status"}"#).unwrap_err();
-        assert!(unknown.contains("unknown operation \"status\"") && unknown.contains("promote"), "{unknown}");
+        let unknown = ControlRequest::parse(r#"{"op":"frobnicate"}"#).unwrap_err();
+        assert!(
+            unknown.contains("unknown operation \"frobnicate\"") && unknown.contains("promote, status"),
+            "{unknown}"
+        );
+        assert_eq!(ControlRequest::parse(r#"{"op":"status"}"#), Ok(ControlRequest::Status));
         let text = ControlRequest::parse("promote").unwrap_err();
         assert!(text.contains("not JSON"), "{text}");
         let no_op = ControlRequest::parse(r#"{"do":"promote"}"#).unwrap_err();
@@ -188,9 +223,22 @@ mod tests {
     async fn the_socket_answers_a_bad_request_without_asking_the_agent() {
         let dir = tempfile::tempdir().unwrap();
         let (tx, mut rx) = mpsc::channel(1);
-        tokio::spawn(serve(dir.path().to_path_buf(), tx));
+        let agent = crate::status::AgentStatus {
+            group: "g".into(),
+            member: "b1".into(),
+            role: crate::status::Role::Backup,
+            address: "10.0.0.2".into(),
+            epoch: 1,
+            held: 5,
+            replayed: Some(4),
+            released: None,
+            state: "ok".into(),
+            backups: vec![],
+        };
+        let shown = agent.clone();
+        tokio::spawn(serve(dir.path().to_path_buf(), tx, Arc::new(move || shown.clone())));
         let path = dir.path().to_path_buf();
-        let agent = tokio::spawn(async move {
+        let handler = tokio::spawn(async move {
             let r = rx.recv().await.unwrap();
             assert_eq!(r.request, ControlRequest::Promote);
             let _ = r.reply.send(ControlReply::ok("promoted"));
@@ -201,7 +249,11 @@ mod tests {
         let p = path.clone();
         let said = tokio::task::spawn_blocking(move || request(&p, &ControlRequest::Promote)).await.unwrap();
         assert_eq!(said.unwrap(), "promoted");
-        agent.await.unwrap();
+        handler.await.unwrap();
+        // A status request is answered without the agent's loop.
+        let p = path.clone();
+        let told = tokio::task::spawn_blocking(move || status(&p)).await.unwrap().unwrap();
+        assert_eq!(told, agent);
         let raw = tokio::task::spawn_blocking(move || {
             let mut s = std::os::unix::net::UnixStream::connect(socket_path(&path)).unwrap();
             s.write_all(b"{\"op\":\"frobnicate\"}\n").unwrap();

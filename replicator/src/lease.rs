@@ -197,6 +197,10 @@ pub fn keep(steering: &Steering, epoch: Epoch, fence: Arc<Fence>) {
                     Renewal::Failed
                 }
             };
+            match outcome {
+                Renewal::Confirmed { .. } => crate::metrics::agent().lease_renewals.inc(),
+                _ => crate::metrics::agent().lease_failures.inc(),
+            };
             if let Some(why) = clock.judge(sent, outcome, Instant::now()) {
                 fence.shut(&why);
                 return;

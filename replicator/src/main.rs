@@ -231,6 +231,35 @@ enum Command {
         #[arg(long, requires = "group")]
         name: Option<String>,
     },
+    /// Show each group's members: role, epoch, what each holds, how far each lags (events,
+    /// bytes, time), when each last reported, the primary's lease, a catching-up backup's
+    /// progress. From the coordinator with --coordinator; else from the agents on this host
+    /// (their control sockets: every agent under the default state home, or those named with
+    /// --state-dir).
+    #[command(after_help = exit_statuses!("0    shown"))]
+    Status {
+        /// The coordinator's members (ADDR,ADDR,...; https://ADDR for TLS, with --certs and --name).
+        #[arg(long, value_delimiter = ',', value_name = "ADDR,...")]
+        coordinator: Option<Vec<String>>,
+        /// Only this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// A local agent's state directory (repeat for several): ask its control socket.
+        #[arg(long = "state-dir", value_name = "DIR")]
+        state_dirs: Vec<PathBuf>,
+        /// The cluster's certificates, to reach a coordinator over TLS.
+        #[arg(long, requires = "name", value_name = "DIR")]
+        certs: Option<PathBuf>,
+        /// This host's certificate name in --certs.
+        #[arg(long, requires = "certs")]
+        name: Option<String>,
+        /// One JSON object ({"groups": [...]}) instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Show it again every DURATION (1s when no duration is given) until interrupted.
+        #[arg(long, value_parser = parse_duration, num_args = 0..=1, default_missing_value = "1s", value_name = "DURATION")]
+        watch: Option<Duration>,
+    },
     /// Run a coordinator member: the authority on each group's primary, epoch and incarnation,
     /// serving an HTTP/JSON API. Alone (the default) it is the whole coordinator; with --peers it
     /// is one member of a Raft cluster of 3 or 5.
@@ -370,6 +399,10 @@ struct MemberArgs {
     /// with its output held for good, instead of stopping it.
     #[arg(long)]
     keep_fenced: bool,
+    /// Serve Prometheus metrics (/metrics) and health (/health, /ready) over HTTP here:
+    /// HOST:PORT, e.g. 127.0.0.1:9400.
+    #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT")]
+    metrics: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -543,6 +576,7 @@ fn run(cli: Cli) -> Result<u8> {
                 coordinator: member.coordinator,
                 data: data.choice(),
                 keep_fenced: member.keep_fenced,
+                metrics: member.metrics,
             };
             let rec = replicator::primary::run(launch, &opts)?;
             Ok(rec.exit_code.clamp(0, 255) as u8)
@@ -567,6 +601,7 @@ fn run(cli: Cli) -> Result<u8> {
                 witness,
                 coordinator: member.coordinator,
                 keep_fenced: member.keep_fenced,
+                metrics: member.metrics,
             };
             let outcome = replicator::backup::run(&opts)?;
             match outcome {
@@ -584,6 +619,11 @@ fn run(cli: Cli) -> Result<u8> {
                 _ => return Err(Error::Setup("name the backup: --state-dir DIR, or --group G --name N".into())),
             };
             println!("{}", replicator::control::request(&state_dir, &replicator::control::ControlRequest::Promote)?);
+            Ok(0)
+        }
+        Command::Status { coordinator, group, state_dirs, certs, name, json, watch } => {
+            let survey = replicator::survey::Survey { coordinator, group, state_dirs, identity: certs.zip(name) };
+            show_status(&survey, json, watch)?;
             Ok(0)
         }
         Command::Certs { command: CertsCommand::Init { certs } } => {
@@ -680,6 +720,32 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Log { command: LogCommand::Stats { file, json } } => {
             show::stats(&file, json, &mut std::io::stdout().lock())?;
             Ok(0)
+        }
+    }
+}
+
+/// Prints the groups' status once, or again every `watch` (a terminal's screen redrawn).
+fn show_status(survey: &replicator::survey::Survey, json: bool, watch: Option<Duration>) -> Result<()> {
+    use std::io::{IsTerminal, Write};
+    let redraw = watch.is_some() && !json && std::io::stdout().is_terminal();
+    loop {
+        let groups = survey.take()?;
+        let text = if json {
+            let mut line = serde_json::json!({ "groups": groups }).to_string();
+            line.push('\n');
+            line
+        } else {
+            replicator::status::render(&groups)
+        };
+        let mut out = std::io::stdout().lock();
+        if redraw {
+            // Home and clear: the table is drawn over the last one.
+            out.write_all(b"\x1b[H\x1b[2J").map_err(Error::io("cannot write the status"))?;
+        }
+        out.write_all(text.as_bytes()).and_then(|_| out.flush()).map_err(Error::io("cannot write the status"))?;
+        match watch {
+            Some(every) => std::thread::sleep(every),
+            None => return Ok(()),
         }
     }
 }

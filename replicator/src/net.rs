@@ -177,6 +177,16 @@ pub async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<
     Ok(())
 }
 
+/// This host's address on the way to `peer` (the interface a packet to it would leave by): what
+/// a backup, which listens nowhere, is known by. Nothing is sent.
+pub fn local_address_towards(peer: SocketAddr) -> Option<std::net::IpAddr> {
+    let any: SocketAddr =
+        if peer.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(peer).ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

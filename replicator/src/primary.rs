@@ -9,13 +9,17 @@
 
 use crate::capture;
 use crate::certs::Identity;
+use crate::control;
 use crate::error::{Error, Result};
 use crate::launch::Launch;
 use crate::lease::{self, Fence, Fenced};
 use crate::lifetime::Stop;
+use crate::metrics::{self, backup_label};
 use crate::net::{self, read_frame, write_frame};
+use crate::progress::{Progress, Unit};
 use crate::recorder::{self, Recording, Tap};
 use crate::statedir::{random, Membership, StateDir};
+use crate::status::{AgentStatus, Link, Role};
 use crate::steer::Steering;
 use crate::wire::frame::{Body, Frame};
 use crate::wire::session::{group_ack, AckLevel, PrimarySession, SessionError, Standing};
@@ -37,6 +41,10 @@ const MEMORY_BYTES: usize = 256 << 20;
 const READ_AHEAD: usize = 8;
 /// How long the primary waits, after the program ends, for connected backups to hold all of it.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A backup further behind than this is catching up: its progress is shown.
+const CATCH_UP_EVENTS: u64 = 100_000;
+/// Recorded batches whose release is timed, at most (the oldest are forgotten beyond).
+const TIMED_BATCHES: usize = 100_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputMode {
@@ -68,6 +76,8 @@ pub struct PrimaryOptions {
     pub data: capture::DataChoice,
     /// Once fenced, keep the program running, its output held, instead of stopping it.
     pub keep_fenced: bool,
+    /// Where to serve metrics and health over HTTP.
+    pub metrics: Option<SocketAddr>,
 }
 
 struct WireBatch {
@@ -106,6 +116,28 @@ struct HubState {
     /// session holding the handle. A backup that reconnects before this side has seen its old
     /// connection die has two sessions for a while: only the newer one counts.
     acked: BTreeMap<u128, (u64, Seq)>,
+    /// Who each connected backup is, by resume handle.
+    links: BTreeMap<u128, LinkInfo>,
+    /// Recorded batches not yet released: their last event and when they were written.
+    unreleased: VecDeque<(Seq, std::time::Instant)>,
+}
+
+struct LinkInfo {
+    member: String,
+    address: String,
+    last_ack: std::time::Instant,
+}
+
+/// What a backup at `acked` lacks of the batches in memory: their bytes, and the age of the
+/// oldest (`now_ns` and the batches' times in nanoseconds since the epoch).
+fn lag_behind<'a>(memory: impl Iterator<Item = &'a WireBatch>, acked: Seq, now_ns: u64) -> (u64, f64) {
+    let mut bytes = 0u64;
+    let mut oldest = None;
+    for b in memory.filter(|b| b.last() > acked) {
+        bytes += b.body.len() as u64;
+        oldest.get_or_insert(b.wall_ns);
+    }
+    (bytes, oldest.map_or(0.0, |t| now_ns.saturating_sub(t) as f64 / 1e9))
 }
 
 impl HubState {
@@ -136,6 +168,9 @@ impl HubState {
 /// The primary's side of every session.
 pub struct Hub {
     group: String,
+    member: String,
+    /// The address backups reach this primary at.
+    address: String,
     standing: Standing,
     launch: LaunchRecord,
     /// The store holding the capture the launch names.
@@ -176,11 +211,19 @@ impl Hub {
             if let Some(region) = self.fence.region() {
                 region.region().release_outputs(point);
             }
-            self.released.send_if_modified(|r| {
+            let moved = self.released.send_if_modified(|r| {
                 let moved = point > *r;
                 *r = (*r).max(point);
                 moved
             });
+            if moved {
+                let mut st = self.state();
+                while st.unreleased.front().is_some_and(|&(last, _)| last <= point) {
+                    if let Some((_, at)) = st.unreleased.pop_front() {
+                        metrics::agent().output_wait.observe(at.elapsed().as_secs_f64());
+                    }
+                }
+            }
         }
     }
 
@@ -202,6 +245,54 @@ impl Hub {
     fn oldest_in_memory(&self) -> Option<Seq> {
         self.state().memory.front().map(|b| b.first_seq)
     }
+
+    /// This agent's account of itself and of its backups.
+    fn status(&self) -> AgentStatus {
+        let written = *self.written.borrow();
+        let now_ns = crate::recorder::now_ns();
+        let st = self.state();
+        let backups = st
+            .acked
+            .iter()
+            .filter_map(|(handle, &(_, acked))| {
+                let info = st.links.get(handle)?;
+                let (lag_bytes, lag_seconds) = lag_behind(st.memory.iter().map(|b| &**b), acked, now_ns);
+                Some(Link {
+                    member: info.member.clone(),
+                    address: info.address.clone(),
+                    acked: acked.0,
+                    lag_events: written.saturating_since(acked),
+                    lag_bytes,
+                    lag_seconds,
+                    last_ack_seconds: info.last_ack.elapsed().as_secs_f64(),
+                })
+            })
+            .collect();
+        let state = if self.fence.is_shut() {
+            "fenced"
+        } else if self.ended.borrow().is_some() {
+            "ended"
+        } else {
+            "ok"
+        };
+        AgentStatus {
+            group: self.group.clone(),
+            member: self.member.clone(),
+            role: Role::Primary,
+            address: self.address.clone(),
+            epoch: self.standing.epoch,
+            held: written.0,
+            replayed: None,
+            released: Some(self.released.borrow().0),
+            state: state.into(),
+            backups,
+        }
+    }
+
+    /// How many of the program's outputs are held now.
+    fn held_outputs(&self) -> u64 {
+        self.fence.region().map_or(0, |r| r.region().held_outputs())
+    }
 }
 
 impl Tap for Hub {
@@ -221,7 +312,14 @@ impl Tap for Hub {
                     st.memory_bytes -= b.body.len();
                 }
             }
+            if self.mode == OutputMode::Sync {
+                st.unreleased.push_back((first_seq + count as u64 - 1, std::time::Instant::now()));
+                if st.unreleased.len() > TIMED_BATCHES {
+                    st.unreleased.pop_front();
+                }
+            }
         }
+        metrics::agent().events_recorded.inc_by(count.into());
         self.written.send_replace(first_seq + count as u64 - 1);
         // Outputs wait for events that exist now; a release point capped at the old end can move.
         self.update_release();
@@ -295,6 +393,8 @@ pub fn run(mut launch: Launch, opts: &PrimaryOptions) -> Result<Recording> {
     let (sessions, _) = watch::channel(0);
     let hub = Arc::new(Hub {
         group: opts.group.clone(),
+        member: opts.name.clone(),
+        address: opts.listen.to_string(),
         standing: Standing { incarnation: membership.incarnation, epoch: membership.epoch },
         launch: launch.record(),
         captures: dir.captures_path(),
@@ -318,6 +418,7 @@ pub fn run(mut launch: Launch, opts: &PrimaryOptions) -> Result<Recording> {
         steering.report(epoch, move || (*h.written.borrow(), *h.released.borrow()));
         lease::keep(steering, epoch, hub.fence.clone());
     }
+    serve_status(&runtime, &hub, &dir.path, opts.metrics)?;
     let endpoint = runtime.block_on(async { net::server(&identity, opts.listen) })?;
     tracing::info!(group = %opts.group, listen = %opts.listen, incarnation = %membership.incarnation, "serving backups");
     runtime.spawn(accept_loop(endpoint.clone(), hub.clone()));
@@ -398,6 +499,38 @@ async fn report_held_output(hub: Arc<Hub>, min_backups: usize) {
     }
 }
 
+/// The control socket (status requests; a primary cannot be promoted) and, if asked for, the
+/// metrics endpoint.
+fn serve_status(
+    runtime: &tokio::runtime::Runtime,
+    hub: &Arc<Hub>,
+    state_dir: &std::path::Path,
+    metrics_at: Option<SocketAddr>,
+) -> Result<()> {
+    let _guard = runtime.enter();
+    let h = hub.clone();
+    let status: metrics::StatusSource = Arc::new(move || h.status());
+    if let Some(addr) = metrics_at {
+        let h = hub.clone();
+        metrics::serve(addr, status.clone(), Arc::new(move || h.held_outputs()))
+            .map_err(Error::io(format!("cannot serve metrics on {addr}")))?;
+    }
+    let (requests, mut asked) = mpsc::channel::<control::Request>(4);
+    runtime.spawn(async move {
+        while let Some(r) = asked.recv().await {
+            let _ =
+                r.reply.send(control::ControlReply::error("this agent is the primary; only a backup can be promoted"));
+        }
+    });
+    let control = control::serve(state_dir.to_path_buf(), requests, status);
+    runtime.spawn(async move {
+        if let Err(e) = control.await {
+            tracing::warn!("the control socket failed: {e}; `tandem status` cannot reach this agent");
+        }
+    });
+    Ok(())
+}
+
 async fn accept_loop(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
     while let Some(incoming) = endpoint.accept().await {
         let hub = hub.clone();
@@ -446,7 +579,16 @@ async fn serve(conn: &quinn::Connection, hub: &Arc<Hub>, who: &str) -> std::resu
     let handle = session.handle;
     let number = hub.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(member = %who, handle = format!("{handle:032x}"), from = %session.next_to_send, "backup connected");
-    hub.state().set_acked(handle, number, Some(session.holds(hub.ack)), &hub.sessions);
+    {
+        let mut st = hub.state();
+        st.set_acked(handle, number, Some(session.holds(hub.ack)), &hub.sessions);
+        let info = LinkInfo {
+            member: who.to_string(),
+            address: conn.remote_address().to_string(),
+            last_ack: std::time::Instant::now(),
+        };
+        st.links.insert(handle, info);
+    }
     write_frame(&mut ctl_send, &welcome).await?;
     let session = Arc::new(Mutex::new(session));
     let captures = tokio::spawn(send_captures(conn.clone(), hub.clone()));
@@ -517,7 +659,14 @@ async fn receive_acks(
                     })?;
                     (s.handle, s.holds(hub.ack))
                 };
-                hub.state().set_acked(handle, number, Some(acked), &hub.sessions);
+                {
+                    let mut st = hub.state();
+                    st.set_acked(handle, number, Some(acked), &hub.sessions);
+                    if let Some(info) = st.links.get_mut(&handle) {
+                        info.last_ack = std::time::Instant::now();
+                        metrics::agent().acks.get_or_create(&backup_label(&info.member)).inc();
+                    }
+                }
                 hub.update_release();
             }
             changed = released.changed() => {
@@ -543,9 +692,23 @@ async fn send_events(
     let mut written = hub.written.subscribe();
     let mut ended = hub.ended.subscribe();
     let mut cursor = None;
+    let member = lock(&session).member.clone();
+    let mut catching_up: Option<Progress> = None;
     loop {
         let next = lock(&session).next_to_send;
         let upto = *written.borrow_and_update();
+        let behind = upto.saturating_since(next);
+        if let Some(p) = catching_up.as_mut() {
+            p.set(next.0.saturating_sub(1), upto.0);
+        }
+        if next > upto {
+            if let Some(p) = catching_up.take() {
+                p.finish();
+            }
+        } else if catching_up.is_none() && behind > CATCH_UP_EVENTS {
+            let what = format!("catching up {member}");
+            catching_up = Some(Progress::start(&what, next.0.saturating_sub(1), upto.0, Unit::Events));
+        }
         if next <= upto {
             match hub.batch_in_memory(next) {
                 Some(b) => send_batch(&mut data, &hub, &session, &b).await?,
@@ -593,9 +756,18 @@ async fn send_batch(
     } else {
         b.packed(hub.compress)
     };
-    let frame = lock(session).data(b.first_seq, b.count, b.wall_ns, &b.body, packed);
+    let (frame, member) = {
+        let mut s = lock(session);
+        (s.data(b.first_seq, b.count, b.wall_ns, &b.body, packed), s.member.clone())
+    };
     match frame {
-        Some(f) => write_frame(data, &f).await,
+        Some(f) => {
+            let label = backup_label(&member);
+            metrics::agent().batches_sent.get_or_create(&label).inc();
+            let bytes = packed.map_or(b.body.len(), |p| p.len());
+            metrics::agent().bytes_sent.get_or_create(&label).inc_by(bytes as u64);
+            write_frame(data, &f).await
+        }
         None => Ok(()),
     }
 }
@@ -658,6 +830,14 @@ fn read_back(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backup_lags_by_the_bytes_and_the_age_of_what_it_has_not_acknowledged() {
+        let batch = |first, wall_ns| WireBatch::new(Seq(first), 10, wall_ns, Bytes::from(vec![0u8; 100]));
+        let memory = [batch(1, 1_000_000_000), batch(11, 2_000_000_000), batch(21, 3_000_000_000)];
+        assert_eq!(lag_behind(memory.iter(), Seq(10), 4_500_000_000), (200, 2.5));
+        assert_eq!(lag_behind(memory.iter(), Seq(30), 4_500_000_000), (0, 0.0));
+    }
 
     #[test]
     fn a_backup_back_before_its_old_session_ended_is_counted_once_and_stays_counted() {

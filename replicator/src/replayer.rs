@@ -60,6 +60,8 @@ pub struct Following {
     /// Why the backup cannot go on (its certificate refused, say): the replay stops the program
     /// and fails with it.
     pub fatal: Arc<std::sync::OnceLock<String>>,
+    /// The last event the program has replayed (for the agent's status).
+    pub replayed: Arc<AtomicU64>,
 }
 
 /// The log file, read no further than `end` when one is given.
@@ -183,6 +185,18 @@ impl Feeder {
     }
 }
 
+/// A log at least this long shows the progress of its replay.
+const LONG_LOG: u64 = 64 << 20;
+
+/// The progress of reading a long log into the feed (`tandem replay`; a backup shows its own).
+fn long_log_progress(opts: &ReplayOptions) -> Option<(crate::progress::Progress, u64)> {
+    let total = std::fs::metadata(&opts.log).map(|m| m.len()).ok().filter(|&n| n >= LONG_LOG)?;
+    let what = format!("replaying {}", opts.log.display());
+    opts.follow
+        .is_none()
+        .then(|| (crate::progress::Progress::start(&what, 0, total, crate::progress::Unit::Bytes), total))
+}
+
 pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
     let file = std::fs::File::open(&opts.log).map_err(Error::io(opts.log.display().to_string()))?;
     let input = LogInput { file, pos: 0, end: opts.follow.as_ref().map(|f| f.written.clone()) };
@@ -262,6 +276,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
     let mut gone_since: Option<Instant> = None;
     let mut last_reap = Instant::now();
     let mut last = (feed.delivered(), Instant::now());
+    let mut progress = long_log_progress(opts);
     loop {
         let seen = region.header().doorbell.load(Ordering::Acquire);
         if let Some(why) = opts.follow.as_ref().and_then(|f| f.fatal.get()) {
@@ -291,6 +306,17 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
         if let Err(e) = feeder.pump(&feed) {
             stop_all(&mut exit_code);
             return Err(e);
+        }
+        if let Some(follow) = &opts.follow {
+            follow.replayed.store(feed.delivered().0, Ordering::Relaxed);
+        }
+        if let Some((p, total)) = progress.as_mut() {
+            p.set(feeder.reader.offset().min(*total), *total);
+            if feeder.done {
+                if let Some((p, _)) = progress.take() {
+                    p.finish();
+                }
+            }
         }
         if let Some((seq, report)) = feed.take_report() {
             stop_all(&mut exit_code);

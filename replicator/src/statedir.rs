@@ -34,14 +34,18 @@ pub fn create_private_file(path: &Path) -> std::io::Result<fs::File> {
 /// `$XDG_STATE_HOME/tandem`, `~/.local/state/tandem`, or `/var/lib/tandem` for root. Never inside
 /// the working directory, which is the program's data by default.
 pub fn default_for(group: &str, name: &str) -> PathBuf {
+    state_home().join(group).join(name)
+}
+
+/// Where members' state directories are by default (each GROUP/NAME below it).
+pub fn state_home() -> PathBuf {
     let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let base = var("TANDEM_STATE_HOME")
+    var("TANDEM_STATE_HOME")
         .or_else(|| var("XDG_STATE_HOME").map(|x| x.join("tandem")))
         .or_else(|| {
             (!nix::unistd::geteuid().is_root()).then(|| var("HOME")).flatten().map(|h| h.join(".local/state/tandem"))
         })
-        .unwrap_or_else(|| PathBuf::from("/var/lib/tandem"));
-    base.join(group).join(name)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/tandem"))
 }
 
 pub struct StateDir {

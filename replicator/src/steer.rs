@@ -17,6 +17,9 @@ use tokio::sync::mpsc;
 
 /// How often an agent reports its position.
 pub const REPORT_EVERY: Duration = Duration::from_millis(100);
+/// How often an agent reports a position that has not moved: the coordinator's view of when
+/// each member last reported tells a quiet member from a stopped one.
+pub const REPORT_UNCHANGED_EVERY: Duration = Duration::from_secs(1);
 /// How often a backup looks at its group.
 pub const WATCH_EVERY: Duration = Duration::from_millis(50);
 
@@ -112,10 +115,11 @@ impl Steering {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(REPORT_EVERY);
             let mut last = (Seq(u64::MAX), Seq(u64::MAX));
+            let mut last_sent = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
                 let now = position();
-                if now == last {
+                if now == last && last_sent.elapsed() < REPORT_UNCHANGED_EVERY {
                     continue;
                 }
                 let report = Request::Report {
@@ -127,7 +131,7 @@ impl Steering {
                     diverged: false,
                 };
                 match me.client.write(report).await {
-                    Ok(_) => last = now,
+                    Ok(_) => (last, last_sent) = (now, tokio::time::Instant::now()),
                     Err(ClientError::Refused(Refusal::StaleEpoch { current, .. }))
                         if follow_epochs && current > epoch =>
                     {
@@ -163,6 +167,13 @@ impl Steering {
                 }
                 ControlReply::Error { reason } => {
                     tracing::error!(epoch = new_epoch.0, "the coordinator named this member primary, but: {reason}");
+                    return;
+                }
+                ControlReply::Report { .. } => {
+                    tracing::error!(
+                        epoch = new_epoch.0,
+                        "the coordinator named this member primary, but the agent answered with a report"
+                    );
                     return;
                 }
             }

@@ -60,7 +60,7 @@ fn a_misspelled_flag_is_refused_with_a_suggestion_on_every_command() {
     command_tree(Vec::new(), &mut tree);
     let names: Vec<String> = tree.iter().map(|n| n.path.join(" ")).collect();
     for expected in
-        ["record", "replay", "primary", "backup", "promote", "coordinator reinit", "log show", "certs issue"]
+        ["record", "replay", "primary", "backup", "promote", "status", "coordinator reinit", "log show", "certs issue"]
     {
         assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }

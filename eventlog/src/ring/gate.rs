@@ -57,6 +57,11 @@ impl Region {
         }
     }
 
+    /// How many of the program's threads wait at the gate with an output held now.
+    pub fn held_outputs(&self) -> u64 {
+        self.header().gate_waiters.load(Ordering::Relaxed).into()
+    }
+
     /// The agent: outputs depending on events up to `seq` may leave.
     pub fn release_outputs(&self, seq: Seq) {
         let (h, seq) = (self.header(), seq.0);
