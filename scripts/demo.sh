@@ -60,7 +60,9 @@ echo "== a last acknowledged write: SET demo:last-write \"$(date -u +%T)\""
 redis-cli -p "$port" set demo:last-write "$(date -u +%T)"
 primary_digest=$(redis-cli -p "$port" debug digest)
 echo "   primary's DEBUG DIGEST: $primary_digest"
-echo "   the coordinator's view: $(curl -s "$coordinator/v1/groups/demo")"
+echo "== tandem status: the group as the coordinator and the agents on this host see it"
+"$tandem" status --coordinator "$coordinator" --group demo --state-dir "$work/primary-state" \
+    --state-dir "$work/backup-state" | sed 's/^/   /'
 
 echo "== the primary's host dies (SIGKILL to its agent and to redis-server, pid $primary_pid)"
 kill -KILL "$agent" "$keeper" "$primary_pid"
@@ -72,7 +74,7 @@ echo
 echo "== the lease lapses; the coordinator promotes the backup, which replays what it holds and goes live"
 wait_ping
 echo "   the backup answers on port $port $(( ($(date +%s%N) - start) / 1000000 )) ms after the kill"
-echo "   the coordinator's view: $(curl -s "$coordinator/v1/groups/demo")"
+"$tandem" status --coordinator "$coordinator" --group demo --state-dir "$work/backup-state" | sed 's/^/   /'
 # The program shares the agent's stderr (a file here): the agent's notes are in its state directory.
 grep -h "named this member primary" "$work/backup-state/agent.log" | sed 's/^/   backup: /' | cut -c1-160
 backup_digest=$(redis-cli -p "$port" debug digest)

@@ -96,7 +96,12 @@ impl Whereabouts {
         AgentStatus {
             group: self.group.clone(),
             member: self.member.clone(),
-            role: if self.witness { Role::Witness } else { Role::Backup },
+            role: match (self.witness, state) {
+                (true, _) => Role::Witness,
+                // Promoted: its program serves as the group's primary.
+                (false, "live") => Role::Primary,
+                (false, _) => Role::Backup,
+            },
             address: self.address.clone(),
             epoch: self.epoch.load(Ordering::Relaxed),
             held,
