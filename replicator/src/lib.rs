@@ -17,6 +17,7 @@ pub mod lifetime;
 pub mod metrics;
 pub mod net;
 pub mod notes;
+pub mod outside;
 pub mod primary;
 pub mod progress;
 pub mod recorder;

@@ -123,6 +123,8 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
     let forwarder = watch_signals(signals, Some(top), opts.stop.clone());
 
     let mut merger = Merger::new(region);
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let mut outside = crate::outside::OutsideWrites::new(&launch.data, cwd);
     let mut sink = Sink { writer, batch: Vec::with_capacity(2 * BATCH_BYTES), events: 0, tap: opts.tap.clone() };
     let write_err = |e| Error::Io { what: out_name(), source: e };
     let mut exit_code = None;
@@ -149,6 +151,12 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
             }
         }
         let n = merger.drain(&mut sink.batch, BATCH_BYTES);
+        for path in outside.scan(&sink.batch) {
+            crate::notes::line(&format!(
+                "tandem: warning: the program writes {} outside its data: a backup's program does not find it there when it takes over (name its directory with --data to replicate it)",
+                path.display()
+            ));
+        }
         sink.flush_batch(n).map_err(write_err)?;
         if n > 0 {
             continue;

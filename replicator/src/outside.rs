@@ -1,0 +1,126 @@
+//! Files the program writes outside its replicated data, named once each while it is recorded.
+//!
+//! A backup's program starts from the capture of the data directories and writes everything else
+//! into a view of its own (`/tmp` private and empty, the rest its host's files): what the primary's
+//! program wrote to `/var/log/...` or `/tmp` is not there when a backup takes over. The recorder
+//! follows, per process, which descriptors were opened on which paths and names a path the first
+//! time the program writes through it, so the user can add its directory with `--data`.
+
+use eventlog::record::Event;
+use eventlog::{Call, FdKind};
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// `openat`'s "relative to the working directory".
+const AT_FDCWD: i32 = -100;
+
+pub struct OutsideWrites {
+    data: Vec<PathBuf>,
+    cwd: PathBuf,
+    /// Descriptors open on paths outside the data, by logical pid and number.
+    open: HashMap<(u32, i32), PathBuf>,
+    named: HashSet<PathBuf>,
+}
+
+impl OutsideWrites {
+    /// For a program started in `cwd` whose data directories are `data`.
+    pub fn new(data: &[PathBuf], cwd: PathBuf) -> OutsideWrites {
+        OutsideWrites { data: data.to_vec(), cwd, open: HashMap::new(), named: HashSet::new() }
+    }
+
+    /// Follows one batch of events; the paths outside the data written to for the first time.
+    pub fn scan(&mut self, mut events: &[u8]) -> Vec<PathBuf> {
+        let mut first_writes = Vec::new();
+        while let Ok((e, rest)) = Event::parse(events) {
+            events = rest;
+            let h = &e.header;
+            let key = (h.pid.0, h.fd);
+            match h.call() {
+                Some(Call::Open | Call::Openat | Call::Creat | Call::Fopen) if h.result >= 0 => {
+                    let relative_to_cwd = h.call() != Some(Call::Openat) || h.aux[1] as i32 == AT_FDCWD;
+                    let path = Path::new(OsStr::from_bytes(e.payload));
+                    let path = match (path.is_absolute(), relative_to_cwd) {
+                        (true, _) => path.to_path_buf(),
+                        (false, true) => self.cwd.join(path),
+                        (false, false) => continue,
+                    };
+                    let fd = (h.pid.0, h.result as i32);
+                    if self.is_outside(&path) {
+                        self.open.insert(fd, path);
+                    } else {
+                        self.open.remove(&fd);
+                    }
+                }
+                Some(Call::Dup | Call::Dup2 | Call::Dup3) if h.result >= 0 => {
+                    // The new descriptor is the old one's file (a shell's `> file`).
+                    let to = (h.pid.0, h.result as i32);
+                    match self.open.get(&key).cloned() {
+                        Some(path) => self.open.insert(to, path),
+                        None => self.open.remove(&to),
+                    };
+                }
+                Some(Call::Close | Call::Fclose) => {
+                    self.open.remove(&key);
+                }
+                Some(Call::Write | Call::Writev | Call::Pwrite) if h.fd_kind() == FdKind::File => {
+                    if let Some(path) = self.open.get(&key) {
+                        if self.named.insert(path.clone()) {
+                            first_writes.push(path.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        first_writes
+    }
+
+    fn is_outside(&self, path: &Path) -> bool {
+        let system = ["/dev", "/proc", "/sys"].iter().any(|d| path.starts_with(d));
+        !system && !self.data.iter().any(|d| path.starts_with(d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventlog::record::{encode_into, EventHeader};
+    use eventlog::{LogicalPid, Seq};
+
+    fn event(out: &mut Vec<u8>, pid: u32, call: Call, fd: i32, result: i64, kind: FdKind, path: &str) {
+        let h = EventHeader {
+            pid: LogicalPid(pid),
+            fd,
+            result,
+            flags: kind as u16,
+            payload_len: path.len() as u32,
+            ..EventHeader::new(Seq(1), call)
+        };
+        encode_into(out, &h, path.as_bytes());
+    }
+
+    #[test]
+    fn a_write_outside_the_data_is_named_once_and_one_inside_never() {
+        let mut w = OutsideWrites::new(&[PathBuf::from("/srv/app")], PathBuf::from("/srv/app"));
+        let mut b = Vec::new();
+        event(&mut b, 1, Call::Open, -1, 5, FdKind::File, "/var/log/app.log");
+        event(&mut b, 1, Call::Fopen, -1, 6, FdKind::File, "state/db");
+        event(&mut b, 1, Call::Open, -1, 7, FdKind::File, "/tmp/scratch");
+        event(&mut b, 1, Call::Write, 5, 10, FdKind::File, "");
+        event(&mut b, 1, Call::Write, 5, 10, FdKind::File, "");
+        event(&mut b, 1, Call::Write, 6, 10, FdKind::File, "");
+        event(&mut b, 2, Call::Write, 7, 10, FdKind::File, "");
+        assert_eq!(w.scan(&b), vec![PathBuf::from("/var/log/app.log")], "pid 2 never opened its 7");
+        let mut b = Vec::new();
+        event(&mut b, 1, Call::Write, 7, 10, FdKind::File, "");
+        event(&mut b, 1, Call::Close, 7, 0, FdKind::File, "");
+        event(&mut b, 1, Call::Write, 7, 10, FdKind::File, "");
+        event(&mut b, 1, Call::Write, 5, 10, FdKind::File, "");
+        event(&mut b, 1, Call::Open, -1, 3, FdKind::File, "/etc/app.conf");
+        event(&mut b, 1, Call::Dup2, 3, 1, FdKind::File, "");
+        event(&mut b, 1, Call::Write, 1, 10, FdKind::File, "");
+        assert_eq!(w.scan(&b), vec![PathBuf::from("/tmp/scratch"), PathBuf::from("/etc/app.conf")]);
+    }
+}
