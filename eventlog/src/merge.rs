@@ -28,13 +28,19 @@ struct Cursor {
 
 impl Merger {
     pub fn new(region: Region) -> Merger {
+        Merger::from_seq(region, Seq::FIRST)
+    }
+
+    /// A merger whose first event is `first` (a backup's program recording on where its log
+    /// ends).
+    pub fn from_seq(region: Region, first: Seq) -> Merger {
         let cursors = (0..region.geometry().ring_count)
             .map(|i| {
                 let v = region.slot_view(i);
                 Cursor { head: v.head, tail: v.head }
             })
             .collect();
-        Merger { region, next_seq: Seq::FIRST, cursors, live: Vec::new(), last: None }
+        Merger { region, next_seq: first, cursors, live: Vec::new(), last: None }
     }
 
     /// The sequence number the merge is waiting for.

@@ -467,8 +467,9 @@ pub fn forget_binding(fd: c_int) {
 /// 0: replaying; 1: this process is switching to live; 2: live.
 static LIVE: AtomicU32 = AtomicU32::new(0);
 
-/// The log is exhausted: bind and listen where the primary did, give the program its own signal
-/// handlers back, and run everything for real from here on. Once per process; other threads
+/// The log is exhausted: bind and listen where the primary did, and run everything for real from
+/// here on: recorded, if the agent serves backups as the group's new primary, or else with the
+/// program's own signal handlers back. Once per process; other threads
 /// wait until it is done.
 pub fn go_live() {
     if LIVE.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
@@ -503,8 +504,14 @@ pub fn go_live() {
         }
         fdtable::set_kind(fd, if backlog >= 0 { FdKind::Listener } else { FdKind::Socket });
     }
-    crate::signals::unwrap_all();
-    state::MODE.store(state::MODE_LIVE, Ordering::Release);
+    if state::region().is_some_and(|r| r.records_after_replay()) {
+        // The group's primary now: every call from here is recorded, numbered on from the log's
+        // end, and signals keep being taken at call boundaries, as on any primary.
+        state::MODE.store(state::MODE_RECORD, Ordering::Release);
+    } else {
+        crate::signals::unwrap_all();
+        state::MODE.store(state::MODE_LIVE, Ordering::Release);
+    }
     LIVE.store(2, Ordering::Release);
 }
 

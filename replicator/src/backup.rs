@@ -14,17 +14,19 @@ use crate::error::{Error, Result};
 use crate::lifetime::{catch_signals, watch_signals, Stop};
 use crate::metrics::{self, StatusSource};
 use crate::net::{self, read_frame, write_frame, NetError};
+use crate::primary::{self, Hub, HubPlan, OutputMode};
 use crate::progress::{Progress, Unit};
 use crate::recorder::now_ns;
-use crate::replayer::{self, Following, Outcome, ReplayOptions, ViewPlace};
+use crate::recorder::Tap;
+use crate::replayer::{self, Following, Outcome, Promotion, ReplayOptions, TakeOverTo, ViewPlace};
 use crate::runway::Runway;
 use crate::statedir::{random, Membership, StateDir};
 use crate::status::{AgentStatus, Role};
 use crate::steer::Steering;
 use crate::wire::frame::Body;
-use crate::wire::session::{BackupAction, BackupSession, SessionError, Standing};
-use eventlog::logfile::{holds_batch_header, CaptureRef, LogError, LogReader, LogWriter};
-use eventlog::ring::Geometry;
+use crate::wire::session::{AckLevel, BackupAction, BackupSession, SessionError, Standing, TakeOver};
+use eventlog::logfile::{holds_batch_header, CaptureRef, Launch as LaunchRecord, LogError, LogReader, LogWriter};
+use eventlog::ring::{Geometry, SharedRegion};
 use eventlog::{IncarnationToken, Seq};
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -45,7 +47,13 @@ const CAUGHT_UP_EVENTS: u64 = 1_000;
 
 pub struct BackupOptions {
     pub group: String,
-    pub primary: SocketAddr,
+    /// The primary's address; with a coordinator, the group's primary is asked for there.
+    pub primary: Option<SocketAddr>,
+    /// Where to serve backups once promoted: the program then records on as the group's
+    /// primary (`None`: it goes live unrecorded, with no backups of its own).
+    pub listen: Option<SocketAddr>,
+    /// How it serves them.
+    pub serve: Serving,
     pub state_dir: PathBuf,
     pub certs: PathBuf,
     pub name: String,
@@ -65,6 +73,15 @@ pub struct BackupOptions {
     pub metrics: Option<SocketAddr>,
 }
 
+/// How a promoted backup serves its own backups: as `tandem primary` would.
+#[derive(Clone, Copy, Debug)]
+pub struct Serving {
+    pub mode: OutputMode,
+    pub min_backups: usize,
+    pub ack: AckLevel,
+    pub compress: bool,
+}
+
 /// Where a backup stands, for its status.
 struct Whereabouts {
     group: String,
@@ -76,10 +93,24 @@ struct Whereabouts {
     epoch: AtomicU64,
     connected: AtomicBool,
     following: Following,
+    /// Once promoted and recording on: the hub serving its backups.
+    hub: std::sync::OnceLock<Arc<Hub>>,
 }
 
 impl Whereabouts {
+    /// What the coordinator hears: what the log holds durably, or as primary, what it recorded
+    /// and released.
+    fn position(&self) -> (Seq, Seq) {
+        match self.hub.get() {
+            Some(hub) => hub.position(),
+            None => (Seq(self.held.load(Ordering::Relaxed)), Seq::ZERO),
+        }
+    }
+
     fn status(&self) -> AgentStatus {
+        if let Some(hub) = self.hub.get() {
+            return hub.status();
+        }
         let held = self.held.load(Ordering::Relaxed);
         let replayed = (!self.witness).then(|| self.following.replayed.load(Ordering::Relaxed));
         let state = if self.following.go_live.load(Ordering::Relaxed) {
@@ -277,7 +308,17 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
     let log = dir.log_path();
     let membership = match dir.membership()? {
         Some(m) => m,
-        None => Membership { incarnation: IncarnationToken::NONE, epoch: 0, handle: u128::from_be_bytes(random()?) },
+        None => Membership {
+            incarnation: IncarnationToken::NONE,
+            epoch: 0,
+            handle: u128::from_be_bytes(random()?),
+            took_over: None,
+        },
+    };
+    // A former primary's directory has no resume handle of its own.
+    let membership = match membership.handle {
+        0 => Membership { handle: u128::from_be_bytes(random()?), ..membership },
+        _ => membership,
     };
     // Without a token the log cannot be trusted to be this group's: catch up from the start.
     let (writer, held, ended) = if !membership.incarnation.is_none() && log.exists() {
@@ -310,18 +351,23 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
         group: opts.group.clone(),
         member: opts.name.clone(),
         witness: opts.witness,
-        address: net::local_address_towards(opts.primary).map_or_else(String::new, |ip| ip.to_string()),
+        address: match (opts.listen, opts.primary) {
+            (Some(listen), _) => listen.to_string(),
+            (None, Some(primary)) => net::local_address_towards(primary).map_or_else(String::new, |ip| ip.to_string()),
+            (None, None) => String::new(),
+        },
         held: held.clone(),
         epoch: AtomicU64::new(membership.epoch),
         connected: AtomicBool::new(false),
         following: following.clone(),
+        hub: std::sync::OnceLock::new(),
     });
     if !ended {
         let steering =
             opts.coordinator.as_ref().map(|c| Steering::new(c, &opts.group, &opts.name, &identity)).transpose()?;
         let net = Network {
             identity,
-            primary: opts.primary,
+            primary: std::sync::Mutex::new(opts.primary),
             log: log.clone(),
             dir: dir.clone(),
             following: following.clone(),
@@ -366,6 +412,22 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
         }
         return Ok(Outcome::Completed { events: held.load(Ordering::SeqCst) });
     }
+    let stop = Stop::new(false);
+    let take_over = match opts.listen {
+        Some(listen) => {
+            let successor = Successor {
+                identity: Identity::load(&opts.certs, &opts.name)?,
+                dir: dir.clone(),
+                listen,
+                serve: opts.serve,
+                standing: standing.clone(),
+                stop: stop.clone(),
+                serving: None,
+            };
+            Some(std::sync::Mutex::new(Box::new(successor) as Box<dyn TakeOverTo>))
+        }
+        None => None,
+    };
     let outcome = replayer::replay(&ReplayOptions {
         log,
         command: opts.command.clone(),
@@ -374,15 +436,86 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
         stall_after: opts.stall_after,
         follow: Some(following.clone()),
         view: Some(ViewPlace { store: dir.captures_path(), root: dir.view_path() }),
-        stop: Stop::new(false),
+        stop,
+        take_over,
     });
     following.stop.store(true, Ordering::SeqCst);
+    if let Some(why) = following.start_over.get() {
+        return Err(Error::StartOver(why.clone()));
+    }
     outcome
+}
+
+/// A promoted backup serving as the group's primary: once its program goes live it builds its
+/// hub, listens for backups, and its program's events are recorded on into its log.
+struct Successor {
+    identity: Identity,
+    dir: Arc<StateDir>,
+    listen: SocketAddr,
+    serve: Serving,
+    standing: Arc<Whereabouts>,
+    stop: Arc<Stop>,
+    serving: Option<(tokio::runtime::Runtime, quinn::Endpoint, Arc<Hub>)>,
+}
+
+impl TakeOverTo for Successor {
+    fn start(&mut self, _region: &Arc<SharedRegion>, last: Seq, launch: &LaunchRecord) -> Result<Arc<dyn Tap>> {
+        let following = &self.standing.following;
+        let Some(p) = following.promotion.get().copied() else {
+            return Err(Error::Setup("going live without a promotion".into()));
+        };
+        let took_over = TakeOver { from_epoch: p.from_epoch, at: last };
+        // From here the log is this epoch's history: a restarted agent, or a backup of the old
+        // epoch, is judged by it.
+        self.dir.store(&Membership {
+            incarnation: p.incarnation,
+            epoch: p.epoch,
+            handle: p.handle,
+            took_over: Some(took_over),
+        })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .thread_name("tandem-net")
+            .build()
+            .map_err(Error::io("cannot start the network runtime"))?;
+        let hub = Hub::new(HubPlan {
+            group: self.standing.group.clone(),
+            member: self.standing.member.clone(),
+            listen: self.listen,
+            standing: Standing { incarnation: p.incarnation, epoch: p.epoch },
+            took_over: Some(took_over),
+            launch: launch.clone(),
+            captures: self.dir.captures_path(),
+            log: self.dir.log_path(),
+            mode: self.serve.mode,
+            min_backups: self.serve.min_backups,
+            ack: self.serve.ack,
+            compress: self.serve.compress,
+            fence: following.fence.clone(),
+        });
+        let endpoint = primary::serve_backups(&runtime, &self.identity, &hub, self.listen)
+            .map_err(|e| Error::Setup(format!("cannot serve backups as the group's primary: {e}")))?;
+        let _ = self.standing.hub.set(hub.clone());
+        self.standing.epoch.store(p.epoch, Ordering::Relaxed);
+        tracing::info!(epoch = p.epoch, from = %last.next(), listen = %self.listen, "the group's primary now: recording on");
+        self.serving = Some((runtime, endpoint, hub.clone()));
+        Ok(hub)
+    }
+
+    fn finish(&mut self) {
+        if let Some((runtime, endpoint, hub)) = self.serving.take() {
+            primary::drain(&runtime, &hub, &self.stop);
+            endpoint.close(0u32.into(), b"the primary's program has ended");
+            runtime.shutdown_timeout(Duration::from_millis(100));
+        }
+    }
 }
 
 struct Network {
     identity: Identity,
-    primary: SocketAddr,
+    /// The primary's address: as given, then as the coordinator names it.
+    primary: std::sync::Mutex<Option<SocketAddr>>,
     log: PathBuf,
     dir: Arc<StateDir>,
     following: Following,
@@ -439,9 +572,14 @@ impl Network {
                         session.standing.epoch = session.standing.epoch.max(g.epoch.0);
                         self.standing.epoch.store(session.standing.epoch, Ordering::Relaxed);
                         if !self.witness {
-                            let held = self.held.clone();
-                            steering.report_held(g.epoch, move || (Seq(held.load(Ordering::Relaxed)), Seq::ZERO));
-                            steering.await_promotion(g.epoch, requests_tx.clone(), self.following.fence.clone());
+                            let standing = self.standing.clone();
+                            steering.report_held(g.epoch, move || standing.position());
+                            steering.await_promotion(
+                                g.epoch,
+                                requests_tx.clone(),
+                                self.following.fence.clone(),
+                                self.following.named_epoch.clone(),
+                            );
                         }
                     }
                     Err(e) => {
@@ -483,13 +621,17 @@ impl Network {
                         // Final: another try is refused the same way.
                         Err(e) if net::refusal(&e).is_some() => {
                             let why = net::refusal(&e).unwrap_or_default();
-                            let why = format!("the primary at {} refused this backup at the handshake: {why}", self.primary);
+                            let why = format!("the primary at {} refused this backup at the handshake: {why}", self.primary_name());
                             tracing::error!("{why}");
                             self.give_up(why);
                             break;
                         }
+                        Err(NetError::StartOver(why)) => {
+                            self.start_over(why, session.log_epoch);
+                            break;
+                        }
                         Err(NetError::Protocol(why)) if why.starts_with("refused") => {
-                            tracing::error!(primary = %self.primary, "{why}");
+                            tracing::error!(primary = %self.primary_name(), "{why}");
                             self.give_up(why);
                             break;
                         }
@@ -519,9 +661,9 @@ impl Network {
                             // The first failure and then one line every ten seconds: a dead primary
                             // must not flood the log.
                             if failures == 1 || failures.is_multiple_of(50) {
-                                tracing::warn!(primary = %self.primary, held = %session.held, "no session: {e}; reconnecting");
+                                tracing::warn!(primary = %self.primary_name(), held = %session.held, "no session: {e}; reconnecting");
                             } else {
-                                tracing::debug!(primary = %self.primary, "no session: {e}; reconnecting");
+                                tracing::debug!(primary = %self.primary_name(), "no session: {e}; reconnecting");
                             }
                             tokio::time::sleep(RECONNECT_EVERY).await;
                             continue;
@@ -540,6 +682,43 @@ impl Network {
                 let _ = request.reply.send(self.handle(&request.request, &session, &mut writer));
             }
         });
+    }
+
+    fn primary_name(&self) -> String {
+        match *self.primary.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(addr) => addr.to_string(),
+            None => "(not known yet)".into(),
+        }
+    }
+
+    /// Where the group's primary is: with a coordinator, the address its primary registered (a
+    /// promoted backup's own --listen), so that backups follow a new primary by themselves;
+    /// else the address given.
+    async fn find_primary(&self) -> std::result::Result<SocketAddr, NetError> {
+        if let Some(steering) = &self.steering {
+            if let Ok(g) = steering.group_view().await {
+                let named = g.primary.as_ref().filter(|p| **p != self.standing.member);
+                let addr = named.and_then(|p| g.members.get(p)).and_then(|m| m.address.parse::<SocketAddr>().ok());
+                if let Some(addr) = addr.filter(|a| !a.ip().is_unspecified()) {
+                    *self.primary.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+                    return Ok(addr);
+                }
+            }
+        }
+        let known = *self.primary.lock().unwrap_or_else(|p| p.into_inner());
+        known.ok_or_else(|| NetError::Protocol("the coordinator names no primary with an address yet".into()))
+    }
+
+    /// The primary's history does not hold this backup's log: its state is set aside (kept,
+    /// never replayed), its program stopped, and the agent starts over.
+    fn start_over(&self, why: String, log_epoch: u64) {
+        let why = match self.dir.set_aside(log_epoch) {
+            Ok(kept) => format!("{why}; the old state is kept in {}", kept.display()),
+            Err(e) => format!("{why}; and setting the old state aside failed: {e}"),
+        };
+        tracing::warn!("{why}");
+        let _ = self.following.start_over.set(why.clone());
+        self.give_up(why);
     }
 
     /// The backup cannot go on: the agent stops its program and exits with `why`.
@@ -574,9 +753,20 @@ impl Network {
         if let Err(e) = w.close() {
             return ControlReply::error(format!("cannot flush {}: {e}", self.log.display()));
         }
+        // The coordinator's epoch, or without one the next.
+        let epoch = match self.following.named_epoch.load(Ordering::SeqCst) {
+            0 => session.standing.epoch + 1,
+            named => named,
+        };
+        let _ = self.following.promotion.set(Promotion {
+            incarnation: session.standing.incarnation,
+            from_epoch: session.log_epoch,
+            epoch,
+            handle: session.handle,
+        });
         self.following.go_live.store(true, Ordering::SeqCst);
         self.following.stop.store(true, Ordering::SeqCst);
-        tracing::info!(held = %session.held, "promoted: replaying the events held, then going live");
+        tracing::info!(held = %session.held, epoch, "promoted: replaying the events held, then going live");
         ControlReply::ok(format!("promoted: the program goes live after event {}", session.held))
     }
 
@@ -617,7 +807,8 @@ impl Network {
         session: &mut BackupSession,
         writer: &mut Option<LocalLog>,
     ) -> std::result::Result<SessionEnd, NetError> {
-        let conn = net::connect(endpoint, self.primary).await?;
+        let primary = self.find_primary().await?;
+        let conn = net::connect(endpoint, primary).await?;
         let end = self.follow(&conn, session, writer).await;
         if let Err(e) = &end {
             // Said, so the primary does not take the connection's end for a complete session.
@@ -649,6 +840,7 @@ impl Network {
             Err(SessionError::Refused(why)) => {
                 return Err(NetError::Protocol(format!("refused by the primary: {why}")))
             }
+            Err(SessionError::StartOver(why)) => return Err(NetError::StartOver(why)),
             Err(e @ (SessionError::Incarnation { .. } | SessionError::StaleEpoch { .. })) => {
                 return Err(NetError::Protocol(format!("refused: {e}")))
             }
@@ -657,8 +849,9 @@ impl Network {
         let store = |s: &BackupSession| {
             self.dir.store(&Membership {
                 incarnation: s.standing.incarnation,
-                epoch: s.standing.epoch,
+                epoch: s.log_epoch,
                 handle: s.handle,
+                took_over: None,
             })
         };
         store(session).map_err(|e| NetError::Protocol(e.to_string()))?;
@@ -684,7 +877,7 @@ impl Network {
             *writer = Some(LocalLog::new(w, self.following.written.clone()).map_err(io)?);
             let _ = self.ready.send(Ok(()));
         }
-        tracing::info!(primary = %self.primary, from = %session.held.next(), "following the primary");
+        tracing::info!(primary = %self.primary_name(), from = %session.held.next(), "following the primary");
         let mut data = net::frames(conn.accept_uni().await?);
         let mut control = net::frames(recv);
         let mut ended_at = None;

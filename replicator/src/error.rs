@@ -28,6 +28,10 @@ pub enum Error {
     /// A promoted backup's program could not take the primary's place.
     #[error("going live failed: {0}; the program was stopped (free the address, or promote another backup)")]
     GoLive(String),
+    /// A backup's state was set aside (its log holds another epoch's history): the agent starts
+    /// again, catching up from the first event.
+    #[error("{0}")]
+    StartOver(String),
 }
 
 impl Error {
@@ -50,7 +54,8 @@ impl Error {
             | Error::Net(_)
             | Error::Coordinator(_)
             | Error::Fenced(_)
-            | Error::GoLive(_) => 125,
+            | Error::GoLive(_)
+            | Error::StartOver(_) => 125,
         }
     }
 }

@@ -147,29 +147,12 @@ enum Command {
         /// Address to accept backups on (UDP): HOST:PORT, e.g. 0.0.0.0:7400 or localhost:7400.
         #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT")]
         listen: SocketAddr,
-        /// sync: output to clients waits until --min-backups backups hold what it depends on;
-        /// async: output leaves at once and backups may lag by --max-lag-events.
-        #[arg(long, value_enum, default_value_t = ModeArg::Sync)]
-        mode: ModeArg,
-        /// Backups that must hold an event before output depending on it leaves.
-        #[arg(long, default_value_t = 1, value_name = "N")]
-        min_backups: usize,
-        /// Sync mode: what "hold" means. durable: on the backup's disk (survives losing every
-        /// host at once); received: verified in the backup's memory and handed to its log writer
-        /// (survives losing the primary's host, as Remus, COLO and Redis WAIT do).
-        #[arg(long, value_enum, default_value_t = AckArg::Durable)]
-        ack: AckArg,
+        #[command(flatten)]
+        serve: ServeArgs,
         /// Start the program only once this many backups are connected (by default at once: a
         /// backup that comes later catches up from the log).
         #[arg(long, default_value_t = 0, value_name = "N")]
         wait_for_backups: usize,
-        /// Async mode: most events a connected backup may lag behind before the program is held back.
-        #[arg(long, default_value_t = 1_000_000, value_name = "N")]
-        max_lag_events: u64,
-        /// Send event batches to backups as they are, not compressed (zstd): for links faster
-        /// than a core compresses, about a gigabyte a second.
-        #[arg(long)]
-        no_compress: bool,
         /// Run a program whose threads synchronise without the C library (Rust's standard
         /// library, a Java virtual machine), which is refused otherwise: its backups may stall
         /// or diverge.
@@ -199,9 +182,19 @@ enum Command {
         /// The replica group's name, as the primary names it.
         #[arg(long)]
         group: String,
-        /// The primary's address: HOST:PORT, e.g. 10.0.0.1:7400 or primary.example:7400.
+        /// The primary's address: HOST:PORT, e.g. 10.0.0.1:7400 or primary.example:7400. With
+        /// --coordinator it may be left out: the group's primary is found there, and a new
+        /// primary after a failover too.
+        #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT", required_unless_present = "coordinator")]
+        primary: Option<SocketAddr>,
+        /// Where to serve backups once this backup is promoted (UDP HOST:PORT, an address the
+        /// other hosts reach): its program then records on as the group's primary and the
+        /// group keeps its standby. Registered with the coordinator, so backups find it.
+        /// Without it a promoted backup's program goes live with no backups of its own.
         #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT")]
-        primary: SocketAddr,
+        listen: Option<SocketAddr>,
+        #[command(flatten)]
+        serve: ServeArgs,
         /// How long without progress (with events waiting) before the replay is reported as
         /// stalled (with a unit: 5s, 500ms).
         #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
@@ -374,6 +367,55 @@ impl DataArgs {
     }
 }
 
+/// How a primary serves its backups (and a backup, once promoted, its own).
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// sync: output to clients waits until --min-backups backups hold what it depends on;
+    /// async: output leaves at once and backups may lag by --max-lag-events.
+    #[arg(long, value_enum, default_value_t = ModeArg::Sync)]
+    mode: ModeArg,
+    /// Backups that must hold an event before output depending on it leaves.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    min_backups: usize,
+    /// Sync mode: what "hold" means. durable: on the backup's disk (survives losing every
+    /// host at once); received: verified in the backup's memory and handed to its log writer
+    /// (survives losing the primary's host, as Remus, COLO and Redis WAIT do).
+    #[arg(long, value_enum, default_value_t = AckArg::Durable)]
+    ack: AckArg,
+    /// Async mode: most events a connected backup may lag behind before the program is held back.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    max_lag_events: u64,
+    /// Send event batches to backups as they are, not compressed (zstd): for links faster
+    /// than a core compresses, about a gigabyte a second.
+    #[arg(long)]
+    no_compress: bool,
+}
+
+impl ServeArgs {
+    fn mode(&self) -> replicator::primary::OutputMode {
+        match self.mode {
+            ModeArg::Sync => replicator::primary::OutputMode::Sync,
+            ModeArg::Async => replicator::primary::OutputMode::Async { max_lag_events: self.max_lag_events },
+        }
+    }
+
+    fn ack(&self) -> replicator::wire::session::AckLevel {
+        match self.ack {
+            AckArg::Received => replicator::wire::session::AckLevel::Received,
+            AckArg::Durable => replicator::wire::session::AckLevel::Durable,
+        }
+    }
+
+    fn serving(&self) -> replicator::backup::Serving {
+        replicator::backup::Serving {
+            mode: self.mode(),
+            min_backups: self.min_backups,
+            ack: self.ack(),
+            compress: !self.no_compress,
+        }
+    }
+}
+
 /// What every agent of a group needs.
 #[derive(clap::Args)]
 struct MemberArgs {
@@ -527,6 +569,7 @@ fn run(cli: Cli) -> Result<u8> {
                 follow: None,
                 view,
                 stop: replicator::lifetime::Stop::new(false),
+                take_over: None,
             };
             let outcome = replayer::replay(&opts)?;
             report(&outcome);
@@ -536,20 +579,7 @@ fn run(cli: Cli) -> Result<u8> {
             show::show(&file, json, &mut std::io::stdout().lock())?;
             Ok(0)
         }
-        Command::Primary {
-            group,
-            listen,
-            mode,
-            min_backups,
-            ack,
-            wait_for_backups,
-            max_lag_events,
-            no_compress,
-            allow_unseen_sync,
-            data,
-            member,
-            command,
-        } => {
+        Command::Primary { group, listen, serve, wait_for_backups, allow_unseen_sync, data, member, command } => {
             let state_dir =
                 member.state_dir.clone().unwrap_or_else(|| replicator::statedir::default_for(&group, &member.name));
             divert_notes(&notes::in_state_dir(&state_dir))?;
@@ -559,16 +589,10 @@ fn run(cli: Cli) -> Result<u8> {
                 state_dir,
                 group,
                 listen,
-                mode: match mode {
-                    ModeArg::Sync => replicator::primary::OutputMode::Sync,
-                    ModeArg::Async => replicator::primary::OutputMode::Async { max_lag_events },
-                },
-                min_backups,
-                ack: match ack {
-                    AckArg::Received => replicator::wire::session::AckLevel::Received,
-                    AckArg::Durable => replicator::wire::session::AckLevel::Durable,
-                },
-                compress: !no_compress,
+                mode: serve.mode(),
+                min_backups: serve.min_backups,
+                ack: serve.ack(),
+                compress: !serve.no_compress,
                 wait_for_backups,
                 certs: member.certs,
                 name: member.name,
@@ -581,7 +605,7 @@ fn run(cli: Cli) -> Result<u8> {
             let rec = replicator::primary::run(launch, &opts)?;
             Ok(rec.exit_code.clamp(0, 255) as u8)
         }
-        Command::Backup { group, primary, stall_timeout, witness, member, command } => {
+        Command::Backup { group, primary, listen, serve, stall_timeout, witness, member, command } => {
             let state_dir =
                 member.state_dir.clone().unwrap_or_else(|| replicator::statedir::default_for(&group, &member.name));
             // A witness runs no program: its stderr is its own.
@@ -593,9 +617,17 @@ fn run(cli: Cli) -> Result<u8> {
                 state_dir,
                 group,
                 primary,
+                listen,
+                serve: serve.serving(),
                 certs: member.certs,
                 name: member.name,
-                geometry: Geometry::replay(member.max_threads, FEED_BYTES),
+                geometry: match listen {
+                    // Rings for recording on, once promoted.
+                    Some(_) => {
+                        Geometry::replay(member.max_threads, FEED_BYTES).with_rings(member.max_threads, MIN_RING_BYTES)
+                    }
+                    None => Geometry::replay(member.max_threads, FEED_BYTES),
+                },
                 stall_after: stall_timeout.max(MIN_STALL_TIMEOUT),
                 command: (!command.is_empty()).then_some(command),
                 witness,
@@ -791,6 +823,18 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         // Output piped into `head` and the like: the reader has what it wanted.
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        // A backup whose state was set aside: the same agent again, in a state directory that
+        // holds nothing yet (its lock went with the old image).
+        Err(Error::StartOver(why)) => {
+            use std::os::unix::process::CommandExt;
+            notes::line(&format!("tandem: {why}; starting over"));
+            let mut args = std::env::args_os();
+            let argv0 = args.next().unwrap_or_else(|| "tandem".into());
+            let exe = std::env::current_exe().unwrap_or_else(|_| argv0.clone().into());
+            let e = std::process::Command::new(exe).arg0(argv0).args(args).exec();
+            notes::error_line(&format!("tandem: cannot start over: {e}"));
+            ExitCode::from(125)
+        }
         Err(e) => {
             notes::error_line(&format!("tandem: {e}"));
             ExitCode::from(e.exit_code())

@@ -36,6 +36,9 @@ pub enum NetError {
     Frame(#[from] FrameError),
     #[error("{0}")]
     Protocol(String),
+    /// The primary's history does not hold this backup's log.
+    #[error("{0}")]
+    StartOver(String),
     /// The backup's own log could not be written (a full disk).
     #[error("{}: {source}", path.display())]
     LocalLog { path: std::path::PathBuf, source: std::io::Error },

@@ -22,7 +22,7 @@ use crate::statedir::{random, Membership, StateDir};
 use crate::status::{AgentStatus, Link, Role};
 use crate::steer::Steering;
 use crate::wire::frame::{Body, Frame};
-use crate::wire::session::{group_ack, AckLevel, PrimarySession, SessionError, Standing};
+use crate::wire::session::{group_ack, AckLevel, PrimarySession, SessionError, Standing, TakeOver};
 use bytes::Bytes;
 use coordinator::api::Mode;
 use eventlog::logfile::{pack_events, Launch as LaunchRecord, PACK_MIN};
@@ -182,6 +182,10 @@ pub struct Hub {
     compress: bool,
     /// The program's output gate: shut for good once this agent is primary no more.
     fence: Arc<Fence>,
+    /// A backup promoted to primary: where its own history began. Its backups of the old epoch
+    /// resume within what it took over, and in sync mode its output waits for backups again
+    /// once they hold that much (until then no backup could vouch for anything).
+    took_over: Option<TakeOver>,
     state: Mutex<HubState>,
     /// The last event written (0 before any).
     written: watch::Sender<Seq>,
@@ -195,7 +199,54 @@ pub struct Hub {
     next_session: std::sync::atomic::AtomicU64,
 }
 
+/// What a primary's hub is made of, whether its agent started the program or took it over.
+pub(crate) struct HubPlan {
+    pub group: String,
+    pub member: String,
+    pub listen: SocketAddr,
+    pub standing: Standing,
+    pub took_over: Option<TakeOver>,
+    pub launch: LaunchRecord,
+    pub captures: PathBuf,
+    pub log: PathBuf,
+    pub mode: OutputMode,
+    pub min_backups: usize,
+    pub ack: AckLevel,
+    pub compress: bool,
+    pub fence: Arc<Fence>,
+}
+
 impl Hub {
+    pub(crate) fn new(plan: HubPlan) -> Arc<Hub> {
+        let held = plan.took_over.map_or(Seq::ZERO, |t| t.at);
+        Arc::new(Hub {
+            group: plan.group,
+            member: plan.member,
+            address: plan.listen.to_string(),
+            standing: plan.standing,
+            launch: plan.launch,
+            captures: plan.captures,
+            log: plan.log,
+            mode: plan.mode,
+            min_backups: plan.min_backups,
+            ack: plan.ack,
+            compress: plan.compress,
+            fence: plan.fence,
+            took_over: plan.took_over,
+            state: Mutex::new(HubState::default()),
+            written: watch::channel(held).0,
+            ended: watch::channel(None).0,
+            released: watch::channel(Seq::ZERO).0,
+            sessions: watch::channel(0).0,
+            next_session: Default::default(),
+        })
+    }
+
+    /// The last event in the log and the release point: a primary's report to the coordinator.
+    pub(crate) fn position(&self) -> (Seq, Seq) {
+        (*self.written.borrow(), *self.released.borrow())
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, HubState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -210,6 +261,15 @@ impl Hub {
             let point = point.min(*self.written.borrow());
             if let Some(region) = self.fence.region() {
                 region.region().release_outputs(point);
+            }
+            if let (OutputMode::Sync, Some(t), Some(region)) = (self.mode, self.took_over, self.fence.region()) {
+                if point >= t.at && !region.region().gate_enabled() {
+                    region.region().set_gate(true);
+                    tracing::info!(
+                        released = %point,
+                        "backups hold everything up to the take-over: output waits for them again (sync mode)"
+                    );
+                }
             }
             let moved = self.released.send_if_modified(|r| {
                 let moved = point > *r;
@@ -247,7 +307,7 @@ impl Hub {
     }
 
     /// This agent's account of itself and of its backups.
-    fn status(&self) -> AgentStatus {
+    pub(crate) fn status(&self) -> AgentStatus {
         let written = *self.written.borrow();
         let now_ns = crate::recorder::now_ns();
         let st = self.state();
@@ -297,7 +357,7 @@ impl Hub {
 
 impl Tap for Hub {
     fn started(&self, region: Arc<SharedRegion>) {
-        region.region().set_gate(self.mode == OutputMode::Sync);
+        region.region().set_gate(self.mode == OutputMode::Sync && self.took_over.is_none());
         self.fence.attach(region);
         self.update_release();
     }
@@ -380,22 +440,19 @@ pub fn run(mut launch: Launch, opts: &PrimaryOptions) -> Result<Recording> {
                     opts.group, g.epoch
                 )));
             }
-            Membership { incarnation: g.incarnation, epoch: g.epoch.0, handle: 0 }
+            Membership { incarnation: g.incarnation, epoch: g.epoch.0, handle: 0, took_over: None }
         }
         // Every run of the program is a new incarnation of the group: backups of an earlier
         // run cannot resume into this one.
-        None => Membership { incarnation: IncarnationToken(random::<16>()?), epoch: 1, handle: 0 },
+        None => Membership { incarnation: IncarnationToken(random::<16>()?), epoch: 1, handle: 0, took_over: None },
     };
     dir.store(&membership)?;
-    let (written, _) = watch::channel(Seq::ZERO);
-    let (ended, _) = watch::channel(None);
-    let (released, _) = watch::channel(Seq::ZERO);
-    let (sessions, _) = watch::channel(0);
-    let hub = Arc::new(Hub {
+    let hub = Hub::new(HubPlan {
         group: opts.group.clone(),
         member: opts.name.clone(),
-        address: opts.listen.to_string(),
+        listen: opts.listen,
         standing: Standing { incarnation: membership.incarnation, epoch: membership.epoch },
+        took_over: None,
         launch: launch.record(),
         captures: dir.captures_path(),
         log: dir.log_path(),
@@ -404,24 +461,16 @@ pub fn run(mut launch: Launch, opts: &PrimaryOptions) -> Result<Recording> {
         ack: opts.ack,
         compress: opts.compress,
         fence: Arc::default(),
-        state: Mutex::new(HubState::default()),
-        written,
-        ended,
-        released,
-        sessions,
-        next_session: Default::default(),
     });
     if let Some(steering) = &steering {
         let _guard = runtime.enter();
         let epoch = Epoch(membership.epoch);
         let h = hub.clone();
-        steering.report(epoch, move || (*h.written.borrow(), *h.released.borrow()));
+        steering.report(epoch, move || h.position());
         lease::keep(steering, epoch, hub.fence.clone());
     }
     serve_status(&runtime, &hub, &dir.path, opts.metrics)?;
-    let endpoint = runtime.block_on(async { net::server(&identity, opts.listen) })?;
-    tracing::info!(group = %opts.group, listen = %opts.listen, incarnation = %membership.incarnation, "serving backups");
-    runtime.spawn(accept_loop(endpoint.clone(), hub.clone()));
+    let endpoint = serve_backups(&runtime, &identity, &hub, opts.listen)?;
     if opts.wait_for_backups > 0 {
         tracing::info!("waiting for {} backups before starting the program", opts.wait_for_backups);
         while hub.state().acked.len() < opts.wait_for_backups {
@@ -432,10 +481,6 @@ pub fn run(mut launch: Launch, opts: &PrimaryOptions) -> Result<Recording> {
     let stop = Stop::new(true);
     hub.fence.keep_program(opts.keep_fenced);
     hub.fence.stop_with(stop.clone());
-    if opts.mode == OutputMode::Sync {
-        let _guard = runtime.enter();
-        tokio::spawn(report_held_output(hub.clone(), opts.min_backups));
-    }
     let rec_opts = recorder::RecordOptions {
         out: dir.log_path(),
         geometry: opts.geometry,
@@ -444,15 +489,8 @@ pub fn run(mut launch: Launch, opts: &PrimaryOptions) -> Result<Recording> {
         stop: stop.clone(),
     };
     let recording = recorder::record(launch, &rec_opts);
-    if recording.is_ok() && !hub.fence.is_shut() {
-        // Each connected backup ends its session once it holds the end marker too; closing
-        // before that could cut off the marker, and the backup would wait for a primary gone.
-        // An agent told to stop has two seconds in all.
-        let limit = stop.drain_left().map_or(DRAIN_TIMEOUT, |left| left.min(DRAIN_TIMEOUT));
-        let mut sessions = hub.sessions.subscribe();
-        runtime.block_on(async move {
-            let _ = tokio::time::timeout(limit, sessions.wait_for(|&n| n == 0)).await;
-        });
+    if recording.is_ok() {
+        drain(&runtime, &hub, &stop);
     }
     endpoint.close(0u32.into(), b"the primary's program has ended");
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -460,6 +498,37 @@ pub fn run(mut launch: Launch, opts: &PrimaryOptions) -> Result<Recording> {
         return Err(Error::Fenced(why.to_string()));
     }
     recording
+}
+
+/// Serves backups at `listen` from `runtime`: the endpoint, its accept loop, and in sync mode the
+/// reports of output held for backups that do not come.
+pub(crate) fn serve_backups(
+    runtime: &tokio::runtime::Runtime,
+    identity: &Identity,
+    hub: &Arc<Hub>,
+    listen: SocketAddr,
+) -> Result<quinn::Endpoint> {
+    let endpoint = runtime.block_on(async { net::server(identity, listen) })?;
+    tracing::info!(group = %hub.group, %listen, incarnation = %hub.standing.incarnation, epoch = hub.standing.epoch, "serving backups");
+    runtime.spawn(accept_loop(endpoint.clone(), hub.clone()));
+    if hub.mode == OutputMode::Sync {
+        runtime.spawn(report_held_output(hub.clone(), hub.min_backups));
+    }
+    Ok(endpoint)
+}
+
+/// After the program: each connected backup ends its session once it holds the end marker too;
+/// closing before that could cut off the marker, and the backup would wait for a primary gone.
+/// An agent told to stop has two seconds in all; a fenced one has no end to give.
+pub(crate) fn drain(runtime: &tokio::runtime::Runtime, hub: &Hub, stop: &Stop) {
+    if hub.fence.is_shut() {
+        return;
+    }
+    let limit = stop.drain_left().map_or(DRAIN_TIMEOUT, |left| left.min(DRAIN_TIMEOUT));
+    let mut sessions = hub.sessions.subscribe();
+    runtime.block_on(async move {
+        let _ = tokio::time::timeout(limit, sessions.wait_for(|&n| n == 0)).await;
+    });
 }
 
 /// How often held output is reported while it waits.
@@ -563,13 +632,18 @@ async fn accept_loop(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
 async fn serve(conn: &quinn::Connection, hub: &Arc<Hub>, who: &str) -> std::result::Result<(), net::NetError> {
     let (mut ctl_send, mut ctl_recv) = conn.accept_bi().await?;
     let Some(hello) = read_frame(&mut ctl_recv).await? else { return Ok(()) };
-    let (session, welcome) = match PrimarySession::accept(hub.standing, &hub.group, &hub.launch, &hello) {
+    let (session, welcome) = match PrimarySession::accept(hub.standing, hub.took_over, &hub.group, &hub.launch, &hello)
+    {
         Ok(ok) => ok,
         Err(e) => {
             hub.replaced_if(&e);
             tracing::warn!(member = %who, "refused: {e}");
-            let refuse =
-                Frame::new(hub.standing.incarnation, hub.standing.epoch, Body::Refuse { reason: e.to_string() });
+            let reason = e.to_string();
+            let body = match e {
+                SessionError::StartOver(_) => Body::StartOver { reason },
+                _ => Body::Refuse { reason },
+            };
+            let refuse = Frame::new(hub.standing.incarnation, hub.standing.epoch, body);
             write_frame(&mut ctl_send, &refuse).await?;
             let _ = ctl_send.finish();
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -6,7 +6,7 @@ use crate::launch::Launch;
 use crate::lifetime::{catch_signals, kill_tree, reap_children, watch_signals, Stop};
 use eventlog::logfile::LogWriter;
 use eventlog::merge::Merger;
-use eventlog::ring::{Geometry, Mode, SharedRegion};
+use eventlog::ring::{Geometry, Mode, Region, SharedRegion};
 use eventlog::{IncarnationToken, Seq};
 use nix::unistd::Pid;
 use std::fs::File;
@@ -70,7 +70,8 @@ pub fn thread_alive(pid: i32, tid: i32) -> bool {
 struct Sink {
     writer: LogWriter<BufWriter<File>>,
     batch: Vec<u8>,
-    events: u64,
+    /// The last event written (the log may begin with events this agent did not record).
+    last: Seq,
     tap: Option<std::sync::Arc<dyn Tap>>,
 }
 
@@ -79,10 +80,10 @@ impl Sink {
         if count == 0 {
             return Ok(());
         }
-        let first = self.writer.next_seq().unwrap_or(Seq::FIRST);
+        let first = self.last.next();
         let wall_ns = now_ns();
         self.writer.write_batch(&self.batch, first, count, wall_ns)?;
-        self.events += count as u64;
+        self.last = first + count as u64 - 1;
         if let Some(tap) = &self.tap {
             // Readers of the file (a backup catching up from the start) see whole batches.
             self.writer.flush()?;
@@ -90,6 +91,96 @@ impl Sink {
         }
         self.batch.clear();
         Ok(())
+    }
+}
+
+/// Takes a running program's events from its rings, in sequence order, into the log's batches
+/// (and to the tap): the primary's one way of recording, from the program's start or, on a
+/// backup promoted to primary, from where its log ends.
+pub struct Taker {
+    merger: Merger,
+    sink: Sink,
+    outside: crate::outside::OutsideWrites,
+    last_reap: Instant,
+    lost: u64,
+}
+
+impl Taker {
+    /// Takes events after `last` (the log's last event) into `writer`, which continues the log.
+    pub fn new(
+        region: Region,
+        writer: LogWriter<BufWriter<File>>,
+        last: Seq,
+        tap: Option<std::sync::Arc<dyn Tap>>,
+        outside: crate::outside::OutsideWrites,
+    ) -> Taker {
+        Taker {
+            merger: Merger::from_seq(region, last.next()),
+            sink: Sink { writer, batch: Vec::with_capacity(2 * BATCH_BYTES), last, tap },
+            outside,
+            last_reap: Instant::now(),
+            lost: 0,
+        }
+    }
+
+    /// Whether the tap holds the program back now (its backups lag too far).
+    pub fn held_back(&self) -> bool {
+        self.sink.tap.as_ref().is_some_and(|t| !t.may_take_more(self.sink.last.next()))
+    }
+
+    /// Takes what the rings hold now: the number of events taken.
+    pub fn take(&mut self) -> std::io::Result<u32> {
+        let n = self.merger.drain(&mut self.sink.batch, BATCH_BYTES);
+        for path in self.outside.scan(&self.sink.batch) {
+            crate::notes::line(&format!(
+                "tandem: warning: the program writes {} outside its data: a backup's program does not find it there when it takes over (name its directory with --data to replicate it)",
+                path.display()
+            ));
+        }
+        self.sink.flush_batch(n)?;
+        Ok(n)
+    }
+
+    /// Now and then: gives back the rings of threads that ended, and fills the numbers a thread
+    /// that died mid-event took.
+    pub fn reap_now_and_then(&mut self) -> std::io::Result<()> {
+        if self.last_reap.elapsed() >= REAP_EVERY {
+            self.merger.reap(thread_alive);
+            let missing = self.merger.fill_dead_writer_gap(&mut self.sink.batch, thread_alive);
+            self.lost += missing;
+            self.sink.flush_batch(missing as u32)?;
+            self.last_reap = Instant::now();
+        }
+        self.sink.writer.flush()
+    }
+
+    /// Every process is gone: closes what is left open, takes the rest, fills gaps.
+    pub fn take_rest(&mut self) -> std::io::Result<()> {
+        self.merger.reap(|_, _| false);
+        loop {
+            let n = self.merger.drain(&mut self.sink.batch, BATCH_BYTES);
+            self.sink.flush_batch(n)?;
+            if n == 0 {
+                let missing = self.merger.fill_gap(&mut self.sink.batch);
+                if missing == 0 {
+                    return Ok(());
+                }
+                self.lost += missing;
+                self.sink.flush_batch(missing as u32)?;
+            }
+        }
+    }
+
+    /// Ends the log with its end marker, synced: (the last event, events lost).
+    pub fn finish(self) -> std::io::Result<(Seq, u64)> {
+        let last = self.sink.last;
+        if let Some(tap) = &self.sink.tap {
+            tap.ended(last);
+        }
+        let mut out = self.sink.writer.finish(now_ns())?;
+        out.flush()?;
+        out.get_ref().sync_all()?;
+        Ok((last, self.lost))
     }
 }
 
@@ -122,14 +213,11 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
     let top = Pid::from_raw(child.id() as i32);
     let forwarder = watch_signals(signals, Some(top), opts.stop.clone());
 
-    let mut merger = Merger::new(region);
     let cwd = std::env::current_dir().unwrap_or_default();
-    let mut outside = crate::outside::OutsideWrites::new(&launch.data, cwd);
-    let mut sink = Sink { writer, batch: Vec::with_capacity(2 * BATCH_BYTES), events: 0, tap: opts.tap.clone() };
+    let outside = crate::outside::OutsideWrites::new(&launch.data, cwd);
+    let mut taker = Taker::new(region, writer, Seq::ZERO, opts.tap.clone(), outside);
     let write_err = |e| Error::Io { what: out_name(), source: e };
     let mut exit_code = None;
-    let mut last_reap = Instant::now();
-    let mut lost = 0;
     let mut killed = false;
     loop {
         // Asked to stop and past its time, or its keeper is gone (killed) while processes of its
@@ -140,66 +228,27 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
             killed = true;
         }
         let seen = region.header().doorbell.load(std::sync::atomic::Ordering::Acquire);
-        // Events are numbered from 1 without gaps: the next is one past the count written.
-        let next = Seq(sink.events).next();
-        if opts.tap.as_ref().is_some_and(|t| !t.may_take_more(next)) {
-            if reap_children(top, &mut exit_code) {
-                // The program is gone: its remaining events are taken regardless.
-            } else {
-                std::thread::sleep(Duration::from_micros(200));
-                continue;
-            }
-        }
-        let n = merger.drain(&mut sink.batch, BATCH_BYTES);
-        for path in outside.scan(&sink.batch) {
-            crate::notes::line(&format!(
-                "tandem: warning: the program writes {} outside its data: a backup's program does not find it there when it takes over (name its directory with --data to replicate it)",
-                path.display()
-            ));
-        }
-        sink.flush_batch(n).map_err(write_err)?;
-        if n > 0 {
+        // While held back the rings fill; once the program is gone its remaining events are
+        // taken regardless.
+        if taker.held_back() && !reap_children(top, &mut exit_code) {
+            std::thread::sleep(Duration::from_micros(200));
             continue;
         }
-        let all_gone = reap_children(top, &mut exit_code);
-        if all_gone {
-            // Every process is gone: close what is left open, take the rest, fill gaps.
-            merger.reap(|_, _| false);
-            loop {
-                let n = merger.drain(&mut sink.batch, BATCH_BYTES);
-                sink.flush_batch(n).map_err(write_err)?;
-                if n == 0 {
-                    let missing = merger.fill_gap(&mut sink.batch);
-                    if missing == 0 {
-                        break;
-                    }
-                    lost += missing;
-                    sink.flush_batch(missing as u32).map_err(write_err)?;
-                }
-            }
+        if taker.take().map_err(write_err)? > 0 {
+            continue;
+        }
+        if reap_children(top, &mut exit_code) {
+            taker.take_rest().map_err(write_err)?;
             break;
         }
-        if last_reap.elapsed() >= REAP_EVERY {
-            merger.reap(thread_alive);
-            let missing = merger.fill_dead_writer_gap(&mut sink.batch, thread_alive);
-            lost += missing;
-            sink.flush_batch(missing as u32).map_err(write_err)?;
-            last_reap = Instant::now();
-        }
-        sink.writer.flush().map_err(write_err)?;
+        taker.reap_now_and_then().map_err(write_err)?;
         region.wait_doorbell(seen, IDLE_WAIT.as_nanos() as u64);
     }
-    let events = sink.events;
-    if let Some(tap) = &opts.tap {
-        tap.ended(Seq(events));
-    }
-    let mut out = sink.writer.finish(now_ns()).map_err(write_err)?;
-    out.flush().map_err(write_err)?;
-    out.get_ref().sync_all().map_err(write_err)?;
+    let (last, lost) = taker.finish().map_err(write_err)?;
     drop(forwarder);
     drop(shim_notes);
     let _ = child.try_wait();
-    Ok(Recording { exit_code: exit_code.unwrap_or(125), events, lost })
+    Ok(Recording { exit_code: exit_code.unwrap_or(125), events: last.0, lost })
 }
 
 /// Opens a log for reading (shared by `log show`, `log stats` and replay).

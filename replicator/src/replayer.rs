@@ -4,8 +4,9 @@
 use crate::error::{Error, Result};
 use crate::launch::Launch;
 use crate::lifetime::{catch_signals, kill_tree, reap_children, watch_signals, Stop};
+use crate::recorder::{Taker, Tap};
 use crate::view::View;
-use eventlog::logfile::LogError;
+use eventlog::logfile::{Launch as LaunchRecord, LogError, LogWriter};
 use eventlog::ring::feed::{Feed, ThreadView, PHASE_IN_CALL, PHASE_WAITING};
 use eventlog::ring::{Geometry, Mode, SharedRegion};
 use eventlog::{Call, Seq};
@@ -34,6 +35,39 @@ pub struct ReplayOptions {
     pub view: Option<ViewPlace>,
     /// Asked to stop the program (a termination signal, a fence).
     pub stop: Arc<Stop>,
+    /// A backup that serves as the group's primary once promoted: its program records on where
+    /// the log ends (`None`: it goes live unrecorded).
+    pub take_over: Option<std::sync::Mutex<Box<dyn TakeOverTo>>>,
+}
+
+/// Where a promoted backup's program's events go once it records on.
+pub trait TakeOverTo: Send {
+    /// The program goes live after event `last` in `region`: the tap that serves its events to
+    /// the group from here (listening for backups), or why it cannot.
+    fn start(&mut self, region: &Arc<SharedRegion>, last: Seq, launch: &LaunchRecord) -> Result<Arc<dyn Tap>>;
+    /// The program has ended and the log is finished: connected backups take the end.
+    fn finish(&mut self);
+}
+
+/// Records a promoted backup's program on from event `last`, the end of its log: its next event
+/// and process numbers follow the log's, and its events are appended to the log and served.
+fn record_on(
+    opts: &ReplayOptions,
+    to: &mut dyn TakeOverTo,
+    shared: &Arc<SharedRegion>,
+    last: Seq,
+    next_lpid: u32,
+    launch: &LaunchRecord,
+    outside: crate::outside::OutsideWrites,
+) -> Result<Taker> {
+    let io = Error::io(opts.log.display().to_string());
+    let mut file = std::fs::OpenOptions::new().write(true).open(&opts.log).map_err(io)?;
+    let end = file.seek(std::io::SeekFrom::End(0)).map_err(Error::io(opts.log.display().to_string()))?;
+    let writer = LogWriter::resume(std::io::BufWriter::with_capacity(1 << 20, file), end, Some(last.next()));
+    let tap = to.start(shared, last, launch)?;
+    shared.region().record_on_from(last.next().0, next_lpid);
+    tap.started(shared.clone());
+    Ok(Taker::new(shared.region(), writer, last, Some(tap), outside))
 }
 
 /// The places a replay's private view needs.
@@ -62,6 +96,23 @@ pub struct Following {
     pub fatal: Arc<std::sync::OnceLock<String>>,
     /// The last event the program has replayed (for the agent's status).
     pub replayed: Arc<AtomicU64>,
+    /// Set when the backup is promoted: whose primary it becomes, from which log.
+    pub promotion: Arc<std::sync::OnceLock<Promotion>>,
+    /// The epoch the coordinator named this backup primary of (0: none named).
+    pub named_epoch: Arc<AtomicU64>,
+    /// Why the backup's state was set aside: the agent starts over, catching up from the start.
+    pub start_over: Arc<std::sync::OnceLock<String>>,
+}
+
+/// A backup promoted: it becomes primary of `epoch` in the group's incarnation, its log having
+/// come from `from_epoch`'s primary.
+#[derive(Clone, Copy, Debug)]
+pub struct Promotion {
+    pub incarnation: eventlog::IncarnationToken,
+    pub from_epoch: u64,
+    pub epoch: u64,
+    /// Its resume handle, kept.
+    pub handle: u128,
 }
 
 /// The log file, read no further than `end` when one is given.
@@ -129,6 +180,8 @@ struct Feeder {
     batch: Option<(Vec<u8>, usize)>,
     done: bool,
     events: u64,
+    /// The highest logical pid an event names.
+    high_pid: u32,
 }
 
 impl Feeder {
@@ -148,7 +201,10 @@ impl Feeder {
                     self.reader.next_batch()
                 };
                 match next {
-                    Ok(Some(b)) => self.batch = Some((b.body, 0)),
+                    Ok(Some(b)) => {
+                        self.high_pid = b.events().map(|e| e.header.pid.0).fold(self.high_pid, u32::max);
+                        self.batch = Some((b.body, 0));
+                    }
                     Ok(None) => {
                         self.done = true;
                         feed.finish();
@@ -252,8 +308,15 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
     let shim_notes = crate::notes::ShimNotes::watched(shared.clone(), Some(observer));
     let region = shared.region();
     let Some(feed) = region.feed() else { return Err(Error::Setup("replay region without a feed".into())) };
-    let mut feeder =
-        Feeder { reader, log: opts.log.clone(), follow: opts.follow.clone(), batch: None, done: false, events: 0 };
+    let mut feeder = Feeder {
+        reader,
+        log: opts.log.clone(),
+        follow: opts.follow.clone(),
+        batch: None,
+        done: false,
+        events: 0,
+        high_pid: 0,
+    };
     // Fill the feed before the program starts, so it does not begin by waiting.
     feeder.pump(&feed)?;
     let (program_stdin, stdin) = match launch.stdin {
@@ -272,6 +335,8 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
     let stop_all = |exit_code: &mut Option<i32>| kill_tree(top, exit_code);
 
     let mut live = false;
+    // Once a promoted backup's program records on: takes its events into the log.
+    let mut taker: Option<Taker> = None;
     let mut exit_code = None;
     let mut gone_since: Option<Instant> = None;
     let mut last_reap = Instant::now();
@@ -291,6 +356,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
         }
         if opts.stop.due() {
             stop_all(&mut exit_code);
+            wind_up(taker.take(), opts)?;
             if let Some(why) = opts.follow.as_ref().and_then(|f| f.fence.why()) {
                 return Err(Error::Fenced(why.to_string()));
             }
@@ -322,6 +388,13 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
             stop_all(&mut exit_code);
             return Ok(Outcome::Diverged { seq, report });
         }
+        if let Some(t) = taker.as_mut() {
+            let taken = if t.held_back() { Ok(0) } else { t.take() };
+            if let Err(e) = taken.and_then(|_| t.reap_now_and_then()) {
+                stop_all(&mut exit_code);
+                return Err(Error::Io { what: opts.log.display().to_string(), source: e });
+            }
+        }
         let mut all_gone = reap_children(top, &mut exit_code);
         if exit_code.is_some() && !all_gone {
             // The keeper was killed, not the tree: this agent ends it.
@@ -341,6 +414,26 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
                 stop_all(&mut exit_code);
                 return Ok(Outcome::Completed { events: feeder.events });
             }
+            if let (true, Some(to)) = (promoted, &opts.take_over) {
+                let mut to = to.lock().unwrap_or_else(|p| p.into_inner());
+                let cwd = std::env::current_dir().unwrap_or_default();
+                let outside = crate::outside::OutsideWrites::new(&launch.data, cwd);
+                match record_on(
+                    opts,
+                    &mut **to,
+                    &shared,
+                    feed.delivered(),
+                    feeder.high_pid + 1,
+                    feeder.reader.launch(),
+                    outside,
+                ) {
+                    Ok(t) => taker = Some(t),
+                    Err(e) => {
+                        stop_all(&mut exit_code);
+                        return Err(e);
+                    }
+                }
+            }
             feed.go_live();
             live = true;
             opts.stop.pass_on_from_now();
@@ -355,6 +448,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
             && opts.follow.as_ref().is_some_and(|f| !f.stop.load(Ordering::Acquire))
             && *gone_since.get_or_insert_with(Instant::now) + opts.stall_after > Instant::now();
         if all_gone && !end_on_its_way {
+            wind_up(taker.take(), opts)?;
             return Ok(match exit_code {
                 Some(code) if live => Outcome::Live { events: feeder.events, exit_code: code },
                 _ if feed.exhausted() => Outcome::Completed { events: feeder.events },
@@ -377,6 +471,19 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
         }
         region.wait_doorbell(seen, Duration::from_millis(2).as_nanos() as u64);
     }
+}
+
+/// A promoted backup's program is gone: its last events go into the log, which ends, and its
+/// backups take the end.
+fn wind_up(taker: Option<Taker>, opts: &ReplayOptions) -> Result<()> {
+    let Some(mut t) = taker else { return Ok(()) };
+    let io = |source| Error::Io { what: opts.log.display().to_string(), source };
+    t.take_rest().map_err(io)?;
+    t.finish().map_err(io)?;
+    if let Some(to) = &opts.take_over {
+        to.lock().unwrap_or_else(|p| p.into_inner()).finish();
+    }
+    Ok(())
 }
 
 /// Sets its flag when dropped: on every way out of a replay.

@@ -2,7 +2,8 @@
 //! handle), checksummed and replaced atomically, and the group's event log.
 
 use crate::error::{Error, Result};
-use eventlog::ids::IncarnationToken;
+use crate::wire::session::TakeOver;
+use eventlog::ids::{IncarnationToken, Seq};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,8 @@ pub struct Membership {
     pub epoch: u64,
     /// A backup's resume handle (generated once, kept for good).
     pub handle: u128,
+    /// A promoted backup's start as primary: its backups of the old epoch resume within it.
+    pub took_over: Option<TakeOver>,
 }
 
 /// Creates `path` (and its missing parents) for its owner alone: tandem's directories hold the
@@ -121,17 +124,27 @@ impl StateDir {
         let incarnation = IncarnationToken(unhex::<16>(field("incarnation").ok_or_else(bad)?).ok_or_else(bad)?);
         let epoch = field("epoch").and_then(|e| e.parse().ok()).ok_or_else(bad)?;
         let handle = u128::from_be_bytes(unhex::<16>(field("handle").ok_or_else(bad)?).ok_or_else(bad)?);
-        Ok(Some(Membership { incarnation, epoch, handle }))
+        let took_over = match field("took_over") {
+            None => None,
+            Some(v) => {
+                let (e, at) = v.split_once(':').ok_or_else(bad)?;
+                Some(TakeOver { from_epoch: e.parse().map_err(|_| bad())?, at: Seq(at.parse().map_err(|_| bad())?) })
+            }
+        };
+        Ok(Some(Membership { incarnation, epoch, handle, took_over }))
     }
 
     /// Stores the membership durably: written beside, synced, renamed over, directory synced.
     pub fn store(&self, m: &Membership) -> Result<()> {
-        let body = format!(
+        let mut body = format!(
             "incarnation={}\nepoch={}\nhandle={}\n",
             hex(&m.incarnation.0),
             m.epoch,
             hex(&m.handle.to_be_bytes())
         );
+        if let Some(t) = m.took_over {
+            body.push_str(&format!("took_over={}:{}\n", t.from_epoch, t.at.0));
+        }
         let text = format!("{body}crc={:08x}\n", crc32c::crc32c(body.as_bytes()));
         let path = self.membership_path();
         let tmp = self.path.join("membership.new");
@@ -140,6 +153,27 @@ impl StateDir {
         f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
         fs::rename(&tmp, &path).map_err(io(&path))?;
         fs::File::open(&self.path).and_then(|d| d.sync_all()).map_err(io(&self.path))
+    }
+}
+
+impl StateDir {
+    /// Moves the log and the membership out of the way, kept (never replayed) under
+    /// `set-aside/`, named by the epoch they belonged to and the time: a backup whose log another
+    /// epoch's primary cut off catches up from the start. Returns where they went.
+    pub fn set_aside(&self, epoch: u64) -> Result<PathBuf> {
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let to = self.path.join("set-aside").join(format!("epoch-{epoch}-{secs}"));
+        create_private_dir(&to).map_err(Error::io(to.display().to_string()))?;
+        for from in [self.log_path(), self.membership_path()] {
+            let Some(name) = from.file_name() else { continue };
+            match fs::rename(&from, to.join(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(from.display().to_string())(e)),
+            }
+        }
+        fs::File::open(&self.path).and_then(|d| d.sync_all()).map_err(Error::io(self.path.display().to_string()))?;
+        Ok(to)
     }
 }
 
@@ -152,7 +186,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sd = StateDir::open(dir.path()).unwrap();
         assert_eq!(sd.membership().unwrap(), None);
-        let m = Membership { incarnation: IncarnationToken([0xab; 16]), epoch: 7, handle: 0x1234 << 70 | 9 };
+        let m = Membership {
+            incarnation: IncarnationToken([0xab; 16]),
+            epoch: 7,
+            handle: 0x1234 << 70 | 9,
+            took_over: Some(TakeOver { from_epoch: 6, at: Seq(12) }),
+        };
         sd.store(&m).unwrap();
         assert_eq!(sd.membership().unwrap(), Some(m));
         let path = dir.path().join("membership");
@@ -160,6 +199,20 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let err = sd.membership().unwrap_err().to_string();
         assert!(err.contains("membership is damaged"), "{err}");
+    }
+
+    #[test]
+    fn state_set_aside_is_kept_and_leaves_a_new_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(dir.path()).unwrap();
+        let m = Membership { incarnation: IncarnationToken([1; 16]), epoch: 2, handle: 5, took_over: None };
+        sd.store(&m).unwrap();
+        std::fs::write(sd.log_path(), b"events").unwrap();
+        let kept = sd.set_aside(2).unwrap();
+        assert_eq!(sd.membership().unwrap(), None);
+        assert!(!sd.log_path().exists());
+        assert!(kept.starts_with(dir.path().join("set-aside")) && kept.to_string_lossy().contains("epoch-2-"));
+        assert_eq!(std::fs::read(kept.join(sd.log_path().file_name().unwrap())).unwrap(), b"events");
     }
 
     #[test]

@@ -95,6 +95,11 @@ impl Steering {
         }
     }
 
+    /// The group as the coordinator sees it now.
+    pub async fn group_view(&self) -> std::result::Result<Group, ClientError> {
+        self.client.group(&self.group).await
+    }
+
     /// Reports `position()`: (held, released) every REPORT_EVERY while `epoch` lasts. A backup
     /// holds what it synced; the primary holds what it recorded and released output for what its
     /// backups acknowledged.
@@ -147,7 +152,13 @@ impl Steering {
     /// A backup: once the coordinator names this member primary of an epoch after `epoch`, asks
     /// the agent to promote itself (through the same channel as `tandem promote`), then keeps the
     /// new epoch's lease, fencing the program through `fence` as a primary does once it lapses.
-    pub fn await_promotion(&self, epoch: Epoch, agent: mpsc::Sender<control::Request>, fence: Arc<Fence>) {
+    pub fn await_promotion(
+        &self,
+        epoch: Epoch,
+        agent: mpsc::Sender<control::Request>,
+        fence: Arc<Fence>,
+        named: Arc<std::sync::atomic::AtomicU64>,
+    ) {
         let me = self.clone();
         tokio::spawn(async move {
             let mut group = me.client.clone().watch_group(me.group.clone(), WATCH_EVERY);
@@ -161,6 +172,7 @@ impl Steering {
                 }
             };
             drop(group);
+            named.store(new_epoch.0, std::sync::atomic::Ordering::SeqCst);
             match control::ask(&agent, ControlRequest::Promote).await {
                 ControlReply::Ok { message } => {
                     tracing::info!(epoch = new_epoch.0, "the coordinator named this member primary: {message}")

@@ -37,7 +37,7 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"TNDMSHM\0");
 /// Bump whenever any layout in this module changes.
-pub const VERSION: u32 = 9;
+pub const VERSION: u32 = 10;
 pub const PAGE: usize = 4096;
 /// Largest payload one event may carry; bigger reads are cut to this size by the shim (a short
 /// read is always legal for the descriptors whose bytes are recorded).
@@ -86,7 +86,10 @@ pub struct ShmHeader {
     pub slots_high: AtomicU32,
     /// Non-zero: output to the outside world waits for the backups (see `gate.rs`).
     pub output_gate: AtomicU32,
-    _pad2: [u8; 36],
+    /// Non-zero: a backup's program records on where its replay ends (it goes live as the
+    /// group's primary; see [`Region::record_on_from`]). Written by the agent before going live.
+    pub record_after_replay: AtomicU32,
+    _pad2: [u8; 32],
     /// Outputs depending only on events up to here may leave. Written by the agent.
     pub released: AtomicU64,
     /// Futex word the agent bumps when `released` moves.
@@ -195,6 +198,12 @@ impl Geometry {
     /// A region for replay: room for `thread_count` threads and a feed of `feed_bytes`.
     pub const fn replay(thread_count: u32, feed_bytes: u64) -> Geometry {
         Geometry { ring_count: 0, ring_bytes: 0, thread_count, feed_bytes }
+    }
+
+    /// This replay region with recording rings too: a backup's program records on from where
+    /// its replay ends, once promoted.
+    pub const fn with_rings(self, ring_count: u32, ring_bytes: u32) -> Geometry {
+        Geometry { ring_count, ring_bytes, ..self }
     }
 
     pub fn notes_offset(&self) -> usize {
@@ -382,6 +391,21 @@ impl Region {
     #[inline(always)]
     pub fn take_seq(&self) -> u64 {
         self.header().next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A backup's program goes live as the group's primary and records on: its next event is
+    /// numbered `next_seq`, its next process `next_lpid`, as if the primary had gone on. Set by
+    /// the agent before it tells the program to go live; needs the region's rings.
+    pub fn record_on_from(&self, next_seq: u64, next_lpid: u32) {
+        let h = self.header();
+        h.next_seq.store(next_seq, Ordering::Relaxed);
+        h.next_lpid.fetch_max(next_lpid, Ordering::Relaxed);
+        h.record_after_replay.store(1, Ordering::Release);
+    }
+
+    /// Whether the program records on once its replay ends (see [`Region::record_on_from`]).
+    pub fn records_after_replay(&self) -> bool {
+        self.geometry.ring_count > 0 && self.header().record_after_replay.load(Ordering::Acquire) != 0
     }
 
     /// Hands out a logical pid.

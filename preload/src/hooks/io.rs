@@ -446,10 +446,13 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
             scatter(&t, 16 + name_len + control_len, t.result().max(0) as usize, m.msg_iov, m.msg_iovlen);
             return t.ret() as isize;
         }
+        let kind = fdtable::kind(fd);
         if fdtable::is_dead(fd) {
+            // The end of a connection only the old primary had, recorded if recording on.
+            let meta = [0u8; 16];
+            hook.emit(Ev::new(Call::Recvmsg).fd(fd, kind).result(0).aux(flags as u64, 0), &[&meta]);
             return 0;
         }
-        let kind = fdtable::kind(fd);
         let mut capped = [iovec { iov_base: core::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
         let used = capped_iov(m.msg_iov, m.msg_iovlen as c_int, &mut capped);
         let (orig_iov, orig_len) = (m.msg_iov, m.msg_iovlen);

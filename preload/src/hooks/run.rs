@@ -200,6 +200,9 @@ pub fn on_fd<P: Particular>(call: Call, fd: c_int, aux: [u64; 2], mut p: P) -> i
     }
     if fdtable::is_dead(fd) {
         if let Some(r) = p.on_dead() {
+            // A promoted backup recording on: its backups hand the same end back.
+            let kind = fdtable::kind(fd);
+            hook.emit(Ev::new(call).fd(fd, kind).result(r).aux(aux[0], aux[1]).digest(written_digest), &[]);
             return r;
         }
     }

@@ -317,7 +317,7 @@ pub unsafe extern "C" fn pthread_rwlock_unlock(l: *mut pthread_rwlock_t) -> c_in
 /// of its own, taken before the thread blocks, so whoever takes the mutex next comes after it.
 /// Replay: release the mutex in turn, wait for the turn of the wake-up the primary got, take the
 /// mutex back. Going live while waiting counts as a spurious wake-up (the program re-checks its
-/// condition and waits for real).
+/// condition and waits for real), recorded as one by a backup that records on.
 fn cond_wait_with(call: Call, c: *mut pthread_cond_t, m: *mut pthread_mutex_t, real: impl FnOnce() -> c_int) -> c_int {
     let Some(hook) = Hook::enter() else { return real() };
     if state::mode() == state::MODE_REPLAY {
@@ -328,6 +328,9 @@ fn cond_wait_with(call: Call, c: *mut pthread_cond_t, m: *mut pthread_mutex_t, r
             let Some(t) = hook.turn(call) else {
                 // SAFETY: as above.
                 unsafe { real::pthread_mutex_lock(m) };
+                // A spurious wake-up, recorded so by a backup that records on as primary: its
+                // own backups wake their waiter here too.
+                hook.emit(ev(call, 0, Ret::Status, c as _, m as u64), &[]);
                 return 0;
             };
             // SAFETY: as above.
@@ -339,8 +342,7 @@ fn cond_wait_with(call: Call, c: *mut pthread_cond_t, m: *mut pthread_mutex_t, r
             }
             return t.result() as c_int;
         }
-        // Gone live before the wait began: wait for real.
-        return real();
+        // Gone live before the wait began: wait for real (and record it, recording on).
     }
     hook.emit_inner(Ev::new(Call::CondWaitRelease).aux(c as u64, m as u64), &[]);
     let r = real();

@@ -21,7 +21,7 @@ use eventlog::ids::{IncarnationToken, Seq};
 use eventlog::logfile::{unpack_events, verify_events, Launch};
 
 pub const MAGIC: [u8; 4] = *b"TNDF";
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
 pub const HEADER_LEN: usize = 40;
 /// Larger bodies are refused as malformed rather than allocated (a log batch is at most 64 MiB).
 pub const MAX_BODY: u32 = 65 << 20;
@@ -32,8 +32,9 @@ pub const MAX_NAME: usize = 255;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body {
-    /// Backup to primary, first on a session: who it is and what it already holds.
-    Hello { group: String, member: String, handle: u128, held: Seq },
+    /// Backup to primary, first on a session: who it is, what it already holds, and the epoch
+    /// of the primary its log came from (0: it holds nothing).
+    Hello { group: String, member: String, handle: u128, held: Seq, log_epoch: u64 },
     /// Primary to backup: the session is accepted; events follow from `resume_from`.
     Welcome { resume_from: Seq, launch: Launch },
     /// Primary to backup: consecutive events `first_seq..first_seq + count`, as a log batch body.
@@ -54,6 +55,10 @@ pub enum Body {
     End { last_seq: Seq },
     /// Either way: the session is refused or closed, and why.
     Refuse { reason: String },
+    /// Primary to backup: the backup's log holds events this primary's history does not (another
+    /// epoch's primary recorded them); it must set its state aside and catch up from the first
+    /// event.
+    StartOver { reason: String },
 }
 
 impl Body {
@@ -67,6 +72,7 @@ impl Body {
             Body::ConfirmAck { .. } => 6,
             Body::End { .. } => 7,
             Body::Refuse { .. } => 8,
+            Body::StartOver { .. } => 10,
             Body::Received { .. } => 9,
         }
     }
@@ -81,6 +87,7 @@ impl Body {
             Body::ConfirmAck { .. } => "CONFIRM-ACK",
             Body::End { .. } => "END",
             Body::Refuse { .. } => "REFUSE",
+            Body::StartOver { .. } => "START-OVER",
             Body::Received { .. } => "RECEIVED",
         }
     }
@@ -136,7 +143,7 @@ impl Header {
             return Err(FrameError::Version(bytes[4]));
         }
         let kind = bytes[5];
-        if !(1..=9).contains(&kind) {
+        if !(1..=10).contains(&kind) {
             return Err(FrameError::Kind(kind));
         }
         let flags = u16::from_le_bytes([bytes[6], bytes[7]]);
@@ -225,11 +232,12 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 
 fn encode_body(body: &Body, out: &mut Vec<u8>) {
     match body {
-        Body::Hello { group, member, handle, held } => {
+        Body::Hello { group, member, handle, held, log_epoch } => {
             put_str(out, group);
             put_str(out, member);
             out.extend_from_slice(&handle.to_le_bytes());
             out.extend_from_slice(&held.0.to_le_bytes());
+            out.extend_from_slice(&log_epoch.to_le_bytes());
         }
         Body::Welcome { resume_from, launch } => {
             out.extend_from_slice(&resume_from.0.to_le_bytes());
@@ -253,7 +261,7 @@ fn encode_body(body: &Body, out: &mut Vec<u8>) {
         | Body::End { last_seq: seq } => {
             out.extend_from_slice(&seq.0.to_le_bytes());
         }
-        Body::Refuse { reason } => out.extend_from_slice(reason.as_bytes()),
+        Body::Refuse { reason } | Body::StartOver { reason } => out.extend_from_slice(reason.as_bytes()),
     }
 }
 
@@ -301,7 +309,8 @@ impl<'a> Cursor<'a> {
 }
 
 fn decode_body(kind: u8, flags: u16, body: Bytes) -> Result<Body, FrameError> {
-    let names = ["", "HELLO", "WELCOME", "DATA", "ACK", "CONFIRM", "CONFIRM-ACK", "END", "REFUSE", "RECEIVED"];
+    let names =
+        ["", "HELLO", "WELCOME", "DATA", "ACK", "CONFIRM", "CONFIRM-ACK", "END", "REFUSE", "RECEIVED", "START-OVER"];
     let mut c = Cursor { rest: &body, kind: names.get(kind as usize).copied().unwrap_or("unknown") };
     let out = match kind {
         1 => {
@@ -309,7 +318,8 @@ fn decode_body(kind: u8, flags: u16, body: Bytes) -> Result<Body, FrameError> {
             let member = c.name("the member name")?;
             let handle = u128::from_le_bytes(c.take(16, "the resume handle")?.try_into().unwrap_or_default());
             let held = c.seq("the held sequence number")?;
-            Body::Hello { group, member, handle, held }
+            let log_epoch = c.seq("the log's epoch")?.0;
+            Body::Hello { group, member, handle, held, log_epoch }
         }
         2 => {
             let resume_from = c.seq("the resume point")?;
@@ -346,6 +356,11 @@ fn decode_body(kind: u8, flags: u16, body: Bytes) -> Result<Body, FrameError> {
             Body::Refuse { reason }
         }
         9 => Body::Received { seq: c.seq("the sequence number")? },
+        10 => {
+            let reason = String::from_utf8_lossy(c.rest).into_owned();
+            c.rest = &[];
+            Body::StartOver { reason }
+        }
         other => return Err(FrameError::Kind(other)),
     };
     c.end()?;
@@ -368,7 +383,13 @@ mod tests {
             ..Launch::default()
         };
         [
-            Body::Hello { group: "g".into(), member: "backup-1".into(), handle: 0xfeed << 64 | 3, held: Seq(41) },
+            Body::Hello {
+                group: "g".into(),
+                member: "backup-1".into(),
+                handle: 0xfeed << 64 | 3,
+                held: Seq(41),
+                log_epoch: 3,
+            },
             Body::Welcome { resume_from: Seq(42), launch },
             Body::Data { first_seq: Seq(42), count: 5, wall_ns: 9, events: events(42, 5), packed: None },
             Body::Ack { seq: Seq(46) },
@@ -377,6 +398,7 @@ mod tests {
             Body::ConfirmAck { seq: Seq(44) },
             Body::End { last_seq: Seq(46) },
             Body::Refuse { reason: "wrong group".into() },
+            Body::StartOver { reason: "epoch 2 ends at 40".into() },
         ]
         .into_iter()
         .map(|b| Frame::new(token, 3, b))

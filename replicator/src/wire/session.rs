@@ -47,6 +47,9 @@ pub enum SessionError {
     Protocol(String),
     #[error("refused by the peer: {0}")]
     Refused(String),
+    /// The backup's log holds events this primary's history does not share.
+    #[error("{0}")]
+    StartOver(String),
 }
 
 /// Where this end stands in the group.
@@ -92,6 +95,44 @@ impl Standing {
 
 // ---- the primary's end ------------------------------------------------------------------------
 
+/// Where a promoted primary's own history began: as a backup of epoch `from_epoch`'s primary it
+/// held that primary's events up to `at`, and numbered its own from there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TakeOver {
+    pub from_epoch: u64,
+    pub at: Seq,
+}
+
+/// Whether a backup holding events up to `held`, from the primary of epoch `log_epoch`, holds a
+/// part of this primary's history: each epoch has one primary and its log only grows, so the
+/// backup's log is a prefix of ours if it came from us, or from the primary we took over from
+/// and ends where we took over or before. Anything else may hold events no primary of ours
+/// recorded: the backup starts over.
+fn shares_history(
+    standing: Standing,
+    took_over: Option<TakeOver>,
+    log_epoch: u64,
+    held: Seq,
+) -> Result<(), SessionError> {
+    if held == Seq::ZERO || log_epoch == standing.epoch {
+        return Ok(());
+    }
+    if log_epoch > standing.epoch {
+        return Err(SessionError::Replaced { ours: standing.epoch, theirs: log_epoch });
+    }
+    if took_over.is_some_and(|t| t.from_epoch == log_epoch && held <= t.at) {
+        return Ok(());
+    }
+    let ours = match took_over {
+        Some(t) => format!("this primary took over from epoch {}'s at event {}", t.from_epoch, t.at),
+        None => "this primary's history does not include it".to_string(),
+    };
+    Err(SessionError::StartOver(format!(
+        "this backup holds events up to {held} from epoch {log_epoch}'s primary, but {ours} (epoch {}): its state is set aside and it catches up from the first event",
+        standing.epoch
+    )))
+}
+
 /// The primary's view of one backup.
 #[derive(Debug)]
 pub struct PrimarySession {
@@ -136,11 +177,12 @@ impl PrimarySession {
     /// catch-up, from the first event.
     pub fn accept(
         standing: Standing,
+        took_over: Option<TakeOver>,
         group: &str,
         launch: &Launch,
         hello: &Frame,
     ) -> Result<(PrimarySession, Frame), SessionError> {
-        let Body::Hello { group: their_group, member, handle, held } = &hello.body else {
+        let Body::Hello { group: their_group, member, handle, held, log_epoch } = &hello.body else {
             return Err(SessionError::Unexpected(hello.body.name()));
         };
         if their_group != group {
@@ -154,7 +196,14 @@ impl PrimarySession {
             }
             Seq::ZERO
         } else {
-            standing.refuse_newer(hello)?;
+            // A backup of an older epoch is welcome if its log is a part of this history.
+            if hello.incarnation != standing.incarnation {
+                return Err(SessionError::Incarnation { got: hello.incarnation, ours: standing.incarnation });
+            }
+            if hello.epoch > standing.epoch {
+                return Err(SessionError::Replaced { ours: standing.epoch, theirs: hello.epoch });
+            }
+            shares_history(standing, took_over, *log_epoch, *held)?;
             *held
         };
         let session = PrimarySession {
@@ -298,6 +347,9 @@ pub struct BackupSession {
     /// Every event up to here has been received (durable or being made so).
     pub received: Seq,
     pub welcomed: bool,
+    /// The epoch of the primary the log came from: the epoch stored with it, then the epoch of
+    /// the primary that welcomed this backup (whose history the log is, from then on).
+    pub log_epoch: u64,
 }
 
 impl BackupSession {
@@ -310,6 +362,7 @@ impl BackupSession {
             held,
             received: held,
             welcomed: false,
+            log_epoch: standing.epoch,
         }
     }
 
@@ -322,12 +375,15 @@ impl BackupSession {
             member: self.member.clone(),
             handle: self.handle,
             held: self.held,
+            log_epoch: self.log_epoch,
         })
     }
 
     pub fn receive(&mut self, f: Frame) -> Result<BackupAction, SessionError> {
-        if let Body::Refuse { reason } = &f.body {
-            return Err(SessionError::Refused(reason.clone()));
+        match &f.body {
+            Body::Refuse { reason } => return Err(SessionError::Refused(reason.clone())),
+            Body::StartOver { reason } => return Err(SessionError::StartOver(reason.clone())),
+            _ => {}
         }
         if !self.welcomed {
             let Body::Welcome { resume_from, .. } = f.body else {
@@ -341,6 +397,7 @@ impl BackupSession {
                 self.standing.incarnation = f.incarnation;
             }
             self.standing.adopt(&f)?;
+            self.log_epoch = self.standing.epoch;
             if resume_from != self.held.next() {
                 return Err(SessionError::Protocol(format!(
                     "the primary resumes at {resume_from}, this backup holds up to {}",
@@ -405,9 +462,12 @@ mod tests {
     #[test]
     fn received_holds_at_the_received_level_and_ack_at_both() {
         let standing = Standing { incarnation: TOKEN, epoch: 1 };
-        let hello =
-            Frame::new(TOKEN, 1, Body::Hello { group: "g".into(), member: "b".into(), handle: 1, held: Seq(0) });
-        let (mut p, _) = PrimarySession::accept(standing, "g", &Launch::default(), &hello).unwrap();
+        let hello = Frame::new(
+            TOKEN,
+            1,
+            Body::Hello { group: "g".into(), member: "b".into(), handle: 1, held: Seq(0), log_epoch: 0 },
+        );
+        let (mut p, _) = PrimarySession::accept(standing, None, "g", &Launch::default(), &hello).unwrap();
         p.next_to_send = Seq(21);
         p.receive(&Frame::new(TOKEN, 1, Body::Received { seq: Seq(15) })).unwrap();
         assert_eq!((p.holds(AckLevel::Received), p.holds(AckLevel::Durable)), (Seq(15), Seq(0)));
@@ -434,7 +494,7 @@ mod tests {
     /// Opens a session: HELLO, WELCOME.
     fn connect(backup: &mut BackupSession) -> PrimarySession {
         let hello = backup.hello();
-        let (session, welcome) = PrimarySession::accept(primary_standing(), "g", &launch(), &hello).unwrap();
+        let (session, welcome) = PrimarySession::accept(primary_standing(), None, "g", &launch(), &hello).unwrap();
         assert!(matches!(backup.receive(welcome).unwrap(), BackupAction::Welcomed { .. }));
         session
     }
@@ -444,7 +504,7 @@ mod tests {
         let mut b =
             BackupSession::new(Standing { incarnation: IncarnationToken::NONE, epoch: 0 }, "g", "b1", 7, Seq(0));
         let hello = b.hello();
-        let (p, welcome) = PrimarySession::accept(primary_standing(), "g", &launch(), &hello).unwrap();
+        let (p, welcome) = PrimarySession::accept(primary_standing(), None, "g", &launch(), &hello).unwrap();
         assert_eq!(p.next_to_send, Seq(1));
         assert_eq!(b.receive(welcome).unwrap(), BackupAction::Welcomed { resume_from: Seq(1), adopted_token: true });
         assert_eq!(b.standing, primary_standing());
@@ -454,19 +514,16 @@ mod tests {
     fn another_incarnation_an_older_epoch_or_group_is_refused() {
         let mut other =
             BackupSession::new(Standing { incarnation: IncarnationToken([1; 16]), epoch: 1 }, "g", "b", 1, Seq(5));
-        let err = PrimarySession::accept(primary_standing(), "g", &launch(), &other.hello()).unwrap_err();
+        let err = PrimarySession::accept(primary_standing(), None, "g", &launch(), &other.hello()).unwrap_err();
         assert!(matches!(err, SessionError::Incarnation { .. }));
         let mut stale = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, Seq(5));
-        let newer = Standing { incarnation: TOKEN, epoch: 2 };
-        let err = PrimarySession::accept(newer, "g", &launch(), &stale.hello()).unwrap_err();
-        assert_eq!(err, SessionError::StaleEpoch { got: 1, ours: 2 });
-        let err = PrimarySession::accept(primary_standing(), "h", &launch(), &stale.hello()).unwrap_err();
+        let err = PrimarySession::accept(primary_standing(), None, "h", &launch(), &stale.hello()).unwrap_err();
         assert!(matches!(err, SessionError::Group { .. }));
         // A frame of an older epoch mid-session.
         let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 3 }, "g", "b", 1, Seq(0));
         let hello = b.hello();
         let (_, welcome) =
-            PrimarySession::accept(Standing { incarnation: TOKEN, epoch: 3 }, "g", &launch(), &hello).unwrap();
+            PrimarySession::accept(Standing { incarnation: TOKEN, epoch: 3 }, None, "g", &launch(), &hello).unwrap();
         b.receive(welcome).unwrap();
         let old = Frame::new(TOKEN, 2, Body::Confirm { seq: Seq(1) });
         assert_eq!(b.receive(old).unwrap_err(), SessionError::StaleEpoch { got: 2, ours: 3 });
@@ -488,9 +545,47 @@ mod tests {
 
         // At HELLO: a backup that learnt of epoch 2 (from the coordinator) is not welcomed.
         let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 2 }, "g", "b", 1, Seq(0));
-        let err = PrimarySession::accept(primary_standing(), "g", &launch(), &b.hello()).unwrap_err();
+        let err = PrimarySession::accept(primary_standing(), None, "g", &launch(), &b.hello()).unwrap_err();
         assert_eq!(err, SessionError::Replaced { ours: 1, theirs: 2 });
         assert!(err.to_string().contains("epoch 1 is over"), "{err}");
+    }
+
+    #[test]
+    fn a_backup_of_an_older_epoch_resumes_only_within_the_shared_history() {
+        let ours = Standing { incarnation: TOKEN, epoch: 3 };
+        let took_over = Some(TakeOver { from_epoch: 2, at: Seq(100) });
+        let hello = |log_epoch: u64, held: u64, told: u64| {
+            let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: log_epoch }, "g", "b", 1, Seq(held));
+            // What the coordinator told it of the group moves its frames, not its log's epoch.
+            b.standing.epoch = told;
+            b.hello()
+        };
+        // A backup of the primary this one took over from, holding no more than was taken over.
+        for held in [1, 100] {
+            let (p, welcome) = PrimarySession::accept(ours, took_over, "g", &launch(), &hello(2, held, 3)).unwrap();
+            assert_eq!(p.next_to_send, Seq(held + 1));
+            assert!(matches!(welcome.body, Body::Welcome { .. }));
+        }
+        // Holding more: events the old primary recorded that this one never had.
+        let err = PrimarySession::accept(ours, took_over, "g", &launch(), &hello(2, 101, 3)).unwrap_err();
+        assert!(matches!(err, SessionError::StartOver(_)), "{err}");
+        assert!(err.to_string().contains("took over from epoch 2's at event 100"), "{err}");
+        // Of another epoch, or of a primary with no take-over: its log cannot be vouched for.
+        for (took, log_epoch) in [(took_over, 1), (None, 2)] {
+            let err = PrimarySession::accept(ours, took, "g", &launch(), &hello(log_epoch, 5, 3)).unwrap_err();
+            assert!(matches!(err, SessionError::StartOver(_)), "{err}");
+        }
+        // Nothing held, or a log of this very epoch: welcome.
+        assert!(PrimarySession::accept(ours, None, "g", &launch(), &hello(1, 0, 3)).is_ok());
+        assert!(PrimarySession::accept(ours, None, "g", &launch(), &hello(3, 50, 3)).is_ok());
+        // A log from a later epoch's primary: this one has been replaced.
+        let err = PrimarySession::accept(ours, took_over, "g", &launch(), &hello(4, 5, 3)).unwrap_err();
+        assert_eq!(err, SessionError::Replaced { ours: 3, theirs: 4 });
+        // Welcomed, the backup's log is this epoch's history from then on.
+        let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 2 }, "g", "b", 1, Seq(7));
+        let (_, welcome) = PrimarySession::accept(ours, took_over, "g", &launch(), &b.hello()).unwrap();
+        b.receive(welcome).unwrap();
+        assert_eq!(b.log_epoch, 3);
     }
 
     #[test]
@@ -498,7 +593,7 @@ mod tests {
         // A new backup learns the group's epoch from the WELCOME.
         let mut b = BackupSession::new(Standing { incarnation: IncarnationToken::NONE, epoch: 0 }, "g", "b", 1, Seq(0));
         let primary = Standing { incarnation: TOKEN, epoch: 2 };
-        let (_, welcome) = PrimarySession::accept(primary, "g", &launch(), &b.hello()).unwrap();
+        let (_, welcome) = PrimarySession::accept(primary, None, "g", &launch(), &b.hello()).unwrap();
         assert!(matches!(b.receive(welcome).unwrap(), BackupAction::Welcomed { .. }));
         assert_eq!(b.standing, primary);
         // A later epoch in its primary's frames moves it, and its answers carry it.
