@@ -362,9 +362,9 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
         following: following.clone(),
         hub: std::sync::OnceLock::new(),
     });
+    let steering =
+        opts.coordinator.as_ref().map(|c| Steering::new(c, &opts.group, &opts.name, &identity)).transpose()?;
     if !ended {
-        let steering =
-            opts.coordinator.as_ref().map(|c| Steering::new(c, &opts.group, &opts.name, &identity)).transpose()?;
         let net = Network {
             identity,
             primary: std::sync::Mutex::new(opts.primary),
@@ -373,7 +373,7 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
             following: following.clone(),
             witness: opts.witness,
             ready: ready_tx,
-            steering,
+            steering: steering.clone(),
             held: held.clone(),
             standing: standing.clone(),
             metrics: opts.metrics,
@@ -422,6 +422,7 @@ pub fn run(opts: &BackupOptions) -> Result<Outcome> {
                 serve: opts.serve,
                 standing: standing.clone(),
                 stop: stop.clone(),
+                steering,
                 serving: None,
             };
             Some(std::sync::Mutex::new(Box::new(successor) as Box<dyn TakeOverTo>))
@@ -455,6 +456,7 @@ struct Successor {
     serve: Serving,
     standing: Arc<Whereabouts>,
     stop: Arc<Stop>,
+    steering: Option<Steering>,
     serving: Option<(tokio::runtime::Runtime, quinn::Endpoint, Arc<Hub>)>,
 }
 
@@ -493,6 +495,7 @@ impl TakeOverTo for Successor {
             ack: self.serve.ack,
             compress: self.serve.compress,
             fence: following.fence.clone(),
+            steering: self.steering.clone(),
         });
         let endpoint = primary::serve_backups(&runtime, &self.identity, &hub, self.listen)
             .map_err(|e| Error::Setup(format!("cannot serve backups as the group's primary: {e}")))?;

@@ -32,6 +32,10 @@ pub enum Error {
     /// again, catching up from the first event.
     #[error("{0}")]
     StartOver(String),
+    /// A switchover named another primary: this agent's program was stopped, and the agent
+    /// rejoins as a backup.
+    #[error("{0}")]
+    HandedOver(String),
 }
 
 impl Error {
@@ -55,7 +59,8 @@ impl Error {
             | Error::Coordinator(_)
             | Error::Fenced(_)
             | Error::GoLive(_)
-            | Error::StartOver(_) => 125,
+            | Error::StartOver(_)
+            | Error::HandedOver(_) => 125,
         }
     }
 }

@@ -40,6 +40,9 @@ pub enum Fenced {
     /// A backup spoke for a later epoch: another primary has been named.
     #[error("this primary was replaced in epoch {theirs}: a backup spoke for that epoch, and this primary's epoch {ours} is over")]
     Replaced { ours: Epoch, theirs: Epoch },
+    /// A switchover: this primary handed the group over to a backup holding all it recorded.
+    #[error("this primary handed group over to {to}, primary in epoch {epoch}")]
+    HandedOver { to: String, epoch: Epoch },
 }
 
 /// The program's output gate as the lease sees it: shut for good once the agent is primary no
@@ -105,7 +108,10 @@ impl Fence {
             tracing::error!("{why}: its program's output is held for good (the program keeps running: --keep-fenced)");
             return;
         }
-        tracing::error!("{why}: its program's output is held for good, and the program is stopped");
+        match why {
+            Fenced::HandedOver { .. } => tracing::info!("{why}: its program is stopped; it rejoins as a backup"),
+            _ => tracing::error!("{why}: its program's output is held for good, and the program is stopped"),
+        }
         if let Some(stop) = self.stop.get() {
             stop.kill_now();
         }

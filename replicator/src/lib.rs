@@ -29,5 +29,6 @@ pub mod status;
 pub mod stdin;
 pub mod steer;
 pub mod survey;
+pub mod switchover;
 pub mod view;
 pub mod wire;

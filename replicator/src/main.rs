@@ -209,6 +209,35 @@ enum Command {
         #[arg(last = true, value_name = "PROGRAM")]
         command: Vec<OsString>,
     },
+    /// Hand a group over to one of its backups, as planned: the primary stops releasing output,
+    /// the backup receives everything the primary recorded, the coordinator names it primary of
+    /// the next epoch, and the old primary rejoins as its backup. No acknowledged write is lost;
+    /// clients see a pause. Prints the new primary and epoch.
+    #[command(after_help = exit_statuses!(
+        "0    switched over (or the named backup is the primary already)";
+        "125  refused or failed: the line says why, and the group carries on as it was",
+    ))]
+    Switchover {
+        /// The group.
+        #[arg(long)]
+        group: String,
+        /// The backup to hand over to; by default the one holding most.
+        #[arg(long, value_name = "NAME")]
+        to: Option<String>,
+        /// Names this request: run again with the same id (after a timeout, say), it changes
+        /// nothing more. By default a new one.
+        #[arg(long, value_name = "ID")]
+        request_id: Option<String>,
+        /// The coordinator's members (ADDR,ADDR,...).
+        #[arg(long, value_delimiter = ',', value_name = "ADDR,...", required = true)]
+        coordinator: Vec<String>,
+        /// The cluster's certificates, to reach the primary.
+        #[arg(long, default_value = "certs", value_name = "DIR")]
+        certs: PathBuf,
+        /// Whose certificate (NAME.crt in --certs) to present.
+        #[arg(long)]
+        name: String,
+    },
     /// Make a backup take over: it stops following the primary, replays every event it holds,
     /// and its program goes live from exactly there (listening where the primary's did). Make
     /// sure the old primary is gone first. Prints where the program goes live.
@@ -406,6 +435,20 @@ impl ServeArgs {
         }
     }
 
+    /// The same, as command-line arguments.
+    fn as_args(&self) -> Vec<OsString> {
+        fn name(v: &impl clap::ValueEnum) -> OsString {
+            v.to_possible_value().map_or_else(OsString::new, |p| p.get_name().into())
+        }
+        let mut args: Vec<OsString> = vec!["--mode".into(), name(&self.mode), "--ack".into(), name(&self.ack)];
+        args.extend(["--min-backups".into(), self.min_backups.to_string().into()]);
+        args.extend(["--max-lag-events".into(), self.max_lag_events.to_string().into()]);
+        if self.no_compress {
+            args.push("--no-compress".into());
+        }
+        args
+    }
+
     fn serving(&self) -> replicator::backup::Serving {
         replicator::backup::Serving {
             mode: self.mode(),
@@ -585,6 +628,26 @@ fn run(cli: Cli) -> Result<u8> {
             divert_notes(&notes::in_state_dir(&state_dir))?;
             init_tracing("info");
             let launch = Launch::new(&command, "record", allow_unseen_sync)?;
+            // Handed over in a switchover, this agent goes on as a backup of the same group.
+            let mut rejoin: Vec<OsString> = vec!["backup".into(), "--group".into(), group.clone().into()];
+            rejoin.extend(["--listen".into(), listen.to_string().into(), "--name".into(), member.name.clone().into()]);
+            rejoin.extend([
+                "--certs".into(),
+                member.certs.clone().into(),
+                "--state-dir".into(),
+                state_dir.clone().into(),
+            ]);
+            rejoin.extend(["--max-threads".into(), member.max_threads.to_string().into()]);
+            rejoin.extend(serve.as_args());
+            if let Some(c) = &member.coordinator {
+                rejoin.extend(["--coordinator".into(), c.join(",").into()]);
+            }
+            if member.keep_fenced {
+                rejoin.push("--keep-fenced".into());
+            }
+            if let Some(m) = member.metrics {
+                rejoin.extend(["--metrics".into(), m.to_string().into()]);
+            }
             let opts = replicator::primary::PrimaryOptions {
                 state_dir,
                 group,
@@ -602,7 +665,12 @@ fn run(cli: Cli) -> Result<u8> {
                 keep_fenced: member.keep_fenced,
                 metrics: member.metrics,
             };
-            let rec = replicator::primary::run(launch, &opts)?;
+            let rec = match replicator::primary::run(launch, &opts) {
+                Err(Error::HandedOver(why)) => {
+                    return Err(start_again(&format!("{why}; rejoining as a backup"), rejoin))
+                }
+                other => other?,
+            };
             Ok(rec.exit_code.clamp(0, 255) as u8)
         }
         Command::Backup { group, primary, listen, serve, stall_timeout, witness, member, command } => {
@@ -643,6 +711,15 @@ fn run(cli: Cli) -> Result<u8> {
                 _ => report(&outcome),
             }
             Ok(outcome.exit_code().clamp(0, 255) as u8)
+        }
+        Command::Switchover { group, to, request_id, coordinator, certs, name } => {
+            let id = match request_id {
+                Some(id) => id,
+                None => format!("switchover-{:032x}", u128::from_be_bytes(replicator::statedir::random()?)),
+            };
+            let opts = replicator::switchover::SwitchoverOptions { coordinator, group, to, id, certs, name };
+            println!("{}", replicator::switchover::run(&opts)?);
+            Ok(0)
         }
         Command::Promote { state_dir, group, name } => {
             let state_dir = match (state_dir, group, name) {
@@ -817,6 +894,17 @@ fn init_tracing(level: &str) {
         .init();
 }
 
+/// The agent again, as `tandem ARGS`, in place of this one (same pid, so a supervisor sees one
+/// agent; the state directory's lock goes with the old image). Returns only if that fails.
+fn start_again(why: &str, args: impl IntoIterator<Item = OsString>) -> Error {
+    use std::os::unix::process::CommandExt;
+    notes::line(&format!("tandem: {why}"));
+    let argv0 = std::env::args_os().next().unwrap_or_else(|| "tandem".into());
+    let exe = std::env::current_exe().unwrap_or_else(|_| argv0.clone().into());
+    let e = std::process::Command::new(exe).arg0(argv0).args(args).exec();
+    Error::Setup(format!("cannot start the agent again: {e}"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -825,15 +913,10 @@ fn main() -> ExitCode {
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         // A backup whose state was set aside: the same agent again, in a state directory that
         // holds nothing yet (its lock went with the old image).
-        Err(Error::StartOver(why)) => {
-            use std::os::unix::process::CommandExt;
-            notes::line(&format!("tandem: {why}; starting over"));
-            let mut args = std::env::args_os();
-            let argv0 = args.next().unwrap_or_else(|| "tandem".into());
-            let exe = std::env::current_exe().unwrap_or_else(|_| argv0.clone().into());
-            let e = std::process::Command::new(exe).arg0(argv0).args(args).exec();
-            notes::error_line(&format!("tandem: cannot start over: {e}"));
-            ExitCode::from(125)
+        Err(Error::StartOver(why) | Error::HandedOver(why)) => {
+            let e = start_again(&format!("{why}; starting over"), std::env::args_os().skip(1));
+            notes::error_line(&format!("tandem: {e}"));
+            ExitCode::from(e.exit_code())
         }
         Err(e) => {
             notes::error_line(&format!("tandem: {e}"));

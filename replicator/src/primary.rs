@@ -186,6 +186,15 @@ pub struct Hub {
     /// resume within what it took over, and in sync mode its output waits for backups again
     /// once they hold that much (until then no backup could vouch for anything).
     took_over: Option<TakeOver>,
+    /// The coordinator, through which a switchover names the next primary.
+    steering: Option<Steering>,
+    /// A switchover under way: no output is released and no event taken, so that the chosen
+    /// backup can hold everything this primary recorded.
+    paused: std::sync::atomic::AtomicBool,
+    /// Turns true once the program is gone and its events are all in the log.
+    gone: watch::Sender<bool>,
+    /// Turns true once a switchover's answer is sent: the agent may go.
+    answered: watch::Sender<bool>,
     state: Mutex<HubState>,
     /// The last event written (0 before any).
     written: watch::Sender<Seq>,
@@ -214,6 +223,7 @@ pub(crate) struct HubPlan {
     pub ack: AckLevel,
     pub compress: bool,
     pub fence: Arc<Fence>,
+    pub steering: Option<Steering>,
 }
 
 impl Hub {
@@ -233,6 +243,10 @@ impl Hub {
             compress: plan.compress,
             fence: plan.fence,
             took_over: plan.took_over,
+            steering: plan.steering,
+            paused: Default::default(),
+            gone: watch::channel(false).0,
+            answered: watch::channel(false).0,
             state: Mutex::new(HubState::default()),
             written: watch::channel(held).0,
             ended: watch::channel(None).0,
@@ -253,7 +267,7 @@ impl Hub {
 
     /// Recomputes the release point from the backups' positions and hands it to the shim.
     fn update_release(&self) {
-        if self.fence.is_shut() {
+        if self.fence.is_shut() || self.paused.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
         let point = group_ack(self.state().positions(), self.min_backups);
@@ -386,6 +400,9 @@ impl Tap for Hub {
     }
 
     fn may_take_more(&self, next_seq: Seq) -> bool {
+        if self.paused.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
         match self.mode {
             OutputMode::Sync => true,
             // The bound is on connected backups' lag; with none connected the log keeps
@@ -398,8 +415,13 @@ impl Tap for Hub {
         }
     }
 
+    fn cut_off(&self) -> bool {
+        self.fence.is_shut()
+    }
+
     fn ended(&self, last_seq: Seq) {
         self.written.send_replace(last_seq);
+        self.gone.send_replace(true);
         // A fenced primary's end is no end of the group: its backups follow another primary.
         if !self.fence.is_shut() {
             self.ended.send_replace(Some(last_seq));
@@ -461,6 +483,7 @@ pub fn run(mut launch: Launch, opts: &PrimaryOptions) -> Result<Recording> {
         ack: opts.ack,
         compress: opts.compress,
         fence: Arc::default(),
+        steering: steering.clone(),
     });
     if let Some(steering) = &steering {
         let _guard = runtime.enter();
@@ -494,10 +517,11 @@ pub fn run(mut launch: Launch, opts: &PrimaryOptions) -> Result<Recording> {
     }
     endpoint.close(0u32.into(), b"the primary's program has ended");
     runtime.shutdown_timeout(Duration::from_millis(100));
-    if let Some(why) = hub.fence.why() {
-        return Err(Error::Fenced(why.to_string()));
+    match hub.fence.why() {
+        Some(why @ Fenced::HandedOver { .. }) => Err(Error::HandedOver(why.to_string())),
+        Some(why) => Err(Error::Fenced(why.to_string())),
+        None => recording,
     }
-    recording
 }
 
 /// Serves backups at `listen` from `runtime`: the endpoint, its accept loop, and in sync mode the
@@ -521,6 +545,13 @@ pub(crate) fn serve_backups(
 /// closing before that could cut off the marker, and the backup would wait for a primary gone.
 /// An agent told to stop has two seconds in all; a fenced one has no end to give.
 pub(crate) fn drain(runtime: &tokio::runtime::Runtime, hub: &Hub, stop: &Stop) {
+    if matches!(hub.fence.why(), Some(Fenced::HandedOver { .. })) {
+        // Handed over: the operator who asked hears how it went before the agent goes.
+        let mut answered = hub.answered.subscribe();
+        runtime.block_on(async move {
+            let _ = tokio::time::timeout(2 * SWITCHOVER_WAIT, answered.wait_for(|a| *a)).await;
+        });
+    }
     if hub.fence.is_shut() {
         return;
     }
@@ -632,6 +663,23 @@ async fn accept_loop(endpoint: quinn::Endpoint, hub: Arc<Hub>) {
 async fn serve(conn: &quinn::Connection, hub: &Arc<Hub>, who: &str) -> std::result::Result<(), net::NetError> {
     let (mut ctl_send, mut ctl_recv) = conn.accept_bi().await?;
     let Some(hello) = read_frame(&mut ctl_recv).await? else { return Ok(()) };
+    if let Body::Switchover { to, id } = &hello.body {
+        let answer = match switch_over(hub, to, id).await {
+            Ok((to, epoch)) => Body::SwitchedOver { to, epoch: epoch.0 },
+            Err(reason) => {
+                tracing::warn!(asked_by = %who, "switchover refused: {reason}");
+                Body::Refuse { reason }
+            }
+        };
+        let sent = write_frame(&mut ctl_send, &Frame::new(hub.standing.incarnation, hub.standing.epoch, answer)).await;
+        let _ = ctl_send.finish();
+        if sent.is_ok() {
+            // Read by the operator before the connection goes.
+            let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
+        }
+        hub.answered.send_replace(true);
+        return sent.map_err(Into::into);
+    }
     let (session, welcome) = match PrimarySession::accept(hub.standing, hub.took_over, &hub.group, &hub.launch, &hello)
     {
         Ok(ok) => ok,
@@ -674,6 +722,104 @@ async fn serve(conn: &quinn::Connection, hub: &Arc<Hub>, who: &str) -> std::resu
     hub.state().set_acked(handle, number, None, &hub.sessions);
     hub.update_release();
     result
+}
+
+/// How long a switchover waits for the chosen backup to hold everything, and for the
+/// coordinator to hear so.
+const SWITCHOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// A planned change of primary: this primary stops releasing output and taking events, the
+/// chosen backup (`to`, or the connected one holding most) receives everything recorded, the
+/// coordinator names it primary of the next epoch (under request id `id`), and this primary
+/// stops its program to rejoin as a backup. Refused, it carries on as before. Returns the new
+/// primary and epoch, or why not.
+async fn switch_over(hub: &Arc<Hub>, to: &str, id: &str) -> std::result::Result<(String, Epoch), String> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let Some(steering) = &hub.steering else {
+        return Err("this primary has no coordinator: stop it, then promote a backup with `tandem promote`".into());
+    };
+    if hub.fence.is_shut() {
+        return Err("this agent is primary no more".into());
+    }
+    let candidate = {
+        let st = hub.state();
+        let linked = st.links.iter().filter_map(|(h, l)| Some((l.member.clone(), st.acked.get(h)?.1)));
+        match to {
+            "" => linked.max_by_key(|(_, acked)| *acked).map(|(m, _)| m),
+            name => linked.map(|(m, _)| m).find(|m| m == name),
+        }
+    };
+    let Some(candidate) = candidate else {
+        return Err(match to {
+            "" => "no backup is connected to this primary".to_string(),
+            name => format!("{name} is not connected to this primary"),
+        });
+    };
+    if hub.paused.swap(true, SeqCst) {
+        return Err("a switchover is already under way".into());
+    }
+    tracing::info!(to = %candidate, "switching over: output held and no event taken until the backup holds all");
+    let started = tokio::time::Instant::now();
+    let result = async {
+        // The recorder takes at most the batch it was cutting; then the log's end stays put.
+        let mut last = (Seq(u64::MAX), Seq::ZERO);
+        loop {
+            let written = *hub.written.borrow();
+            let acked = {
+                let st = hub.state();
+                st.links
+                    .iter()
+                    .filter(|(_, l)| l.member == candidate)
+                    .filter_map(|(h, _)| st.acked.get(h))
+                    .map(|a| a.1)
+                    .max()
+            };
+            let Some(acked) = acked else { return Err(format!("{candidate} disconnected")) };
+            if acked >= written && last.0 == written {
+                break;
+            }
+            last = (written, acked);
+            if started.elapsed() > SWITCHOVER_WAIT {
+                return Err(format!("{candidate} holds events up to {acked}, this primary recorded {written}"));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(why) = result {
+        hub.paused.store(false, SeqCst);
+        hub.update_release();
+        return Err(why);
+    }
+    // The backup holds all: this primary's program ends before the backup's begins (on one
+    // host they would listen on the same port), so that never two answer.
+    let epoch = Epoch(hub.standing.epoch + 1);
+    hub.fence.shut(&Fenced::HandedOver { to: candidate.clone(), epoch });
+    let mut gone = hub.gone.subscribe();
+    let _ = tokio::time::timeout(SWITCHOVER_WAIT, gone.wait_for(|g| *g)).await;
+    // The coordinator judges by reported positions: the backup's report of what it now holds
+    // may take a round to arrive. Refused for good, this primary is gone anyway: its lease
+    // lapses and the coordinator names the backup holding most.
+    loop {
+        match steering.failover_as(id, Some(candidate.clone())).await {
+            Ok(g) => {
+                tracing::info!(to = %candidate, epoch = g.epoch.0, took_ms = started.elapsed().as_millis() as u64, "switched over");
+                return Ok((candidate, g.epoch));
+            }
+            Err(coordinator::client::ClientError::Refused(coordinator::model::Refusal::NotEligible { why, .. }))
+                if started.elapsed() < 2 * SWITCHOVER_WAIT =>
+            {
+                tracing::debug!("the coordinator does not name {candidate} yet: {why}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => {
+                return Err(format!(
+                    "the coordinator refused: {e}; this primary's program has stopped, and once its lease lapses the coordinator names the backup holding most"
+                ))
+            }
+        }
+    }
 }
 
 /// Answers a backup's requests for the capture of the program's data: each on a stream of its

@@ -42,6 +42,11 @@ pub trait Tap: Send + Sync {
     fn may_take_more(&self, next_seq: Seq) -> bool;
     /// The recording is complete: `last_seq` is its last event.
     fn ended(&self, last_seq: Seq);
+    /// Whether the program's history goes on elsewhere (this agent is primary no more): its log
+    /// then has no end marker, and the agent may rejoin as a backup from it.
+    fn cut_off(&self) -> bool {
+        false
+    }
 }
 
 /// What a finished recording amounts to.
@@ -171,13 +176,21 @@ impl Taker {
         }
     }
 
-    /// Ends the log with its end marker, synced: (the last event, events lost).
-    pub fn finish(self) -> std::io::Result<(Seq, u64)> {
+    /// Ends the log with its end marker (none if the history goes on elsewhere), synced: (the
+    /// last event, events lost).
+    pub fn finish(mut self) -> std::io::Result<(Seq, u64)> {
         let last = self.sink.last;
+        let cut_off = self.sink.tap.as_ref().is_some_and(|t| t.cut_off());
         if let Some(tap) = &self.sink.tap {
             tap.ended(last);
         }
-        let mut out = self.sink.writer.finish(now_ns())?;
+        let mut out = match cut_off {
+            false => self.sink.writer.finish(now_ns())?,
+            true => {
+                self.sink.writer.flush()?;
+                self.sink.writer.into_inner()
+            }
+        };
         out.flush()?;
         out.get_ref().sync_all()?;
         Ok((last, self.lost))

@@ -357,8 +357,10 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
         if opts.stop.due() {
             stop_all(&mut exit_code);
             wind_up(taker.take(), opts)?;
-            if let Some(why) = opts.follow.as_ref().and_then(|f| f.fence.why()) {
-                return Err(Error::Fenced(why.to_string()));
+            match opts.follow.as_ref().and_then(|f| f.fence.why()) {
+                Some(why @ crate::lease::Fenced::HandedOver { .. }) => return Err(Error::HandedOver(why.to_string())),
+                Some(why) => return Err(Error::Fenced(why.to_string())),
+                None => {}
             }
             let signal = opts.stop.signal().unwrap_or(nix::libc::SIGKILL);
             return Ok(match exit_code {

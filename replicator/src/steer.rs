@@ -95,6 +95,11 @@ impl Steering {
         }
     }
 
+    /// Asks the coordinator to name `to` (or the best backup) primary, under request id `id`.
+    pub async fn failover_as(&self, id: &str, to: Option<String>) -> std::result::Result<Group, ClientError> {
+        self.client.write_as(id, Request::Failover { group: self.group.clone(), to }).await
+    }
+
     /// The group as the coordinator sees it now.
     pub async fn group_view(&self) -> std::result::Result<Group, ClientError> {
         self.client.group(&self.group).await

@@ -59,6 +59,11 @@ pub enum Body {
     /// epoch's primary recorded them); it must set its state aside and catch up from the first
     /// event.
     StartOver { reason: String },
+    /// An operator to the primary, first on a connection: hand the group over to backup `to`
+    /// (empty: the most up-to-date connected one), under request id `id`.
+    Switchover { to: String, id: String },
+    /// The primary to the operator: backup `to` is the group's primary in `epoch`.
+    SwitchedOver { to: String, epoch: u64 },
 }
 
 impl Body {
@@ -73,6 +78,8 @@ impl Body {
             Body::End { .. } => 7,
             Body::Refuse { .. } => 8,
             Body::StartOver { .. } => 10,
+            Body::Switchover { .. } => 11,
+            Body::SwitchedOver { .. } => 12,
             Body::Received { .. } => 9,
         }
     }
@@ -88,6 +95,8 @@ impl Body {
             Body::End { .. } => "END",
             Body::Refuse { .. } => "REFUSE",
             Body::StartOver { .. } => "START-OVER",
+            Body::Switchover { .. } => "SWITCHOVER",
+            Body::SwitchedOver { .. } => "SWITCHED-OVER",
             Body::Received { .. } => "RECEIVED",
         }
     }
@@ -143,7 +152,7 @@ impl Header {
             return Err(FrameError::Version(bytes[4]));
         }
         let kind = bytes[5];
-        if !(1..=10).contains(&kind) {
+        if !(1..=12).contains(&kind) {
             return Err(FrameError::Kind(kind));
         }
         let flags = u16::from_le_bytes([bytes[6], bytes[7]]);
@@ -262,6 +271,14 @@ fn encode_body(body: &Body, out: &mut Vec<u8>) {
             out.extend_from_slice(&seq.0.to_le_bytes());
         }
         Body::Refuse { reason } | Body::StartOver { reason } => out.extend_from_slice(reason.as_bytes()),
+        Body::Switchover { to, id } => {
+            put_str(out, to);
+            put_str(out, id);
+        }
+        Body::SwitchedOver { to, epoch } => {
+            put_str(out, to);
+            out.extend_from_slice(&epoch.to_le_bytes());
+        }
     }
 }
 
@@ -309,8 +326,21 @@ impl<'a> Cursor<'a> {
 }
 
 fn decode_body(kind: u8, flags: u16, body: Bytes) -> Result<Body, FrameError> {
-    let names =
-        ["", "HELLO", "WELCOME", "DATA", "ACK", "CONFIRM", "CONFIRM-ACK", "END", "REFUSE", "RECEIVED", "START-OVER"];
+    let names = [
+        "",
+        "HELLO",
+        "WELCOME",
+        "DATA",
+        "ACK",
+        "CONFIRM",
+        "CONFIRM-ACK",
+        "END",
+        "REFUSE",
+        "RECEIVED",
+        "START-OVER",
+        "SWITCHOVER",
+        "SWITCHED-OVER",
+    ];
     let mut c = Cursor { rest: &body, kind: names.get(kind as usize).copied().unwrap_or("unknown") };
     let out = match kind {
         1 => {
@@ -361,6 +391,8 @@ fn decode_body(kind: u8, flags: u16, body: Bytes) -> Result<Body, FrameError> {
             c.rest = &[];
             Body::StartOver { reason }
         }
+        11 => Body::Switchover { to: c.name("the backup's name")?, id: c.name("the request id")? },
+        12 => Body::SwitchedOver { to: c.name("the backup's name")?, epoch: c.seq("the epoch")?.0 },
         other => return Err(FrameError::Kind(other)),
     };
     c.end()?;
@@ -399,6 +431,8 @@ mod tests {
             Body::End { last_seq: Seq(46) },
             Body::Refuse { reason: "wrong group".into() },
             Body::StartOver { reason: "epoch 2 ends at 40".into() },
+            Body::Switchover { to: "b2".into(), id: "r-1".into() },
+            Body::SwitchedOver { to: "b2".into(), epoch: 4 },
         ]
         .into_iter()
         .map(|b| Frame::new(token, 3, b))
