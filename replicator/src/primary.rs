@@ -678,7 +678,7 @@ async fn serve(conn: &quinn::Connection, hub: &Arc<Hub>, who: &str) -> std::resu
             let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
         }
         hub.answered.send_replace(true);
-        return sent.map_err(Into::into);
+        return sent;
     }
     let (session, welcome) = match PrimarySession::accept(hub.standing, hub.took_over, &hub.group, &hub.launch, &hello)
     {
