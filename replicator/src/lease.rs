@@ -180,8 +180,9 @@ pub fn keep(steering: &Steering, epoch: Epoch, fence: Arc<Fence>) {
         let mut clock = LeaseClock::new(epoch, Instant::now());
         loop {
             tick.tick().await;
-            // Fenced for another reason (replaced): the lease no longer matters.
-            if fence.is_shut() {
+            // Fenced for another reason (replaced): the lease no longer matters. Handing over, it
+            // holds until the coordinator names the next primary, so that no lapse names another.
+            if fence.is_shut() && !matches!(fence.why(), Some(Fenced::HandedOver { .. })) {
                 return;
             }
             let sent = Instant::now();

@@ -798,27 +798,33 @@ async fn switch_over(hub: &Arc<Hub>, to: &str, id: &str) -> std::result::Result<
     hub.fence.shut(&Fenced::HandedOver { to: candidate.clone(), epoch });
     let mut gone = hub.gone.subscribe();
     let _ = tokio::time::timeout(SWITCHOVER_WAIT, gone.wait_for(|g| *g)).await;
-    // The coordinator judges by reported positions: the backup's report of what it now holds
-    // may take a round to arrive. Refused for good, this primary is gone anyway: its lease
-    // lapses and the coordinator names the backup holding most.
+    // The coordinator judges by reported positions: once the backup's report of what it now
+    // holds, and this primary's of what it released, have arrived, it is asked, once (a request
+    // id's first outcome is final). Refused, this primary is gone anyway: its lease lapses and
+    // the coordinator names the backup holding most.
+    let refused = |e: String| {
+        format!("{e}; this primary's program has stopped, and once its lease lapses the coordinator names the backup holding most")
+    };
     loop {
-        match steering.failover_as(id, Some(candidate.clone())).await {
-            Ok(g) => {
-                tracing::info!(to = %candidate, epoch = g.epoch.0, took_ms = started.elapsed().as_millis() as u64, "switched over");
-                return Ok((candidate, g.epoch));
-            }
-            Err(coordinator::client::ClientError::Refused(coordinator::model::Refusal::NotEligible { why, .. }))
-                if started.elapsed() < 2 * SWITCHOVER_WAIT =>
-            {
-                tracing::debug!("the coordinator does not name {candidate} yet: {why}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => {
-                return Err(format!(
-                    "the coordinator refused: {e}; this primary's program has stopped, and once its lease lapses the coordinator names the backup holding most"
-                ))
-            }
+        let g = steering.group_view().await.map_err(|e| refused(format!("the coordinator: {e}")))?;
+        let held = g.members.get(&candidate).map_or(Seq::ZERO, |m| m.held);
+        if held >= g.released && held >= *hub.written.borrow() {
+            break;
         }
+        if started.elapsed() > 2 * SWITCHOVER_WAIT {
+            return Err(refused(format!(
+                "the coordinator heard of {candidate} holding events up to {held} only, and of output released up to {}",
+                g.released
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    match steering.failover_as(id, Some(candidate.clone())).await {
+        Ok(g) => {
+            tracing::info!(to = %candidate, epoch = g.epoch.0, took_ms = started.elapsed().as_millis() as u64, "switched over");
+            Ok((candidate, g.epoch))
+        }
+        Err(e) => Err(refused(format!("the coordinator refused: {e}"))),
     }
 }
 

@@ -106,6 +106,32 @@ impl Group {
         }
     }
 
+    /// Waits until every member but `primary` has caught up, as heard since `since`, in an epoch
+    /// after `epoch`.
+    fn wait_caught_up(&self, primary: &str, epoch: u64, since: Instant, round: usize) {
+        loop {
+            let v = self.view();
+            let head = v["members"][primary]["held"].as_u64().unwrap_or(0);
+            let caught_up = HOSTS.iter().filter(|h| **h != primary).all(|h| {
+                let m = &v["members"][*h];
+                m["catching_up"] == false
+                    && m["diverged"] == false
+                    // Heard from since then, not an old agent's last word.
+                    && m["last_report_ms"].as_u64().is_some_and(|ms| u128::from(ms) < since.elapsed().as_millis())
+                    && m["held"].as_u64().is_some_and(|held| held + CAUGHT_UP_EVENTS >= head)
+            });
+            if caught_up && v["epoch"].as_u64() > Some(epoch) {
+                return;
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(90),
+                "round {round}: the group has not two caught-up backups again: {v}\n{}",
+                self.story()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// How many times a backup's state was set aside (its log held events the new primary's
     /// history does not) and it caught up from the start.
     fn starts_over(&self) -> usize {
@@ -129,7 +155,11 @@ impl Group {
                 }
             }
             let log = std::fs::read_to_string(self.home(h).join("state/agent.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(12).collect();
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .take(std::env::var("TANDEM_STORY_LINES").ok().and_then(|n| n.parse().ok()).unwrap_or(12))
+                .collect();
             all += &format!("--- {h}/state/agent.log\n{}\n", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
         }
         all
@@ -160,11 +190,9 @@ fn ping(addr: Ipv4Addr) -> bool {
 
 /// Clients writing distinct keys one at a time to the current primary (`target`), each key
 /// counted once acknowledged; a failed connection is retried, at the primary named by then.
-fn writers(
-    target: Arc<Mutex<Ipv4Addr>>,
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<String>>>,
-) -> Vec<std::thread::JoinHandle<()>> {
+type Acked = Arc<Mutex<Vec<(String, Instant)>>>;
+
+fn writers(target: Arc<Mutex<Ipv4Addr>>, stop: Arc<AtomicBool>, acked: Acked) -> Vec<std::thread::JoinHandle<()>> {
     (0..4)
         .map(|n| {
             let (target, stop, acked) = (target.clone(), stop.clone(), acked.clone());
@@ -192,7 +220,7 @@ fn writers(
                         {
                             break;
                         }
-                        acked.lock().unwrap().push(k);
+                        acked.lock().unwrap().push((k, Instant::now()));
                     }
                 }
             })
@@ -243,10 +271,9 @@ fn random_below(state: &mut u64, n: u64) -> u64 {
     *state % n
 }
 
-#[test]
-fn a_group_keeps_a_standby_through_failover_after_failover() {
-    require("redis-server");
-    let failovers: usize = std::env::var("TANDEM_FAILOVERS").ok().and_then(|n| n.parse().ok()).unwrap_or(10);
+/// A coordinator on host c, redis-server under a sync primary on h1, backups on h2 and h3 that
+/// know only the coordinator.
+fn start_group() -> Group {
     let dir = tempfile::tempdir().unwrap();
     certs(&dir.path().join("certs"), &HOSTS);
     let lan = Lan::new(&["h1", "h2", "h3", "c"]);
@@ -281,6 +308,14 @@ fn a_group_keeps_a_standby_through_failover_after_failover() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    g
+}
+
+#[test]
+fn a_group_keeps_a_standby_through_failover_after_failover() {
+    require("redis-server");
+    let failovers: usize = std::env::var("TANDEM_FAILOVERS").ok().and_then(|n| n.parse().ok()).unwrap_or(10);
+    let mut g = start_group();
     let target = Arc::new(Mutex::new(g.addr("h1")));
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
@@ -312,27 +347,7 @@ fn a_group_keeps_a_standby_through_failover_after_failover() {
         // The killed host comes back as a backup of the new primary.
         g.backup(&old);
         let back = Instant::now();
-        loop {
-            let v = g.view();
-            let head = v["members"][&new]["held"].as_u64().unwrap_or(0);
-            let caught_up = HOSTS.iter().filter(|h| **h != new).all(|h| {
-                let m = &v["members"][*h];
-                m["catching_up"] == false
-                    && m["diverged"] == false
-                    // Heard from since the host came back, not its old agent's last word.
-                    && m["last_report_ms"].as_u64().is_some_and(|ms| u128::from(ms) < back.elapsed().as_millis())
-                    && m["held"].as_u64().is_some_and(|held| held + CAUGHT_UP_EVENTS >= head)
-            });
-            if caught_up && v["epoch"].as_u64() > Some(epoch) {
-                break;
-            }
-            assert!(
-                back.elapsed() < Duration::from_secs(90),
-                "round {round}: the group has not two caught-up backups again: {v}\n{}",
-                g.story()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        g.wait_caught_up(&new, epoch, back, round);
         rejoined.push(back.elapsed().as_millis());
         outcomes.push(format!("{old} -> {new} in {} ms", took[took.len() - 1]));
     }
@@ -340,7 +355,7 @@ fn a_group_keeps_a_standby_through_failover_after_failover() {
     for c in clients {
         c.join().unwrap();
     }
-    let keys = acked.lock().unwrap().clone();
+    let keys: Vec<String> = acked.lock().unwrap().iter().map(|(k, _)| k.clone()).collect();
     let at = *target.lock().unwrap();
     let lost = missing(at, &keys);
     eprintln!(
@@ -364,4 +379,94 @@ fn a_group_keeps_a_standby_through_failover_after_failover() {
     // Each failover fits in a second on a quiet machine (scripts/soak.sh reports them); here
     // the other tests' builds may share the cores.
     assert!(took.iter().all(|ms| *ms <= 3000), "a failover took more than 3 s: {took:?}\n{}", g.story());
+}
+
+/// The longest stretch between two acknowledged writes (any client's) from `from` to `to`: what
+/// the clients saw of a switchover.
+fn longest_pause(acked: &Acked, from: Instant, to: Instant) -> Duration {
+    let acked = acked.lock().unwrap();
+    let mut times: Vec<Instant> = acked.iter().map(|(_, t)| *t).filter(|t| *t >= from && *t <= to).collect();
+    times.sort_unstable();
+    times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(to - from)
+}
+
+#[test]
+fn switchovers_round_robin_lose_no_acknowledged_write() {
+    require("redis-server");
+    let switchovers: usize = std::env::var("TANDEM_SWITCHOVERS").ok().and_then(|n| n.parse().ok()).unwrap_or(20);
+    let g = start_group();
+    let target = Arc::new(Mutex::new(g.addr("h1")));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Acked = Arc::new(Mutex::new(Vec::new()));
+    let clients = writers(target.clone(), stop.clone(), acked.clone());
+    let (mut pauses, mut commands, mut rejoined) = (Vec::new(), Vec::new(), Vec::new());
+    let mut primary = "h1".to_string();
+    let t0 = Instant::now();
+    for round in 1..=switchovers {
+        let epoch = g.view()["epoch"].as_u64().unwrap();
+        g.wait_caught_up(&primary, epoch.saturating_sub(1), Instant::now() - Duration::from_millis(500), round);
+        std::thread::sleep(Duration::from_millis(300));
+        let next = HOSTS[(HOSTS.iter().position(|h| *h == primary).unwrap() + 1) % HOSTS.len()];
+        let asked = Instant::now();
+        let out = tandem()
+            .args(["switchover", "--group", "g", "--to", next, "--coordinator", &g.coordinator, "--name", "h1"])
+            .arg("--certs")
+            .arg(g.dir.path().join("certs"))
+            .output()
+            .unwrap();
+        let answered = Instant::now();
+        assert!(
+            out.status.success(),
+            "round {round}: switchover to {next}: {}{}\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr),
+            g.view(),
+            g.story()
+        );
+        assert!(
+            text(&out.stdout).contains(&format!("{next} is the primary of group g in epoch {}", epoch + 1)),
+            "{}",
+            text(&out.stdout)
+        );
+        *target.lock().unwrap() = g.addr(next);
+        // The clients' pause: from the command to the first writes at the new primary, and a
+        // second more for the slowest.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ping(g.addr(next)) {
+            assert!(Instant::now() < deadline, "round {round}: {next} does not answer\n{}", g.story());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        pauses.push(longest_pause(&acked, asked, Instant::now()).as_millis());
+        commands.push((answered - asked).as_millis());
+        // The old primary rejoins by itself, as a backup replaying its own log.
+        g.wait_caught_up(next, epoch, asked, round);
+        rejoined.push(asked.elapsed().as_millis());
+        eprintln!("round {round}: {primary} -> {next} at {:?}", t0.elapsed());
+        primary = next.to_string();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let keys: Vec<String> = acked.lock().unwrap().iter().map(|(k, _)| k.clone()).collect();
+    let lost = missing(*target.lock().unwrap(), &keys);
+    eprintln!(
+        "{switchovers} switchovers round robin over 3 hosts (sync mode); clients paused {}; the command took {}; the old primary rejoined (restarted as a backup from its own log) and both backups caught up after {} ({} started over from the first event); {} acknowledged writes, {} lost",
+        spread(&mut pauses),
+        spread(&mut commands),
+        spread(&mut rejoined),
+        g.starts_over(),
+        keys.len(),
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost, e.g. {:?}\n{}",
+        lost.len(),
+        keys.len(),
+        &lost[..lost.len().min(5)],
+        g.story()
+    );
+    assert!(keys.len() > 100, "too few writes were acknowledged: {}\n{}", keys.len(), g.story());
 }
