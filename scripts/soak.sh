@@ -10,6 +10,9 @@
 #   RUNS=3 scripts/soak.sh sqlite popen  those programs only
 #   scripts/soak.sh --no-doc stop        SIGTERM to each kind of agent in each state, 20 times
 #                                        (not a program: not in the support matrix)
+#   RUNS=5 scripts/soak.sh --no-doc continuity switchover
+#                                        10 failovers, and 20 switchovers, across 3 hosts in
+#                                        network namespaces (tests/tests/continuity.rs), 5 times
 set -uo pipefail
 cd "$(dirname "$0")/.."
 write_doc=1
@@ -466,6 +469,17 @@ case_stop() {
     term_within $prim "primary, fenced" || return 1
 }
 
+# A group through one failure after another, and planned switchovers, on three hosts: the
+# integration tests that do it (tests/tests/continuity.rs), each run's summary kept.
+continuity_test() {
+    cargo test --release -q -p tandem-tests --test continuity "$1" -- --nocapture >"$dir/test.out" 2>&1
+    local r=$?
+    grep -h "$2" "$dir/test.out" >>"$work/said-$c"
+    [ $r -eq 0 ] || { grep -m1 -A2 panicked "$dir/test.out"; return 1; }
+}
+case_continuity() { continuity_test a_group_keeps_a_standby "failovers ("; }
+case_switchover() { continuity_test switchovers_round_robin "switchovers round robin"; }
+
 declare -A what=(
     [nginx]="nginx, master and 2 worker processes, under wrk (2 s, 8 connections)"
     [python]="a threaded Python HTTP server (ThreadingHTTPServer) appending POSTs to files, 6 clients"
@@ -479,6 +493,8 @@ declare -A what=(
     [failover_sync]="live failover on one host, sync mode: redis-server under 4 writing clients, the backup killed and restarted with its files left behind, then the primary killed; every acknowledged write must be on the backup"
     [failover_received]="the same in sync mode at --ack received (a backup acknowledges what it holds in memory): every acknowledged write must be on the backup"
     [failover_async]="the same in async mode: the backup must take over"
+    [continuity]="10 failovers in a row across 3 hosts (redis-server, sync mode), each killed host rejoining"
+    [switchover]="20 switchovers round robin over 3 hosts (redis-server, sync mode)"
     [stop]="SIGTERM to record, a primary (followed, holding a reply, fenced) and a backup (following, catching up)"
 )
 declare -A clean failure
@@ -503,6 +519,7 @@ for c in "${cases[@]}"; do
         failure[$c]="$(sort -n "$work/took-$c" | awk '{v[NR]=$1} END {printf "took over in %d/%d/%d ms (min/median/max)", v[1], v[int((NR+1)/2)], v[NR]}') ${failure[$c]}"
     fi
     printf '%-15s %3d of %d clean  %s\n' "$c" "${clean[$c]}" "$runs" "${failure[$c]}"
+    [ -s "$work/said-$c" ] && sed 's/^/    /' "$work/said-$c"
 done
 if [ -f "$work/stop-times" ]; then
     echo "stop times (ms): slowest of each kind of agent"
