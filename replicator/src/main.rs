@@ -212,11 +212,9 @@ enum Command {
     /// Hand a group over to one of its backups, as planned: the primary stops releasing output,
     /// the backup receives everything the primary recorded, the coordinator names it primary of
     /// the next epoch, and the old primary rejoins as its backup. No acknowledged write is lost;
-    /// clients see a pause. Prints the new primary and epoch.
-    #[command(after_help = exit_statuses!(
-        "0    switched over (or the named backup is the primary already)";
-        "125  refused or failed: the line says why, and the group carries on as it was",
-    ))]
+    /// clients see a pause. Prints the new primary and epoch; refused, says why (exit 125), and
+    /// the group carries on as it was.
+    #[command(after_help = exit_statuses!("0    switched over (or the named backup is the primary already)"))]
     Switchover {
         /// The group.
         #[arg(long)]
