@@ -97,12 +97,24 @@ pub struct Member {
     reported: Mutex<BTreeMap<(String, String), Instant>>,
 }
 
+/// The leader's heartbeat, in ms. openraft ticks every one and a half of it, so heartbeats
+/// leave every 45 ms and a follower looks at its election timer as often.
+pub const HEARTBEAT_MS: u64 = 30;
+/// A follower's election timeout is drawn from `ELECTION_MIN_MS..ELECTION_MAX_MS`. openraft
+/// (0.9) lets a follower that followed a leader stand only after the leader's own lease
+/// (`ELECTION_MAX_MS`) and then its timeout, both counted from the last heartbeat, and checks at
+/// its tick: a dead leader is replaced within `2 × ELECTION_MAX_MS + 1.5 × HEARTBEAT_MS` (285 ms)
+/// plus a vote's round trip and fsync. Primaries' leases must outlast that (ARCHITECTURE.md,
+/// Leases).
+pub const ELECTION_MIN_MS: u64 = 90;
+pub const ELECTION_MAX_MS: u64 = 120;
+
 fn raft_config() -> openraft::Config {
     openraft::Config {
         cluster_name: "tandem".into(),
-        heartbeat_interval: 50,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
+        heartbeat_interval: HEARTBEAT_MS,
+        election_timeout_min: ELECTION_MIN_MS,
+        election_timeout_max: ELECTION_MAX_MS,
         ..Default::default()
     }
 }

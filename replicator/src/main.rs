@@ -292,8 +292,10 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
         /// How long without a renewal before a primary's lease lapses and its epoch ends
-        /// (primaries fence themselves at four fifths of this without a confirmed renewal).
-        #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DURATION")]
+        /// (primaries fence themselves at four fifths of this without a confirmed renewal). It
+        /// must outlast a Raft election of the members (about 300 ms) and a renewal: below
+        /// 600ms a primary may fence itself when the coordinator's leader dies.
+        #[arg(long, default_value = "750ms", value_parser = parse_duration, value_name = "DURATION")]
         lease_timeout: Duration,
         /// The lease timeout in milliseconds: the older spelling of --lease-timeout.
         #[arg(long, hide = true, conflicts_with = "lease_timeout")]

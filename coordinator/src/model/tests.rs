@@ -223,7 +223,7 @@ impl Rng {
 fn under_random_commands_epochs_only_grow_and_every_new_primary_was_eligible() {
     let names = ["m0", "m1", "m2", "m3", "m4"];
     for seed in 1..200u64 {
-        let mut rng = Rng(seed * 0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let mut s = State::default();
         let mode = if seed % 2 == 0 { Mode::Sync } else { Mode::Async };
         let mut ids: Vec<String> = Vec::new();
