@@ -392,8 +392,14 @@ impl Member {
     }
 
     pub fn status(&self) -> Status {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
+        // Health borrows the Raft metrics itself: not while they are borrowed here (a second
+        // read behind openraft's waiting update would never be granted, and both would hang).
+        let health = self.health();
+        let (leader, term, last_applied) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            (m.current_leader, m.current_term, m.last_applied.map(|l| l.index))
+        };
         let s = self.standing.read().unwrap_or_else(|p| p.into_inner());
         let speaks_for = self.speaks_for.read().map(|s| s.clone()).unwrap_or_default();
         Status {
@@ -402,12 +408,12 @@ impl Member {
             ready: s.identity.is_some(),
             forming: s.identity.as_ref().is_some_and(|i| i.distributor && !i.formed),
             replaced: s.identity.as_ref().and_then(|i| i.replaced.clone()),
-            leader: m.current_leader,
-            term: m.current_term,
-            last_applied: m.last_applied.map(|l| l.index),
+            leader,
+            term,
+            last_applied,
             trouble: s.trouble.clone(),
-            healthy: self.health().is_ok(),
-            unhealthy: self.health().err(),
+            healthy: health.is_ok(),
+            unhealthy: health.err(),
         }
     }
 
