@@ -3,7 +3,9 @@
 # from a directory whose path differs in length from the recording's, RUNS times per program
 # (default 20). A run is clean when the replay exits 0 (its outputs matched the recorded ones call
 # by call) and its view of the program's directory holds the primary's files, byte for byte.
-# The failover cases run live failover on one host, the demo's layout (see `failover`).
+# The failover cases run live failover on one host, the demo's layout (see `failover`);
+# coordinator_leader kills the leader of three coordinator members under a steered primary, 20
+# times a run (LEADER_KILLS), and fails a run where the primary fenced itself or lost its epoch.
 # Writes the support matrix to docs/support.md (unless --no-doc) and exits 1 if any run failed.
 #
 #   scripts/soak.sh                      every program, 20 runs each
@@ -29,7 +31,7 @@ work=$(mktemp -d /tmp/tandem-soak.XXXXXX)
 # SOAK_KEEP=1 keeps the runs' directories (recordings, replays' views and output) for a look.
 [ -n "${SOAK_KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
 cases=("$@")
-[ ${#cases[@]} -gt 0 ] || cases=(nginx python sqlite memcached pipeline popen tmpfiles stdin sigsuspend failover_sync failover_received failover_async)
+[ ${#cases[@]} -gt 0 ] || cases=(nginx python sqlite memcached pipeline popen tmpfiles stdin sigsuspend failover_sync failover_received failover_async coordinator_leader)
 
 free_port() { echo $(( 20000 + RANDOM % 30000 )); }
 wait_port() {
@@ -480,6 +482,82 @@ continuity_test() {
 case_continuity() { continuity_test a_group_keeps_a_standby "failovers ("; }
 case_switchover() { continuity_test switchovers_round_robin "switchovers round robin"; }
 
+# Three coordinator members on this host, a primary (a shell loop, sync mode) steered by them
+# and a backup; the members' leader is killed and restarted 20 times (LEADER_KILLS). Each
+# election must fit in the primary's lease: the group never leaves its epoch and the primary
+# never fences itself.
+case_coordinator_leader() {
+    local kills=${LEADER_KILLS:-20} certs=$dir/certs port ports=() pids=() peers="" members="" i k
+    "$tandem" certs init --certs "$certs" >/dev/null && "$tandem" certs issue --certs "$certs" --name primary >/dev/null \
+        && "$tandem" certs issue --certs "$certs" --name backup >/dev/null || return 1
+    port=$(free_port)
+    for i in 1 2 3; do
+        ports[$i]=$(( port + 1 + i ))
+        peers+="${peers:+,}$i=127.0.0.1:${ports[$i]}"
+        members+="${members:+,}127.0.0.1:${ports[$i]}"
+    done
+    member_up() {
+        "$tandem" coordinator --state-dir "$dir/m$1" --listen "127.0.0.1:${ports[$1]}" --id "$1" --peers "$peers" \
+            >>"$dir/m$1.out" 2>&1 &
+        pids[$1]=$!
+    }
+    # The leader the members $@ agree on, one of them (none while they do not).
+    leader_of() {
+        local seen="" l
+        for i in "$@"; do
+            l=$(curl -sf -m 1 "127.0.0.1:${ports[$i]}/v1/status" | grep -o '"leader":[0-9]*' | cut -d: -f2)
+            [ -n "$l" ] || return 1
+            [ -z "$seen" ] || [ "$seen" = "$l" ] || return 1
+            seen=$l
+        done
+        [[ " $* " == *" $seen "* ]] && echo "$seen"
+    }
+    wait_leader() {
+        local l
+        for _ in $(seq 400); do l=$(leader_of "$@") && { echo "$l"; return 0; }; sleep 0.05; done
+        return 1
+    }
+    group() { curl -sf -m 2 "127.0.0.1:${ports[$1]}/v1/groups/g"; }
+    cleanup() { kill -KILL $(tree_of "$prim") $(tree_of "$back") "$prim" "$back" "${pids[@]}" 2>/dev/null; wait 2>/dev/null; }
+    for i in 1 2 3; do member_up $i; done
+    wait_leader 1 2 3 >/dev/null || { echo "the members elected no leader"; cleanup; return 1; }
+    local busy='i=0; while true; do echo $i >> out; sleep 0.01; i=$((i+1)); done' prim back epoch
+    (cd "$p" && exec "$tandem" primary --group g --name primary --certs "$certs" --state-dir "$dir/primary.state" \
+        --listen "127.0.0.1:$port" --no-capture --coordinator "$members" -- sh -c "$busy" </dev/null >"$dir/primary.out" 2>&1) &
+    prim=$!
+    (cd "$b" && exec "$tandem" backup --group g --name backup --certs "$certs" --state-dir "$dir/backup.state" \
+        --primary "127.0.0.1:$port" --coordinator "$members" </dev/null >"$dir/backup.out" 2>&1) &
+    back=$!
+    for _ in $(seq 400); do group 1 | grep -q '"backup":{[^}]*"held":[1-9]' && break; sleep 0.05; done
+    epoch=$(group 1 | grep -o '"epoch":[0-9]*' | head -1)
+    group 1 | grep -q '"backup":{[^}]*"held":[1-9]' || { echo "the backup did not join: $(group 1)"; cleanup; return 1; }
+    local leader rest new took
+    for k in $(seq "$kills"); do
+        leader=$(wait_leader 1 2 3) || { echo "kill $k: the members agree on no leader"; cleanup; return 1; }
+        rest=$(echo 1 2 3 | tr ' ' '\n' | grep -vx "$leader" | tr '\n' ' ')
+        local killed
+        killed=$(date +%s%N)
+        kill -KILL "${pids[$leader]}"; wait "${pids[$leader]}" 2>/dev/null
+        # shellcheck disable=SC2086
+        new=$(wait_leader $rest) || { echo "kill $k: no new leader after member $leader died"; cleanup; return 1; }
+        took=$(( ($(date +%s%N) - killed) / 1000000 ))
+        echo "$took" >>"$work/elected-coordinator_leader"
+        sleep 1
+        member_up "$leader"
+        for _ in $(seq 200); do curl -sf -m 1 "127.0.0.1:${ports[$leader]}/v1/status" | grep -q '"ready":true' && break; sleep 0.05; done
+        sleep 0.5
+        if ! runs "$prim" || grep -q "held for good" "$dir/primary.state/agent.log" "$dir/primary.out" 2>/dev/null; then
+            echo "kill $k (member $leader): the primary fenced itself: $(grep -h "held for good" "$dir/primary.state/agent.log" "$dir/primary.out" | tail -1)"
+            cleanup; return 1
+        fi
+        if [ "$(group "$new" | grep -o '"epoch":[0-9]*' | head -1)" != "$epoch" ]; then
+            echo "kill $k (member $leader): the group left its $epoch: $(group "$new")"
+            cleanup; return 1
+        fi
+    done
+    cleanup
+}
+
 declare -A what=(
     [nginx]="nginx, master and 2 worker processes, under wrk (2 s, 8 connections)"
     [python]="a threaded Python HTTP server (ThreadingHTTPServer) appending POSTs to files, 6 clients"
@@ -495,6 +573,7 @@ declare -A what=(
     [failover_async]="the same in async mode: the backup must take over"
     [continuity]="10 failovers in a row across 3 hosts (redis-server, sync mode), each killed host rejoining"
     [switchover]="20 switchovers round robin over 3 hosts (redis-server, sync mode)"
+    [coordinator_leader]="three coordinator members, their leader killed and restarted 20 times under a steered primary and its backup: the group must keep its epoch and the primary must not fence itself"
     [stop]="SIGTERM to record, a primary (followed, holding a reply, fenced) and a backup (following, catching up)"
 )
 declare -A clean failure
@@ -517,6 +596,9 @@ for c in "${cases[@]}"; do
     done
     if [ -s "$work/took-$c" ]; then
         failure[$c]="$(sort -n "$work/took-$c" | awk '{v[NR]=$1} END {printf "took over in %d/%d/%d ms (min/median/max)", v[1], v[int((NR+1)/2)], v[NR]}') ${failure[$c]}"
+    fi
+    if [ -s "$work/elected-$c" ]; then
+        failure[$c]="$(sort -n "$work/elected-$c" | awk '{v[NR]=$1} END {printf "a new leader in %d/%d/%d ms (min/median/max)", v[1], v[int((NR+1)/2)], v[NR]}') ${failure[$c]}"
     fi
     printf '%-15s %3d of %d clean  %s\n' "$c" "${clean[$c]}" "$runs" "${failure[$c]}"
     [ -s "$work/said-$c" ] && sed 's/^/    /' "$work/said-$c"

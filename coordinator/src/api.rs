@@ -17,6 +17,10 @@ use std::collections::BTreeMap;
 
 pub use crate::model::{Mode, Refusal};
 
+/// A member not heard from for this long (agents report at least every second) is taken for
+/// gone: shown as silent, and never named primary.
+pub const SILENT_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The newest request form this build speaks.
 pub const API_VERSION: u64 = 1;
 
@@ -68,10 +72,29 @@ pub enum Request {
         #[serde(default)]
         to: Option<String>,
     },
+    /// A member stops on purpose: the primary of `epoch` (its group is then stopped, and its
+    /// primary may start it again as a new incarnation), or a backup (marked exited, and
+    /// `diverged` when it stopped on a mismatch).
+    Stop {
+        group: String,
+        member: String,
+        epoch: Epoch,
+        #[serde(default)]
+        diverged: bool,
+    },
+    /// Takes a backup out of its group.
+    RemoveMember { group: String, member: String },
+    /// Forgets a group, so that a primary may create it again. Refused while its primary holds a
+    /// lease, unless `force`.
+    Reset {
+        group: String,
+        #[serde(default)]
+        force: bool,
+    },
 }
 
 /// The ops of version 1, to tell an unknown op from a malformed request.
-const OPS: &[&str] = &["register", "report", "failover"];
+const OPS: &[&str] = &["register", "report", "failover", "stop", "remove_member", "reset"];
 
 impl Request {
     /// The Raft command for this request; `new_incarnation` names the group if it creates it.
@@ -89,7 +112,10 @@ impl Request {
             Request::Report { group, member, epoch, held, released, diverged } => {
                 Command::Report { group, member, epoch, held, released, diverged }
             }
-            Request::Failover { group, to } => Command::Failover { group, to },
+            Request::Failover { group, to } => Command::Failover { group, to, silent: Vec::new() },
+            Request::Stop { group, member, epoch, diverged } => Command::Stop { group, member, epoch, diverged },
+            Request::RemoveMember { group, member } => Command::RemoveMember { group, member },
+            Request::Reset { group, .. } => Command::Reset { group },
         }
     }
 }
@@ -222,6 +248,14 @@ impl Write {
         }
     }
 
+    /// Whether this is a reset, and forced: `Some(force)` for a reset.
+    pub fn reset_force(&self) -> Option<bool> {
+        match &self.0 {
+            Form::Current(WriteRequest { request: Request::Reset { force, .. }, .. }) => Some(*force),
+            _ => None,
+        }
+    }
+
     /// The version the caller spoke.
     pub fn version(&self) -> u64 {
         match &self.0 {
@@ -262,8 +296,10 @@ impl Write {
                         released: Seq(released),
                         diverged,
                     },
-                    v0::Command::Failover { group, to } => Command::Failover { group, to },
-                    v0::Command::LeaseExpired { group, epoch } => Command::LeaseExpired { group, epoch: Epoch(epoch) },
+                    v0::Command::Failover { group, to } => Command::Failover { group, to, silent: Vec::new() },
+                    v0::Command::LeaseExpired { group, epoch } => {
+                        Command::LeaseExpired { group, epoch: Epoch(epoch), silent: Vec::new() }
+                    }
                 };
                 (w.id, command)
             }
@@ -286,6 +322,9 @@ pub struct Group {
     pub released: Seq,
     /// The primary is gone and no backup may take over.
     pub stalled: bool,
+    /// Its primary ended the program on purpose; started again, it is a new incarnation.
+    #[serde(default)]
+    pub stopped: bool,
     pub members: BTreeMap<String, Member>,
     /// What is left of the primary's lease, as the leader sees it (reads only; leases are
     /// leader-local).
@@ -303,6 +342,12 @@ pub struct Member {
     pub catching_up: bool,
     /// Stopped on a mismatch with the primary: never promoted.
     pub diverged: bool,
+    /// Its agent said it stopped: not promoted until it registers or reports again.
+    #[serde(default)]
+    pub exited: bool,
+    /// The leader has not heard from it for [`SILENT_AFTER`] (reads only): not promoted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub silent: bool,
     /// Since the leader last heard a report from it (reads only; none before the first, or
     /// since this leader took over).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -318,6 +363,7 @@ impl From<&model::Group> for Group {
             mode: g.mode,
             released: g.released,
             stalled: g.stalled,
+            stopped: g.stopped,
             members: g.members.iter().map(|(name, m)| (name.clone(), Member::from(m))).collect(),
             lease_left_ms: None,
         }
@@ -331,6 +377,8 @@ impl From<&model::Member> for Member {
             held: m.held,
             catching_up: m.catching_up,
             diverged: m.diverged,
+            exited: m.exited,
+            silent: false,
             last_report_ms: None,
         }
     }

@@ -16,6 +16,15 @@ use tokio::sync::watch;
 
 /// How long a call keeps trying members before it gives up.
 pub const PATIENCE: Duration = Duration::from_secs(10);
+/// How long one try at one member may take before the next member is tried. A member that
+/// hangs (its host gone, its packets dropped) costs this much, not the HTTP timeout.
+pub const TRY_TIMEOUT: Duration = Duration::from_secs(1);
+/// The same for a lease renewal, which is a map update on the leader: a renewal stuck on a dead
+/// member for longer would itself let the lease lapse (see `RENEW_TRY_TIMEOUT` in ARCHITECTURE.md,
+/// Leases).
+pub const RENEW_TRY_TIMEOUT: Duration = Duration::from_millis(150);
+/// The pause after every member was tried once without an answer.
+pub const ROUND_PAUSE: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
@@ -71,6 +80,17 @@ impl Client {
     }
 
     async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Bytes) -> Result<T, ClientError> {
+        self.call_within(method, path, body, TRY_TIMEOUT).await
+    }
+
+    /// A call that gives each member `per_try` to answer before it tries the next.
+    async fn call_within<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        per_try: Duration,
+    ) -> Result<T, ClientError> {
         if self.incarnation().is_none() {
             self.learn_incarnation().await;
         }
@@ -79,7 +99,11 @@ impl Client {
         loop {
             let addr = &self.members[turn % self.members.len()];
             let inc = self.incarnation();
-            let last = match exchange(&self.transport, addr, method.clone(), path, inc.as_deref(), body.clone()).await {
+            let tried = exchange(&self.transport, addr, method.clone(), path, inc.as_deref(), body.clone());
+            let answer = tokio::time::timeout(per_try, tried)
+                .await
+                .unwrap_or_else(|_| Err(crate::http::HttpError::Timeout(addr.clone(), per_try)));
+            let last = match answer {
                 Ok((status, reply)) if status.is_success() => {
                     self.next.store(turn, Ordering::Relaxed);
                     return serde_json::from_slice(&reply).map_err(|e| ClientError::BadReply(e.to_string()));
@@ -109,15 +133,15 @@ impl Client {
             }
             turn += 1;
             if turn % self.members.len() == self.next.load(Ordering::Relaxed) % self.members.len() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(ROUND_PAUSE).await;
             }
         }
     }
 
     async fn learn_incarnation(&self) {
         for addr in &self.members {
-            let asked = exchange(&self.transport, addr, Method::GET, "/v1/status", None, Bytes::new()).await;
-            if let Ok((StatusCode::OK, body)) = asked {
+            let asked = exchange(&self.transport, addr, Method::GET, "/v1/status", None, Bytes::new());
+            if let Ok(Ok((StatusCode::OK, body))) = tokio::time::timeout(TRY_TIMEOUT, asked).await {
                 if let Ok(Status { incarnation: Some(inc), ready: true, .. }) = serde_json::from_slice(&body) {
                     *self.incarnation.lock().unwrap_or_else(|p| p.into_inner()) = Some(inc);
                     return;
@@ -150,7 +174,7 @@ impl Client {
     pub async fn renew(&self, group: &str, member: &str, epoch: Epoch) -> Result<Renewed, ClientError> {
         let r = Renewal { group: group.to_string(), member: member.to_string(), epoch };
         let body = serde_json::to_vec(&r).map_err(|e| ClientError::BadReply(e.to_string()))?;
-        self.call(Method::POST, "/v1/lease", body.into()).await
+        self.call_within(Method::POST, "/v1/lease", body.into(), RENEW_TRY_TIMEOUT).await
     }
 
     /// Renews the lease of `member`, primary of `group` in `epoch`, every `period`, until the

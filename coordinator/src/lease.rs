@@ -7,6 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The default lease timeout. It must outlast a Raft election and a renewal: a primary fences
+/// itself at four fifths of it (600 ms) without a confirmed renewal, and a renewal period
+/// (100 ms) before the leader dies, an election (at most about 300 ms, see
+/// `server::ELECTION_MAX_MS`) and a retry round (50 ms, or 150 ms spent on a member that hangs)
+/// come to 450 to 550 ms. And a dead primary is replaced a lease plus a promotion (about 100 ms)
+/// after its last renewal: within a second.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(750);
+
 #[derive(Debug)]
 pub struct Leases {
     timeout: Duration,

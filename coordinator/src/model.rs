@@ -39,6 +39,10 @@ pub struct Member {
     pub catching_up: bool,
     /// Stopped on a mismatch with the primary: never promoted.
     pub diverged: bool,
+    /// Its agent said it stopped (its program ended, or it was told to stop): not promoted until
+    /// it registers or reports again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exited: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +59,11 @@ pub struct Group {
     pub released: Seq,
     /// The primary is gone and no backup is eligible: nothing is promoted onto a hole.
     pub stalled: bool,
+    /// Its primary ended the program on purpose (it ended, or the agent was told to stop): no
+    /// lease is kept and nobody is promoted; a primary registering again starts a new
+    /// incarnation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
     pub members: BTreeMap<String, Member>,
 }
 
@@ -82,10 +91,35 @@ pub enum Command {
     },
     /// A member's position: a backup's durable seq, or the primary's recorded and released seqs.
     Report { group: String, member: String, epoch: Epoch, held: Seq, released: Seq, diverged: bool },
-    /// Names a new primary: `to`, or the most up-to-date eligible backup.
-    Failover { group: String, to: Option<String> },
+    /// Names a new primary: `to`, or the most up-to-date eligible backup. `silent`: members the
+    /// proposing leader has not heard from for a while (chosen by it), never named.
+    Failover {
+        group: String,
+        to: Option<String>,
+        #[serde(default)]
+        silent: Vec<String>,
+    },
     /// The primary of `epoch` let its lease lapse (proposed by the leader that saw it).
-    LeaseExpired { group: String, epoch: Epoch },
+    LeaseExpired {
+        group: String,
+        epoch: Epoch,
+        #[serde(default)]
+        silent: Vec<String>,
+    },
+    /// A member stops on purpose: the primary of `epoch` (the group is then stopped), or a
+    /// backup (marked exited; `diverged` when it stopped on a mismatch).
+    Stop {
+        group: String,
+        member: String,
+        epoch: Epoch,
+        #[serde(default)]
+        diverged: bool,
+    },
+    /// Takes `member`, a backup, out of the group.
+    RemoveMember { group: String, member: String },
+    /// Forgets the group (the proposing member checked that its primary holds no lease, unless
+    /// told otherwise): a primary may then create it again.
+    Reset { group: String },
 }
 
 impl Command {
@@ -94,7 +128,10 @@ impl Command {
             Command::Register { group, .. }
             | Command::Report { group, .. }
             | Command::Failover { group, .. }
-            | Command::LeaseExpired { group, .. } => group,
+            | Command::LeaseExpired { group, .. }
+            | Command::Stop { group, .. }
+            | Command::RemoveMember { group, .. }
+            | Command::Reset { group } => group,
         }
     }
 }
@@ -120,19 +157,25 @@ pub enum Refusal {
     StaleEpoch { group: String, member: String, reported: Epoch, current: Epoch },
     #[error("{member} cannot be promoted in group {group}: {why}")]
     NotEligible { group: String, member: String, why: String },
-    #[error("group {group} has no backup that may be promoted (each is diverged, catching up, or behind what the primary released)")]
+    #[error("group {group} has no backup that may be promoted (each is diverged, stopped, silent, catching up, or behind what the primary released)")]
     NoEligible { group: String },
     #[error("group {group} registered mode {current}; {member} asked for {asked}")]
     ModeMismatch { group: String, member: String, current: String, asked: String },
     #[error("{member} cannot be primary of group {group}: {}; start {member} as a backup", who_is_primary(.primary, .epoch))]
     NotPrimary { group: String, member: String, primary: Option<String>, epoch: Epoch },
+    #[error("group {group} is stopped (its primary ended the program): nobody is promoted; start its primary again to run it")]
+    Stopped { group: String },
+    #[error("{member} is the primary of group {group}: it cannot be removed (fail over first)")]
+    IsPrimary { group: String, member: String },
+    #[error("the primary of group {group}, {primary}, holds a lease ({left_ms} ms left): stop it first, or reset with --force if it is gone")]
+    PrimaryLive { group: String, primary: String, left_ms: u64 },
 }
 
 /// How a refusal names a group's primary.
 fn who_is_primary(primary: &Option<String>, epoch: &Epoch) -> String {
     match primary {
         Some(p) => format!("its primary is {p} in epoch {epoch}"),
-        None => format!("it has no primary in epoch {epoch} (the group is stalled)"),
+        None => format!("it has no primary in epoch {epoch} (the group is stalled; `tandem group reset` forgets it)"),
     }
 }
 
@@ -191,6 +234,7 @@ impl State {
                     .ok_or_else(|| Refusal::NoMember { group: group.clone(), member: member.clone() })?;
                 m.held = m.held.max(*held);
                 m.diverged |= *diverged;
+                m.exited = false;
                 // A backup that reports a position has caught up from the start.
                 m.catching_up &= *held == Seq::ZERO;
                 if is_primary {
@@ -198,14 +242,50 @@ impl State {
                 }
                 Ok(g.clone())
             }
-            Command::Failover { group, to } => self.failover(group, to.as_deref(), false),
-            Command::LeaseExpired { group, epoch } => {
+            Command::Failover { group, to, silent } => self.failover(group, to.as_deref(), false, silent),
+            Command::LeaseExpired { group, epoch, silent } => {
                 let g = self.group_mut(group)?;
-                if *epoch != g.epoch || g.primary.is_none() {
-                    // Already handled: a failover happened since, or the group is stalled.
+                if *epoch != g.epoch || g.primary.is_none() || g.stopped {
+                    // Already handled: a failover happened since, the group is stalled, or its
+                    // primary stopped it.
                     return Ok(g.clone());
                 }
-                self.failover(group, None, true)
+                self.failover(group, None, true, silent)
+            }
+            Command::Stop { group, member, epoch, diverged } => {
+                let g = self.group_mut(group)?;
+                if g.primary.as_deref() == Some(member.as_str()) {
+                    if *epoch != g.epoch {
+                        return Err(Refusal::StaleEpoch {
+                            group: group.clone(),
+                            member: member.clone(),
+                            reported: *epoch,
+                            current: g.epoch,
+                        });
+                    }
+                    g.stopped = true;
+                    return Ok(g.clone());
+                }
+                let m = g
+                    .members
+                    .get_mut(member)
+                    .ok_or_else(|| Refusal::NoMember { group: group.clone(), member: member.clone() })?;
+                m.exited = true;
+                m.diverged |= *diverged;
+                Ok(g.clone())
+            }
+            Command::RemoveMember { group, member } => {
+                let g = self.group_mut(group)?;
+                if g.primary.as_deref() == Some(member.as_str()) && !g.stopped {
+                    return Err(Refusal::IsPrimary { group: group.clone(), member: member.clone() });
+                }
+                if g.members.remove(member).is_none() {
+                    return Err(Refusal::NoMember { group: group.clone(), member: member.clone() });
+                }
+                Ok(g.clone())
+            }
+            Command::Reset { group } => {
+                self.groups.remove(group).ok_or_else(|| Refusal::NoGroup { group: group.clone() })
             }
         }
     }
@@ -238,11 +318,24 @@ impl State {
                     mode: mode.unwrap_or(Mode::Sync),
                     released: Seq::ZERO,
                     stalled: false,
+                    stopped: false,
                     members: BTreeMap::new(),
                 },
             );
         }
         let g = self.group_mut(group)?;
+        if as_primary && g.stopped {
+            // Its primary ended the program: a new run is a new history, with its own token and
+            // a later epoch (epochs only grow); whoever followed the old run must join afresh.
+            g.incarnation = new_incarnation;
+            g.epoch = g.epoch.next();
+            g.primary = Some(member.to_string());
+            g.mode = mode.unwrap_or(g.mode);
+            g.released = Seq::ZERO;
+            g.stalled = false;
+            g.stopped = false;
+            g.members.clear();
+        }
         if let Some(held) = token {
             // Compared as text, as every build before did: members of two builds replaying the
             // same entry must reach the same outcome.
@@ -277,8 +370,10 @@ impl State {
             held: Seq::ZERO,
             catching_up: token.is_none() && !creating,
             diverged: false,
+            exited: false,
         });
         m.address = address.to_string();
+        m.exited = false;
         if token.is_none() && !creating {
             // No token: whatever it holds is not trusted; it catches up from the start.
             m.held = Seq::ZERO;
@@ -289,26 +384,14 @@ impl State {
 
     /// Names a new primary. When the old one is gone (`primary_lost`) and no backup is eligible,
     /// the group stalls; otherwise a failover with nowhere to go changes nothing.
-    fn failover(&mut self, group: &str, to: Option<&str>, primary_lost: bool) -> Outcome {
+    fn failover(&mut self, group: &str, to: Option<&str>, primary_lost: bool, silent: &[String]) -> Outcome {
         let g = self.group_mut(group)?;
+        if g.stopped {
+            return Err(Refusal::Stopped { group: group.to_string() });
+        }
         let old = g.primary.clone();
-        let eligible = |name: &str, m: &Member| -> Result<(), String> {
-            if Some(name) == old.as_deref() {
-                return Err("it is the primary".into());
-            }
-            if m.diverged {
-                return Err("it diverged from the primary".into());
-            }
-            if m.catching_up {
-                return Err("it has not caught up from the primary's start".into());
-            }
-            if g.mode == Mode::Sync && m.held < g.released {
-                return Err(format!(
-                    "it holds events up to {} but the primary released output for {}",
-                    m.held, g.released
-                ));
-            }
-            Ok(())
+        let may_lead = |name: &str, m: &Member| -> Result<(), String> {
+            eligible(name, m, old.as_deref(), g.mode, g.released, silent)
         };
         let chosen = match to {
             Some(name) => {
@@ -316,7 +399,7 @@ impl State {
                     .members
                     .get(name)
                     .ok_or_else(|| Refusal::NoMember { group: group.to_string(), member: name.to_string() })?;
-                eligible(name, m).map_err(|why| Refusal::NotEligible {
+                may_lead(name, m).map_err(|why| Refusal::NotEligible {
                     group: group.to_string(),
                     member: name.to_string(),
                     why,
@@ -328,7 +411,7 @@ impl State {
             None => g
                 .members
                 .iter()
-                .filter(|(name, m)| eligible(name, m).is_ok())
+                .filter(|(name, m)| may_lead(name, m).is_ok())
                 .max_by(|a, b| a.1.held.cmp(&b.1.held).then_with(|| b.0.cmp(a.0)))
                 .map(|(name, _)| name.clone()),
         };
@@ -344,6 +427,37 @@ impl State {
         g.primary = chosen;
         Ok(g.clone())
     }
+}
+
+/// Whether `name` may be named primary, and why not: not the primary, not diverged, not exited,
+/// not silent, caught up, and in sync mode holding what the primary released output for.
+pub fn eligible(
+    name: &str,
+    m: &Member,
+    primary: Option<&str>,
+    mode: Mode,
+    released: Seq,
+    silent: &[String],
+) -> Result<(), String> {
+    if Some(name) == primary {
+        return Err("it is the primary".into());
+    }
+    if m.diverged {
+        return Err("it diverged from the primary".into());
+    }
+    if m.exited {
+        return Err("its agent stopped".into());
+    }
+    if silent.iter().any(|s| s == name) {
+        return Err("it has not reported for a while (its agent may be gone)".into());
+    }
+    if m.catching_up {
+        return Err("it has not caught up from the primary's start".into());
+    }
+    if mode == Mode::Sync && m.held < released {
+        return Err(format!("it holds events up to {} but the primary released output for {}", m.held, released));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -95,14 +95,29 @@ pub struct Member {
     /// When this member, as leader, last applied a report of each (group, member): leader-local,
     /// like the leases.
     reported: Mutex<BTreeMap<(String, String), Instant>>,
+    /// Since when this member leads (none while it does not): a member it has not heard from
+    /// in all that time counts as silent only once it has led for `SILENT_AFTER`.
+    leading_since: Mutex<Option<Instant>>,
 }
+
+/// The leader's heartbeat, in ms. openraft ticks every one and a half of it, so heartbeats
+/// leave every 45 ms and a follower looks at its election timer as often.
+pub const HEARTBEAT_MS: u64 = 30;
+/// A follower's election timeout is drawn from `ELECTION_MIN_MS..ELECTION_MAX_MS`. openraft
+/// (0.9) lets a follower that followed a leader stand only after the leader's own lease
+/// (`ELECTION_MAX_MS`) and then its timeout, both counted from the last heartbeat, and checks at
+/// its tick: a dead leader is replaced within `2 × ELECTION_MAX_MS + 1.5 × HEARTBEAT_MS` (285 ms)
+/// plus a vote's round trip and fsync. Primaries' leases must outlast that (ARCHITECTURE.md,
+/// Leases).
+pub const ELECTION_MIN_MS: u64 = 90;
+pub const ELECTION_MAX_MS: u64 = 120;
 
 fn raft_config() -> openraft::Config {
     openraft::Config {
         cluster_name: "tandem".into(),
-        heartbeat_interval: 50,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
+        heartbeat_interval: HEARTBEAT_MS,
+        election_timeout_min: ELECTION_MIN_MS,
+        election_timeout_max: ELECTION_MAX_MS,
         ..Default::default()
     }
 }
@@ -208,6 +223,7 @@ impl Member {
             leases: Leases::new(config.lease_timeout),
             metrics: Metrics::default(),
             reported: Mutex::new(BTreeMap::new()),
+            leading_since: Mutex::new(None),
         });
         match identity {
             // A distributor whose incarnation is not formed yet starts Raft with every member
@@ -376,8 +392,14 @@ impl Member {
     }
 
     pub fn status(&self) -> Status {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
+        // Health borrows the Raft metrics itself: not while they are borrowed here (a second
+        // read behind openraft's waiting update would never be granted, and both would hang).
+        let health = self.health();
+        let (leader, term, last_applied) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            (m.current_leader, m.current_term, m.last_applied.map(|l| l.index))
+        };
         let s = self.standing.read().unwrap_or_else(|p| p.into_inner());
         let speaks_for = self.speaks_for.read().map(|s| s.clone()).unwrap_or_default();
         Status {
@@ -386,12 +408,12 @@ impl Member {
             ready: s.identity.is_some(),
             forming: s.identity.as_ref().is_some_and(|i| i.distributor && !i.formed),
             replaced: s.identity.as_ref().and_then(|i| i.replaced.clone()),
-            leader: m.current_leader,
-            term: m.current_term,
-            last_applied: m.last_applied.map(|l| l.index),
+            leader,
+            term,
+            last_applied,
             trouble: s.trouble.clone(),
-            healthy: self.health().is_ok(),
-            unhealthy: self.health().err(),
+            healthy: health.is_ok(),
+            unhealthy: health.err(),
         }
     }
 
@@ -435,6 +457,35 @@ impl Member {
         resp
     }
 
+    /// On the leader: the members of `group` it has not heard from for `SILENT_AFTER` (those it
+    /// never heard from count once it has led that long).
+    fn silent_members(&self, group: &str) -> Vec<String> {
+        let members: Vec<String> =
+            self.groups(|gs| gs.get(group).map(|g| g.members.keys().cloned().collect())).unwrap_or_default();
+        self.silent_among(group, members)
+    }
+
+    /// Which of `members` of `group` are silent (see `silent_members`).
+    fn silent_among(&self, group: &str, members: Vec<String>) -> Vec<String> {
+        let since = *self.leading_since.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(since) = since else { return Vec::new() };
+        let reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+        members
+            .into_iter()
+            .filter(|m| {
+                let heard = reported.get(&(group.to_string(), m.clone())).copied().unwrap_or(since);
+                heard.elapsed() >= api::SILENT_AFTER
+            })
+            .collect()
+    }
+
+    /// On the leader: why `group` may not be reset while its primary holds a lease.
+    fn live_primary(&self, group: &str) -> Option<crate::model::Refusal> {
+        let primary = self.groups(|gs| gs.get(group).filter(|g| !g.stopped).and_then(|g| g.primary.clone()))?;
+        let left = self.leases.left(group).filter(|l| !l.is_zero())?;
+        Some(crate::model::Refusal::PrimaryLive { group: group.to_string(), primary, left_ms: left.as_millis() as u64 })
+    }
+
     /// The leader-local part of a group's view: its lease and when each member last reported.
     fn with_leader_view(&self, name: &str, mut g: api::Group) -> api::Group {
         if !self.is_leader() {
@@ -445,6 +496,12 @@ impl Member {
         for (member, m) in g.members.iter_mut() {
             m.last_report_ms =
                 reported.get(&(name.to_string(), member.clone())).map(|at| at.elapsed().as_millis() as u64);
+        }
+        drop(reported);
+        // Called with the state machine locked: the members come from `g`.
+        let silent = self.silent_among(name, g.members.keys().cloned().collect());
+        for (member, m) in g.members.iter_mut() {
+            m.silent = silent.contains(member);
         }
         g
     }
@@ -618,14 +675,30 @@ impl Member {
     /// Proposes a write through Raft and replies once this member applied it. A follower passes
     /// the caller's own body to the leader, which reads it in whatever version it came.
     async fn write(&self, write: api::Write, path: &str, body: Bytes) -> hyper::Response<Full<Bytes>> {
+        let reset_force = write.reset_force();
         let req = match write.into_entry(eventlog::IncarnationToken::random) {
             Ok(req) => req,
             Err(e) => return error_reply(StatusCode::INTERNAL_SERVER_ERROR, "random", &e.to_string()),
         };
-        let report = match &req.command {
+        let mut req = req;
+        let report = match &mut req.command {
             Command::Report { group, member, .. } => Some((group.clone(), member.clone())),
+            Command::Failover { group, silent, .. } => {
+                *silent = self.silent_members(group);
+                None
+            }
             _ => None,
         };
+        if let (Command::Reset { group }, Some(false)) = (&req.command, reset_force) {
+            // Only the leader knows the leases.
+            if !self.is_leader() {
+                return self.relay(Method::POST, path, body).await;
+            }
+            if let Some(refusal) = self.live_primary(group) {
+                self.metrics.wrote("refused");
+                return outcome_reply(Some(Err(refusal)));
+            }
+        }
         let Ok(written) = tokio::time::timeout(QUORUM_WAIT, self.raft.client_write(req)).await else {
             self.metrics.wrote("failed");
             return error_reply(StatusCode::SERVICE_UNAVAILABLE, "no_quorum", &no_quorum());
@@ -715,17 +788,24 @@ impl Member {
             if leader && !was_leader {
                 self.leases.extend_all();
             }
+            if leader != was_leader {
+                *self.leading_since.lock().unwrap_or_else(|p| p.into_inner()) = leader.then(Instant::now);
+            }
             was_leader = leader;
             if !leader {
                 continue;
             }
             let groups: Vec<(String, Epoch)> = self.groups(|gs| {
-                gs.iter().filter(|(_, g)| g.primary.is_some()).map(|(n, g)| (n.clone(), g.epoch)).collect()
+                gs.iter()
+                    .filter(|(_, g)| g.primary.is_some() && !g.stopped)
+                    .map(|(n, g)| (n.clone(), g.epoch))
+                    .collect()
             });
             for (group, epoch) in self.leases.lapsed(&groups) {
                 // The id names the lapse, so two leaders proposing it apply it once.
                 let id = format!("lease-lapsed/{group}/{epoch}");
-                let req = Request { id, command: Command::LeaseExpired { group: group.clone(), epoch } };
+                let silent = self.silent_members(&group);
+                let req = Request { id, command: Command::LeaseExpired { group: group.clone(), epoch, silent } };
                 match self.raft.client_write(req).await {
                     Ok(_) => {
                         self.metrics.lease_lapses.inc();

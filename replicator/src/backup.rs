@@ -592,7 +592,7 @@ impl Network {
                     }
                 }
             }
-            let control = control::serve(self.dir.path.clone(), requests_tx, status);
+            let control = control::serve(self.dir.path.clone(), requests_tx, status, self.steering.is_some());
             tokio::spawn(async move {
                 if let Err(e) = control.await {
                     tracing::warn!("the control socket failed: {e}; `tandem promote` cannot reach this agent");

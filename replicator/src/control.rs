@@ -144,7 +144,14 @@ pub struct Request {
 
 /// Listens on the state directory's control socket, answering status requests from `status`
 /// and handing every other request to `requests`. Runs until the receiving side is dropped.
-pub async fn serve(state_dir: PathBuf, requests: mpsc::Sender<Request>, status: StatusSource) -> std::io::Result<()> {
+/// An agent the coordinator steers (`steered`) refuses a promotion asked here: the coordinator
+/// names primaries, and one promoted behind its back would be a second live primary.
+pub async fn serve(
+    state_dir: PathBuf,
+    requests: mpsc::Sender<Request>,
+    status: StatusSource,
+    steered: bool,
+) -> std::io::Result<()> {
     let path = socket_path(&state_dir);
     // A socket left by an agent that died is in the way; a live agent on the same directory
     // would be a configuration error the state directory's lock reports first.
@@ -163,6 +170,13 @@ pub async fn serve(state_dir: PathBuf, requests: mpsc::Sender<Request>, status: 
                 Ok(_) => match ControlRequest::parse(line.trim()) {
                     Err(reason) => ControlReply::error(reason),
                     Ok(ControlRequest::Status) => ControlReply::Report { agent: Box::new(status()) },
+                    Ok(ControlRequest::Promote) if steered => {
+                        let me = status();
+                        ControlReply::error(format!(
+                            "{} follows the coordinator, which names group {}'s primary: ask it with `tandem failover --group {} --to {} --coordinator ADDR,...` (or `tandem promote --coordinator ADDR,...`)",
+                            me.member, me.group, me.group, me.member
+                        ))
+                    }
                     Ok(request) => ask(&requests, request).await,
                 },
             };
@@ -236,7 +250,7 @@ mod tests {
             backups: vec![],
         };
         let shown = agent.clone();
-        tokio::spawn(serve(dir.path().to_path_buf(), tx, Arc::new(move || shown.clone())));
+        tokio::spawn(serve(dir.path().to_path_buf(), tx, Arc::new(move || shown.clone()), false));
         let path = dir.path().to_path_buf();
         let handler = tokio::spawn(async move {
             let r = rx.recv().await.unwrap();

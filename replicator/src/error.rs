@@ -25,6 +25,9 @@ pub enum Error {
     /// The agent is primary no more; its program was stopped.
     #[error("{0}; its program was stopped")]
     Fenced(String),
+    /// The coordinator refused what was asked (its reason).
+    #[error("the coordinator refused: {0}")]
+    Declined(String),
     /// A promoted backup's program could not take the primary's place.
     #[error("going live failed: {0}; the program was stopped (free the address, or promote another backup)")]
     GoLive(String),
@@ -51,7 +54,7 @@ impl Error {
         match self {
             Error::NotFound(_) => 127,
             Error::Refused { .. } => 126,
-            Error::Log { .. } => 1,
+            Error::Log { .. } | Error::Declined(_) => 1,
             Error::Io { .. }
             | Error::Setup(_)
             | Error::Certs(_)

@@ -11,6 +11,7 @@ pub mod control;
 pub mod describe;
 pub mod elfcheck;
 pub mod error;
+pub mod groups;
 pub mod launch;
 pub mod lease;
 pub mod lifetime;

@@ -250,6 +250,14 @@ enum Command {
         /// The backup's name, to find its default state directory.
         #[arg(long, requires = "group")]
         name: Option<String>,
+        /// The backup follows this coordinator (ADDR,...): ask it to name the backup primary
+        /// (`tandem failover --to NAME`) instead; the backup then promotes itself. A steered
+        /// backup refuses a promotion asked without it.
+        #[arg(long, requires_all = ["group", "name"], value_delimiter = ',', value_name = "ADDR,...")]
+        coordinator: Option<Vec<String>>,
+        /// The cluster's certificates, to reach the coordinator over TLS (as --name).
+        #[arg(long, requires = "coordinator", value_name = "DIR")]
+        certs: Option<PathBuf>,
     },
     /// Show each group's members: role, epoch, what each holds, how far each lags (events,
     /// bytes, time), when each last reported, the primary's lease, a catching-up backup's
@@ -279,6 +287,41 @@ enum Command {
         /// Show it again every DURATION (1s when no duration is given) until interrupted.
         #[arg(long, value_parser = parse_duration, num_args = 0..=1, default_missing_value = "1s", value_name = "DURATION")]
         watch: Option<Duration>,
+    },
+    /// Look after the coordinator's groups: list them, show one, take a backup out, or forget a
+    /// group that has no live primary so that it can be started again.
+    #[command(after_help = exit_statuses!(
+        "0    done",
+        "1    the coordinator refused (the message says why)",
+    ))]
+    Group {
+        #[command(subcommand)]
+        action: GroupAction,
+    },
+    /// Ask the coordinator to name a new primary of a group: the backup given with --to, or the
+    /// most up-to-date one that may take over. Prints the new epoch and primary. Safe to repeat
+    /// under the same --request-id: it happens once.
+    #[command(after_help = exit_statuses!(
+        "0    the group has a new primary (printed)",
+        "1    the coordinator refused (the message says why)",
+    ))]
+    Failover {
+        /// The group.
+        #[arg(long)]
+        group: String,
+        /// The backup to name (by default the most up-to-date one that may take over).
+        #[arg(long, value_name = "MEMBER")]
+        to: Option<String>,
+        /// The request's id: the same id asked again returns the first outcome instead of
+        /// failing over twice (by default a fresh random one).
+        #[arg(long, value_name = "ID")]
+        request_id: Option<String>,
+        /// How long a refusal because no backup holds what the primary released is retried: the
+        /// backups' last reports may still be on their way.
+        #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
+        patience: Duration,
+        #[command(flatten)]
+        at: CoordinatorArgs,
     },
     /// Run a coordinator member: the authority on each group's primary, epoch and incarnation,
     /// serving an HTTP/JSON API. Alone (the default) it is the whole coordinator; with --peers it
@@ -312,8 +355,10 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
         /// How long without a renewal before a primary's lease lapses and its epoch ends
-        /// (primaries fence themselves at four fifths of this without a confirmed renewal).
-        #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DURATION")]
+        /// (primaries fence themselves at four fifths of this without a confirmed renewal). It
+        /// must outlast a Raft election of the members (about 300 ms) and a renewal: below
+        /// 600ms a primary may fence itself when the coordinator's leader dies.
+        #[arg(long, default_value = "750ms", value_parser = parse_duration, value_name = "DURATION")]
         lease_timeout: Duration,
         /// The lease timeout in milliseconds: the older spelling of --lease-timeout.
         #[arg(long, hide = true, conflicts_with = "lease_timeout")]
@@ -486,6 +531,67 @@ struct MemberArgs {
     /// HOST:PORT, e.g. 127.0.0.1:9400.
     #[arg(long, value_parser = parse_addr, value_name = "HOST:PORT")]
     metrics: Option<SocketAddr>,
+}
+
+/// How a command reaches the coordinator.
+#[derive(clap::Args)]
+struct CoordinatorArgs {
+    /// The coordinator's members (ADDR,ADDR,...; https://ADDR for TLS, with --certs and --name).
+    #[arg(long, required = true, value_delimiter = ',', value_name = "ADDR,...")]
+    coordinator: Vec<String>,
+    /// The cluster's certificates, to reach a coordinator over TLS.
+    #[arg(long, requires = "name", value_name = "DIR")]
+    certs: Option<PathBuf>,
+    /// This host's certificate name in --certs.
+    #[arg(long, requires = "certs")]
+    name: Option<String>,
+}
+
+impl CoordinatorArgs {
+    fn connect(self) -> Result<replicator::groups::Coordinator> {
+        replicator::groups::Coordinator::connect(&self.coordinator, self.certs.zip(self.name))
+    }
+}
+
+#[derive(Subcommand)]
+enum GroupAction {
+    /// Every group: its state (running, stalled, stopped), epoch, primary, mode and members.
+    List {
+        /// One JSON object, the groups by name, as the coordinator gives them.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        at: CoordinatorArgs,
+    },
+    /// One group: its state, epoch, primary and lease, and each member's position, last report
+    /// and state (diverged, exited, silent for 5s, catching up: such a member is never named
+    /// primary).
+    Show {
+        group: String,
+        /// The group as JSON, as the coordinator gives it.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        at: CoordinatorArgs,
+    },
+    /// Take a backup out of its group (stop its agent first, or it joins again).
+    RemoveMember {
+        group: String,
+        member: String,
+        #[command(flatten)]
+        at: CoordinatorArgs,
+    },
+    /// Forget a group that has no live primary (stalled, stopped, or its primary gone), so that
+    /// `tandem primary` can create it again. Refused while its primary holds a lease.
+    Reset {
+        group: String,
+        /// Forget it even though its primary holds a lease (it is gone, and you will not wait
+        /// for the lease to lapse).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        at: CoordinatorArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -679,6 +785,8 @@ fn run(cli: Cli) -> Result<u8> {
                 divert_notes(&notes::in_state_dir(&state_dir))?;
             }
             init_tracing("info");
+            let steered =
+                member.coordinator.clone().map(|c| (c, member.certs.clone(), member.name.clone(), group.clone()));
             let opts = replicator::backup::BackupOptions {
                 state_dir,
                 group,
@@ -702,6 +810,13 @@ fn run(cli: Cli) -> Result<u8> {
                 metrics: member.metrics,
             };
             let outcome = replicator::backup::run(&opts)?;
+            if let Some((coordinator, certs, name, group)) = steered {
+                // Stopped on purpose, at the end, or on a mismatch: the coordinator names it no more.
+                if let Ok(identity) = replicator::certs::Identity::load(&certs, &name) {
+                    let diverged = matches!(outcome, Outcome::Diverged { .. });
+                    replicator::steer::say_stopped(&coordinator, &group, &name, &identity, diverged);
+                }
+            }
             match outcome {
                 Outcome::Completed { events } if witness => {
                     notes::line(&format!("tandem: holds all {events} events of the primary's log"))
@@ -719,7 +834,14 @@ fn run(cli: Cli) -> Result<u8> {
             println!("{}", replicator::switchover::run(&opts)?);
             Ok(0)
         }
-        Command::Promote { state_dir, group, name } => {
+        Command::Promote { group: Some(group), name: Some(name), coordinator: Some(coordinator), certs, .. } => {
+            let id = coordinator::server::random_token().map_err(|e| Error::Setup(e.to_string()))?;
+            let at = replicator::groups::Coordinator::connect(&coordinator, certs.map(|c| (c, name.clone())))?;
+            let g = at.failover(&group, Some(&name), &id, Duration::from_secs(3))?;
+            println!("group {group}: epoch {}, primary {}; the backup promotes itself", g.epoch.0, name);
+            Ok(0)
+        }
+        Command::Promote { state_dir, group, name, .. } => {
             let state_dir = match (state_dir, group, name) {
                 (Some(d), _, _) => d,
                 (None, Some(g), Some(n)) => replicator::statedir::default_for(&g, &n),
@@ -731,6 +853,52 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Status { coordinator, group, state_dirs, certs, name, json, watch } => {
             let survey = replicator::survey::Survey { coordinator, group, state_dirs, identity: certs.zip(name) };
             show_status(&survey, json, watch)?;
+            Ok(0)
+        }
+        Command::Group { action } => {
+            match action {
+                GroupAction::List { json, at } => {
+                    let groups = at.connect()?.list()?;
+                    if json {
+                        println!("{}", serde_json::to_string(&groups).map_err(|e| Error::Setup(e.to_string()))?);
+                    } else {
+                        print!("{}", replicator::groups::render_list(&groups));
+                    }
+                }
+                GroupAction::Show { group, json, at } => {
+                    let g = at.connect()?.show(&group)?;
+                    if json {
+                        println!("{}", serde_json::to_string(&g).map_err(|e| Error::Setup(e.to_string()))?);
+                    } else {
+                        print!("{}", replicator::groups::render_group(&group, &g));
+                    }
+                }
+                GroupAction::RemoveMember { group, member, at } => {
+                    let g = at.connect()?.remove_member(&group, &member)?;
+                    println!("removed {member} from group {group} ({} members left)", g.members.len());
+                }
+                GroupAction::Reset { group, force, at } => {
+                    let g = at.connect()?.reset(&group, force)?;
+                    println!(
+                        "forgot group {group} (it was {} in epoch {}); a primary may start it again",
+                        replicator::groups::state_of(&g),
+                        g.epoch.0
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Failover { group, to, request_id, patience, at } => {
+            let id = match request_id {
+                Some(id) => id,
+                None => coordinator::server::random_token().map_err(|e| Error::Setup(e.to_string()))?,
+            };
+            let g = at.connect()?.failover(&group, to.as_deref(), &id, patience)?;
+            println!(
+                "group {group}: epoch {}, primary {} (request {id})",
+                g.epoch.0,
+                g.primary.as_deref().unwrap_or("none")
+            );
             Ok(0)
         }
         Command::Certs { command: CertsCommand::Init { certs } } => {

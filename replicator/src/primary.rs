@@ -456,6 +456,13 @@ pub fn run(mut launch: Launch, opts: &PrimaryOptions) -> Result<Recording> {
                 OutputMode::Async { .. } => Mode::Async,
             };
             let g = runtime.block_on(steering.register(opts.listen.to_string(), Some(mode), None))?;
+            if g.epoch > Epoch::FIRST {
+                // Only a stopped group takes a primary's registration in a later epoch.
+                crate::notes::line(&format!(
+                    "tandem: group {} had stopped; it starts again as a new incarnation ({}) in epoch {}: backups of its earlier run must start afresh",
+                    opts.group, g.incarnation, g.epoch
+                ));
+            }
             if g.members.len() > 1 {
                 return Err(Error::Setup(format!(
                     "group {} already has members following an earlier run of its primary (epoch {}): a new run of the program is a new history; use a new group name, or fail over to a backup",
@@ -512,6 +519,11 @@ pub fn run(mut launch: Launch, opts: &PrimaryOptions) -> Result<Recording> {
         stop: stop.clone(),
     };
     let recording = recorder::record(launch, &rec_opts);
+    if let (Some(steering), true) = (&steering, recording.is_ok() && !hub.fence.is_shut()) {
+        // The program ended, or the agent was told to stop: the group stops with it, before
+        // the lease lapses and a backup would be named.
+        runtime.block_on(steering.stop(Epoch(membership.epoch), false));
+    }
     if recording.is_ok() {
         drain(&runtime, &hub, &stop);
     }
@@ -622,7 +634,7 @@ fn serve_status(
                 r.reply.send(control::ControlReply::error("this agent is the primary; only a backup can be promoted"));
         }
     });
-    let control = control::serve(state_dir.to_path_buf(), requests, status);
+    let control = control::serve(state_dir.to_path_buf(), requests, status, false);
     runtime.spawn(async move {
         if let Err(e) = control.await {
             tracing::warn!("the control socket failed: {e}; `tandem status` cannot reach this agent");

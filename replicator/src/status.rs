@@ -396,6 +396,8 @@ mod tests {
             held: Seq(held),
             catching_up: false,
             diverged: false,
+            exited: false,
+            silent: false,
             last_report_ms: Some(last),
         };
         let g = api::Group {
@@ -405,6 +407,7 @@ mod tests {
             mode: api::Mode::Sync,
             released: Seq(90),
             stalled: false,
+            stopped: false,
             members: [("p".to_string(), member(100, 50)), ("b1".to_string(), member(100, 70))].into(),
             lease_left_ms: Some(400),
         };

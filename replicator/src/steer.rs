@@ -22,6 +22,24 @@ pub const REPORT_EVERY: Duration = Duration::from_millis(100);
 pub const REPORT_UNCHANGED_EVERY: Duration = Duration::from_secs(1);
 /// How often a backup looks at its group.
 pub const WATCH_EVERY: Duration = Duration::from_millis(50);
+/// How long a stopping agent tries to tell the coordinator: well within the lease, which its
+/// group's primary stops renewing.
+pub const STOP_PATIENCE: Duration = Duration::from_millis(500);
+
+/// An agent that ran with `--coordinator` and whose program ended (or that was told to stop):
+/// tells the coordinator, whatever its role now is (a backup may have been promoted). Best
+/// effort: the outcome is only logged.
+pub fn say_stopped(addresses: &[String], group: &str, member: &str, identity: &Identity, diverged: bool) {
+    let Ok(steering) = Steering::new(addresses, group, member, identity) else { return };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+    runtime.block_on(async {
+        let epoch = match tokio::time::timeout(STOP_PATIENCE, steering.client.group(group)).await {
+            Ok(Ok(g)) => g.epoch,
+            _ => Epoch::FIRST,
+        };
+        steering.stop(epoch, diverged).await
+    });
+}
 
 #[derive(Clone)]
 pub struct Steering {
@@ -103,6 +121,26 @@ impl Steering {
     /// The group as the coordinator sees it now.
     pub async fn group_view(&self) -> std::result::Result<Group, ClientError> {
         self.client.group(&self.group).await
+    }
+
+    /// Tells the coordinator this member stops on purpose: as primary of `epoch` its group is
+    /// stopped (no lease is kept, nobody is promoted), as a backup it is marked exited (and
+    /// diverged, with `diverged`). Must come before the lease lapses: tried for [`STOP_PATIENCE`],
+    /// and a failure is only said.
+    pub async fn stop(&self, epoch: Epoch, diverged: bool) {
+        let said = Request::Stop { group: self.group.clone(), member: self.member.clone(), epoch, diverged };
+        match tokio::time::timeout(STOP_PATIENCE, self.client.write(said)).await {
+            Ok(Ok(g)) if g.stopped && g.primary.as_deref() == Some(self.member.as_str()) => {
+                tracing::info!(group = self.group, "told the coordinator the group stopped")
+            }
+            Ok(Ok(_)) => tracing::info!(group = self.group, "told the coordinator this member stopped"),
+            Ok(Err(e)) => tracing::warn!(group = self.group, "could not tell the coordinator this member stopped: {e}"),
+            Err(_) => tracing::warn!(
+                group = self.group,
+                "could not tell the coordinator this member stopped: no answer within {} ms",
+                STOP_PATIENCE.as_millis()
+            ),
+        }
     }
 
     /// Reports `position()`: (held, released) every REPORT_EVERY while `epoch` lasts. A backup

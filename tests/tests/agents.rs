@@ -459,3 +459,98 @@ fn a_fenced_primary_stops_its_program_or_keeps_it_held_until_sigterm() {
         assert_eq!(status.code(), Some(125), "{}", primary.stderr());
     }
 }
+
+/// `tandem ARGS --coordinator AT`: its status, stdout and stderr.
+fn ask_coordinator(at: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tandem().args(args).args(["--coordinator", at]).output().expect("run tandem");
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// An operator's view of a steered group: refused failovers say why and exit 1, a steered backup
+/// refuses a promotion behind the coordinator's back, a failover under a request id happens once
+/// (the old primary fences itself, the backup goes live), and `tandem group` shows it.
+#[test]
+fn an_operator_fails_over_a_steered_group_from_a_script() {
+    let (dir, certs, port) = cluster();
+    let (_coordinator, at) = coordinator(&dir.path().join("c"));
+    let extra = ["--coordinator", at.as_str(), "--mode", "async", "--no-capture"];
+    let mut primary =
+        Agent::start("the primary", primary_cmd(&dir.path().join("p"), &certs, port, &extra, &["sh", "-c", BUSY]));
+    let b = dir.path().join("b1");
+    let mut backup = Agent::start("the backup", backup_cmd(&b, &certs, "backup1", port, &["--coordinator", &at]));
+    let start = Instant::now();
+    loop {
+        let (code, out, _) = ask_coordinator(&at, &["group", "show", "g", "--json"]);
+        let g: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        if code == Some(0) && g["members"]["backup1"]["held"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the backup did not join: {out}\n{}", backup.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (code, _, err) = ask_coordinator(&at, &["failover", "--group", "g", "--to", "nobody"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.trim(), "tandem: the coordinator refused: nobody is not a member of group g");
+    let (code, _, err) = ask_coordinator(&at, &["failover", "--group", "nogroup"]);
+    assert_eq!((code, err.trim()), (Some(1), "tandem: the coordinator refused: no group named nogroup"));
+    let (code, _, err) = ask_coordinator(&at, &["group", "reset", "g"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("the primary of group g, primary, holds a lease") && err.contains("--force"), "{err}");
+    let promote = tandem().arg("promote").arg("--state-dir").arg(b.join("tandem-state")).output().unwrap();
+    let err = text(&promote.stderr);
+    assert!(!promote.status.success() && err.contains("backup1 follows the coordinator"), "{err}");
+    assert!(err.contains("tandem failover --group g --to backup1"), "{err}");
+
+    let (code, out, err) =
+        ask_coordinator(&at, &["failover", "--group", "g", "--to", "backup1", "--request-id", "op-1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), "group g: epoch 2, primary backup1 (request op-1)");
+    // Asked again under the same id (a script's retry): the same answer, no second failover.
+    let (code, again, _) =
+        ask_coordinator(&at, &["failover", "--group", "g", "--to", "backup1", "--request-id", "op-1"]);
+    assert_eq!((code, again), (Some(0), out));
+    backup.wait_for("the coordinator named this member primary", Duration::from_secs(20));
+    let (status, _) = primary.wait_within(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(125), "{}", primary.stderr());
+    let (code, list, _) = ask_coordinator(&at, &["group", "list"]);
+    assert_eq!(code, Some(0));
+    let row: Vec<&str> = list.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    assert_eq!(row, ["g", "running", "2", "backup1", "async", "1"], "{list}");
+    // Now nobody is left to take over: refused, after the retries, with the reason.
+    let (code, _, err) = ask_coordinator(&at, &["failover", "--group", "g", "--patience", "500ms"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("group g has no backup that may be promoted"), "{err}");
+}
+
+/// A primary whose program ends tells the coordinator: its group stops (no failover), and
+/// `tandem primary` starts it again as a new incarnation, saying so; `tandem group reset`
+/// forgets a stopped group.
+#[test]
+fn a_stopped_group_starts_again_as_a_new_incarnation() {
+    let (dir, certs, port) = cluster();
+    let (_coordinator, at) = coordinator(&dir.path().join("c"));
+    let extra = ["--coordinator", at.as_str(), "--mode", "async", "--no-capture"];
+    let run = |program: &str| {
+        let mut primary = Agent::start(
+            "the primary",
+            primary_cmd(&dir.path().join("p"), &certs, port, &extra, &["sh", "-c", program]),
+        );
+        let (status, _) = primary.wait_within(Duration::from_secs(30));
+        (status, primary.stderr())
+    };
+    let (status, err) = run("exit 0");
+    assert!(status.success(), "{err}");
+    let (_, shown, _) = ask_coordinator(&at, &["group", "show", "g"]);
+    assert!(shown.starts_with("group g: stopped, epoch 1"), "{shown}");
+    let (status, err) = run("exit 3");
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert!(err.contains("group g had stopped; it starts again as a new incarnation"), "{err}");
+    assert!(err.contains("in epoch 2"), "{err}");
+    // Stopped, it may be forgotten without --force.
+    let (code, out, err) = ask_coordinator(&at, &["group", "reset", "g"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("forgot group g (it was stopped in epoch 2)"), "{out}");
+    let (_, list, _) = ask_coordinator(&at, &["group", "list"]);
+    assert_eq!(list.trim(), "no groups");
+}

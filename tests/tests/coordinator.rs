@@ -487,3 +487,154 @@ fn three_members_over_tls_serve_only_the_cluster() {
     assert_eq!(code, "000", "a client with another CA's certificate was served");
     assert!(c.log(leader).contains("refused a peer at the handshake"), "{}", c.log(leader));
 }
+
+/// A steered agent with its stderr collected as it comes, killed when dropped.
+struct Agent {
+    child: Child,
+    err: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Agent {
+    fn start(mut cmd: std::process::Command) -> Agent {
+        use std::io::BufRead;
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start an agent");
+        let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (stderr, sink) = (child.stderr.take().unwrap(), err.clone());
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Agent { child, err }
+    }
+
+    fn stderr(&self) -> String {
+        self.err.lock().unwrap().clone()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A program that goes on until it is stopped, making calls all the while.
+const BUSY: &str = "i=0; while true; do echo $i >> out; sleep 0.01; i=$((i+1)); done";
+
+impl Cluster {
+    /// Every member's address, as agents are given them.
+    fn members_arg(&self) -> String {
+        (1..=3).map(|i| self.addr(i)).collect::<Vec<_>>().join(",")
+    }
+
+    /// Group `name` as the members among `among` see it (any that answers).
+    fn group_among(&self, among: &[usize], name: &str) -> Option<Value> {
+        among.iter().find_map(|&i| match get(&self.addr(i), &format!("/v1/groups/{name}")) {
+            Ok((200, body)) => serde_json::from_str(&body).ok(),
+            _ => None,
+        })
+    }
+}
+
+/// A primary steered by three members, with a backup, while the members' leader is killed and
+/// restarted again and again, and once cut off the LAN (a member that hangs instead of refusing):
+/// each election fits in the primary's lease, so the group stays in its epoch, the backup is
+/// never named, and the primary never fences itself.
+#[test]
+fn losing_the_coordinators_leader_fences_no_primary() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let (mut c, _) = Cluster::running();
+    let certs_dir = c.dir.path().join("certs");
+    certs(&certs_dir, &["primary", "backup"]);
+    let port = free_port();
+    let members = c.members_arg();
+    let agent = |role: &str, args: &[&str], program: &[&str]| {
+        let dir = c.dir.path().join(role);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cmd = tandem();
+        cmd.current_dir(&dir)
+            .arg(role)
+            .args(["--group", "g", "--name", role, "--certs"])
+            .arg(&certs_dir)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(["--coordinator", &members])
+            .args(args);
+        if !program.is_empty() {
+            cmd.arg("--").args(program);
+        }
+        Agent::start(cmd)
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let mut primary = agent("primary", &["--listen", &listen, "--no-capture"], &["sh", "-c", BUSY]);
+    let mut backup = agent("backup", &["--primary", &listen], &[]);
+
+    // The backup joined and holds events: it could be named, were the primary's lease to lapse.
+    let all = [1, 2, 3];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let epoch = loop {
+        let g = c.group_among(&all, "g");
+        if let Some(g) = g.as_ref().filter(|g| g["members"]["backup"]["held"].as_u64().unwrap_or(0) > 0) {
+            assert_eq!(g["primary"], "primary", "{g}");
+            break g["epoch"].as_u64().expect("an epoch");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backup did not join: {g:?}\nprimary:\n{}\nbackup:\n{}",
+            primary.stderr(),
+            backup.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    let check = |c: &Cluster, primary: &mut Agent, backup: &mut Agent, round: &str| {
+        let live: Vec<usize> = all.iter().copied().filter(|&i| c.status(i).is_some()).collect();
+        let g = c.group_among(&live, "g").expect("the members answer for group g");
+        assert!(primary.running(), "{round}: the primary ended:\n{}", primary.stderr());
+        assert!(backup.running(), "{round}: the backup ended:\n{}", backup.stderr());
+        let said = primary.stderr();
+        assert!(!said.contains("held for good"), "{round}: the primary fenced itself:\n{said}");
+        assert_eq!(g["epoch"].as_u64(), Some(epoch), "{round}: the group left its epoch: {g}\n{said}");
+        assert_eq!(g["primary"], "primary", "{round}: {g}");
+    };
+
+    for round in 1..=3 {
+        let leader = c.leader(&all);
+        let killed = Instant::now();
+        c.kill(leader);
+        let rest: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
+        let new_leader = c.leader(&rest);
+        eprintln!(
+            "round {round}: member {leader} killed, member {new_leader} leads {} ms later",
+            killed.elapsed().as_millis()
+        );
+        // Well past the lease: the primary renews with the new leader.
+        std::thread::sleep(Duration::from_millis(1500));
+        check(&c, &mut primary, &mut backup, &format!("round {round}, leader {leader} killed"));
+        c.start(leader);
+        c.wait_caught_up(leader, new_leader);
+        std::thread::sleep(Duration::from_millis(500));
+        check(&c, &mut primary, &mut backup, &format!("round {round}, member {leader} back"));
+    }
+
+    // Cut off, the leader does not refuse connections: they hang. The agents' tries at it are
+    // cut short, and they renew with the others once those elect a leader.
+    let leader = c.leader(&all);
+    c.lan.set_link(&format!("c{leader}"), false);
+    let rest: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
+    let new_leader = c.leader(&rest);
+    std::thread::sleep(Duration::from_millis(1500));
+    check(&c, &mut primary, &mut backup, &format!("leader {leader} cut off"));
+    c.lan.set_link(&format!("c{leader}"), true);
+    c.wait_caught_up(leader, new_leader);
+    std::thread::sleep(Duration::from_millis(500));
+    check(&c, &mut primary, &mut backup, &format!("member {leader} back on the LAN"));
+}

@@ -1,7 +1,8 @@
 //! Each case of `scripts/soak.sh` once (the script repeats them for the support matrix): real
 //! programs recorded under load, replayed under jitter from a directory of another length, the
-//! replay's files the primary's; and live failover on one host in sync and async mode, with the
-//! backup restarted once with its files left behind.
+//! replay's files the primary's; live failover on one host in sync and async mode, with the
+//! backup restarted once with its files left behind; and the coordinator's leader killed and
+//! restarted 20 times under a steered primary, which must keep its epoch.
 
 use tandem_tests::*;
 
@@ -23,6 +24,7 @@ fn real_programs_replay_from_another_directory() {
         "failover_sync",
         "failover_received",
         "failover_async",
+        "coordinator_leader",
     ];
     let out = std::process::Command::new(root().join("scripts/soak.sh"))
         .arg("--no-doc")

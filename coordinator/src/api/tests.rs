@@ -36,7 +36,10 @@ fn the_form_before_versions_and_version_one_make_the_same_entry() {
     }
     // An explicit version 0 is the same form.
     let explicit = r#"{"version":0,"id":"r4","command":{"op":"failover","group":"web","to":"b1"}}"#;
-    assert_eq!(entry(explicit).command, Command::Failover { group: "web".into(), to: Some("b1".into()) });
+    assert_eq!(
+        entry(explicit).command,
+        Command::Failover { group: "web".into(), to: Some("b1".into()), silent: Vec::new() }
+    );
 }
 
 #[test]
@@ -78,7 +81,7 @@ fn the_form_before_versions_keeps_its_own_rules() {
     assert!(matches!(entry(stale).command, Command::Register { token: Some(ref t), .. } if t == "0000"));
     // The leader's own command was accepted then, and still is in that form.
     let lapse = r#"{"id":"d","command":{"op":"lease_expired","group":"g","epoch":4}}"#;
-    assert_eq!(entry(lapse).command, Command::LeaseExpired { group: "g".into(), epoch: Epoch(4) });
+    assert_eq!(entry(lapse).command, Command::LeaseExpired { group: "g".into(), epoch: Epoch(4), silent: Vec::new() });
 }
 
 #[test]

@@ -34,7 +34,7 @@ fn report(s: &mut State, id: &str, member: &str, epoch: u64, held: u64, released
 }
 
 fn lapse(s: &mut State, id: &str, epoch: u64) -> Outcome {
-    s.apply(&req(id, Command::LeaseExpired { group: "g".into(), epoch: Epoch(epoch) }))
+    s.apply(&req(id, Command::LeaseExpired { group: "g".into(), epoch: Epoch(epoch), silent: Vec::new() }))
 }
 
 /// A sync group: primary p released output up to 100; b_ok holds 120, b_behind 90, b_new has
@@ -111,7 +111,9 @@ fn a_member_holding_another_incarnation_is_refused() {
 fn a_member_without_a_token_must_catch_up_before_it_can_be_promoted() {
     let mut s = group_with_backups();
     assert!(s.groups["g"].members["b_new"].catching_up);
-    let e = s.apply(&req("f", Command::Failover { group: "g".into(), to: Some("b_new".into()) })).unwrap_err();
+    let e = s
+        .apply(&req("f", Command::Failover { group: "g".into(), to: Some("b_new".into()), silent: Vec::new() }))
+        .unwrap_err();
     assert!(matches!(e, Refusal::NotEligible { ref why, .. } if why.contains("caught up")), "{e}");
     report(&mut s, "rep", "b_new", 1, 150, 0).unwrap();
     assert!(!s.groups["g"].members["b_new"].catching_up);
@@ -135,11 +137,16 @@ fn a_named_failover_refuses_each_kind_of_ineligible_backup_and_changes_nothing()
             .iter()
             .enumerate()
     {
-        let e = s.apply(&req(&format!("f{i}"), Command::Failover { group: "g".into(), to: Some(to.to_string()) }));
+        let e = s.apply(&req(
+            &format!("f{i}"),
+            Command::Failover { group: "g".into(), to: Some(to.to_string()), silent: Vec::new() },
+        ));
         assert!(matches!(e, Err(Refusal::NotEligible { why: ref w, .. }) if w.contains(why)), "{to}: {e:?}");
     }
     assert_eq!(s.groups["g"], before);
-    let g = s.apply(&req("ok", Command::Failover { group: "g".into(), to: Some("b_ok".into()) })).unwrap();
+    let g = s
+        .apply(&req("ok", Command::Failover { group: "g".into(), to: Some("b_ok".into()), silent: Vec::new() }))
+        .unwrap();
     assert_eq!((g.primary.as_deref(), g.epoch), (Some("b_ok"), Epoch(2)));
 }
 
@@ -150,7 +157,7 @@ fn with_no_eligible_backup_a_lapsed_lease_stalls_the_group_and_a_request_changes
     register(&mut s, "b", "b1", Mode::Sync, Some(INC_1)).unwrap();
     report(&mut s, "c", "p", 1, 50, 40).unwrap();
     report(&mut s, "d", "b1", 1, 30, 0).unwrap();
-    let e = s.apply(&req("f", Command::Failover { group: "g".into(), to: None })).unwrap_err();
+    let e = s.apply(&req("f", Command::Failover { group: "g".into(), to: None, silent: Vec::new() })).unwrap_err();
     assert_eq!(e, Refusal::NoEligible { group: "g".into() });
     assert_eq!(s.groups["g"].epoch, Epoch(1));
     let g = lapse(&mut s, "l", 1).unwrap();
@@ -183,7 +190,7 @@ fn reports_of_an_older_epoch_are_refused() {
 #[test]
 fn a_retried_request_id_is_applied_once_and_returns_its_first_outcome() {
     let mut s = group_with_backups();
-    let failover = Command::Failover { group: "g".into(), to: None };
+    let failover = Command::Failover { group: "g".into(), to: None, silent: Vec::new() };
     let first = s.apply(&req("retry-me", failover.clone()));
     let g = first.clone().unwrap();
     assert_eq!(g.epoch, Epoch(2));
@@ -223,14 +230,16 @@ impl Rng {
 fn under_random_commands_epochs_only_grow_and_every_new_primary_was_eligible() {
     let names = ["m0", "m1", "m2", "m3", "m4"];
     for seed in 1..200u64 {
-        let mut rng = Rng(seed * 0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let mut s = State::default();
         let mode = if seed % 2 == 0 { Mode::Sync } else { Mode::Async };
         let mut ids: Vec<String> = Vec::new();
         for step in 0..300 {
             let member = names[rng.next(5) as usize].to_string();
             let epoch = Epoch(s.groups.get("g").map_or(1, |g| g.epoch.0 - rng.next(2).min(g.epoch.0 - 1)));
-            let command = match rng.next(6) {
+            // Members the proposing leader has not heard from lately.
+            let silent: Vec<String> = names.iter().filter(|_| rng.next(8) == 0).map(|n| n.to_string()).collect();
+            let command = match rng.next(8) {
                 0 => Command::Register {
                     group: "g".into(),
                     member: member.clone(),
@@ -248,8 +257,15 @@ fn under_random_commands_epochs_only_grow_and_every_new_primary_was_eligible() {
                     released: Seq(rng.next(1000)),
                     diverged: rng.next(20) == 0,
                 },
-                3 => Command::Failover { group: "g".into(), to: (rng.next(2) == 0).then(|| member.clone()) },
-                _ => Command::LeaseExpired { group: "g".into(), epoch },
+                3 => Command::Failover {
+                    group: "g".into(),
+                    to: (rng.next(2) == 0).then(|| member.clone()),
+                    silent: silent.clone(),
+                },
+                4 if rng.next(4) == 0 => {
+                    Command::Stop { group: "g".into(), member: member.clone(), epoch, diverged: rng.next(4) == 0 }
+                }
+                _ => Command::LeaseExpired { group: "g".into(), epoch, silent: silent.clone() },
             };
             // Now and then, a retry of an earlier request.
             let id = if !ids.is_empty() && rng.next(5) == 0 {
@@ -269,11 +285,20 @@ fn under_random_commands_epochs_only_grow_and_every_new_primary_was_eligible() {
             }
             let (Some(b), Some(a)) = (before, after) else { continue };
             assert!(a.epoch >= b.epoch, "seed {seed}: epoch went from {} to {}", b.epoch, a.epoch);
+            if b.stopped && !a.stopped {
+                // A stopped group starts again only through its primary's registration, as a new
+                // history in a later epoch, without the old run's members.
+                assert_eq!(a.epoch, b.epoch.next(), "seed {seed}: a restart needs a new epoch");
+                assert_eq!(a.members.len(), 1, "seed {seed}: the old run's members stayed: {a:?}");
+                continue;
+            }
             if a.primary != b.primary {
+                assert!(!b.stopped, "seed {seed}: a stopped group changed primary: {b:?}");
                 assert_eq!(a.epoch, b.epoch.next(), "seed {seed}: a new primary needs a new epoch");
                 if let Some(p) = &a.primary {
                     let m = &b.members[p];
                     assert!(!m.diverged && !m.catching_up, "seed {seed}: promoted {p}: {m:?}");
+                    assert!(!m.exited && !silent.contains(p), "seed {seed}: promoted {p}, stopped or silent: {m:?}");
                     if mode == Mode::Sync {
                         assert!(m.held >= b.released, "seed {seed}: promoted {p} onto a hole: {m:?} < {}", b.released);
                     }
@@ -292,7 +317,7 @@ fn a_stalled_group_refuses_a_new_primary_in_words() {
     let e = register(&mut s, "b", "p", Mode::Sync, Some(INC_1)).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "p cannot be primary of group g: it has no primary in epoch 2 (the group is stalled); start p as a backup"
+        "p cannot be primary of group g: it has no primary in epoch 2 (the group is stalled; `tandem group reset` forgets it); start p as a backup"
     );
 }
 
@@ -326,4 +351,84 @@ fn entries_and_snapshots_of_the_previous_build_still_read() {
     let read: State = serde_json::from_str(&snapshot).unwrap();
     assert_eq!(read.groups, s.groups);
     assert_eq!(serde_json::to_value(&read).unwrap(), serde_json::from_str::<serde_json::Value>(&snapshot).unwrap());
+}
+
+fn stop(s: &mut State, id: &str, member: &str, epoch: u64, diverged: bool) -> Outcome {
+    let command = Command::Stop { group: "g".into(), member: member.into(), epoch: Epoch(epoch), diverged };
+    s.apply(&req(id, command))
+}
+
+#[test]
+fn a_stopped_silent_or_diverged_backup_is_never_named_primary() {
+    let mut s = group_with_backups();
+    // b_ok, the only eligible backup, stops; a named failover says why, a lapse stalls.
+    stop(&mut s, "s1", "b_ok", 1, false).unwrap();
+    assert!(s.groups["g"].members["b_ok"].exited);
+    let to_b_ok = Command::Failover { group: "g".into(), to: Some("b_ok".into()), silent: Vec::new() };
+    let e = s.apply(&req("f1", to_b_ok.clone())).unwrap_err();
+    assert!(matches!(e, Refusal::NotEligible { ref why, .. } if why.contains("stopped")), "{e}");
+    // Back (it reports again), it may be named; unless the leader has not heard from it lately.
+    report(&mut s, "r7", "b_ok", 1, 120, 0).unwrap();
+    let silent = Command::Failover { group: "g".into(), to: Some("b_ok".into()), silent: vec!["b_ok".into()] };
+    let e = s.apply(&req("f2", silent)).unwrap_err();
+    assert!(matches!(e, Refusal::NotEligible { ref why, .. } if why.contains("not reported")), "{e}");
+    let lapse_silent = Command::LeaseExpired { group: "g".into(), epoch: Epoch(1), silent: vec!["b_ok".into()] };
+    let g = s.apply(&req("l1", lapse_silent)).unwrap();
+    assert!(g.stalled && g.primary.is_none(), "a silent backup was named: {g:?}");
+
+    // A backup that stops on a mismatch says so: diverged, never named.
+    let mut s = group_with_backups();
+    stop(&mut s, "s2", "b_ok", 1, true).unwrap();
+    report(&mut s, "r8", "b_ok", 1, 120, 0).unwrap();
+    let e = s.apply(&req("f3", to_b_ok)).unwrap_err();
+    assert!(matches!(e, Refusal::NotEligible { ref why, .. } if why.contains("diverged")), "{e}");
+}
+
+#[test]
+fn a_group_its_primary_stopped_keeps_no_lease_and_starts_again_as_a_new_incarnation() {
+    let mut s = group_with_backups();
+    // A primary of an older epoch cannot stop the group.
+    assert!(matches!(stop(&mut s, "s0", "p", 7, false), Err(Refusal::StaleEpoch { .. })));
+    let g = stop(&mut s, "s1", "p", 1, false).unwrap();
+    assert!(g.stopped && g.primary.as_deref() == Some("p") && g.epoch == Epoch(1));
+    // Its lease lapsing changes nothing, and nobody is promoted.
+    assert_eq!(lapse(&mut s, "l", 1).unwrap(), g);
+    let any = Command::Failover { group: "g".into(), to: None, silent: Vec::new() };
+    assert_eq!(s.apply(&req("f", any)), Err(Refusal::Stopped { group: "g".into() }));
+    // The primary starts it again: a new token, a later epoch, no members of the old run.
+    let inc_2 = IncarnationToken([0x22; 16]);
+    let again = Command::Register {
+        group: "g".into(),
+        member: "p".into(),
+        address: "p:1".into(),
+        primary: true,
+        mode: Some(Mode::Sync),
+        token: None,
+        new_incarnation: inc_2,
+    };
+    let g = s.apply(&req("again", again)).unwrap();
+    assert_eq!((g.incarnation, g.epoch, g.stopped, g.released), (inc_2, Epoch(2), false, Seq::ZERO));
+    assert_eq!(g.members.keys().collect::<Vec<_>>(), ["p"]);
+    // A backup of the old run is refused: its state is another history.
+    let e = register(&mut s, "old", "b_ok", Mode::Sync, Some(INC_1)).unwrap_err();
+    assert!(matches!(e, Refusal::StaleIncarnation { .. }), "{e}");
+}
+
+#[test]
+fn a_backup_can_be_removed_but_not_the_primary_and_a_reset_forgets_the_group() {
+    let mut s = group_with_backups();
+    let remove = |m: &str| Command::RemoveMember { group: "g".into(), member: m.into() };
+    assert_eq!(s.apply(&req("rm-p", remove("p"))), Err(Refusal::IsPrimary { group: "g".into(), member: "p".into() }));
+    let g = s.apply(&req("rm-b", remove("b_ok"))).unwrap();
+    assert!(!g.members.contains_key("b_ok"));
+    assert!(matches!(s.apply(&req("rm-b2", remove("b_ok"))), Err(Refusal::NoMember { .. })));
+    s.apply(&req("reset", Command::Reset { group: "g".into() })).unwrap();
+    assert!(s.groups.is_empty());
+    assert_eq!(
+        s.apply(&req("reset2", Command::Reset { group: "g".into() })),
+        Err(Refusal::NoGroup { group: "g".into() })
+    );
+    // Created again from scratch.
+    let g = register(&mut s, "new", "p", Mode::Sync, None).unwrap();
+    assert_eq!(g.epoch, Epoch(1));
 }
