@@ -219,6 +219,7 @@ fn the_units_start_stop_within_their_timeout_and_start_again() {
             ("GROUP", "web".into()),
             ("NAME", "backup1".into()),
             ("PRIMARY", primary_at.clone()),
+            ("LISTEN", format!("127.0.0.1:{}", free_port())),
             ("CERTS", certs.clone()),
             ("STATE_DIR", d.join("var/backup").display().to_string()),
             ("COORDINATOR", coordinators.clone()),
