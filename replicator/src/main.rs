@@ -45,6 +45,10 @@ const PROGRAM_STATUSES: &str = exit_statuses!(
     "127  the program was not found",
 );
 
+/// What `tandem group` commands exit with.
+const GROUP_STATUSES: &str =
+    exit_statuses!("0    done", "1    the coordinator refused (the message says why)");
+
 /// What the commands reading a log exit with.
 const LOG_STATUSES: &str = exit_statuses!("0    done", "1    the log is damaged or not a tandem log");
 
@@ -290,10 +294,7 @@ enum Command {
     },
     /// Look after the coordinator's groups: list them, show one, take a backup out, or forget a
     /// group that has no live primary so that it can be started again.
-    #[command(after_help = exit_statuses!(
-        "0    done",
-        "1    the coordinator refused (the message says why)",
-    ))]
+    #[command(after_help = GROUP_STATUSES)]
     Group {
         #[command(subcommand)]
         action: GroupAction,
@@ -556,6 +557,7 @@ impl CoordinatorArgs {
 #[derive(Subcommand)]
 enum GroupAction {
     /// Every group: its state (running, stalled, stopped), epoch, primary, mode and members.
+    #[command(after_help = GROUP_STATUSES)]
     List {
         /// One JSON object, the groups by name, as the coordinator gives them.
         #[arg(long)]
@@ -566,6 +568,7 @@ enum GroupAction {
     /// One group: its state, epoch, primary and lease, and each member's position, last report
     /// and state (diverged, exited, silent for 5s, catching up: such a member is never named
     /// primary).
+    #[command(after_help = GROUP_STATUSES)]
     Show {
         group: String,
         /// The group as JSON, as the coordinator gives it.
@@ -575,6 +578,7 @@ enum GroupAction {
         at: CoordinatorArgs,
     },
     /// Take a backup out of its group (stop its agent first, or it joins again).
+    #[command(after_help = GROUP_STATUSES)]
     RemoveMember {
         group: String,
         member: String,
@@ -583,6 +587,7 @@ enum GroupAction {
     },
     /// Forget a group that has no live primary (stalled, stopped, or its primary gone), so that
     /// `tandem primary` can create it again. Refused while its primary holds a lease.
+    #[command(after_help = GROUP_STATUSES)]
     Reset {
         group: String,
         /// Forget it even though its primary holds a lease (it is gone, and you will not wait
