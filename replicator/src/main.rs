@@ -46,8 +46,7 @@ const PROGRAM_STATUSES: &str = exit_statuses!(
 );
 
 /// What `tandem group` commands exit with.
-const GROUP_STATUSES: &str =
-    exit_statuses!("0    done", "1    the coordinator refused (the message says why)");
+const GROUP_STATUSES: &str = exit_statuses!("0    done", "1    the coordinator refused (the message says why)");
 
 /// What the commands reading a log exit with.
 const LOG_STATUSES: &str = exit_statuses!("0    done", "1    the log is damaged or not a tandem log");
