@@ -61,6 +61,38 @@ pub enum Lease {
     Lost { epoch: Epoch },
 }
 
+/// What one member's answer means for a call.
+enum Judged<T> {
+    /// The call is over: its result, or a refusal another member would give too.
+    Done(Result<T, ClientError>),
+    /// No answer worth having from this member (why): another may do.
+    Retry(String),
+}
+
+fn judge<T: DeserializeOwned>(addr: &str, answer: Result<(StatusCode, Bytes), crate::http::HttpError>) -> Judged<T> {
+    let done = |r| Judged::Done(r);
+    match answer {
+        Ok((status, reply)) if status.is_success() => {
+            done(serde_json::from_slice(&reply).map_err(|e| ClientError::BadReply(e.to_string())))
+        }
+        Ok((StatusCode::CONFLICT, reply)) => done(match serde_json::from_slice::<Refused>(&reply) {
+            Ok(refused) => Err(ClientError::Refused(refused.error)),
+            Err(_) => Err(ClientError::BadReply(String::from_utf8_lossy(&reply).into_owned())),
+        }),
+        Ok((StatusCode::GONE, reply)) => {
+            let message = serde_json::from_slice::<Problem>(&reply)
+                .map_or_else(|_| String::from_utf8_lossy(&reply).into_owned(), |p| p.message);
+            done(Err(ClientError::IncarnationLost(message)))
+        }
+        Ok((status, reply)) if status.is_client_error() => done(Err(match serde_json::from_slice::<Problem>(&reply) {
+            Ok(p) if p.error == "unsupported_request" => ClientError::Unsupported(p.message),
+            _ => ClientError::BadReply(format!("{status}: {}", String::from_utf8_lossy(&reply))),
+        })),
+        Ok((status, reply)) => Judged::Retry(format!("{addr}: {status}: {}", String::from_utf8_lossy(&reply))),
+        Err(e) => Judged::Retry(e.to_string()),
+    }
+}
+
 /// A fresh request id: random where the kernel gives randomness, else time and pid.
 fn request_id() -> String {
     crate::server::random_token().unwrap_or_else(|_| {
@@ -103,30 +135,14 @@ impl Client {
             let answer = tokio::time::timeout(per_try, tried)
                 .await
                 .unwrap_or_else(|_| Err(crate::http::HttpError::Timeout(addr.clone(), per_try)));
-            let last = match answer {
-                Ok((status, reply)) if status.is_success() => {
-                    self.next.store(turn, Ordering::Relaxed);
-                    return serde_json::from_slice(&reply).map_err(|e| ClientError::BadReply(e.to_string()));
+            let last = match judge(addr, answer) {
+                Judged::Done(done) => {
+                    if done.is_ok() {
+                        self.next.store(turn, Ordering::Relaxed);
+                    }
+                    return done;
                 }
-                Ok((StatusCode::CONFLICT, reply)) => {
-                    return match serde_json::from_slice::<Refused>(&reply) {
-                        Ok(refused) => Err(ClientError::Refused(refused.error)),
-                        Err(_) => Err(ClientError::BadReply(String::from_utf8_lossy(&reply).into_owned())),
-                    };
-                }
-                Ok((StatusCode::GONE, reply)) => {
-                    let message = serde_json::from_slice::<Problem>(&reply)
-                        .map_or_else(|_| String::from_utf8_lossy(&reply).into_owned(), |p| p.message);
-                    return Err(ClientError::IncarnationLost(message));
-                }
-                Ok((status, reply)) if status.is_client_error() => {
-                    return Err(match serde_json::from_slice::<Problem>(&reply) {
-                        Ok(p) if p.error == "unsupported_request" => ClientError::Unsupported(p.message),
-                        _ => ClientError::BadReply(format!("{status}: {}", String::from_utf8_lossy(&reply))),
-                    });
-                }
-                Ok((status, reply)) => format!("{addr}: {status}: {}", String::from_utf8_lossy(&reply)),
-                Err(e) => e.to_string(),
+                Judged::Retry(why) => why,
             };
             if Instant::now() > deadline {
                 return Err(ClientError::Unavailable(last));
@@ -171,10 +187,43 @@ impl Client {
         self.call(Method::GET, "/v1/groups", Bytes::new()).await
     }
 
+    /// Renews a lease at every member at once and takes the first answer: a renewal must not
+    /// wait for a member that hangs (the leader just lost, whose followers still pass writes to
+    /// it) before it tries the next, or the lease lapses while a new leader is already there.
+    /// Renewals are idempotent: the leader counts each, followers pass theirs on.
     pub async fn renew(&self, group: &str, member: &str, epoch: Epoch) -> Result<Renewed, ClientError> {
+        if self.incarnation().is_none() {
+            self.learn_incarnation().await;
+        }
         let r = Renewal { group: group.to_string(), member: member.to_string(), epoch };
-        let body = serde_json::to_vec(&r).map_err(|e| ClientError::BadReply(e.to_string()))?;
-        self.call_within(Method::POST, "/v1/lease", body.into(), RENEW_TRY_TIMEOUT).await
+        let body = Bytes::from(serde_json::to_vec(&r).map_err(|e| ClientError::BadReply(e.to_string()))?);
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(self.members.len().max(1));
+            for addr in &self.members {
+                let (tx, addr, transport, body, inc) =
+                    (tx.clone(), addr.clone(), self.transport.clone(), body.clone(), self.incarnation());
+                tokio::spawn(async move {
+                    let tried = exchange(&transport, &addr, Method::POST, "/v1/lease", inc.as_deref(), body);
+                    let answer = tokio::time::timeout(RENEW_TRY_TIMEOUT, tried)
+                        .await
+                        .unwrap_or_else(|_| Err(crate::http::HttpError::Timeout(addr.clone(), RENEW_TRY_TIMEOUT)));
+                    let _ = tx.send(judge::<Renewed>(&addr, answer)).await;
+                });
+            }
+            drop(tx);
+            let mut last = String::from("no member to ask");
+            while let Some(judged) = rx.recv().await {
+                match judged {
+                    Judged::Done(done) => return done,
+                    Judged::Retry(why) => last = why,
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(ClientError::Unavailable(last));
+            }
+            tokio::time::sleep(ROUND_PAUSE).await;
+        }
     }
 
     /// Renews the lease of `member`, primary of `group` in `epoch`, every `period`, until the

@@ -385,6 +385,13 @@ fn with_two_of_three_wiped_clients_are_told_of_the_loss_until_an_operator_reinit
     let body = json!({ "id": "w0", "command": register("g0", "p") }).to_string();
     assert_eq!(post(&c.addr(leader), "/v1/write", &body).unwrap().0, 200);
     let old = c.status(1).unwrap()["incarnation"].as_str().unwrap().to_string();
+    // The cluster has formed: its first member has seen every member hold the incarnation (until
+    // then a member without state joins the new cluster as at its start).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (1..=3).any(|i| c.status(i).is_none_or(|s| s["forming"] == true)) {
+        assert!(Instant::now() < deadline, "the cluster does not finish forming");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Members 2 and 3 lose their disks together; member 1 keeps its state. (Wiped one after
     // the other, the first would catch up from the two others before the second goes.)
