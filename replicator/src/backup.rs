@@ -475,12 +475,7 @@ impl TakeOverTo for Successor {
             handle: p.handle,
             took_over: Some(took_over),
         })?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .thread_name("tandem-net")
-            .build()
-            .map_err(Error::io("cannot start the network runtime"))?;
+        let runtime = primary::network_runtime()?;
         let hub = Hub::new(HubPlan {
             group: self.standing.group.clone(),
             member: self.standing.member.clone(),

@@ -436,16 +436,7 @@ pub fn run(mut launch: Launch, opts: &PrimaryOptions) -> Result<Recording> {
     let dir = StateDir::open(&opts.state_dir)?;
     capture::take_for(&mut launch, &opts.data, &dir.captures_path(), &[&dir.path])?;
     let launch = &launch;
-    // One network thread: a round trip in sync mode crosses the sessions' tasks and quinn's
-    // drivers several times, and each hop to another thread is a wake-up (sync mode ran 4-10%
-    // faster with one worker than with two); reading back has a thread of its own, and
-    // compressing moves the other tasks off the worker (`block_in_place`).
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .thread_name("tandem-net")
-        .build()
-        .map_err(Error::io("cannot start the network runtime"))?;
+    let runtime = network_runtime()?;
     let steering =
         opts.coordinator.as_ref().map(|c| Steering::new(c, &opts.group, &opts.name, &identity)).transpose()?;
     let membership = match &steering {
@@ -572,6 +563,19 @@ pub(crate) fn drain(runtime: &tokio::runtime::Runtime, hub: &Hub, stop: &Stop) {
     runtime.block_on(async move {
         let _ = tokio::time::timeout(limit, sessions.wait_for(|&n| n == 0)).await;
     });
+}
+
+/// A primary's network runtime. One network thread: a round trip in sync mode crosses the
+/// sessions' tasks and quinn's drivers several times, and each hop to another thread is a
+/// wake-up (sync mode ran 4-10% faster with one worker than with two); reading back has a thread
+/// of its own, and compressing moves the other tasks off the worker (`block_in_place`).
+pub(crate) fn network_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("tandem-net")
+        .build()
+        .map_err(Error::io("cannot start the network runtime"))
 }
 
 /// How often held output is reported while it waits.

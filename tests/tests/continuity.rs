@@ -132,6 +132,19 @@ impl Group {
         }
     }
 
+    /// Every acknowledged write (`keys`) is there (`lost` are not), and there were enough.
+    fn assert_none_lost(&self, keys: &[String], lost: &[String]) {
+        assert!(
+            lost.is_empty(),
+            "{} of {} acknowledged writes lost, e.g. {:?}\n{}",
+            lost.len(),
+            keys.len(),
+            &lost[..lost.len().min(5)],
+            self.story()
+        );
+        assert!(keys.len() > 100, "too few writes were acknowledged: {}\n{}", keys.len(), self.story());
+    }
+
     /// How many times a backup's state was set aside (its log held events the new primary's
     /// history does not) and it caught up from the start.
     fn starts_over(&self) -> usize {
@@ -367,15 +380,7 @@ fn a_group_keeps_a_standby_through_failover_after_failover() {
         keys.len(),
         lost.len()
     );
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged writes lost, e.g. {:?}\n{}",
-        lost.len(),
-        keys.len(),
-        &lost[..lost.len().min(5)],
-        g.story()
-    );
-    assert!(keys.len() > 100, "too few writes were acknowledged: {}\n{}", keys.len(), g.story());
+    g.assert_none_lost(&keys, &lost);
     // Each failover fits in a second on a quiet machine (scripts/soak.sh reports them); here
     // the other tests' builds may share the cores.
     assert!(took.iter().all(|ms| *ms <= 3000), "a failover took more than 3 s: {took:?}\n{}", g.story());
@@ -460,13 +465,5 @@ fn switchovers_round_robin_lose_no_acknowledged_write() {
         keys.len(),
         lost.len()
     );
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged writes lost, e.g. {:?}\n{}",
-        lost.len(),
-        keys.len(),
-        &lost[..lost.len().min(5)],
-        g.story()
-    );
-    assert!(keys.len() > 100, "too few writes were acknowledged: {}\n{}", keys.len(), g.story());
+    g.assert_none_lost(&keys, &lost);
 }
