@@ -10,6 +10,8 @@
 #                            on loopback, sync and async mode, vs native (and sync with the
 #                            backup's state directory in tmpfs: what the disk's flush costs)
 #   scripts/bench.sh stream  event throughput between two agents on loopback
+#   scripts/bench.sh footprint  log bytes an hour of an idle memcached and per redis request, on a
+#                            primary and its backup
 #   scripts/bench.sh coordinator  three coordinator members on loopback: writes, lease renewals,
 #                            and how soon after a primary's last renewal its epoch ends
 #   scripts/bench.sh         all of them
@@ -266,6 +268,47 @@ stream() {
     done
 }
 
+# Log bytes an hour of an idle memcached, and per request of redis under redis-benchmark, on
+# a sync primary and its one backup. The program is stopped (SIGTERM to the primary) and both
+# logs are measured to their end marker: the launch and startup count too.
+logged_bytes() { "$tandem" log stats --json "$1" | jq -r .logged_bytes; }
+log_seconds() { "$tandem" log stats --json "$1" | jq -r .duration_s; }
+footprint_run() { # port program...
+    local agent=$(( $1 + 1000 )); shift
+    rm -rf "$work/p" "$work/b"; mkdir -p "$work/p" "$work/b"
+    (cd "$work/b" && exec "$tandem" backup --group bench --primary 127.0.0.1:$agent --name backup \
+        --certs "$work/certs" --state-dir "$work/b/state" >/dev/null 2>"$work/b/err") &
+    backup_pid=$!
+    (cd "$work/p" && exec "$tandem" primary --group bench --wait-for-backups 1 --listen 127.0.0.1:$agent \
+        --name primary --certs "$work/certs" --state-dir "$work/p/state" -- "$@" >/dev/null 2>"$work/p/err") &
+    primary_pid=$!
+}
+footprint_stop() {
+    kill -TERM "$primary_pid"; wait "$primary_pid" || true; wait "$backup_pid" || true
+}
+footprint() {
+    certs
+    local seconds=${FOOTPRINT_SECONDS:-120}
+    footprint_run 23001 memcached -t 4 -p 23001 -U 0 -u root
+    sleep "$seconds"
+    footprint_stop
+    local mp mb sp sb
+    mp=$(logged_bytes "$work/p/state/log.tlog"); sp=$(log_seconds "$work/p/state/log.tlog")
+    mb=$(logged_bytes "$work/b/state/log.tlog"); sb=$(log_seconds "$work/b/state/log.tlog")
+    footprint_run 23002 "${redis_cmd[@]}" --port 23002
+    wait_ping 23002
+    local requests=200000 rp rb
+    redis_rps 23002 >/dev/null
+    footprint_stop
+    rp=$(logged_bytes "$work/p/state/log.tlog"); rb=$(logged_bytes "$work/b/state/log.tlog")
+    echo "Log footprint: tandem primary (sync, durable) with one backup on loopback"
+    printf '%-52s %14s %14s\n' "" primary backup
+    printf '%-52s %14.1f %14.1f\n' "idle memcached -t 4, MB an hour (${seconds} s run)" \
+        "$(echo "$mp * 3600 / $sp / 1000000" | bc -l)" "$(echo "$mb * 3600 / $sb / 1000000" | bc -l)"
+    printf '%-52s %14.1f %14.1f\n' "redis-server, bytes per SET (redis-benchmark -n $requests)" \
+        "$(echo "$rp / $requests" | bc -l)" "$(echo "$rb / $requests" | bc -l)"
+}
+
 # Three members on loopback, each its own process and data dir on this machine's disk.
 coordinator() {
     cargo build --release -q -p coordinator --example coordinator_bench
@@ -295,6 +338,7 @@ case "${1:-all}" in
     live) live ;;
     stream) stream ;;
     coordinator) coordinator ;;
-    all) calls; echo; redis; echo; drain; echo; replay; echo; handoff; echo; live; echo; stream; echo; coordinator ;;
-    *) echo "usage: scripts/bench.sh [calls|instructions|redis|drain|replay|handoff|live|stream|coordinator]" >&2; exit 2 ;;
+    footprint) footprint ;;
+    all) calls; echo; redis; echo; drain; echo; replay; echo; handoff; echo; live; echo; stream; echo; footprint; echo; coordinator ;;
+    *) echo "usage: scripts/bench.sh [calls|instructions|redis|drain|replay|handoff|live|stream|footprint|coordinator]" >&2; exit 2 ;;
 esac

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 need=()
 for tool in gcc:gcc nm:binutils redis-server:redis-server redis-benchmark:redis-tools ip:iproute2 \
             tc:iproute2 sqlite3:sqlite3 bc:bc hyperfine:hyperfine valgrind:valgrind curl:curl \
-            javac:default-jdk-headless nginx:nginx-light wrk:wrk memcached:memcached; do
+            javac:default-jdk-headless nginx:nginx-light wrk:wrk memcached:memcached jq:jq; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)

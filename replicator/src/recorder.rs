@@ -71,12 +71,24 @@ pub fn thread_alive(pid: i32, tid: i32) -> bool {
     }
 }
 
+/// The stored log gathers batches until they hold this many bytes of events, then keeps them as
+/// one batch, compressed: a busy program's batches and an idle one's alike (idle-time batches are
+/// small and repetitive, and compress to a few percent together).
+const STORE_BYTES: usize = 256 << 10;
+/// ... or until the oldest waited this long: a log read while it grows (a backup catching up
+/// from the file) is at most this far behind the backups, which get every batch at once.
+const STORE_WAIT: Duration = Duration::from_secs(1);
+
 /// Writes merged events into log batches.
 struct Sink {
     writer: LogWriter<BufWriter<File>>,
     batch: Vec<u8>,
-    /// The last event written (the log may begin with events this agent did not record).
+    /// The last event taken (the log may begin with events this agent did not record).
     last: Seq,
+    /// Events taken but not yet stored: their count, and when the oldest was taken.
+    pending: Vec<u8>,
+    pending_count: u32,
+    pending_since: Option<Instant>,
     tap: Option<std::sync::Arc<dyn Tap>>,
 }
 
@@ -87,15 +99,55 @@ impl Sink {
         }
         let first = self.last.next();
         let wall_ns = now_ns();
-        self.writer.write_batch(&self.batch, first, count, wall_ns)?;
         self.last = first + count as u64 - 1;
+        // Backups get the batch before it is stored: storing never delays the wire.
         if let Some(tap) = &self.tap {
-            // Readers of the file (a backup catching up from the start) see whole batches.
-            self.writer.flush()?;
             tap.batch(first, count, wall_ns, &self.batch);
         }
+        if self.pending.is_empty() {
+            std::mem::swap(&mut self.pending, &mut self.batch);
+        } else {
+            self.pending.extend_from_slice(&self.batch);
+        }
         self.batch.clear();
+        self.pending_count += count;
+        self.pending_since.get_or_insert_with(Instant::now);
+        if self.pending.len() >= STORE_BYTES {
+            self.store(wall_ns)?;
+        }
         Ok(())
+    }
+
+    /// Stores the pending events as one batch, compressed if that shrinks them.
+    fn store(&mut self, wall_ns: u64) -> std::io::Result<()> {
+        if self.pending_count == 0 {
+            return Ok(());
+        }
+        let first = self.last + 1 - self.pending_count as u64;
+        match eventlog::logfile::pack_events(&self.pending) {
+            Some(packed) => self.writer.write_packed_batch(
+                &packed,
+                self.pending.len() as u32,
+                first,
+                self.pending_count,
+                wall_ns,
+            )?,
+            None => self.writer.write_batch(&self.pending, first, self.pending_count, wall_ns)?,
+        }
+        // Readers of the file (a backup catching up from the start) see whole batches.
+        self.writer.flush()?;
+        self.pending.clear();
+        self.pending_count = 0;
+        self.pending_since = None;
+        Ok(())
+    }
+
+    /// Stores the pending events if the oldest waited long enough.
+    fn store_if_due(&mut self) -> std::io::Result<()> {
+        match self.pending_since {
+            Some(t) if t.elapsed() >= STORE_WAIT => self.store(now_ns()),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -121,7 +173,15 @@ impl Taker {
     ) -> Taker {
         Taker {
             merger: Merger::from_seq(region, last.next()),
-            sink: Sink { writer, batch: Vec::with_capacity(2 * BATCH_BYTES), last, tap },
+            sink: Sink {
+                writer,
+                batch: Vec::with_capacity(2 * BATCH_BYTES),
+                last,
+                pending: Vec::with_capacity(2 * BATCH_BYTES),
+                pending_count: 0,
+                pending_since: None,
+                tap,
+            },
             outside,
             last_reap: Instant::now(),
             lost: 0,
@@ -156,6 +216,7 @@ impl Taker {
             self.sink.flush_batch(missing as u32)?;
             self.last_reap = Instant::now();
         }
+        self.sink.store_if_due()?;
         self.sink.writer.flush()
     }
 
@@ -179,6 +240,7 @@ impl Taker {
     /// Ends the log with its end marker (none if the history goes on elsewhere), synced: (the
     /// last event, events lost).
     pub fn finish(mut self) -> std::io::Result<(Seq, u64)> {
+        self.sink.store(now_ns())?;
         let last = self.sink.last;
         let cut_off = self.sink.tap.as_ref().is_some_and(|t| t.cut_off());
         if let Some(tap) = &self.sink.tap {

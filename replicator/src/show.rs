@@ -22,6 +22,7 @@ pub fn for_each_event(path: &Path, mut f: impl FnMut(&Event) -> std::io::Result<
         }
     }
     summary.end_ns = reader.end_wall_ns();
+    summary.logged_bytes = reader.offset();
     Ok(summary)
 }
 
@@ -31,6 +32,8 @@ pub struct LogSummary {
     pub created_ns: u64,
     pub last_batch_ns: u64,
     pub end_ns: Option<u64>,
+    /// Where the log's written part ends (a backup's file goes on with space made ready).
+    pub logged_bytes: u64,
 }
 
 pub fn show(path: &Path, json: bool, out: &mut impl Write) -> Result<()> {
@@ -93,6 +96,7 @@ pub fn stats(path: &Path, json: bool, out: &mut impl Write) -> Result<()> {
             "last_seq": last_seq.0,
             "batches": summary.batches,
             "file_bytes": file_bytes,
+            "logged_bytes": summary.logged_bytes,
             "payload_bytes": total.bytes,
             "duration_s": secs,
             "calls": calls.iter().map(|(name, t)| with(tally(t), "call", (*name).into())).collect::<Vec<_>>(),
@@ -108,7 +112,10 @@ pub fn stats(path: &Path, json: bool, out: &mut impl Write) -> Result<()> {
     w(out, format!("log       {}", path.display()))?;
     w(out, format!("events    {} (seq {}..={})", total.events, first_seq.unwrap_or(Seq::ZERO), last_seq))?;
     w(out, format!("batches   {}", summary.batches))?;
-    w(out, format!("bytes     {} in the file, {} of payload", file_bytes, total.bytes))?;
+    w(
+        out,
+        format!("bytes     {} logged ({} in the file), {} of payload", summary.logged_bytes, file_bytes, total.bytes),
+    )?;
     w(
         out,
         format!("duration  {secs:.3} s ({:.0} events/s)", if secs > 0.0 { total.events as f64 / secs } else { 0.0 }),
