@@ -562,6 +562,15 @@ impl<R: Read> LogReader<R> {
 }
 
 impl<R: Read + Seek> LogReader<R> {
+    /// Moves to the batch at `offset`, whose first event is `first_seq`: a bounded log's first
+    /// kept batch (the batches before it were dropped and read as zeros).
+    pub fn skip_to(&mut self, offset: u64, first_seq: Seq) -> io::Result<()> {
+        self.input.seek(SeekFrom::Start(offset))?;
+        self.offset = offset;
+        self.next_seq = Some(first_seq);
+        Ok(())
+    }
+
     /// Like [`next_batch`](Self::next_batch), for a log another process is still writing:
     /// `Ok(None)` when the next batch is not (completely) there yet, after putting the reader
     /// back at its start so a later call reads it whole. `Ok(Some(None))` after the end marker.

@@ -80,6 +80,7 @@ pub struct Serving {
     pub min_backups: usize,
     pub ack: AckLevel,
     pub compress: bool,
+    pub retain: Option<crate::retention::Retain>,
 }
 
 /// Where a backup stands, for its status.
@@ -139,6 +140,7 @@ impl Whereabouts {
             replayed,
             released: None,
             state: state.into(),
+            kept_from: None,
             backups: vec![],
         }
     }
@@ -461,6 +463,10 @@ struct Successor {
 }
 
 impl TakeOverTo for Successor {
+    fn retain(&self) -> Option<crate::retention::Retain> {
+        self.serve.retain
+    }
+
     fn start(&mut self, _region: &Arc<SharedRegion>, last: Seq, launch: &LaunchRecord) -> Result<Arc<dyn Tap>> {
         let following = &self.standing.following;
         let Some(p) = following.promotion.get().copied() else {

@@ -247,6 +247,7 @@ mod tests {
             replayed: Some(4),
             released: None,
             state: "ok".into(),
+            kept_from: None,
             backups: vec![],
         };
         let shown = agent.clone();

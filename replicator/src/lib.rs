@@ -23,6 +23,7 @@ pub mod primary;
 pub mod progress;
 pub mod recorder;
 pub mod replayer;
+pub mod retention;
 pub mod runway;
 pub mod show;
 pub mod statedir;

@@ -461,6 +461,11 @@ struct ServeArgs {
     /// than a core compresses, about a gigabyte a second.
     #[arg(long)]
     no_compress: bool,
+    /// Keep at most this much of the log (a size, e.g. 20GiB, or an age, e.g. 6h); older
+    /// events are dropped once every connected backup holds them. From then on no backup that
+    /// needs them (a new one, or one that lost its state) can join: without it, all is kept.
+    #[arg(long, value_parser = replicator::retention::Retain::parse, value_name = "SIZE|DURATION")]
+    retain: Option<replicator::retention::Retain>,
 }
 
 impl ServeArgs {
@@ -489,6 +494,9 @@ impl ServeArgs {
         if self.no_compress {
             args.push("--no-compress".into());
         }
+        if let Some(retain) = self.retain {
+            args.extend(["--retain".into(), retain.as_arg().into()]);
+        }
         args
     }
 
@@ -498,6 +506,7 @@ impl ServeArgs {
             min_backups: self.min_backups,
             ack: self.ack(),
             compress: !self.no_compress,
+            retain: self.retain,
         }
     }
 }
@@ -684,6 +693,7 @@ fn run(cli: Cli) -> Result<u8> {
                 incarnation: eventlog::IncarnationToken::NONE,
                 tap: None,
                 stop: replicator::lifetime::Stop::new(true),
+                retain: None,
             };
             let rec = recorder::record(&launch, &opts)?;
             if rec.lost > 0 {
@@ -764,6 +774,7 @@ fn run(cli: Cli) -> Result<u8> {
                 min_backups: serve.min_backups,
                 ack: serve.ack(),
                 compress: !serve.no_compress,
+                retain: serve.retain,
                 wait_for_backups,
                 certs: member.certs,
                 name: member.name,

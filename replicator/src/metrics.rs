@@ -215,6 +215,7 @@ mod tests {
             replayed: Some(7),
             released: Some(9),
             state: state.into(),
+            kept_from: None,
             backups: vec![Link {
                 member: "b1".into(),
                 address: "b".into(),

@@ -18,6 +18,7 @@ use crate::metrics::{self, backup_label};
 use crate::net::{self, read_frame, write_frame};
 use crate::progress::{Progress, Unit};
 use crate::recorder::{self, Recording, Tap};
+use crate::retention::{Retain, Stored};
 use crate::statedir::{random, Membership, StateDir};
 use crate::status::{AgentStatus, Link, Role};
 use crate::steer::Steering;
@@ -63,6 +64,8 @@ pub struct PrimaryOptions {
     pub ack: AckLevel,
     /// Event batches cross the network compressed.
     pub compress: bool,
+    /// How much of the log to keep (`None`: all of it).
+    pub retain: Option<Retain>,
     /// The program starts only once this many backups are connected.
     pub wait_for_backups: usize,
     pub state_dir: PathBuf,
@@ -112,6 +115,8 @@ impl WireBatch {
 struct HubState {
     memory: VecDeque<Arc<WireBatch>>,
     memory_bytes: usize,
+    /// A bounded log's first kept batch: older events are gone from the file.
+    kept: Option<Stored>,
     /// Acknowledged position of each connected backup, by resume handle, with the number of the
     /// session holding the handle. A backup that reconnects before this side has seen its old
     /// connection die has two sessions for a while: only the newer one counts.
@@ -360,6 +365,7 @@ impl Hub {
             released: Some(self.released.borrow().0),
             state: state.into(),
             backups,
+            kept_from: st.kept.map(|k| k.first_seq.0),
         }
     }
 
@@ -417,6 +423,25 @@ impl Tap for Hub {
 
     fn cut_off(&self) -> bool {
         self.fence.is_shut()
+    }
+
+    fn needed(&self) -> Option<Seq> {
+        self.state().positions().min().map(Seq::next)
+    }
+
+    fn cut(&self, at: Stored, bound: Retain) -> bool {
+        let mut st = self.state();
+        if st.positions().min().is_some_and(|acked| acked.next() < at.first_seq) {
+            return false;
+        }
+        if st.kept.is_none() {
+            tracing::warn!(
+                "the log keeps events from {} on (--retain {bound}): from now on a backup that needs older ones (a new one, or one that lost its state) cannot join",
+                at.first_seq
+            );
+        }
+        st.kept = Some(at);
+        true
     }
 
     fn ended(&self, last_seq: Seq) {
@@ -508,6 +533,7 @@ pub fn run(mut launch: Launch, opts: &PrimaryOptions) -> Result<Recording> {
         incarnation: membership.incarnation,
         tap: Some(hub.clone() as Arc<dyn Tap>),
         stop: stop.clone(),
+        retain: opts.retain,
     };
     let recording = recorder::record(launch, &rec_opts);
     if let (Some(steering), true) = (&steering, recording.is_ok() && !hub.fence.is_shut()) {
@@ -696,8 +722,18 @@ async fn serve(conn: &quinn::Connection, hub: &Arc<Hub>, who: &str) -> std::resu
         hub.answered.send_replace(true);
         return sent;
     }
-    let (session, welcome) = match PrimarySession::accept(hub.standing, hub.took_over, &hub.group, &hub.launch, &hello)
-    {
+    let number = hub.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Accepted and counted as connected at once: a bounded log keeps what the backup needs.
+    let accepted = {
+        let mut st = hub.state();
+        let accepted = PrimarySession::accept(hub.standing, hub.took_over, &hub.group, &hub.launch, &hello);
+        let accepted = PrimarySession::within_kept(accepted, st.kept.map(|k| k.first_seq));
+        if let Ok((session, _)) = &accepted {
+            st.set_acked(session.handle, number, Some(session.holds(hub.ack)), &hub.sessions);
+        }
+        accepted
+    };
+    let (session, welcome) = match accepted {
         Ok(ok) => ok,
         Err(e) => {
             hub.replaced_if(&e);
@@ -715,11 +751,9 @@ async fn serve(conn: &quinn::Connection, hub: &Arc<Hub>, who: &str) -> std::resu
         }
     };
     let handle = session.handle;
-    let number = hub.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(member = %who, handle = format!("{handle:032x}"), from = %session.next_to_send, "backup connected");
     {
         let mut st = hub.state();
-        st.set_acked(handle, number, Some(session.holds(hub.ack)), &hub.sessions);
         let info = LinkInfo {
             member: who.to_string(),
             address: conn.remote_address().to_string(),
@@ -1027,9 +1061,19 @@ fn read_back(
     let hub = hub.clone();
     let reader = tokio::task::spawn_blocking(move || {
         let bad = |e: &dyn std::fmt::Display| net::NetError::Protocol(format!("{}: {e}", hub.log.display()));
-        let mut reader = match cursor.filter(|r| r.next_seq().is_some_and(|n| n <= from)) {
+        let kept = hub.state().kept;
+        let usable =
+            |r: &LogCursor| r.next_seq().is_some_and(|n| n <= from) && kept.is_none_or(|k| r.offset() >= k.offset);
+        let mut reader = match cursor.filter(usable) {
             Some(r) => r,
-            None => recorder::open_log(&hub.log).map_err(|e| bad(&e))?,
+            None => {
+                let mut r = recorder::open_log(&hub.log).map_err(|e| bad(&e))?;
+                // A bounded log's dropped batches read as zeros.
+                if let Some(k) = kept {
+                    r.skip_to(k.offset, k.first_seq).map_err(|e| bad(&e))?;
+                }
+                r
+            }
         };
         // Batches are compressed a few at a time, one per core.
         let width = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));

@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::launch::Launch;
 use crate::lifetime::{catch_signals, kill_tree, reap_children, watch_signals, Stop};
+use crate::retention::{Kept, Retain, Stored};
 use eventlog::logfile::LogWriter;
 use eventlog::merge::Merger;
 use eventlog::ring::{Geometry, Mode, Region, SharedRegion};
@@ -29,6 +30,8 @@ pub struct RecordOptions {
     pub tap: Option<std::sync::Arc<dyn Tap>>,
     /// Asked to stop the program (a termination signal, a fence).
     pub stop: std::sync::Arc<Stop>,
+    /// How much of the log to keep (a primary's; `None`: all of it).
+    pub retain: Option<Retain>,
 }
 
 /// Receives a recording as it is made.
@@ -45,6 +48,16 @@ pub trait Tap: Send + Sync {
     /// Whether the program's history goes on elsewhere (this agent is primary no more): its log
     /// then has no end marker, and the agent may rejoin as a backup from it.
     fn cut_off(&self) -> bool {
+        false
+    }
+    /// The oldest event a connected backup still lacks (`None`: none is connected): a bounded
+    /// log keeps it.
+    fn needed(&self) -> Option<Seq> {
+        None
+    }
+    /// A bounded log (`bound`) is about to drop every event before `at`: whether it may (not if
+    /// a backup came to need one meanwhile). From then on it serves no backup that needs one.
+    fn cut(&self, _at: Stored, _bound: Retain) -> bool {
         false
     }
 }
@@ -90,6 +103,9 @@ struct Sink {
     pending_count: u32,
     pending_since: Option<Instant>,
     tap: Option<std::sync::Arc<dyn Tap>>,
+    /// The stored batches a bounded log keeps, and where its batches begin (what a cut frees
+    /// starts there).
+    kept: Option<(Kept, u64)>,
 }
 
 impl Sink {
@@ -124,6 +140,7 @@ impl Sink {
             return Ok(());
         }
         let first = self.last + 1 - self.pending_count as u64;
+        let offset = self.writer.bytes_written();
         match eventlog::logfile::pack_events(&self.pending) {
             Some(packed) => self.writer.write_packed_batch(
                 &packed,
@@ -139,7 +156,27 @@ impl Sink {
         self.pending.clear();
         self.pending_count = 0;
         self.pending_since = None;
-        Ok(())
+        if let Some((kept, _)) = &mut self.kept {
+            kept.stored(Stored { first_seq: first, offset, wall_ns });
+        }
+        self.cut_if_due(wall_ns)
+    }
+
+    /// Drops the oldest stored batches past the retention bound, unless a connected backup
+    /// still lacks their events: punches them out of the file (its space goes back to the file
+    /// system; the file keeps its length, and its header and launch).
+    fn cut_if_due(&mut self, now_ns: u64) -> std::io::Result<()> {
+        let (Some((kept, data_start)), Some(tap)) = (&mut self.kept, &self.tap) else { return Ok(()) };
+        let Some(at) = kept.cut_at(self.writer.bytes_written(), now_ns, tap.needed()) else { return Ok(()) };
+        if !tap.cut(at, kept.bound()) {
+            return Ok(());
+        }
+        kept.cut(at);
+        use std::os::fd::AsFd;
+        let fd = self.writer.get_ref().get_ref().as_fd();
+        let flags = nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        nix::fcntl::fallocate(fd, flags, *data_start as i64, (at.offset - *data_start) as i64)
+            .map_err(std::io::Error::from)
     }
 
     /// Stores the pending events if the oldest waited long enough.
@@ -170,6 +207,7 @@ impl Taker {
         last: Seq,
         tap: Option<std::sync::Arc<dyn Tap>>,
         outside: crate::outside::OutsideWrites,
+        retain: Option<(Retain, u64)>,
     ) -> Taker {
         Taker {
             merger: Merger::from_seq(region, last.next()),
@@ -181,6 +219,7 @@ impl Taker {
                 pending_count: 0,
                 pending_since: None,
                 tap,
+                kept: retain.map(|(bound, data_start)| (Kept::new(bound), data_start)),
             },
             outside,
             last_reap: Instant::now(),
@@ -290,7 +329,8 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
 
     let cwd = std::env::current_dir().unwrap_or_default();
     let outside = crate::outside::OutsideWrites::new(&launch.data, cwd);
-    let mut taker = Taker::new(region, writer, Seq::ZERO, opts.tap.clone(), outside);
+    let retain = opts.retain.map(|bound| (bound, writer.bytes_written()));
+    let mut taker = Taker::new(region, writer, Seq::ZERO, opts.tap.clone(), outside, retain);
     let write_err = |e| Error::Io { what: out_name(), source: e };
     let mut exit_code = None;
     let mut killed = false;

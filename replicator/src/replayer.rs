@@ -47,6 +47,10 @@ pub trait TakeOverTo: Send {
     fn start(&mut self, region: &Arc<SharedRegion>, last: Seq, launch: &LaunchRecord) -> Result<Arc<dyn Tap>>;
     /// The program has ended and the log is finished: connected backups take the end.
     fn finish(&mut self);
+    /// How much of the log the program's new primary keeps (`None`: all of it).
+    fn retain(&self) -> Option<crate::retention::Retain> {
+        None
+    }
 }
 
 /// Records a promoted backup's program on from event `last`, the end of its log: its next event
@@ -67,7 +71,11 @@ fn record_on(
     let tap = to.start(shared, last, launch)?;
     shared.region().record_on_from(last.next().0, next_lpid);
     tap.started(shared.clone());
-    Ok(Taker::new(shared.region(), writer, last, Some(tap), outside))
+    let retain = match to.retain() {
+        Some(bound) => Some((bound, crate::recorder::open_log(&opts.log)?.offset())),
+        None => None,
+    };
+    Ok(Taker::new(shared.region(), writer, last, Some(tap), outside, retain))
 }
 
 /// The places a replay's private view needs.

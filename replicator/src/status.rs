@@ -50,6 +50,10 @@ pub struct AgentStatus {
     /// The primary: each connected backup as the primary sees it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backups: Vec<Link>,
+    /// The primary: the first event its bounded log (`--retain`) still keeps, once it dropped
+    /// older ones. No backup that needs an older one can join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_from: Option<u64>,
 }
 
 /// A connected backup, as its primary sees it.
@@ -99,6 +103,9 @@ pub struct GroupStatus {
     pub source: String,
     #[serde(default)]
     pub stalled: bool,
+    /// The first event the primary's bounded log keeps, once it dropped older ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_from: Option<u64>,
     pub members: Vec<MemberRow>,
 }
 
@@ -187,6 +194,7 @@ pub fn from_agents(agents: &[AgentStatus]) -> Vec<GroupStatus> {
                 primary: primary.map(|p| p.member.clone()),
                 source: "agents".into(),
                 stalled: false,
+                kept_from: primary.and_then(|p| p.kept_from),
                 members: rows,
             }
         })
@@ -246,6 +254,7 @@ pub fn from_coordinator(name: &str, g: &api::Group, local: &[AgentStatus]) -> Gr
         primary: g.primary.clone(),
         source: "coordinator".into(),
         stalled: g.stalled,
+        kept_from: primary_local.and_then(|p| p.kept_from),
         members: rows,
     }
 }
@@ -269,8 +278,11 @@ pub fn render(groups: &[GroupStatus]) -> String {
     for g in groups {
         let primary = g.primary.as_deref().unwrap_or("none");
         let stalled = if g.stalled { ", stalled: no backup may take over" } else { "" };
+        let kept = g.kept_from.map_or_else(String::new, |k| {
+            format!(", log kept from event {k} (--retain): no backup that needs older events can join")
+        });
         out.push_str(&format!(
-            "group {}: epoch {}, primary {primary} (from the {}){stalled}\n",
+            "group {}: epoch {}, primary {primary} (from the {}){stalled}{kept}\n",
             g.group,
             g.epoch,
             if g.source == "coordinator" { "coordinator" } else { "agents" }
@@ -344,6 +356,7 @@ mod tests {
             replayed: None,
             released: Some(90),
             state: "ok".into(),
+            kept_from: None,
             backups: vec![Link {
                 member: "b1".into(),
                 address: "10.0.0.2:4711".into(),
@@ -367,6 +380,7 @@ mod tests {
             replayed: Some(held),
             released: None,
             state: "ok".into(),
+            kept_from: None,
             backups: vec![],
         }
     }

@@ -173,3 +173,63 @@ fn a_backup_with_another_build_of_the_program_is_refused() {
     primary.kill().unwrap();
     primary.wait().unwrap();
 }
+
+/// `--retain`: past the bound the primary drops the oldest events from its log once its
+/// connected backup holds them. A backup started then, which would need them, is refused with
+/// the reason; the one connected from the start follows to the end, and `tandem status` says
+/// no backup that needs older events can join.
+#[test]
+fn a_bounded_log_refuses_a_late_backup_and_keeps_the_early_one() {
+    let (dir, certs_dir, port) = cluster();
+    let p = dir.path().join("p");
+    // Some MiB of events, then a wait until the primary is stopped.
+    let program = "i=0; while [ $i -lt 4000 ]; do echo $i >> out; i=$((i+1)); done; touch looped; exec sleep 600";
+    let primary = tandem()
+        .current_dir({
+            std::fs::create_dir_all(&p).unwrap();
+            &p
+        })
+        .args(["primary", "--group", "g", "--wait-for-backups", "1", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--name", "primary", "--retain", "16KiB", "--certs"])
+        .arg(&certs_dir)
+        .arg("--state-dir")
+        .arg(p.with_extension("state"))
+        .args(["--", "sh", "-c", program])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let early_dir = dir.path().join("early");
+    let early = backup(&early_dir, &certs_dir, "backup1", port, &[]);
+    // The program has looped and the log has been cut (a store comes at least every second).
+    let kept_from = || {
+        let out = tandem().args(["status", "--json", "--state-dir"]).arg(p.with_extension("state")).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["groups"][0]["kept_from"].as_u64()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !p.join("looped").exists() || kept_from().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the log was not cut");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let log = p.with_extension("state").join("log.tlog");
+    let meta = std::fs::metadata(&log).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert!(meta.blocks() * 512 < meta.len() / 2, "the dropped batches still take the disk: {meta:?}");
+    let status = tandem().args(["status", "--state-dir"]).arg(p.with_extension("state")).output().unwrap();
+    assert!(text(&status.stdout).contains("no backup that needs older events can join"), "{}", text(&status.stdout));
+
+    let late = backup(&dir.path().join("late"), &certs_dir, "backup1", port, &[]).wait_with_output().unwrap();
+    let lerr = text(&late.stderr);
+    assert!(!late.status.success(), "the late backup was not refused:\n{lerr}");
+    assert!(lerr.contains("needs events from 1 on") && lerr.contains("--retain"), "{lerr}");
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(primary.id() as i32), nix::sys::signal::SIGTERM).unwrap();
+    let perr = text(&primary.wait_with_output().unwrap().stderr);
+    let early = early.wait_with_output().unwrap();
+    let eerr = text(&early.stderr);
+    assert!(early.status.success(), "the early backup failed:\n{eerr}\nprimary:\n{perr}");
+    assert!(perr.contains("the log keeps events from"), "{perr}");
+    let view = backup_view(&early_dir.join("tandem-state"), &early_dir.join("merged"));
+    assert_eq!(text(&std::fs::read(view.join("out")).unwrap()), text(&std::fs::read(p.join("out")).unwrap()));
+}

@@ -50,6 +50,11 @@ pub enum SessionError {
     /// The backup's log holds events this primary's history does not share.
     #[error("{0}")]
     StartOver(String),
+    /// The backup would need events a bounded log dropped.
+    #[error(
+        "this backup needs events from {need} on, but the primary's log keeps events from {kept_from} on (--retain): no backup can join from further back until the group starts again, with a larger --retain or none"
+    )]
+    NotKept { need: Seq, kept_from: Seq },
 }
 
 /// Where this end stands in the group.
@@ -219,6 +224,24 @@ impl PrimarySession {
         };
         let welcome = standing.frame(Body::Welcome { resume_from: held.next(), launch: launch.clone() });
         Ok((session, welcome))
+    }
+
+    /// [`accept`](Self::accept)'s answer, for a primary whose log keeps events from `kept_from`
+    /// on: a backup that would need an older one (to resume, or to start over from the first)
+    /// is refused.
+    pub fn within_kept(
+        accepted: Result<(PrimarySession, Frame), SessionError>,
+        kept_from: Option<Seq>,
+    ) -> Result<(PrimarySession, Frame), SessionError> {
+        let need = match &accepted {
+            Ok((session, _)) => session.next_to_send,
+            Err(SessionError::StartOver(_)) => Seq::FIRST,
+            Err(_) => return accepted,
+        };
+        match kept_from {
+            Some(kept_from) if need < kept_from => Err(SessionError::NotKept { need, kept_from }),
+            _ => accepted,
+        }
     }
 
     /// Takes a frame from the backup.
@@ -508,6 +531,25 @@ mod tests {
         assert_eq!(p.next_to_send, Seq(1));
         assert_eq!(b.receive(welcome).unwrap(), BackupAction::Welcomed { resume_from: Seq(1), adopted_token: true });
         assert_eq!(b.standing, primary_standing());
+    }
+
+    #[test]
+    fn a_backup_that_needs_events_a_bounded_log_dropped_is_refused() {
+        let accept = |held: u64, log_epoch: u64| {
+            let took_over = Some(TakeOver { from_epoch: 2, at: Seq(100) });
+            let ours = Standing { incarnation: TOKEN, epoch: 3 };
+            let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: log_epoch }, "g", "b", 1, Seq(held));
+            b.standing.epoch = 3;
+            PrimarySession::accept(ours, took_over, "g", &launch(), &b.hello())
+        };
+        let kept = Some(Seq(500));
+        assert!(PrimarySession::within_kept(accept(499, 3), kept).is_ok());
+        let err = PrimarySession::within_kept(accept(498, 3), kept).unwrap_err();
+        assert!(matches!(err, SessionError::NotKept { need: Seq(499), kept_from: Seq(500) }), "{err}");
+        // One that would start over needs the first event.
+        let err = PrimarySession::within_kept(accept(101, 2), kept).unwrap_err();
+        assert!(matches!(err, SessionError::NotKept { need: Seq(1), .. }), "{err}");
+        assert!(PrimarySession::within_kept(accept(498, 3), None).is_ok());
     }
 
     #[test]
