@@ -115,11 +115,13 @@ drain() {
         "$tandem" record --no-capture --out "$work/drain.tlog" -- "$work/tight_loop" 10000000
         "$tandem" log stats "$work/drain.tlog" | awk '/^duration/ {gsub(/[(]/, "", $4); print $4}'
     done > "$work/drain.txt"
-    bytes=$(stat -c %s "$work/drain.tlog")
+    bytes=$("$tandem" log stats --json "$work/drain.tlog" | jq -r .record_bytes)
+    stored=$(logged_bytes "$work/drain.tlog")
     echo "Agent drain rate: one thread making 10,000,000 clock_gettime calls (median of $rounds runs)"
-    printf '%-22s %14s %10s\n' "" "events/s" "MiB/s"
+    printf '%-22s %14s %18s %16s\n' "" "events/s" "MiB/s of events" "log MiB stored"
     e=$(median < "$work/drain.txt")
-    printf '%-22s %14.0f %10.0f\n' "tandem record" "$e" "$(echo "$e * $bytes / 10000003 / 1048576" | bc)"
+    printf '%-22s %14.0f %18.0f %16.1f\n' "tandem record" "$e" "$(echo "$e * $bytes / 10000003 / 1048576" | bc)" \
+        "$(echo "$stored / 1048576" | bc -l)"
 }
 
 now_ns() { date +%s%N; }

@@ -30,6 +30,7 @@ pub mod statedir;
 pub mod status;
 pub mod stdin;
 pub mod steer;
+pub mod store;
 pub mod survey;
 pub mod switchover;
 pub mod view;

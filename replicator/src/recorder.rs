@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::launch::Launch;
 use crate::lifetime::{catch_signals, kill_tree, reap_children, watch_signals, Stop};
 use crate::retention::{Kept, Retain, Stored};
+use crate::store::Store;
 use eventlog::logfile::LogWriter;
 use eventlog::merge::Merger;
 use eventlog::ring::{Geometry, Mode, Region, SharedRegion};
@@ -92,9 +93,8 @@ const STORE_BYTES: usize = 256 << 10;
 /// from the file) is at most this far behind the backups, which get every batch at once.
 const STORE_WAIT: Duration = Duration::from_secs(1);
 
-/// Writes merged events into log batches.
+/// Hands merged events to the backups at once, and to the log's storing thread gathered.
 struct Sink {
-    writer: LogWriter<BufWriter<File>>,
     batch: Vec<u8>,
     /// The last event taken (the log may begin with events this agent did not record).
     last: Seq,
@@ -103,9 +103,7 @@ struct Sink {
     pending_count: u32,
     pending_since: Option<Instant>,
     tap: Option<std::sync::Arc<dyn Tap>>,
-    /// The stored batches a bounded log keeps, and where its batches begin (what a cut frees
-    /// starts there).
-    kept: Option<(Kept, u64)>,
+    store: Store,
 }
 
 impl Sink {
@@ -134,49 +132,17 @@ impl Sink {
         Ok(())
     }
 
-    /// Stores the pending events as one batch, compressed if that shrinks them.
+    /// Hands the pending events to the storing thread, as one batch.
     fn store(&mut self, wall_ns: u64) -> std::io::Result<()> {
         if self.pending_count == 0 {
             return Ok(());
         }
         let first = self.last + 1 - self.pending_count as u64;
-        let offset = self.writer.bytes_written();
-        match eventlog::logfile::pack_events(&self.pending) {
-            Some(packed) => self.writer.write_packed_batch(
-                &packed,
-                self.pending.len() as u32,
-                first,
-                self.pending_count,
-                wall_ns,
-            )?,
-            None => self.writer.write_batch(&self.pending, first, self.pending_count, wall_ns)?,
-        }
-        // Readers of the file (a backup catching up from the start) see whole batches.
-        self.writer.flush()?;
-        self.pending.clear();
+        let events = std::mem::replace(&mut self.pending, self.store.buffer());
+        self.store.store(events, first, self.pending_count, wall_ns)?;
         self.pending_count = 0;
         self.pending_since = None;
-        if let Some((kept, _)) = &mut self.kept {
-            kept.stored(Stored { first_seq: first, offset, wall_ns });
-        }
-        self.cut_if_due(wall_ns)
-    }
-
-    /// Drops the oldest stored batches past the retention bound, unless a connected backup
-    /// still lacks their events: punches them out of the file (its space goes back to the file
-    /// system; the file keeps its length, and its header and launch).
-    fn cut_if_due(&mut self, now_ns: u64) -> std::io::Result<()> {
-        let (Some((kept, data_start)), Some(tap)) = (&mut self.kept, &self.tap) else { return Ok(()) };
-        let Some(at) = kept.cut_at(self.writer.bytes_written(), now_ns, tap.needed()) else { return Ok(()) };
-        if !tap.cut(at, kept.bound()) {
-            return Ok(());
-        }
-        kept.cut(at);
-        use std::os::fd::AsFd;
-        let fd = self.writer.get_ref().get_ref().as_fd();
-        let flags = nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE;
-        nix::fcntl::fallocate(fd, flags, *data_start as i64, (at.offset - *data_start) as i64)
-            .map_err(std::io::Error::from)
+        Ok(())
     }
 
     /// Stores the pending events if the oldest waited long enough.
@@ -200,7 +166,8 @@ pub struct Taker {
 }
 
 impl Taker {
-    /// Takes events after `last` (the log's last event) into `writer`, which continues the log.
+    /// Takes events after `last` (the log's last event) into `writer`, which continues the log
+    /// (bounded by `retain`, its batches starting at the offset given).
     pub fn new(
         region: Region,
         writer: LogWriter<BufWriter<File>>,
@@ -208,23 +175,23 @@ impl Taker {
         tap: Option<std::sync::Arc<dyn Tap>>,
         outside: crate::outside::OutsideWrites,
         retain: Option<(Retain, u64)>,
-    ) -> Taker {
-        Taker {
+    ) -> std::io::Result<Taker> {
+        let kept = retain.map(|(bound, data_start)| (Kept::new(bound), data_start));
+        Ok(Taker {
             merger: Merger::from_seq(region, last.next()),
             sink: Sink {
-                writer,
                 batch: Vec::with_capacity(2 * BATCH_BYTES),
                 last,
                 pending: Vec::with_capacity(2 * BATCH_BYTES),
                 pending_count: 0,
                 pending_since: None,
+                store: Store::start(writer, tap.clone(), kept)?,
                 tap,
-                kept: retain.map(|(bound, data_start)| (Kept::new(bound), data_start)),
             },
             outside,
             last_reap: Instant::now(),
             lost: 0,
-        }
+        })
     }
 
     /// Whether the tap holds the program back now (its backups lag too far).
@@ -255,8 +222,7 @@ impl Taker {
             self.sink.flush_batch(missing as u32)?;
             self.last_reap = Instant::now();
         }
-        self.sink.store_if_due()?;
-        self.sink.writer.flush()
+        self.sink.store_if_due()
     }
 
     /// Every process is gone: closes what is left open, takes the rest, fills gaps.
@@ -280,17 +246,15 @@ impl Taker {
     /// last event, events lost).
     pub fn finish(mut self) -> std::io::Result<(Seq, u64)> {
         self.sink.store(now_ns())?;
+        let writer = self.sink.store.finish()?;
         let last = self.sink.last;
         let cut_off = self.sink.tap.as_ref().is_some_and(|t| t.cut_off());
         if let Some(tap) = &self.sink.tap {
             tap.ended(last);
         }
         let mut out = match cut_off {
-            false => self.sink.writer.finish(now_ns())?,
-            true => {
-                self.sink.writer.flush()?;
-                self.sink.writer.into_inner()
-            }
+            false => writer.finish(now_ns())?,
+            true => writer.into_inner(),
         };
         out.flush()?;
         out.get_ref().sync_all()?;
@@ -330,7 +294,8 @@ pub fn record(launch: &Launch, opts: &RecordOptions) -> Result<Recording> {
     let cwd = std::env::current_dir().unwrap_or_default();
     let outside = crate::outside::OutsideWrites::new(&launch.data, cwd);
     let retain = opts.retain.map(|bound| (bound, writer.bytes_written()));
-    let mut taker = Taker::new(region, writer, Seq::ZERO, opts.tap.clone(), outside, retain);
+    let mut taker =
+        Taker::new(region, writer, Seq::ZERO, opts.tap.clone(), outside, retain).map_err(Error::io(out_name()))?;
     let write_err = |e| Error::Io { what: out_name(), source: e };
     let mut exit_code = None;
     let mut killed = false;

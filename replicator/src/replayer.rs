@@ -75,7 +75,8 @@ fn record_on(
         Some(bound) => Some((bound, crate::recorder::open_log(&opts.log)?.offset())),
         None => None,
     };
-    Ok(Taker::new(shared.region(), writer, last, Some(tap), outside, retain))
+    Taker::new(shared.region(), writer, last, Some(tap), outside, retain)
+        .map_err(Error::io(opts.log.display().to_string()))
 }
 
 /// The places a replay's private view needs.

@@ -67,8 +67,10 @@ pub fn stats(path: &Path, json: bool, out: &mut impl Write) -> Result<()> {
     let mut by_process: BTreeMap<LogicalPid, Tally> = BTreeMap::new();
     let mut total = Tally::default();
     let (mut first_seq, mut last_seq) = (None, Seq::ZERO);
+    let mut record_bytes = 0u64;
     let summary = for_each_event(path, |e| {
         let h = &e.header;
+        record_bytes += h.record_len() as u64;
         by_call.entry(h.call().map_or("?", Call::name)).or_default().add(e);
         by_thread.entry((h.pid, h.tid)).or_default().add(e);
         by_process.entry(h.pid).or_default().add(e);
@@ -97,6 +99,7 @@ pub fn stats(path: &Path, json: bool, out: &mut impl Write) -> Result<()> {
             "batches": summary.batches,
             "file_bytes": file_bytes,
             "logged_bytes": summary.logged_bytes,
+            "record_bytes": record_bytes,
             "payload_bytes": total.bytes,
             "duration_s": secs,
             "calls": calls.iter().map(|(name, t)| with(tally(t), "call", (*name).into())).collect::<Vec<_>>(),
