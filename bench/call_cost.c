@@ -4,6 +4,9 @@
  *
  * Between batches the program pauses (PAUSE_US, default 300), untimed, so the agent drains the
  * ring and the figure is the hook's own cost, not the agent's throughput (measured separately).
+ * With PAUSE_US 0 the calls run back to back while the agent drains beside them. Each line gives
+ * the median batch's time per call and the mean over all batches (which counts every wait for
+ * room in the ring).
  *
  * usage: call_cost [SAMPLES] [PAUSE_US] */
 #include <pthread.h>
@@ -25,6 +28,12 @@ static int cmp(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+static double mean(const double *v, int n) {
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += v[i];
+    return sum / n;
+}
+
 static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp);
     return v[n / 2];
@@ -41,7 +50,8 @@ int main(int argc, char **argv) {
         t[s] = (double)(now_ns() - a) / BATCH;
         if (pause_us) usleep((useconds_t)pause_us);
     }
-    printf("clock_gettime %.1f\n", median(t, samples));
+    double avg = mean(t, samples);
+    printf("clock_gettime %.1f %.1f\n", median(t, samples), avg);
     pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
     for (int s = 0; s < samples; s++) {
         long long a = now_ns();
@@ -52,6 +62,7 @@ int main(int argc, char **argv) {
         t[s] = (double)(now_ns() - a) / BATCH;
         if (pause_us) usleep((useconds_t)pause_us);
     }
-    printf("mutex_pair %.1f\n", median(t, samples));
+    avg = mean(t, samples);
+    printf("mutex_pair %.1f %.1f\n", median(t, samples), avg);
     return 0;
 }

@@ -30,21 +30,33 @@ median_of() { awk -v c="$1" '{print $c}' "$2" | median; }
 calls() {
     gcc -O2 -pthread -o "$work/call_cost" bench/call_cost.c
     gcc -O2 -shared -fPIC -o "$work/bare.so" bench/bare_interposer.c -ldl
-    # The program runs on core 1, the agent on core 0, so the figures are the hook's own cost.
+    # The program runs on core 1, the agent on core 0. Paused (300 us between batches) the
+    # figures are the hook's own cost; back to back (no pause) they add what the agent's draining
+    # beside the program costs it.
     for i in $(seq "$rounds"); do
-        taskset -c 1 "$work/call_cost" 2000 | sed 's/^/native /'
-        LD_PRELOAD="$work/bare.so" taskset -c 1 "$work/call_cost" 2000 | sed 's/^/bare /'
-        taskset -c 0 "$tandem" record --no-capture --out "$work/calls.tlog" -- taskset -c 1 "$work/call_cost" 2000 | sed 's/^/tandem /'
+        for pause in 300 0; do
+            taskset -c 1 "$work/call_cost" 2000 $pause | sed "s/^/native $pause /"
+            LD_PRELOAD="$work/bare.so" taskset -c 1 "$work/call_cost" 2000 $pause | sed "s/^/bare $pause /"
+            taskset -c 0 "$tandem" record --no-capture --out "$work/calls.tlog" -- \
+                taskset -c 1 "$work/call_cost" 2000 $pause | sed "s/^/tandem $pause /"
+        done
     done > "$work/calls.txt"
+    # The median over rounds of column C of runs of KIND with PAUSE for workload W.
+    pick() { awk -v k=$1 -v p=$2 -v w=$3 -v c=$4 '$1==k && $2==p && $3==w {print $c}' "$work/calls.txt" | median; }
     echo "Per-call cost, ns (median of $rounds runs, each the median of 2000 batches of 1000 calls)"
-    printf '%-16s %8s %8s %8s %14s %14s\n' workload native bare tandem "bare added" "tandem added"
+    printf '%-16s %8s %8s %8s %12s %12s\n' workload native bare tandem "bare added" "tandem added"
     for w in clock_gettime mutex_pair; do
-        n=$(awk -v w=$w '$1=="native" && $2==w {print $3}' "$work/calls.txt" | median)
-        b=$(awk -v w=$w '$1=="bare" && $2==w {print $3}' "$work/calls.txt" | median)
-        t=$(awk -v w=$w '$1=="tandem" && $2==w {print $3}' "$work/calls.txt" | median)
-        printf '%-16s %8.1f %8.1f %8.1f %14.1f %14.1f\n' $w "$n" "$b" "$t" "$(echo "$b - $n" | bc)" "$(echo "$t - $n" | bc)"
+        n=$(pick native 300 $w 4); b=$(pick bare 300 $w 4); t=$(pick tandem 300 $w 4)
+        printf '%-16s %8.1f %8.1f %8.1f %12.1f %12.1f\n' $w "$n" "$b" "$t" "$(echo "$b - $n" | bc)" "$(echo "$t - $n" | bc)"
     done
     echo "(mutex_pair is one lock and one unlock: two intercepted calls)"
+    echo
+    echo "Back to back, the agent draining beside the program (median batch; mean of all batches, waits for room included)"
+    printf '%-16s %8s %8s %12s %8s %12s\n' workload native tandem "added" "mean" "mean added"
+    for w in clock_gettime mutex_pair; do
+        n=$(pick native 0 $w 4); t=$(pick tandem 0 $w 4); nm=$(pick native 0 $w 5); tm=$(pick tandem 0 $w 5)
+        printf '%-16s %8.1f %8.1f %12.1f %8.1f %12.1f\n' $w "$n" "$t" "$(echo "$t - $n" | bc)" "$tm" "$(echo "$tm - $nm" | bc)"
+    done
     echo
     instructions
 }

@@ -6,12 +6,30 @@
 //! follows, per process, which descriptors were opened on which paths and names a path the first
 //! time the program writes through it, so the user can add its directory with `--data`.
 
-use eventlog::record::Event;
+use eventlog::record::{record_len, Event, EventHeader, HEADER_LEN};
 use eventlog::{Call, FdKind};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+/// The calls [`OutsideWrites::scan`] follows.
+const WATCHED: [u16; 12] = [
+    Call::Open as u16,
+    Call::Openat as u16,
+    Call::Creat as u16,
+    Call::Fopen as u16,
+    Call::Dup as u16,
+    Call::Dup2 as u16,
+    Call::Dup3 as u16,
+    Call::Close as u16,
+    Call::Fclose as u16,
+    Call::Write as u16,
+    Call::Writev as u16,
+    Call::Pwrite as u16,
+];
+const CALL_AT: usize = std::mem::offset_of!(EventHeader, call);
+const PAYLOAD_LEN_AT: usize = std::mem::offset_of!(EventHeader, payload_len);
 
 /// `openat`'s "relative to the working directory".
 const AT_FDCWD: i32 = -100;
@@ -33,7 +51,16 @@ impl OutsideWrites {
     /// Follows one batch of events; the paths outside the data written to for the first time.
     pub fn scan(&mut self, mut events: &[u8]) -> Vec<PathBuf> {
         let mut first_writes = Vec::new();
-        while let Ok((e, rest)) = Event::parse(events) {
+        while events.len() >= HEADER_LEN {
+            // Most events are of no interest here: their call id and length are all that is
+            // read of them (this runs on every event the agent takes).
+            let id = u16::from_le_bytes([events[CALL_AT], events[CALL_AT + 1]]);
+            if !WATCHED.contains(&id) {
+                let payload_len = events[PAYLOAD_LEN_AT..PAYLOAD_LEN_AT + 4].try_into().map_or(0, u32::from_le_bytes);
+                events = events.get(record_len(payload_len as usize)..).unwrap_or_default();
+                continue;
+            }
+            let Ok((e, rest)) = Event::parse(events) else { break };
             events = rest;
             let h = &e.header;
             let key = (h.pid.0, h.fd);

@@ -95,10 +95,10 @@ const STORE_WAIT: Duration = Duration::from_secs(1);
 
 /// Hands merged events to the backups at once, and to the log's storing thread gathered.
 struct Sink {
-    batch: Vec<u8>,
     /// The last event taken (the log may begin with events this agent did not record).
     last: Seq,
-    /// Events taken but not yet stored: their count, and when the oldest was taken.
+    /// Events taken but not yet stored (the batch being taken goes on at their end): their
+    /// count, and when the oldest was taken.
     pending: Vec<u8>,
     pending_count: u32,
     pending_since: Option<Instant>,
@@ -107,7 +107,14 @@ struct Sink {
 }
 
 impl Sink {
-    fn flush_batch(&mut self, count: u32) -> std::io::Result<()> {
+    /// Where the batch being taken starts in `pending`.
+    fn batch_start(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The `count` events from `start` in `pending` are a batch: to the backups at once, to the
+    /// log once enough are pending.
+    fn flush_batch(&mut self, start: usize, count: u32) -> std::io::Result<()> {
         if count == 0 {
             return Ok(());
         }
@@ -116,14 +123,8 @@ impl Sink {
         self.last = first + count as u64 - 1;
         // Backups get the batch before it is stored: storing never delays the wire.
         if let Some(tap) = &self.tap {
-            tap.batch(first, count, wall_ns, &self.batch);
+            tap.batch(first, count, wall_ns, &self.pending[start..]);
         }
-        if self.pending.is_empty() {
-            std::mem::swap(&mut self.pending, &mut self.batch);
-        } else {
-            self.pending.extend_from_slice(&self.batch);
-        }
-        self.batch.clear();
         self.pending_count += count;
         self.pending_since.get_or_insert_with(Instant::now);
         if self.pending.len() >= STORE_BYTES {
@@ -180,7 +181,6 @@ impl Taker {
         Ok(Taker {
             merger: Merger::from_seq(region, last.next()),
             sink: Sink {
-                batch: Vec::with_capacity(2 * BATCH_BYTES),
                 last,
                 pending: Vec::with_capacity(2 * BATCH_BYTES),
                 pending_count: 0,
@@ -201,14 +201,15 @@ impl Taker {
 
     /// Takes what the rings hold now: the number of events taken.
     pub fn take(&mut self) -> std::io::Result<u32> {
-        let n = self.merger.drain(&mut self.sink.batch, BATCH_BYTES);
-        for path in self.outside.scan(&self.sink.batch) {
+        let start = self.sink.batch_start();
+        let n = self.merger.drain(&mut self.sink.pending, start + BATCH_BYTES);
+        for path in self.outside.scan(&self.sink.pending[start..]) {
             crate::notes::line(&format!(
                 "tandem: warning: the program writes {} outside its data: a backup's program does not find it there when it takes over (name its directory with --data to replicate it)",
                 path.display()
             ));
         }
-        self.sink.flush_batch(n)?;
+        self.sink.flush_batch(start, n)?;
         Ok(n)
     }
 
@@ -217,9 +218,10 @@ impl Taker {
     pub fn reap_now_and_then(&mut self) -> std::io::Result<()> {
         if self.last_reap.elapsed() >= REAP_EVERY {
             self.merger.reap(thread_alive);
-            let missing = self.merger.fill_dead_writer_gap(&mut self.sink.batch, thread_alive);
+            let start = self.sink.batch_start();
+            let missing = self.merger.fill_dead_writer_gap(&mut self.sink.pending, thread_alive);
             self.lost += missing;
-            self.sink.flush_batch(missing as u32)?;
+            self.sink.flush_batch(start, missing as u32)?;
             self.last_reap = Instant::now();
         }
         self.sink.store_if_due()
@@ -229,15 +231,16 @@ impl Taker {
     pub fn take_rest(&mut self) -> std::io::Result<()> {
         self.merger.reap(|_, _| false);
         loop {
-            let n = self.merger.drain(&mut self.sink.batch, BATCH_BYTES);
-            self.sink.flush_batch(n)?;
+            let start = self.sink.batch_start();
+            let n = self.merger.drain(&mut self.sink.pending, start + BATCH_BYTES);
+            self.sink.flush_batch(start, n)?;
             if n == 0 {
-                let missing = self.merger.fill_gap(&mut self.sink.batch);
+                let missing = self.merger.fill_gap(&mut self.sink.pending);
                 if missing == 0 {
                     return Ok(());
                 }
                 self.lost += missing;
-                self.sink.flush_batch(missing as u32)?;
+                self.sink.flush_batch(start, missing as u32)?;
             }
         }
     }
