@@ -220,6 +220,7 @@ live() {
         echo "sync-tmpfs $(BACKUP_STATE=/dev/shm/tandem-bench-state.$$ primary_rps sync $(( 29000 + i )))"
     done > "$work/live.txt"
     n=$(awk '$1=="native" {print $2}' "$work/live.txt" | median)
+    rm -f "$work/live.ratios"
     echo "redis-benchmark -c 50 -n 200000 -t set, one backup on loopback (requests/s, median of $rounds alternating runs)"
     printf '%-50s %12s %8s\n' mode "requests/s" ratio
     printf '%-50s %12.0f %8s\n' native "$n" 1.00
@@ -232,7 +233,33 @@ live() {
             sync-tmpfs) label="--ack durable, backup's log in tmpfs" ;;
         esac
         printf '%-50s %12.0f %8.2f\n' "$label" "$r" "$(echo "scale=4; $r / $n" | bc)"
+        printf '%s %.3f %s\n' "$m" "$(echo "scale=4; $r / $n" | bc)" "${live_targets[$m]}" >> "$work/live.ratios"
     done
+    chart_live "$work/live.ratios" docs/bench-live.png
+}
+
+# Ratio to native of each live mode and its target, as bars (gnuplot, installed if missing).
+declare -A live_targets=([async]=0.90 [sync-received]=0.65 [sync-durable]=0.50 [sync-tmpfs]=0)
+chart_live() { # ratios-file png
+    if ! command -v gnuplot >/dev/null; then
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null
+    fi
+    gnuplot <<GP
+set terminal png size 800,420
+set output "$2"
+set title "redis-benchmark SET under tandem primary, one backup on loopback (2 cores)"
+set ylabel "requests/s, ratio to native"
+set yrange [0:1.1]
+set style fill solid 0.6
+set boxwidth 0.6
+set grid ytics
+set key top right
+plot "$1" using 0:2:xtic(1) with boxes title "measured", \
+     "$1" using 0:(\$3 > 0 ? \$3 : 1/0) with points pt 7 ps 2 title "target"
+GP
+    echo "(chart: $2)"
 }
 
 size_of() { stat -c %s "$1" 2>/dev/null || echo 0; }

@@ -89,7 +89,8 @@ pub struct MemberRow {
     pub lease_left_seconds: Option<f64>,
     /// How much of the primary's history it holds while it catches up (0 to 1).
     pub progress: Option<f64>,
-    /// `ok`, `catching up`, `diverged`, `stopped`, `fenced`, ...
+    /// `ok`, `catching up`, `diverged`, `exited` (its agent said it stopped), `silent` (the
+    /// coordinator has not heard from it for 5 s), `stopped` (no report for 3 s), `fenced`, ...
     pub state: String,
 }
 
@@ -216,6 +217,10 @@ pub fn from_coordinator(name: &str, g: &api::Group, local: &[AgentStatus]) -> Gr
             let link = primary_local.and_then(|p| p.backups.iter().find(|l| &l.member == member));
             let state = if m.diverged {
                 "diverged"
+            } else if m.exited {
+                "exited"
+            } else if m.silent {
+                "silent"
             } else if m.last_report_ms.is_some_and(|ms| ms > STOPPED_AFTER_MS) {
                 "stopped"
             } else if m.catching_up || (!is_primary && lag > 0) {
@@ -437,5 +442,12 @@ mod tests {
         let mut silent = g.clone();
         silent.members.insert("b1".into(), member(100, 5_000));
         assert_eq!(from_coordinator("g", &silent, &[]).members[1].state, "stopped");
+        // What the coordinator concluded of a member is its state: an agent that said it
+        // stopped, one the leader has not heard from for long.
+        for (exited, silent_flag, state) in [(true, false, "exited"), (false, true, "silent")] {
+            let mut g = g.clone();
+            g.members.insert("b1".into(), api::Member { exited, silent: silent_flag, ..member(100, 70) });
+            assert_eq!(from_coordinator("g", &g, &[]).members[1].state, state);
+        }
     }
 }
