@@ -33,7 +33,15 @@ work=$(mktemp -d /tmp/tandem-soak.XXXXXX)
 cases=("$@")
 [ ${#cases[@]} -gt 0 ] || cases=(nginx python sqlite memcached pipeline popen tmpfiles stdin sigsuspend failover_sync failover_received failover_async coordinator_leader)
 
-free_port() { echo $(( 20000 + RANDOM % 30000 )); }
+# A port below the kernel's ephemeral range (32768 and up: a client's connection may hold any of
+# those) with it and the two after it unused, TCP and UDP.
+free_port() {
+    local p
+    while true; do
+        p=$(( 20000 + RANDOM % 12000 ))
+        [ -z "$(ss -Htuan "( sport >= :$p and sport <= :$(( p + 2 )) )")" ] && { echo "$p"; return; }
+    done
+}
 wait_port() {
     for _ in $(seq 400); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0

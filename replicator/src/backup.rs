@@ -890,6 +890,10 @@ impl Network {
         // batch that arrived before it began (group commit), and its ACK follows when it ends.
         let mut syncing: Option<Sync> = None;
         let mut unsynced: Option<Seq> = None;
+        // When the primary's output waits only for RECEIVED, syncs come at most every
+        // LAZY_SYNC_EVERY: a flush per round costs the CPU the program shares.
+        let lazy = session.ack_received;
+        let mut next_sync_at = tokio::time::Instant::now();
         // The primary finishes its streams after END: then only the last sync is waited for.
         let mut finished = false;
         let closed = || NetError::Protocol("the primary closed a stream".into());
@@ -899,6 +903,9 @@ impl Network {
                 f = control.recv(), if !finished => Arrived::Frame(f),
                 r = async { (&mut syncing.as_mut().expect("a sync runs").task).await }, if syncing.is_some() => {
                     Arrived::Synced(r)
+                }
+                _ = tokio::time::sleep_until(next_sync_at), if syncing.is_none() && unsynced.is_some() => {
+                    Arrived::SyncDue
                 }
                 else => return Err(closed()),
             };
@@ -913,6 +920,7 @@ impl Network {
                     write_frame(&mut send, &session.durable(sync.last)).await?;
                     None
                 }
+                Arrived::SyncDue => None,
             };
             if let Some(first) = first {
                 let mut appended = None;
@@ -947,10 +955,12 @@ impl Network {
                     unsynced = Some(last);
                 }
             }
-            if syncing.is_none() {
+            let due = !lazy || tokio::time::Instant::now() >= next_sync_at || ended_at.is_some();
+            if syncing.is_none() && due {
                 if let (Some(last), Some(w)) = (unsynced.take(), writer.as_mut()) {
                     let mark = w.hand_over().map_err(io)?;
                     syncing = Some(Sync { task: w.start_sync().map_err(io)?, last, mark });
+                    next_sync_at = tokio::time::Instant::now() + LAZY_SYNC_EVERY;
                 }
             }
             if ended_at.is_some_and(|last| session.held >= last) {
@@ -961,11 +971,17 @@ impl Network {
     }
 }
 
-/// What a backup's session waited for: a frame, or the end of the log's sync.
+/// What a backup's session waited for: a frame, the end of the log's sync, or the time for a
+/// lazy one.
 enum Arrived<F> {
     Frame(Option<F>),
     Synced(std::result::Result<std::io::Result<()>, tokio::task::JoinError>),
+    SyncDue,
 }
+
+/// How often a backup syncs its log at most when the primary's output waits only for RECEIVED
+/// (`--ack received`, or async mode).
+const LAZY_SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// A sync of the log under way: it makes the events up to `last` durable, the log up to `mark`.
 struct Sync {

@@ -726,7 +726,12 @@ async fn serve(conn: &quinn::Connection, hub: &Arc<Hub>, who: &str) -> std::resu
     // Accepted and counted as connected at once: a bounded log keeps what the backup needs.
     let accepted = {
         let mut st = hub.state();
-        let accepted = PrimarySession::accept(hub.standing, hub.took_over, &hub.group, &hub.launch, &hello);
+        // What output waits for: in async mode nothing, so a backup may sync lazily there too.
+        let waits_for = match hub.mode {
+            OutputMode::Sync => hub.ack,
+            OutputMode::Async { .. } => AckLevel::Received,
+        };
+        let accepted = PrimarySession::accept(hub.standing, hub.took_over, &hub.group, &hub.launch, &hello, waits_for);
         let accepted = PrimarySession::within_kept(accepted, st.kept.map(|k| k.first_seq));
         if let Ok((session, _)) = &accepted {
             st.set_acked(session.handle, number, Some(session.holds(hub.ack)), &hub.sessions);

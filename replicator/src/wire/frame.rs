@@ -21,7 +21,7 @@ use eventlog::ids::{IncarnationToken, Seq};
 use eventlog::logfile::{unpack_events, verify_events, Launch};
 
 pub const MAGIC: [u8; 4] = *b"TNDF";
-pub const VERSION: u8 = 5;
+pub const VERSION: u8 = 6;
 pub const HEADER_LEN: usize = 40;
 /// Larger bodies are refused as malformed rather than allocated (a log batch is at most 64 MiB).
 pub const MAX_BODY: u32 = 65 << 20;
@@ -36,7 +36,9 @@ pub enum Body {
     /// of the primary its log came from (0: it holds nothing).
     Hello { group: String, member: String, handle: u128, held: Seq, log_epoch: u64 },
     /// Primary to backup: the session is accepted; events follow from `resume_from`.
-    Welcome { resume_from: Seq, launch: Launch },
+    /// `ack_received`: the primary's output waits only for RECEIVED, so the backup may sync
+    /// its log now and then rather than after every round.
+    Welcome { resume_from: Seq, ack_received: bool, launch: Launch },
     /// Primary to backup: consecutive events `first_seq..first_seq + count`, as a log batch body.
     /// The events are shared, not copied, from the log batch they came from to the wire. A
     /// sender that has them compressed (`pack_events`) passes that too, and the frame carries it; a
@@ -248,8 +250,9 @@ fn encode_body(body: &Body, out: &mut Vec<u8>) {
             out.extend_from_slice(&held.0.to_le_bytes());
             out.extend_from_slice(&log_epoch.to_le_bytes());
         }
-        Body::Welcome { resume_from, launch } => {
+        Body::Welcome { resume_from, ack_received, launch } => {
             out.extend_from_slice(&resume_from.0.to_le_bytes());
+            out.push(u8::from(*ack_received));
             out.extend_from_slice(&(launch.argv.len() as u32).to_le_bytes());
             out.extend_from_slice(&(launch.env.len() as u32).to_le_bytes());
             out.extend_from_slice(&launch.encode());
@@ -353,10 +356,15 @@ fn decode_body(kind: u8, flags: u16, body: Bytes) -> Result<Body, FrameError> {
         }
         2 => {
             let resume_from = c.seq("the resume point")?;
+            let ack_received = match c.take(1, "the acknowledgement level")?[0] {
+                0 => false,
+                1 => true,
+                other => return Err(malformed(c.kind, format!("acknowledgement level {other}"))),
+            };
             let (argc, envc) = (c.u32("argc")?, c.u32("envc")?);
             let launch = Launch::decode(argc, envc, c.rest).ok_or_else(|| malformed(c.kind, "bad launch record"))?;
             c.rest = &[];
-            Body::Welcome { resume_from, launch }
+            Body::Welcome { resume_from, ack_received, launch }
         }
         3 => {
             let first_seq = c.seq("the first sequence number")?;
@@ -422,7 +430,7 @@ mod tests {
                 held: Seq(41),
                 log_epoch: 3,
             },
-            Body::Welcome { resume_from: Seq(42), launch },
+            Body::Welcome { resume_from: Seq(42), ack_received: true, launch },
             Body::Data { first_seq: Seq(42), count: 5, wall_ns: 9, events: events(42, 5), packed: None },
             Body::Ack { seq: Seq(46) },
             Body::Received { seq: Seq(47) },

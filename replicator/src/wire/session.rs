@@ -186,6 +186,7 @@ impl PrimarySession {
         group: &str,
         launch: &Launch,
         hello: &Frame,
+        ack: AckLevel,
     ) -> Result<(PrimarySession, Frame), SessionError> {
         let Body::Hello { group: their_group, member, handle, held, log_epoch } = &hello.body else {
             return Err(SessionError::Unexpected(hello.body.name()));
@@ -222,7 +223,11 @@ impl PrimarySession {
             confirm_acked: Seq::ZERO,
             ended: false,
         };
-        let welcome = standing.frame(Body::Welcome { resume_from: held.next(), launch: launch.clone() });
+        let welcome = standing.frame(Body::Welcome {
+            resume_from: held.next(),
+            ack_received: ack == AckLevel::Received,
+            launch: launch.clone(),
+        });
         Ok((session, welcome))
     }
 
@@ -373,6 +378,8 @@ pub struct BackupSession {
     /// The epoch of the primary the log came from: the epoch stored with it, then the epoch of
     /// the primary that welcomed this backup (whose history the log is, from then on).
     pub log_epoch: u64,
+    /// The primary's output waits only for RECEIVED: durability may come later.
+    pub ack_received: bool,
 }
 
 impl BackupSession {
@@ -386,6 +393,7 @@ impl BackupSession {
             received: held,
             welcomed: false,
             log_epoch: standing.epoch,
+            ack_received: false,
         }
     }
 
@@ -409,7 +417,7 @@ impl BackupSession {
             _ => {}
         }
         if !self.welcomed {
-            let Body::Welcome { resume_from, .. } = f.body else {
+            let Body::Welcome { resume_from, ack_received, .. } = f.body else {
                 return Err(SessionError::Unexpected(f.body.name()));
             };
             let adopted_token = self.standing.incarnation.is_none();
@@ -428,6 +436,7 @@ impl BackupSession {
                 )));
             }
             self.welcomed = true;
+            self.ack_received = ack_received;
             return Ok(BackupAction::Welcomed { resume_from, adopted_token });
         }
         self.standing.adopt(&f)?;
@@ -483,6 +492,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_backup_learns_from_its_welcome_whether_output_waits_only_for_received() {
+        for level in [AckLevel::Received, AckLevel::Durable] {
+            let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, Seq(0));
+            let (_, welcome) =
+                PrimarySession::accept(primary_standing(), None, "g", &launch(), &b.hello(), level).unwrap();
+            b.receive(welcome).unwrap();
+            assert_eq!(b.ack_received, level == AckLevel::Received);
+        }
+    }
+
+    #[test]
     fn received_holds_at_the_received_level_and_ack_at_both() {
         let standing = Standing { incarnation: TOKEN, epoch: 1 };
         let hello = Frame::new(
@@ -490,7 +510,8 @@ mod tests {
             1,
             Body::Hello { group: "g".into(), member: "b".into(), handle: 1, held: Seq(0), log_epoch: 0 },
         );
-        let (mut p, _) = PrimarySession::accept(standing, None, "g", &Launch::default(), &hello).unwrap();
+        let (mut p, _) =
+            PrimarySession::accept(standing, None, "g", &Launch::default(), &hello, AckLevel::Durable).unwrap();
         p.next_to_send = Seq(21);
         p.receive(&Frame::new(TOKEN, 1, Body::Received { seq: Seq(15) })).unwrap();
         assert_eq!((p.holds(AckLevel::Received), p.holds(AckLevel::Durable)), (Seq(15), Seq(0)));
@@ -517,7 +538,8 @@ mod tests {
     /// Opens a session: HELLO, WELCOME.
     fn connect(backup: &mut BackupSession) -> PrimarySession {
         let hello = backup.hello();
-        let (session, welcome) = PrimarySession::accept(primary_standing(), None, "g", &launch(), &hello).unwrap();
+        let (session, welcome) =
+            PrimarySession::accept(primary_standing(), None, "g", &launch(), &hello, AckLevel::Durable).unwrap();
         assert!(matches!(backup.receive(welcome).unwrap(), BackupAction::Welcomed { .. }));
         session
     }
@@ -527,7 +549,8 @@ mod tests {
         let mut b =
             BackupSession::new(Standing { incarnation: IncarnationToken::NONE, epoch: 0 }, "g", "b1", 7, Seq(0));
         let hello = b.hello();
-        let (p, welcome) = PrimarySession::accept(primary_standing(), None, "g", &launch(), &hello).unwrap();
+        let (p, welcome) =
+            PrimarySession::accept(primary_standing(), None, "g", &launch(), &hello, AckLevel::Durable).unwrap();
         assert_eq!(p.next_to_send, Seq(1));
         assert_eq!(b.receive(welcome).unwrap(), BackupAction::Welcomed { resume_from: Seq(1), adopted_token: true });
         assert_eq!(b.standing, primary_standing());
@@ -540,7 +563,7 @@ mod tests {
             let ours = Standing { incarnation: TOKEN, epoch: 3 };
             let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: log_epoch }, "g", "b", 1, Seq(held));
             b.standing.epoch = 3;
-            PrimarySession::accept(ours, took_over, "g", &launch(), &b.hello())
+            PrimarySession::accept(ours, took_over, "g", &launch(), &b.hello(), AckLevel::Durable)
         };
         let kept = Some(Seq(500));
         assert!(PrimarySession::within_kept(accept(499, 3), kept).is_ok());
@@ -556,16 +579,25 @@ mod tests {
     fn another_incarnation_an_older_epoch_or_group_is_refused() {
         let mut other =
             BackupSession::new(Standing { incarnation: IncarnationToken([1; 16]), epoch: 1 }, "g", "b", 1, Seq(5));
-        let err = PrimarySession::accept(primary_standing(), None, "g", &launch(), &other.hello()).unwrap_err();
+        let err = PrimarySession::accept(primary_standing(), None, "g", &launch(), &other.hello(), AckLevel::Durable)
+            .unwrap_err();
         assert!(matches!(err, SessionError::Incarnation { .. }));
         let mut stale = BackupSession::new(Standing { incarnation: TOKEN, epoch: 1 }, "g", "b", 1, Seq(5));
-        let err = PrimarySession::accept(primary_standing(), None, "h", &launch(), &stale.hello()).unwrap_err();
+        let err = PrimarySession::accept(primary_standing(), None, "h", &launch(), &stale.hello(), AckLevel::Durable)
+            .unwrap_err();
         assert!(matches!(err, SessionError::Group { .. }));
         // A frame of an older epoch mid-session.
         let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 3 }, "g", "b", 1, Seq(0));
         let hello = b.hello();
-        let (_, welcome) =
-            PrimarySession::accept(Standing { incarnation: TOKEN, epoch: 3 }, None, "g", &launch(), &hello).unwrap();
+        let (_, welcome) = PrimarySession::accept(
+            Standing { incarnation: TOKEN, epoch: 3 },
+            None,
+            "g",
+            &launch(),
+            &hello,
+            AckLevel::Durable,
+        )
+        .unwrap();
         b.receive(welcome).unwrap();
         let old = Frame::new(TOKEN, 2, Body::Confirm { seq: Seq(1) });
         assert_eq!(b.receive(old).unwrap_err(), SessionError::StaleEpoch { got: 2, ours: 3 });
@@ -587,7 +619,8 @@ mod tests {
 
         // At HELLO: a backup that learnt of epoch 2 (from the coordinator) is not welcomed.
         let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 2 }, "g", "b", 1, Seq(0));
-        let err = PrimarySession::accept(primary_standing(), None, "g", &launch(), &b.hello()).unwrap_err();
+        let err = PrimarySession::accept(primary_standing(), None, "g", &launch(), &b.hello(), AckLevel::Durable)
+            .unwrap_err();
         assert_eq!(err, SessionError::Replaced { ours: 1, theirs: 2 });
         assert!(err.to_string().contains("epoch 1 is over"), "{err}");
     }
@@ -604,28 +637,33 @@ mod tests {
         };
         // A backup of the primary this one took over from, holding no more than was taken over.
         for held in [1, 100] {
-            let (p, welcome) = PrimarySession::accept(ours, took_over, "g", &launch(), &hello(2, held, 3)).unwrap();
+            let (p, welcome) =
+                PrimarySession::accept(ours, took_over, "g", &launch(), &hello(2, held, 3), AckLevel::Durable).unwrap();
             assert_eq!(p.next_to_send, Seq(held + 1));
             assert!(matches!(welcome.body, Body::Welcome { .. }));
         }
         // Holding more: events the old primary recorded that this one never had.
-        let err = PrimarySession::accept(ours, took_over, "g", &launch(), &hello(2, 101, 3)).unwrap_err();
+        let err =
+            PrimarySession::accept(ours, took_over, "g", &launch(), &hello(2, 101, 3), AckLevel::Durable).unwrap_err();
         assert!(matches!(err, SessionError::StartOver(_)), "{err}");
         assert!(err.to_string().contains("took over from epoch 2's at event 100"), "{err}");
         // Of another epoch, or of a primary with no take-over: its log cannot be vouched for.
         for (took, log_epoch) in [(took_over, 1), (None, 2)] {
-            let err = PrimarySession::accept(ours, took, "g", &launch(), &hello(log_epoch, 5, 3)).unwrap_err();
+            let err = PrimarySession::accept(ours, took, "g", &launch(), &hello(log_epoch, 5, 3), AckLevel::Durable)
+                .unwrap_err();
             assert!(matches!(err, SessionError::StartOver(_)), "{err}");
         }
         // Nothing held, or a log of this very epoch: welcome.
-        assert!(PrimarySession::accept(ours, None, "g", &launch(), &hello(1, 0, 3)).is_ok());
-        assert!(PrimarySession::accept(ours, None, "g", &launch(), &hello(3, 50, 3)).is_ok());
+        assert!(PrimarySession::accept(ours, None, "g", &launch(), &hello(1, 0, 3), AckLevel::Durable).is_ok());
+        assert!(PrimarySession::accept(ours, None, "g", &launch(), &hello(3, 50, 3), AckLevel::Durable).is_ok());
         // A log from a later epoch's primary: this one has been replaced.
-        let err = PrimarySession::accept(ours, took_over, "g", &launch(), &hello(4, 5, 3)).unwrap_err();
+        let err =
+            PrimarySession::accept(ours, took_over, "g", &launch(), &hello(4, 5, 3), AckLevel::Durable).unwrap_err();
         assert_eq!(err, SessionError::Replaced { ours: 3, theirs: 4 });
         // Welcomed, the backup's log is this epoch's history from then on.
         let mut b = BackupSession::new(Standing { incarnation: TOKEN, epoch: 2 }, "g", "b", 1, Seq(7));
-        let (_, welcome) = PrimarySession::accept(ours, took_over, "g", &launch(), &b.hello()).unwrap();
+        let (_, welcome) =
+            PrimarySession::accept(ours, took_over, "g", &launch(), &b.hello(), AckLevel::Durable).unwrap();
         b.receive(welcome).unwrap();
         assert_eq!(b.log_epoch, 3);
     }
@@ -635,7 +673,8 @@ mod tests {
         // A new backup learns the group's epoch from the WELCOME.
         let mut b = BackupSession::new(Standing { incarnation: IncarnationToken::NONE, epoch: 0 }, "g", "b", 1, Seq(0));
         let primary = Standing { incarnation: TOKEN, epoch: 2 };
-        let (_, welcome) = PrimarySession::accept(primary, None, "g", &launch(), &b.hello()).unwrap();
+        let (_, welcome) =
+            PrimarySession::accept(primary, None, "g", &launch(), &b.hello(), AckLevel::Durable).unwrap();
         assert!(matches!(b.receive(welcome).unwrap(), BackupAction::Welcomed { .. }));
         assert_eq!(b.standing, primary);
         // A later epoch in its primary's frames moves it, and its answers carry it.
