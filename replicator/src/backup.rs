@@ -951,7 +951,11 @@ impl Network {
                 }
                 if let (Some(last), Some(w)) = (appended, writer.as_mut()) {
                     w.hand_over().map_err(io)?;
-                    write_frame(&mut send, &session.in_memory(last)).await?;
+                    // RECEIVED only where something waits for it: at the durable level the
+                    // primary counts ACKs (each also counts as received).
+                    if lazy {
+                        write_frame(&mut send, &session.in_memory(last)).await?;
+                    }
                     unsynced = Some(last);
                 }
             }
