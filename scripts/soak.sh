@@ -31,7 +31,7 @@ work=$(mktemp -d /tmp/tandem-soak.XXXXXX)
 # SOAK_KEEP=1 keeps the runs' directories (recordings, replays' views and output) for a look.
 [ -n "${SOAK_KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
 cases=("$@")
-[ ${#cases[@]} -gt 0 ] || cases=(nginx python sqlite memcached pipeline popen tmpfiles stdin sigsuspend failover_sync failover_received failover_async coordinator_leader)
+[ ${#cases[@]} -gt 0 ] || cases=(nginx python python_gil sqlite memcached pipeline popen tmpfiles stdin sigsuspend failover_sync failover_received failover_async coordinator_leader)
 
 # A port below the kernel's ephemeral range (32768 and up: a client's connection may hold any of
 # those) with it and the two after it unused, TCP and UDP.
@@ -172,6 +172,36 @@ c.request("POST", "/quit", body=b"bye")
 c.getresponse().read()
 EOF
     wait "$agent"
+    replay || { why_replay_failed; return 1; }
+    same_files
+}
+
+# Threads that compute without calls hold CPython's GIL until a waiter's timed wait runs out
+# and it asks for the GIL through a flag read between bytecodes (ARCHITECTURE.md, "Flags read
+# between calls"). The recording must hold such requests, or the case tests nothing.
+case_python_gil() {
+    cat >"$p/gil.py" <<'EOF'
+import threading, time
+def spin(k):
+    x = 0
+    for r in range(20):
+        for i in range(200_000):
+            x += i * k
+        time.monotonic()
+    with open("spin-%d.txt" % k, "w") as f:
+        f.write("%d\n" % x)
+def io(n):
+    for i in range(300):
+        with open("out-%d.txt" % n, "a") as f:
+            f.write("%d %f\n" % (i, time.time()))
+ts = [threading.Thread(target=spin, args=(k,)) for k in range(2)]
+ts += [threading.Thread(target=io, args=(n,)) for n in range(2)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+EOF
+    record python3 gil.py || { tail -3 "$dir/record.out"; return 1; }
+    "$tandem" log show "$dir/run.tlog" | grep -q "pthread_cond_timedwait *= ETIMEDOUT" \
+        || { echo "no thread asked for the GIL through a timed-out wait"; return 1; }
     replay || { why_replay_failed; return 1; }
     same_files
 }
@@ -569,6 +599,7 @@ case_coordinator_leader() {
 declare -A what=(
     [nginx]="nginx, master and 2 worker processes, under wrk (2 s, 8 connections)"
     [python]="a threaded Python HTTP server (ThreadingHTTPServer) appending POSTs to files, 6 clients"
+    [python_gil]="Python threads contending for the GIL: 2 computing without calls, 2 appending to files"
     [sqlite]="sqlite3: 5000 rows of random() and datetime('now'), an index, a delete, VACUUM"
     [memcached]="memcached -t 4 under 4 concurrent clients (set and get)"
     [pipeline]="bash -c pipelines: seq into sort into sha1sum, and 3 MB through tr into wc"

@@ -53,13 +53,15 @@ pub fn wait_until_next_is_mine(ctx: &'static ThreadCtx) {
     let (lpid, ltid) = (LogicalPid(LPID.load(Ordering::Relaxed)), LogicalTid(ctx.ltid.get()));
     let mine = |n: &Next| n.header.pid == lpid && n.header.tid == ltid;
     let mut spins = 0;
+    slot.phase.store(PHASE_WAITING, Ordering::Relaxed);
     while !feed.is_live() {
         let seen = slot.wake.load(Ordering::SeqCst);
         if feed.peek().filter(mine).is_some() {
-            return;
+            break;
         }
         pause(&feed, me, seen, &mut spins, mine);
     }
+    slot.phase.store(PHASE_RUNNING, Ordering::Relaxed);
 }
 
 /// One round of waiting for a turn: a short spin (a hand-over usually comes within
@@ -276,6 +278,78 @@ impl Drop for Turn {
         }
         if flags & SIGNAL_NEXT != 0 {
             self.ctx.signal_after.set(RECORDED_SIGNAL);
+        }
+        if self.feed.control().flag_count.load(Ordering::Relaxed) != 0 {
+            hold_for_flag_mutexes(&self.feed, self.ctx);
+        }
+    }
+}
+
+/// How long a waiter whose condition wait timed out waits for the threads that ran on past its
+/// flag (see [`let_runners_pass`]): a thread blocked in a real call (a read on the program's own
+/// pipe) would never come.
+const RUNNERS_WAIT_NS: u64 = 50_000_000;
+
+/// The other half of [`hold_for_flag_mutexes`]: the waiter of a condition wait that timed out on
+/// the primary sets its flag only once every thread running between events here whose next event
+/// is not on a flagged mutex has reached that next call: on the primary, those ran past any
+/// look at the flag before it was set (a backup's waiter is not held back by the wait's time).
+pub fn let_runners_pass(ctx: &'static ThreadCtx) {
+    let Some(feed) = state::feed() else { return };
+    let me = ctx.slot.get();
+    let lpid = LPID.load(Ordering::Relaxed);
+    let high = feed.control().threads_high.load(Ordering::SeqCst).min(feed.thread_count());
+    let deadline = sys::now_ns() + RUNNERS_WAIT_NS;
+    for i in (0..high).filter(|&i| i != me) {
+        let t = feed.thread(i);
+        let running = || t.is_active() && t.phase.load(Ordering::Relaxed) == PHASE_RUNNING;
+        if t.lpid.load(Ordering::Relaxed) != lpid || !running() {
+            continue;
+        }
+        let ltid = LogicalTid(t.ltid.load(Ordering::Relaxed));
+        match feed.find_ahead(LogicalPid(lpid), ltid) {
+            Some(next) if !feed.on_flag_mutex(&next.header) => {}
+            _ => continue,
+        }
+        let mut looks = 0u32;
+        while running() && !feed.is_live() && sys::now_ns() < deadline {
+            if looks < SPINS {
+                looks += 1;
+                core::hint::spin_loop();
+            } else {
+                sys::sleep_ns(20_000);
+            }
+        }
+    }
+}
+
+/// A condition wait that times out is how some programs ask a thread that runs without calls to
+/// give something up: CPython's waiter for the GIL sets a flag the holder reads between
+/// bytecodes, and the next holder clears it, around calls on the GIL's mutex. Those reads race
+/// with the other threads' calls; the primary's log shows which way each went only through what
+/// the thread did next. Once a condition wait on a mutex has timed out, a thread whose next event
+/// is on that mutex, after another thread's event on it, runs on to it only once everything
+/// before it has happened: it read what the other threads did there (the holder saw the request
+/// it gives the GIL up for; the one that had just let it go saw it cleared, and asks for the GIL
+/// again). A thread whose next event is another call read before them, as it runs on at once.
+fn hold_for_flag_mutexes(feed: &Feed, ctx: &'static ThreadCtx) {
+    let (lpid, ltid) = (LogicalPid(LPID.load(Ordering::Relaxed)), LogicalTid(ctx.ltid.get()));
+    let mut looks = 0u32;
+    loop {
+        if feed.is_live() {
+            return;
+        }
+        match feed.held_back_by_flag_mutex(lpid, ltid) {
+            Some(true) => return wait_until_next_is_mine(ctx),
+            Some(false) => return,
+            None if feed.control().eof.load(Ordering::SeqCst) != 0 => return,
+            None => {}
+        }
+        if looks < SPINS {
+            looks += 1;
+            core::hint::spin_loop();
+        } else {
+            sys::sleep_ns(100_000);
         }
     }
 }

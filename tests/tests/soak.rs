@@ -14,6 +14,7 @@ fn real_programs_replay_from_another_directory() {
     let cases = [
         "nginx",
         "python",
+        "python_gil",
         "sqlite",
         "memcached",
         "pipeline",

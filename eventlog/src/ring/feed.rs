@@ -61,16 +61,56 @@ pub struct ReplayControl {
     /// Bumped whenever the read position moves (the agent waits on it for room).
     pub progress: AtomicU32,
     _pad1: [u8; 44],
+    // Written by the agent.
+    /// How many of `flag_mutexes` are filled in.
+    pub flag_count: AtomicU32,
+    _pad3: [u8; 4],
+    pub flag_mutexes: [FlagMutex; FLAG_MUTEXES],
+    _pad4: [u8; 24],
     /// 0: no report; 1: being written; 2: written.
     pub report_state: AtomicU32,
     pub report_len: AtomicU32,
     pub report_seq: AtomicU64,
     _pad2: [u8; 48],
     report: UnsafeCell<[u8; REPORT_BYTES]>,
-    _reserved: [u8; super::PAGE - 192 - REPORT_BYTES],
+    _reserved: [u8; super::PAGE - 320 - REPORT_BYTES],
 }
 
 const _: () = assert!(core::mem::size_of::<ReplayControl>() == super::PAGE);
+
+/// How many mutexes with a timed-out condition wait the agent notes (see [`Feed::held_back_by_flag_mutex`]).
+pub const FLAG_MUTEXES: usize = 4;
+
+/// A mutex a condition wait timed out on, in the primary's log.
+#[repr(C)]
+pub struct FlagMutex {
+    pub lpid: AtomicU32,
+    _pad: [u8; 4],
+    /// The mutex's address in that process.
+    pub addr: AtomicU64,
+    /// Sequence number of the first timed-out wait on it.
+    pub since: AtomicU64,
+}
+
+const _: () = assert!(core::mem::size_of::<FlagMutex>() == 24);
+const _: () = assert!(core::mem::offset_of!(ReplayControl, report_state) == 256);
+
+/// `ETIMEDOUT`, as a condition wait returns it (the same number on every Linux architecture).
+const ETIMEDOUT: i64 = 110;
+
+/// The mutex a lock or condition-wait event is about (same process), if it is one.
+fn mutex_of(h: &EventHeader) -> Option<u64> {
+    use crate::Call;
+    let call = h.call;
+    if [Call::MutexLock, Call::MutexTrylock, Call::MutexTimedlock, Call::MutexUnlock].iter().any(|c| *c as u16 == call)
+    {
+        Some(h.aux[0])
+    } else if [Call::CondWait, Call::CondTimedwait, Call::CondWaitRelease].iter().any(|c| *c as u16 == call) {
+        Some(h.aux[1])
+    } else {
+        None
+    }
+}
 
 /// One thread of the backup program.
 #[repr(C, align(64))]
@@ -91,6 +131,13 @@ pub struct ThreadSlot {
 }
 
 const _: () = assert!(core::mem::size_of::<ThreadSlot>() == 64);
+
+impl ThreadSlot {
+    /// Whether a live thread holds this slot.
+    pub fn is_active(&self) -> bool {
+        self.state.load(Ordering::Acquire) == THREAD_ACTIVE
+    }
+}
 
 /// A view of a region's feed. Cheap to copy.
 #[derive(Clone, Copy)]
@@ -196,6 +243,60 @@ impl Feed {
                     return Some(Next { header, pos });
                 }
                 pos += header.record_len() as u64;
+            }
+            return None;
+        }
+    }
+
+    /// Whether `h` is an event on a mutex a condition wait timed out on (at or before it).
+    pub fn on_flag_mutex(&self, h: &EventHeader) -> bool {
+        let c = self.control();
+        let n = (c.flag_count.load(Ordering::Acquire) as usize).min(FLAG_MUTEXES);
+        mutex_of(h).is_some_and(|m| {
+            c.flag_mutexes[..n].iter().any(|f| {
+                f.lpid.load(Ordering::Relaxed) == h.pid.0
+                    && f.addr.load(Ordering::Relaxed) == m
+                    && f.since.load(Ordering::Relaxed) <= h.seq.0
+            })
+        })
+    }
+
+    /// Whether thread `pid.tid`, having just consumed an event, must wait for its next one to be
+    /// due before it runs on: when that event is on a mutex some condition wait timed out on, and
+    /// so is another thread's event before it (see `hold_for_flag_mutexes` in the shim). `None`
+    /// while the thread's next event is not appended yet.
+    pub fn held_back_by_flag_mutex(&self, pid: LogicalPid, tid: LogicalTid) -> Option<bool> {
+        let c = self.control();
+        let n = (c.flag_count.load(Ordering::Acquire) as usize).min(FLAG_MUTEXES);
+        if n == 0 {
+            return Some(false);
+        }
+        let flagged = |h: &EventHeader| self.on_flag_mutex(h);
+        let mut seen = 0u64;
+        let mut touched = false;
+        'look: loop {
+            let mut pos = c.read_pos.load(Ordering::SeqCst);
+            let end = c.write_pos.load(Ordering::SeqCst);
+            while end.saturating_sub(pos) >= HEADER_LEN as u64 {
+                let mut buf = [0u8; HEADER_LEN];
+                // SAFETY: below `write_pos`; checked below against the turn moving past it (only
+                // then may the agent refill these bytes).
+                unsafe { copy_from_circular(self.data, self.mask, pos, &mut buf) };
+                core::sync::atomic::fence(Ordering::Acquire);
+                if c.read_pos.load(Ordering::Relaxed) > pos {
+                    // Consumed meanwhile: those events have happened; look on from the turn.
+                    continue 'look;
+                }
+                let header: EventHeader = bytemuck::pod_read_unaligned(&buf);
+                pos += header.record_len() as u64;
+                if header.seq.0 <= seen {
+                    continue;
+                }
+                seen = header.seq.0;
+                if header.pid == pid && header.tid == tid {
+                    return Some(touched && flagged(&header));
+                }
+                touched = touched || (header.pid == pid && flagged(&header));
             }
             return None;
         }
@@ -342,6 +443,9 @@ impl Feed {
             if take + len > room || take + len > records.len() {
                 break;
             }
+            if h.call == crate::Call::CondTimedwait as u16 && h.result == ETIMEDOUT {
+                self.note_flag_mutex(&h);
+            }
             take += len;
             events += 1;
         }
@@ -356,6 +460,22 @@ impl Feed {
         c.write_pos.store(pos + take as u64, Ordering::SeqCst);
         self.wake_owner_of_next();
         (take, events)
+    }
+
+    /// Notes the mutex of a condition wait that timed out (the first few such mutexes).
+    fn note_flag_mutex(&self, h: &EventHeader) {
+        let c = self.control();
+        let n = c.flag_count.load(Ordering::Relaxed) as usize;
+        let known =
+            |f: &FlagMutex| f.lpid.load(Ordering::Relaxed) == h.pid.0 && f.addr.load(Ordering::Relaxed) == h.aux[1];
+        if n >= FLAG_MUTEXES || c.flag_mutexes[..n].iter().any(known) {
+            return;
+        }
+        let f = &c.flag_mutexes[n];
+        f.lpid.store(h.pid.0, Ordering::Relaxed);
+        f.addr.store(h.aux[1], Ordering::Relaxed);
+        f.since.store(h.seq.0, Ordering::Relaxed);
+        c.flag_count.store(n as u32 + 1, Ordering::Release);
     }
 
     /// No more events will come.
