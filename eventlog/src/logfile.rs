@@ -21,6 +21,7 @@
 use crate::ids::{IncarnationToken, Seq};
 use crate::record::{Event, RecordError};
 use bytemuck::{Pod, Zeroable};
+use std::cell::RefCell;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 pub const FILE_MAGIC: [u8; 8] = *b"TNDMLOG\0";
@@ -625,8 +626,30 @@ pub fn pack_events(events: &[u8]) -> Option<Vec<u8>> {
     if events.len() < PACK_MIN {
         return None;
     }
-    let packed = zstd::bulk::compress(events, ZSTD_LEVEL).ok()?;
+    let packed = with_zstd(&COMPRESSOR, || zstd::bulk::Compressor::new(ZSTD_LEVEL), |c| c.compress(events)).ok()?;
     (packed.len() <= events.len() - events.len() / 8).then_some(packed)
+}
+
+thread_local! {
+    // A context per thread, kept: making one costs about as much as a batch's compression.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's context from `slot`, made by `make` on first use.
+fn with_zstd<C, T>(
+    slot: &'static std::thread::LocalKey<RefCell<Option<C>>>,
+    make: impl FnOnce() -> io::Result<C>,
+    f: impl FnOnce(&mut C) -> io::Result<T>,
+) -> io::Result<T> {
+    slot.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let context = match cell.as_mut() {
+            Some(context) => context,
+            None => cell.insert(make()?),
+        };
+        f(context)
+    })
 }
 
 /// The `len` bytes of events that `packed` ([`pack_events`]) holds; why not, if it does not.
@@ -634,7 +657,8 @@ pub fn unpack_events(len: u32, packed: &[u8]) -> Result<Vec<u8>, String> {
     if len > MAX_BATCH_BODY {
         return Err(format!("compressed events of {len} bytes are too large"));
     }
-    let events = zstd::bulk::decompress(packed, len as usize).map_err(|e| format!("events do not decompress: {e}"))?;
+    let events = with_zstd(&DECOMPRESSOR, zstd::bulk::Decompressor::new, |d| d.decompress(packed, len as usize))
+        .map_err(|e| format!("events do not decompress: {e}"))?;
     if events.len() != len as usize {
         return Err(format!("{} bytes of events, the batch says {len}", events.len()));
     }
