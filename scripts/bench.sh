@@ -9,6 +9,8 @@
 #   scripts/bench.sh live    redis-benchmark SET throughput under `tandem primary` with one backup
 #                            on loopback, sync and async mode, vs native (and sync with the
 #                            backup's state directory in tmpfs: what the disk's flush costs)
+#   scripts/bench.sh cpu     CPU seconds of each process under redis-benchmark: native, record,
+#                            async primary with its backup on the same cores
 #   scripts/bench.sh stream  event throughput between two agents on loopback
 #   scripts/bench.sh footprint  log bytes an hour of an idle memcached and per redis request, on a
 #                            primary and its backup
@@ -18,7 +20,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-tandem=$PWD/target/release/tandem
+# TANDEM=path/to/tandem benchmarks another build (its libtandem.so beside it).
+tandem=${TANDEM:-$PWD/target/release/tandem}
 work=$(mktemp -d /tmp/tandem-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 rounds=${ROUNDS:-9}
@@ -262,6 +265,75 @@ GP
     echo "(chart: $2)"
 }
 
+# CPU seconds (user and system, from /proc) each process spends while redis-benchmark sends
+# 200,000 SETs: natively, under `tandem record`, and as a primary in async mode with its backup
+# on the same two cores. Which share of the machine replication takes, beside what native uses.
+cpu() {
+    certs
+    ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+    under_backup() { # pid: whether a `tandem backup` started it, however far up
+        local p=$1
+        while [ "$p" -gt 1 ]; do
+            p=$(awk '{print $4}' "/proc/$p/stat")
+            tr '\0' ' ' <"/proc/$p/cmdline" | grep -q "tandem backup" && return 0
+        done
+        return 1
+    }
+    for i in $(seq "$rounds"); do
+        for mode in native record async; do
+            local port=$(( 30000 + i * 10 )) agent=$(( 30001 + i * 10 ))
+            rm -rf "$work/p" "$work/b"; mkdir -p "$work/p" "$work/b"
+            case $mode in
+                native) "${redis_cmd[@]}" --port $port >/dev/null 2>&1 & ;;
+                record) "$tandem" record --no-capture --out "$work/cpu.tlog" -- "${redis_cmd[@]}" --port $port >/dev/null 2>&1 & ;;
+                async)
+                    (cd "$work/b" && exec "$tandem" backup --group bench --primary 127.0.0.1:$agent --name backup \
+                        --certs "$work/certs" --state-dir "$work/b/state" >/dev/null 2>&1) &
+                    primary_redis async $port $agent durable >/dev/null 2>&1 & ;;
+            esac
+            wait_ping $port
+            local pids p
+            pids=$(pgrep -f "tandem (record|primary|backup) |redis-server .*:$port" || true)
+            declare -A before=()
+            for p in $pids; do before[$p]=$(ticks "$p"); done
+            local start=$(now_ns)
+            TIMEFORMAT="%U %S"
+            local client
+            client=$( { time redis-benchmark -p $port -c 50 -n 200000 -t set -q >/dev/null 2>&1; } 2>&1 | awk '{print ($1 + $2) * 100}')
+            local wall=$(( ($(now_ns) - start) / 10000000 ))
+            for p in $pids; do
+                local who
+                case "$(tr '\0' ' ' <"/proc/$p/cmdline")" in
+                    *"tandem record"*|*"tandem primary"*) who=agent ;;
+                    *"tandem backup"*) who=backup-agent ;;
+                    *) who=redis
+                       under_backup "$p" && who=backup-redis ;;
+                esac
+                echo "$mode $who $(( $(ticks "$p") - ${before[$p]} ))"
+            done
+            echo "$mode client ${client%.*}"
+            echo "$mode wall $wall"
+            redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true
+            sleep 1
+            pkill -f "tandem backup --group bench --primary 127.0.0.1:$agent" 2>/dev/null || true
+            wait
+        done
+    done > "$work/cpu.txt"
+    echo "CPU seconds while redis-benchmark sends 200,000 SETs (-c 50), median of $rounds rounds"
+    printf '%-8s %8s %8s %8s %8s %8s %8s %8s\n' mode wall redis client agent backup-redis backup-agent "cpu/wall"
+    for mode in native record async; do
+        local cols=() total=0 v
+        for who in wall redis client agent backup-redis backup-agent; do
+            v=$(awk -v m=$mode -v w=$who '$1==m && $2==w {print $3}' "$work/cpu.txt" | median)
+            v=${v:-0}
+            cols+=("$(echo "scale=2; $v / 100" | bc)")
+            [ "$who" = wall ] || total=$(( total + v ))
+        done
+        printf '%-8s %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f\n' $mode "${cols[@]}" "$(echo "scale=2; $total / ${cols[0]} / 100" | bc)"
+    done
+    echo "(seconds of CPU; cpu/wall is how many of the two cores the processes kept busy)"
+}
+
 size_of() { stat -c %s "$1" 2>/dev/null || echo 0; }
 
 # A primary records 10M events, then its program waits; a witness backup started then catches up
@@ -380,6 +452,7 @@ case "${1:-all}" in
     stream) stream ;;
     coordinator) coordinator ;;
     footprint) footprint ;;
-    all) calls; echo; redis; echo; drain; echo; replay; echo; handoff; echo; live; echo; stream; echo; footprint; echo; coordinator ;;
-    *) echo "usage: scripts/bench.sh [calls|instructions|redis|drain|replay|handoff|live|stream|footprint|coordinator]" >&2; exit 2 ;;
+    cpu) cpu ;;
+    all) calls; echo; redis; echo; drain; echo; replay; echo; handoff; echo; live; echo; cpu; echo; stream; echo; footprint; echo; coordinator ;;
+    *) echo "usage: scripts/bench.sh [calls|instructions|redis|drain|replay|handoff|live|cpu|stream|footprint|coordinator]" >&2; exit 2 ;;
 esac
