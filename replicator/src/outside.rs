@@ -13,21 +13,24 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// The calls [`OutsideWrites::scan`] follows.
-const WATCHED: [u16; 12] = [
-    Call::Open as u16,
-    Call::Openat as u16,
-    Call::Creat as u16,
-    Call::Fopen as u16,
-    Call::Dup as u16,
-    Call::Dup2 as u16,
-    Call::Dup3 as u16,
-    Call::Close as u16,
-    Call::Fclose as u16,
-    Call::Write as u16,
-    Call::Writev as u16,
-    Call::Pwrite as u16,
-];
+/// What a call followed by [`OutsideWrites::scan`] does to its map of open files.
+enum Step {
+    Open,
+    Duplicate,
+    Close,
+    Write,
+}
+
+fn step(id: u16) -> Option<Step> {
+    Some(match Call::from_id(id)? {
+        Call::Open | Call::Openat | Call::Creat | Call::Fopen => Step::Open,
+        Call::Dup | Call::Dup2 | Call::Dup3 => Step::Duplicate,
+        Call::Close | Call::Fclose => Step::Close,
+        Call::Write | Call::Writev | Call::Pwrite => Step::Write,
+        _ => return None,
+    })
+}
+
 const CALL_AT: usize = std::mem::offset_of!(EventHeader, call);
 const PAYLOAD_LEN_AT: usize = std::mem::offset_of!(EventHeader, payload_len);
 
@@ -55,17 +58,17 @@ impl OutsideWrites {
             // Most events are of no interest here: their call id and length are all that is
             // read of them (this runs on every event the agent takes).
             let id = u16::from_le_bytes([events[CALL_AT], events[CALL_AT + 1]]);
-            if !WATCHED.contains(&id) {
+            let Some(step) = step(id) else {
                 let payload_len = events[PAYLOAD_LEN_AT..PAYLOAD_LEN_AT + 4].try_into().map_or(0, u32::from_le_bytes);
                 events = events.get(record_len(payload_len as usize)..).unwrap_or_default();
                 continue;
-            }
+            };
             let Ok((e, rest)) = Event::parse(events) else { break };
             events = rest;
             let h = &e.header;
             let key = (h.pid.0, h.fd);
-            match h.call() {
-                Some(Call::Open | Call::Openat | Call::Creat | Call::Fopen) if h.result >= 0 => {
+            match step {
+                Step::Open if h.result >= 0 => {
                     let relative_to_cwd = h.call() != Some(Call::Openat) || h.aux[1] as i32 == AT_FDCWD;
                     let path = Path::new(OsStr::from_bytes(e.payload));
                     let path = match (path.is_absolute(), relative_to_cwd) {
@@ -80,7 +83,7 @@ impl OutsideWrites {
                         self.open.remove(&fd);
                     }
                 }
-                Some(Call::Dup | Call::Dup2 | Call::Dup3) if h.result >= 0 => {
+                Step::Duplicate if h.result >= 0 => {
                     // The new descriptor is the old one's file (a shell's `> file`).
                     let to = (h.pid.0, h.result as i32);
                     match self.open.get(&key).cloned() {
@@ -88,10 +91,10 @@ impl OutsideWrites {
                         None => self.open.remove(&to),
                     };
                 }
-                Some(Call::Close | Call::Fclose) => {
+                Step::Close => {
                     self.open.remove(&key);
                 }
-                Some(Call::Write | Call::Writev | Call::Pwrite) if h.fd_kind() == FdKind::File => {
+                Step::Write if h.fd_kind() == FdKind::File => {
                     if let Some(path) = self.open.get(&key) {
                         if self.named.insert(path.clone()) {
                             first_writes.push(path.clone());
