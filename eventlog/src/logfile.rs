@@ -572,6 +572,27 @@ impl<R: Read + Seek> LogReader<R> {
         Ok(())
     }
 
+    /// A bounded log (`--retain`) reads as zeros where its oldest batches were dropped: if this
+    /// one was cut so, moves to its first kept batch and returns that batch's first event. Call
+    /// it before the first batch.
+    pub fn skip_dropped(&mut self) -> io::Result<Option<Seq>> {
+        let start = self.offset;
+        let mut head = [0u8; 40];
+        let got = read_full(&mut self.input, &mut head)?;
+        let found =
+            if got == head.len() && head.iter().all(|&b| b == 0) { find_batch_header(&mut self.input)? } else { None };
+        match found {
+            Some((at, header)) if header.magic == BATCH_MAGIC => {
+                self.skip_to(start + head.len() as u64 + at, header.first_seq)?;
+                Ok(Some(header.first_seq))
+            }
+            _ => {
+                self.input.seek(SeekFrom::Start(start))?;
+                Ok(None)
+            }
+        }
+    }
+
     /// Like [`next_batch`](Self::next_batch), for a log another process is still writing:
     /// `Ok(None)` when the next batch is not (completely) there yet, after putting the reader
     /// back at its start so a later call reads it whole. `Ok(Some(None))` after the end marker.
@@ -591,26 +612,35 @@ impl<R: Read + Seek> LogReader<R> {
 /// Whether a sealed batch header (or end marker) starts anywhere in `input`. After a batch that
 /// fails its checks, none means the batch is the torn last write of a writer that died; one
 /// means the damage is in the middle of the log.
-pub fn holds_batch_header(mut input: impl Read) -> io::Result<bool> {
+pub fn holds_batch_header(input: impl Read) -> io::Result<bool> {
+    Ok(find_batch_header(input)?.is_some())
+}
+
+/// The first sealed batch header (or end marker) in `input`: how far in it starts, and it.
+fn find_batch_header(mut input: impl Read) -> io::Result<Option<(u64, BatchHeader)>> {
     const CHUNK: usize = 1 << 20;
     let mut buf = vec![0u8; CHUNK + 40];
     // Bytes carried over from the previous chunk, so a header across the seam is seen.
     let mut kept = 0;
+    // Where `buf` starts in `input`.
+    let mut base = 0u64;
     loop {
         let got = read_full(&mut input, &mut buf[kept..])?;
         let end = kept + got;
         for at in 0..end.saturating_sub(39) {
             let magic = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
-            if (magic == BATCH_MAGIC || magic == END_MAGIC)
-                && bytemuck::pod_read_unaligned::<BatchHeader>(&buf[at..at + 40]).header_ok()
-            {
-                return Ok(true);
+            if magic == BATCH_MAGIC || magic == END_MAGIC {
+                let header = bytemuck::pod_read_unaligned::<BatchHeader>(&buf[at..at + 40]);
+                if header.header_ok() {
+                    return Ok(Some((base + at as u64, header)));
+                }
             }
         }
         if got < buf.len() - kept {
-            return Ok(false);
+            return Ok(None);
         }
         buf.copy_within(end - 39..end, 0);
+        base += (end - 39) as u64;
         kept = 39;
     }
 }
@@ -825,6 +855,32 @@ mod tests {
         let log = sample_log();
         assert_eq!(read_all(&log).unwrap(), (1..=15).collect::<Vec<_>>());
         assert_eq!(LogReader::open(&log[..]).unwrap().launch(), &launch());
+    }
+
+    #[test]
+    fn a_cut_log_reads_from_its_first_kept_batch() {
+        let seqs = |r: &mut LogReader<std::io::Cursor<&[u8]>>| {
+            let mut seqs = Vec::new();
+            while let Some(b) = r.next_batch().unwrap() {
+                seqs.extend(b.events().map(|e| e.header.seq.0));
+            }
+            seqs
+        };
+        let whole = sample_log();
+        let mut r = LogReader::open(std::io::Cursor::new(&whole[..])).unwrap();
+        assert_eq!(r.skip_dropped().unwrap(), None, "a log that was not cut");
+        assert_eq!(seqs(&mut r), (1..=15).collect::<Vec<_>>());
+
+        // --retain drops the first batch: its bytes read as zeros.
+        let mut r = LogReader::open(std::io::Cursor::new(&whole[..])).unwrap();
+        let first = r.offset() as usize;
+        r.next_batch().unwrap();
+        let second = r.offset() as usize;
+        let mut cut = whole.clone();
+        cut[first..second].fill(0);
+        let mut r = LogReader::open(std::io::Cursor::new(&cut[..])).unwrap();
+        assert_eq!(r.skip_dropped().unwrap(), Some(Seq(6)));
+        assert_eq!(seqs(&mut r), (6..=15).collect::<Vec<_>>());
     }
 
     #[test]

@@ -265,8 +265,16 @@ fn long_log_progress(opts: &ReplayOptions) -> Option<(crate::progress::Progress,
 pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
     let file = std::fs::File::open(&opts.log).map_err(Error::io(opts.log.display().to_string()))?;
     let input = LogInput { file, pos: 0, end: opts.follow.as_ref().map(|f| f.written.clone()) };
-    let reader = eventlog::logfile::LogReader::open(std::io::BufReader::with_capacity(1 << 20, input))
+    let mut reader = eventlog::logfile::LogReader::open(std::io::BufReader::with_capacity(1 << 20, input))
         .map_err(|source| Error::Log { path: opts.log.clone(), source })?;
+    if opts.follow.is_none() {
+        if let Some(kept) = reader.skip_dropped().map_err(Error::io(opts.log.display().to_string()))? {
+            return Err(Error::Setup(format!(
+                "{}: this log keeps events from {kept} on (its older ones were dropped by --retain), and a replay starts the program from its first event: replay a log recorded without --retain",
+                opts.log.display()
+            )));
+        }
+    }
     let mut launch = Launch::replaying(reader.launch(), opts.command.as_deref(), "replay")?;
     // A backup runs the primary's build or nothing; `tandem replay` runs whatever it is given
     // (a different program shows as a divergence).

@@ -14,6 +14,7 @@ pub fn for_each_event(path: &Path, mut f: impl FnMut(&Event) -> std::io::Result<
     let mut reader = open_log(path)?;
     let mut summary = LogSummary { created_ns: reader.header().created_unix_ns, ..LogSummary::default() };
     let log_err = |source| Error::Log { path: path.to_path_buf(), source };
+    summary.kept_from = reader.skip_dropped().map_err(Error::io(path.display().to_string()))?;
     while let Some(batch) = reader.next_batch().map_err(log_err)? {
         summary.batches += 1;
         summary.last_batch_ns = batch.wall_ns;
@@ -34,6 +35,8 @@ pub struct LogSummary {
     pub end_ns: Option<u64>,
     /// Where the log's written part ends (a backup's file goes on with space made ready).
     pub logged_bytes: u64,
+    /// The first event a bounded log (`--retain`) still holds, when it dropped older ones.
+    pub kept_from: Option<Seq>,
 }
 
 pub fn show(path: &Path, json: bool, out: &mut impl Write) -> Result<()> {
@@ -97,6 +100,7 @@ pub fn stats(path: &Path, json: bool, out: &mut impl Write) -> Result<()> {
             "first_seq": first_seq.unwrap_or(Seq::ZERO).0,
             "last_seq": last_seq.0,
             "batches": summary.batches,
+            "kept_from": summary.kept_from.map(|s| s.0),
             "file_bytes": file_bytes,
             "logged_bytes": summary.logged_bytes,
             "record_bytes": record_bytes,
@@ -115,6 +119,9 @@ pub fn stats(path: &Path, json: bool, out: &mut impl Write) -> Result<()> {
     w(out, format!("log       {}", path.display()))?;
     w(out, format!("events    {} (seq {}..={})", total.events, first_seq.unwrap_or(Seq::ZERO), last_seq))?;
     w(out, format!("batches   {}", summary.batches))?;
+    if let Some(kept) = summary.kept_from {
+        w(out, format!("kept      from event {kept} on: older events were dropped (--retain)"))?;
+    }
     w(
         out,
         format!("bytes     {} logged ({} in the file), {} of payload", summary.logged_bytes, file_bytes, total.bytes),

@@ -230,6 +230,14 @@ fn a_bounded_log_refuses_a_late_backup_and_keeps_the_early_one() {
     let eerr = text(&early.stderr);
     assert!(early.status.success(), "the early backup failed:\n{eerr}\nprimary:\n{perr}");
     assert!(perr.contains("the log keeps events from"), "{perr}");
+    // The cut log reads from its first kept batch, and says so; a replay of it is refused.
+    let stats = tandem().args(["log", "stats"]).arg(&log).output().unwrap();
+    assert!(
+        stats.status.success() && text(&stats.stdout).contains("older events were dropped (--retain)"),
+        "{stats:?}"
+    );
+    let replay = tandem().args(["replay", "--no-view"]).arg(&log).output().unwrap();
+    assert!(!replay.status.success() && text(&replay.stderr).contains("dropped by --retain"), "{replay:?}");
     let view = backup_view(&early_dir.join("tandem-state"), &early_dir.join("merged"));
     assert_eq!(text(&std::fs::read(view.join("out")).unwrap()), text(&std::fs::read(p.join("out")).unwrap()));
 }
