@@ -221,11 +221,18 @@ impl Feed {
 
     /// The first event of thread `pid.tid` at or after the read position, if the agent has
     /// appended it: a look ahead, without the turn (a read from a `popen` stream's pipe learns its
-    /// count from it). The records before it may be consumed, and their bytes refilled, while it
-    /// looks: it starts again from the new read position then (the thread's own event is
-    /// consumed by no one else).
+    /// count from it).
     pub fn find_ahead(&self, pid: LogicalPid, tid: LogicalTid) -> Option<Next> {
+        self.look_ahead(|n| (n.header.pid == pid && n.header.tid == tid).then_some(*n))
+    }
+
+    /// Shows `visit` each appended event from the read position on, in order, until it returns
+    /// something. The records before the one it looks at may be consumed, and their bytes
+    /// refilled, meanwhile: it goes on from the new read position then (those events have
+    /// happened), never showing an event twice.
+    fn look_ahead<T>(&self, mut visit: impl FnMut(&Next) -> Option<T>) -> Option<T> {
         let c = self.control();
+        let mut seen = 0u64;
         'look: loop {
             let mut pos = c.read_pos.load(Ordering::SeqCst);
             let end = c.write_pos.load(Ordering::SeqCst);
@@ -238,11 +245,15 @@ impl Feed {
                 if c.read_pos.load(Ordering::Relaxed) > pos {
                     continue 'look;
                 }
-                let header: EventHeader = bytemuck::pod_read_unaligned(&buf);
-                if header.pid == pid && header.tid == tid {
-                    return Some(Next { header, pos });
+                let next = Next { header: bytemuck::pod_read_unaligned(&buf), pos };
+                pos += next.header.record_len() as u64;
+                if next.header.seq.0 <= seen {
+                    continue;
                 }
-                pos += header.record_len() as u64;
+                seen = next.header.seq.0;
+                if let Some(found) = visit(&next) {
+                    return Some(found);
+                }
             }
             return None;
         }
@@ -266,40 +277,18 @@ impl Feed {
     /// so is another thread's event before it (see `hold_for_flag_mutexes` in the shim). `None`
     /// while the thread's next event is not appended yet.
     pub fn held_back_by_flag_mutex(&self, pid: LogicalPid, tid: LogicalTid) -> Option<bool> {
-        let c = self.control();
-        let n = (c.flag_count.load(Ordering::Acquire) as usize).min(FLAG_MUTEXES);
-        if n == 0 {
+        if self.control().flag_count.load(Ordering::Acquire) == 0 {
             return Some(false);
         }
-        let flagged = |h: &EventHeader| self.on_flag_mutex(h);
-        let mut seen = 0u64;
         let mut touched = false;
-        'look: loop {
-            let mut pos = c.read_pos.load(Ordering::SeqCst);
-            let end = c.write_pos.load(Ordering::SeqCst);
-            while end.saturating_sub(pos) >= HEADER_LEN as u64 {
-                let mut buf = [0u8; HEADER_LEN];
-                // SAFETY: below `write_pos`; checked below against the turn moving past it (only
-                // then may the agent refill these bytes).
-                unsafe { copy_from_circular(self.data, self.mask, pos, &mut buf) };
-                core::sync::atomic::fence(Ordering::Acquire);
-                if c.read_pos.load(Ordering::Relaxed) > pos {
-                    // Consumed meanwhile: those events have happened; look on from the turn.
-                    continue 'look;
-                }
-                let header: EventHeader = bytemuck::pod_read_unaligned(&buf);
-                pos += header.record_len() as u64;
-                if header.seq.0 <= seen {
-                    continue;
-                }
-                seen = header.seq.0;
-                if header.pid == pid && header.tid == tid {
-                    return Some(touched && flagged(&header));
-                }
-                touched = touched || (header.pid == pid && flagged(&header));
+        self.look_ahead(|n| {
+            let h = &n.header;
+            if h.pid == pid && h.tid == tid {
+                return Some(touched && self.on_flag_mutex(h));
             }
-            return None;
-        }
+            touched = touched || (h.pid == pid && self.on_flag_mutex(h));
+            None
+        })
     }
 
     /// Copies payload bytes `[offset, offset + out.len())` of the record at `pos`.
