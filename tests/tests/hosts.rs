@@ -511,9 +511,13 @@ fn a_backup_that_cannot_go_live_gives_way_to_another() {
     assert_eq!(c.redis_cli("p", &["set", "k", "said"]), "OK");
 
     // The port redis listens on is taken on b1's host.
-    let squat = "import socket, time\ns = socket.socket()\ns.bind(('0.0.0.0', 6379))\ns.listen()\ntime.sleep(600)";
-    let mut squatter = c.lan.command("b1", "python3").args(["-c", squat]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let squat = "import socket, time\ns = socket.socket()\ns.bind(('0.0.0.0', 6379))\ns.listen()\nprint('bound', flush=True)\ntime.sleep(600)";
+    let mut squatter =
+        c.lan.command("b1", "python3").args(["-c", squat]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    // Only once it holds the port: a loaded machine can take longer than any fixed wait.
+    let mut said = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(squatter.stdout.take().unwrap()), &mut said).unwrap();
+    assert_eq!(said.trim(), "bound", "the squatter did not bind the port");
     let request = serde_json::json!({ "id": "to-b1", "command": { "op": "failover", "group": "g", "to": "b1" } });
     let (status, body) = tandem_tests::http::post(&at, "/v1/write", &request.to_string()).unwrap();
     assert_eq!(status, 200, "{body}");
