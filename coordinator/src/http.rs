@@ -19,6 +19,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 pub enum HttpError {
     #[error("cannot reach {0}: {1}")]
     Connect(String, String),
+    /// Connected, but the exchange broke off (a pooled connection the other side had closed).
+    #[error("the exchange with {0} broke off: {1}")]
+    Broken(String, String),
     #[error("{0} did not answer within {within}", within = humantime::format_duration(*.1))]
     Timeout(String, Duration),
     #[error("{addr} answered {status}: {body}")]
@@ -121,13 +124,20 @@ pub async fn exchange(
             Connector::Plain(c) => c.request(req).await,
             Connector::Tls(c) => c.request(req).await,
         };
-        let resp = sent.map_err(|e| HttpError::Connect(addr.to_string(), connect_error(&e)))?;
+        let resp = sent.map_err(|e| {
+            let why = connect_error(&e);
+            if e.is_connect() {
+                HttpError::Connect(addr.to_string(), why)
+            } else {
+                HttpError::Broken(addr.to_string(), why)
+            }
+        })?;
         let status = resp.status();
         let body = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| HttpError::Connect(addr.to_string(), e.to_string()))?
+            .map_err(|e| HttpError::Broken(addr.to_string(), e.to_string()))?
             .to_bytes();
         Ok((status, body))
     };

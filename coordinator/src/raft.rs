@@ -3,8 +3,9 @@
 
 use crate::http::{post_json, HttpError, Transport};
 use crate::model::{Outcome, Request};
+use crate::server::HEARTBEAT_MS;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::network::RPCOption;
+use openraft::network::{Backoff, RPCOption};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
@@ -14,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::io::Cursor;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 pub type NodeId = u64;
 
@@ -96,5 +98,12 @@ impl RaftNetwork<TypeConfig> for Peer {
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, _option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
         self.call(VOTE_PATH, &rpc).await
+    }
+
+    /// How long the leader waits before it tries an unreachable member again: one heartbeat.
+    /// openraft's default (500 ms) let a member that came back hear nothing for longer than its
+    /// election timeout, so it stood for election and unseated a working leader.
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(Duration::from_millis(HEARTBEAT_MS)))
     }
 }
