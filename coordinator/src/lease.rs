@@ -2,6 +2,7 @@
 //! Only the lapse goes through Raft. A leader that takes over does not know when the primaries
 //! last renewed with its predecessor, so it gives each a full timeout from its own start.
 
+use crate::server::ELECTION_MAX_MS;
 use eventlog::Epoch;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -29,6 +30,12 @@ impl Leases {
 
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// How recently a majority must have acknowledged the leader for it to confirm a renewal
+    /// (`CONFIRMED_WITHIN`, less under a short timeout).
+    pub fn confirmed_within(&self) -> Duration {
+        CONFIRMED_WITHIN.min(Duration::from_millis(ELECTION_MAX_MS) + self.timeout / 5)
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Epoch, Instant)>> {
@@ -80,9 +87,86 @@ impl Leases {
     }
 }
 
+/// How recently a majority must have acknowledged a leader for it to confirm a renewal, at
+/// most. A member that acknowledged the leader refuses to vote for another for `ELECTION_MAX_MS`
+/// (openraft's leader lease), so no other leader exists before the acknowledged heartbeat plus
+/// that, and a new leader gives every lease a full timeout `T` from its own start. The primary
+/// fences four fifths of `T` after it sent the confirmed renewal, which it sent at most this long
+/// after that heartbeat left: safe while the bound is at most `ELECTION_MAX_MS + T/5` (270 ms at
+/// the default 750 ms; `Leases::confirmed_within`). A leader cut off from the majority (it
+/// believes it leads until it hears of a new term), or whose Raft core is stalled on its disk,
+/// stops confirming within the bound.
+pub const CONFIRMED_WITHIN: Duration = Duration::from_millis(200);
+
+/// When a majority last acknowledged this member as leader, from its Raft metrics: the age they
+/// report plus the time since they were reported. The core reports at every tick while it runs;
+/// one stalled on a slow disk reports nothing, so the age goes on growing.
+#[derive(Debug, Default)]
+pub struct QuorumClock {
+    seen: Mutex<Option<(Instant, Option<u64>)>>,
+}
+
+impl QuorumClock {
+    /// The metrics just reported `millis_since_quorum_ack`.
+    pub fn saw(&self, millis_since_quorum_ack: Option<u64>) {
+        self.saw_at(millis_since_quorum_ack, Instant::now());
+    }
+
+    fn saw_at(&self, millis: Option<u64>, now: Instant) {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, millis));
+    }
+
+    /// Since when a majority last acknowledged this member (none: not since it leads).
+    pub fn age(&self) -> Option<Duration> {
+        self.age_at(Instant::now())
+    }
+
+    fn age_at(&self, now: Instant) -> Option<Duration> {
+        match *self.seen.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((at, Some(ms))) => Some(Duration::from_millis(ms) + now.saturating_duration_since(at)),
+            _ => None,
+        }
+    }
+
+    /// Whether a leader with `voters` voters, acknowledged by a majority at most `within` ago,
+    /// may confirm a renewal now.
+    pub fn confirms(&self, voters: usize, within: Duration) -> bool {
+        self.confirms_at(voters, within, Instant::now())
+    }
+
+    fn confirms_at(&self, voters: usize, within: Duration, now: Instant) -> bool {
+        voters <= 1 || self.age_at(now).is_some_and(|age| age <= within)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_lease_asks_for_a_fresher_acknowledgement() {
+        assert_eq!(Leases::new(DEFAULT_TIMEOUT).confirmed_within(), CONFIRMED_WITHIN);
+        assert_eq!(Leases::new(Duration::from_millis(300)).confirmed_within(), Duration::from_millis(180));
+    }
+
+    #[test]
+    fn a_leader_confirms_only_while_a_majority_acknowledged_it_lately() {
+        const W: Duration = CONFIRMED_WITHIN;
+        let clock = QuorumClock::default();
+        let t0 = Instant::now();
+        assert!(!clock.confirms_at(3, W, t0), "nothing reported yet");
+        assert!(clock.confirms_at(1, W, t0), "a single member is its own majority");
+        clock.saw_at(None, t0);
+        assert!(!clock.confirms_at(3, W, t0), "a new leader no majority acknowledged yet");
+        clock.saw_at(Some(40), t0);
+        assert!(clock.confirms_at(3, W, t0 + Duration::from_millis(160)));
+        assert!(
+            !clock.confirms_at(3, W, t0 + Duration::from_millis(161)),
+            "no report since: the core is stalled, the age goes on growing"
+        );
+        clock.saw_at(Some(0), t0 + Duration::from_millis(500));
+        assert!(clock.confirms_at(3, W, t0 + Duration::from_millis(500)));
+    }
 
     const T: Duration = Duration::from_millis(500);
 

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub writes: Family<Labels, Counter>,
     pub lease_renewals: Counter,
     pub lease_refusals: Counter,
+    pub lease_unconfirmed: Counter,
     pub lease_lapses: Counter,
     pub reports: Counter,
     term: Gauge,
@@ -50,6 +51,7 @@ impl Default for Metrics {
             writes: Family::default(),
             lease_renewals: Counter::default(),
             lease_refusals: Counter::default(),
+            lease_unconfirmed: Counter::default(),
             lease_lapses: Counter::default(),
             reports: Counter::default(),
             term: Gauge::default(),
@@ -67,6 +69,11 @@ impl Default for Metrics {
         r.register("writes", "Writes this member proposed, by outcome (ok, refused, failed)", m.writes.clone());
         r.register("lease_renewals", "Lease renewals this member granted as leader", m.lease_renewals.clone());
         r.register("lease_refusals", "Lease renewals refused: the caller is primary no more", m.lease_refusals.clone());
+        r.register(
+            "lease_unconfirmed",
+            "Lease renewals this leader did not confirm: no majority acknowledged it lately",
+            m.lease_unconfirmed.clone(),
+        );
         r.register("lease_lapses", "Primaries' leases that lapsed (their epoch ended)", m.lease_lapses.clone());
         r.register("reports", "Position reports applied", m.reports.clone());
         r.register("raft_term", "This member's Raft term", m.term.clone());

@@ -16,7 +16,7 @@
 
 use crate::api::{self, Renewal, Renewed};
 use crate::http::{error_reply, exchange, get_json, json_reply, raw_reply, Transport, INCARNATION_HEADER};
-use crate::lease::Leases;
+use crate::lease::{Leases, QuorumClock};
 use crate::membership::{self, Join, Status};
 use crate::metrics::{self, Metrics, RaftView};
 use crate::model::{Command, Group, Request};
@@ -91,6 +91,8 @@ pub struct Member {
     ended: Mutex<Option<ServeError>>,
     ending: tokio::sync::Notify,
     leases: Leases,
+    /// When a majority last acknowledged this member as leader (it confirms renewals only then).
+    quorum: QuorumClock,
     metrics: Metrics,
     /// When this member, as leader, last applied a report of each (group, member): leader-local,
     /// like the leases.
@@ -224,6 +226,7 @@ impl Member {
             metrics: Metrics::default(),
             reported: Mutex::new(BTreeMap::new()),
             leading_since: Mutex::new(None),
+            quorum: QuorumClock::default(),
         });
         match identity {
             // A distributor whose incarnation is not formed yet starts Raft with every member
@@ -510,6 +513,7 @@ impl Member {
     pub async fn serve(self: Arc<Self>, listen: SocketAddr) -> Result<(), ServeError> {
         let listener = TcpListener::bind(listen).await.map_err(|e| ServeError::Listen(listen, e))?;
         tokio::spawn(self.clone().watch_leases());
+        tokio::spawn(self.clone().watch_quorum());
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
@@ -761,6 +765,29 @@ impl Member {
         if !self.is_leader() {
             return self.relay(Method::POST, path, body).await;
         }
+        // A leader cut off from the majority believes it leads until it hears of a new term
+        // (openraft has no check-quorum), and so does a member restarted with a vote of its own.
+        let within = self.leases.confirmed_within();
+        if !self.quorum.confirms(self.raft_view().voters, within) {
+            self.metrics.lease_unconfirmed.inc();
+            match self.quorum.age() {
+                // Just elected: its first heartbeats are on their way.
+                None => tracing::debug!(
+                    group = r.group,
+                    "not confirming a lease renewal: no majority acknowledged this leader yet"
+                ),
+                Some(age) => tracing::warn!(
+                    group = r.group,
+                    "not confirming a lease renewal: a majority last acknowledged this leader {} ago",
+                    humantime::format_duration(Duration::from_millis(age.as_millis() as u64))
+                ),
+            }
+            let why = format!(
+                "this member leads, but no majority acknowledged it within {}; retry",
+                humantime::format_duration(within)
+            );
+            return error_reply(StatusCode::SERVICE_UNAVAILABLE, "unconfirmed", &why);
+        }
         let standing =
             self.groups(|gs| gs.get(&r.group).map(|g| (g.epoch, g.primary.as_deref() == Some(r.member.as_str()))));
         let Some((epoch, is_primary)) = standing else {
@@ -775,6 +802,18 @@ impl Member {
         }
         let timeout_ms = self.leases.timeout().as_millis() as u64;
         json_reply(StatusCode::OK, &Renewed { primary, epoch, timeout_ms })
+    }
+
+    /// Notes every metrics report's age of the last majority acknowledgement, with its time.
+    async fn watch_quorum(self: Arc<Self>) {
+        let mut reports = self.raft.metrics();
+        loop {
+            let millis = reports.borrow_and_update().millis_since_quorum_ack;
+            self.quorum.saw(millis);
+            if reports.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// On the leader: a primary whose lease lapsed loses its epoch (through Raft, so every

@@ -325,12 +325,30 @@ fn three_members_lose_no_acknowledged_write_when_the_leader_dies_or_is_cut_off()
     c.wait_caught_up(leader, new_leader);
 
     // Cut the leader off: the other two elect a leader of their own and go on; the cut-off
-    // member acknowledges nothing; back on the LAN, it follows and catches up.
+    // member acknowledges nothing and confirms no primary's lease (it still believes it leads);
+    // back on the LAN, it follows and catches up.
     require("curl");
+    let (status, leased) = write(&c.addr(new_leader), "leased", register("leased", "p"));
+    assert_eq!(status, 200, "{leased}");
+    let epoch = group(&c.addr(new_leader), "leased")["epoch"].as_u64().expect("an epoch");
     let cut = new_leader;
     c.lan.set_link(&format!("c{cut}"), false);
     let rest: Vec<usize> = (1..=3).filter(|&i| i != cut).collect();
     let leader = c.leader(&rest);
+    let renewal = json!({ "group": "leased", "member": "p", "epoch": epoch }).to_string();
+    let out = c
+        .lan
+        .command(&format!("c{cut}"), "curl")
+        .args(["-s", "-m", "5", "-X", "POST", "--data", &renewal])
+        .arg(format!("http://{}/v1/lease", c.addr(cut)))
+        .output()
+        .expect("run curl on the cut-off host");
+    let reply = text(&out.stdout);
+    assert!(
+        !reply.contains("\"primary\":true"),
+        "a leader cut off from the majority confirmed a primary's lease: {reply}"
+    );
+    assert!(reply.contains("unconfirmed"), "{reply}");
     let body = json!({ "id": "while-cut", "command": register("cut", "p") }).to_string();
     let (status, reply) = post(&c.addr(leader), "/v1/write", &body).expect("write to the new leader");
     assert_eq!(status, 200, "{reply}");
