@@ -5,7 +5,8 @@
 # by call) and its view of the program's directory holds the primary's files, byte for byte.
 # The failover cases run live failover on one host, the demo's layout (see `failover`);
 # coordinator_leader kills the leader of three coordinator members under a steered primary, 20
-# times a run (LEADER_KILLS), and fails a run where the primary fenced itself or lost its epoch.
+# times a run (LEADER_KILLS), and fails a run where the primary fenced itself or lost its epoch;
+# it reports how long each election took and how many returns of a killed member started one.
 # Writes the support matrix to docs/support.md (unless --no-doc) and exits 1 if any run failed.
 #
 #   scripts/soak.sh                      every program, 20 runs each
@@ -556,6 +557,7 @@ case_coordinator_leader() {
         return 1
     }
     group() { curl -sf -m 2 "127.0.0.1:${ports[$1]}/v1/groups/g"; }
+    term_of() { curl -sf -m 1 "127.0.0.1:${ports[$1]}/v1/status" | grep -o '"term":[0-9]*' | cut -d: -f2; }
     cleanup() { kill -KILL $(tree_of "$prim") $(tree_of "$back") "$prim" "$back" "${pids[@]}" 2>/dev/null; wait 2>/dev/null; }
     for i in 1 2 3; do member_up $i; done
     wait_leader 1 2 3 >/dev/null || { echo "the members elected no leader"; cleanup; return 1; }
@@ -569,21 +571,25 @@ case_coordinator_leader() {
     for _ in $(seq 400); do group 1 | grep -q '"backup":{[^}]*"held":[1-9]' && break; sleep 0.05; done
     epoch=$(group 1 | grep -o '"epoch":[0-9]*' | head -1)
     group 1 | grep -q '"backup":{[^}]*"held":[1-9]' || { echo "the backup did not join: $(group 1)"; cleanup; return 1; }
-    local leader rest new took
+    local leader rest new took term
     for k in $(seq "$kills"); do
         leader=$(wait_leader 1 2 3) || { echo "kill $k: the members agree on no leader"; cleanup; return 1; }
         rest=$(echo 1 2 3 | tr ' ' '\n' | grep -vx "$leader" | tr '\n' ' ')
         local killed
         killed=$(date +%s%N)
+        echo "kill $k member $leader $(date -u +%T.%N)" >>"$dir/kills"   # beside the members' logs (SOAK_KEEP)
         kill -KILL "${pids[$leader]}"; wait "${pids[$leader]}" 2>/dev/null
         # shellcheck disable=SC2086
         new=$(wait_leader $rest) || { echo "kill $k: no new leader after member $leader died"; cleanup; return 1; }
         took=$(( ($(date +%s%N) - killed) / 1000000 ))
         echo "$took" >>"$work/elected-coordinator_leader"
         sleep 1
+        term=$(term_of "$new")
         member_up "$leader"
         for _ in $(seq 200); do curl -sf -m 1 "127.0.0.1:${ports[$leader]}/v1/status" | grep -q '"ready":true' && break; sleep 0.05; done
         sleep 0.5
+        # A member coming back must find the leader's heartbeats before its election timeout.
+        echo "$term $(term_of "$new")" | awk '$1 != $2' >>"$work/returns-coordinator_leader"
         if ! runs "$prim" || grep -q "held for good" "$dir/primary.state/agent.log" "$dir/primary.out" 2>/dev/null; then
             echo "kill $k (member $leader): the primary fenced itself: $(grep -h "held for good" "$dir/primary.state/agent.log" "$dir/primary.out" | tail -1)"
             cleanup; return 1
@@ -637,7 +643,7 @@ for c in "${cases[@]}"; do
         failure[$c]="$(sort -n "$work/took-$c" | awk '{v[NR]=$1} END {printf "took over in %d/%d/%d ms (min/median/max)", v[1], v[int((NR+1)/2)], v[NR]}') ${failure[$c]}"
     fi
     if [ -s "$work/elected-$c" ]; then
-        failure[$c]="$(sort -n "$work/elected-$c" | awk '{v[NR]=$1} END {printf "a new leader in %d/%d/%d ms (min/median/max)", v[1], v[int((NR+1)/2)], v[NR]}') ${failure[$c]}"
+        failure[$c]="$(sort -n "$work/elected-$c" | awk '{v[NR]=$1} END {printf "a new leader in %d/%d/%d ms (min/median/max)", v[1], v[int((NR+1)/2)], v[NR]}'), $(wc -l <"$work/elected-$c" | tr -d ' ') kills, $(cat "$work/returns-$c" 2>/dev/null | wc -l | tr -d ' ') returns of a killed member starting an election ${failure[$c]}"
     fi
     printf '%-15s %3d of %d clean  %s\n' "$c" "${clean[$c]}" "$runs" "${failure[$c]}"
     [ -s "$work/said-$c" ] && sed 's/^/    /' "$work/said-$c"

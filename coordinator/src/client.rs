@@ -30,6 +30,9 @@ pub const ROUND_PAUSE: Duration = Duration::from_millis(50);
 pub enum ClientError {
     #[error("no coordinator member answered within {patience}: {0}", patience = humantime::format_duration(PATIENCE))]
     Unavailable(String),
+    /// A renewal got no answer that counts by its deadline; the last member's answer says why.
+    #[error("no member confirmed the renewal in time: {0}")]
+    Unconfirmed(String),
     #[error("the coordinator refused: {0}")]
     Refused(Refusal),
     /// The coordinator's incarnation this client knew is gone (the message names both).
@@ -192,38 +195,64 @@ impl Client {
     /// it) before it tries the next, or the lease lapses while a new leader is already there.
     /// Renewals are idempotent: the leader counts each, followers pass theirs on.
     pub async fn renew(&self, group: &str, member: &str, epoch: Epoch) -> Result<Renewed, ClientError> {
-        if self.incarnation().is_none() {
-            self.learn_incarnation().await;
-        }
+        self.renew_by(group, member, epoch, Instant::now() + PATIENCE).await
+    }
+
+    /// The same, trying until `deadline`; past it, the error says what the members last answered.
+    pub async fn renew_by(
+        &self,
+        group: &str,
+        member: &str,
+        epoch: Epoch,
+        deadline: Instant,
+    ) -> Result<Renewed, ClientError> {
         let r = Renewal { group: group.to_string(), member: member.to_string(), epoch };
         let body = Bytes::from(serde_json::to_vec(&r).map_err(|e| ClientError::BadReply(e.to_string()))?);
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let (tx, mut rx) = tokio::sync::mpsc::channel(self.members.len().max(1));
-            for addr in &self.members {
-                let (tx, addr, transport, body, inc) =
-                    (tx.clone(), addr.clone(), self.transport.clone(), body.clone(), self.incarnation());
-                tokio::spawn(async move {
-                    let tried = exchange(&transport, &addr, Method::POST, "/v1/lease", inc.as_deref(), body);
-                    let answer = tokio::time::timeout(RENEW_TRY_TIMEOUT, tried)
-                        .await
-                        .unwrap_or_else(|_| Err(crate::http::HttpError::Timeout(addr.clone(), RENEW_TRY_TIMEOUT)));
-                    let _ = tx.send(judge::<Renewed>(&addr, answer)).await;
-                });
+        let last = Mutex::new(String::from("no member answered"));
+        let rounds = async {
+            if self.incarnation().is_none() {
+                self.learn_incarnation().await;
             }
-            drop(tx);
-            let mut last = String::from("no member to ask");
-            while let Some(judged) = rx.recv().await {
-                match judged {
-                    Judged::Done(done) => return done,
-                    Judged::Retry(why) => last = why,
+            loop {
+                if let Some(done) = self.renew_round(&body, &last).await {
+                    return done;
                 }
+                tokio::time::sleep(ROUND_PAUSE).await;
             }
-            if Instant::now() > deadline {
-                return Err(ClientError::Unavailable(last));
+        };
+        let why = |last: Mutex<String>| last.into_inner().unwrap_or_else(|p| p.into_inner());
+        match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), rounds).await {
+            Ok(done) => done,
+            Err(_) if deadline.saturating_duration_since(Instant::now()) < PATIENCE => {
+                Err(ClientError::Unconfirmed(why(last)))
             }
-            tokio::time::sleep(ROUND_PAUSE).await;
+            Err(_) => Err(ClientError::Unavailable(why(last))),
         }
+    }
+
+    /// One round: the renewal to every member at once; the first answer that counts, if any
+    /// (`last` keeps why the others did not).
+    async fn renew_round(&self, body: &Bytes, last: &Mutex<String>) -> Option<Result<Renewed, ClientError>> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(self.members.len().max(1));
+        for addr in &self.members {
+            let (tx, addr, transport, body, inc) =
+                (tx.clone(), addr.clone(), self.transport.clone(), body.clone(), self.incarnation());
+            tokio::spawn(async move {
+                let tried = exchange(&transport, &addr, Method::POST, "/v1/lease", inc.as_deref(), body);
+                let answer = tokio::time::timeout(RENEW_TRY_TIMEOUT, tried)
+                    .await
+                    .unwrap_or_else(|_| Err(crate::http::HttpError::Timeout(addr.clone(), RENEW_TRY_TIMEOUT)));
+                let _ = tx.send(judge::<Renewed>(&addr, answer)).await;
+            });
+        }
+        drop(tx);
+        while let Some(judged) = rx.recv().await {
+            match judged {
+                Judged::Done(done) => return Some(done),
+                Judged::Retry(why) => *last.lock().unwrap_or_else(|p| p.into_inner()) = why,
+            }
+        }
+        None
     }
 
     /// Renews the lease of `member`, primary of `group` in `epoch`, every `period`, until the
@@ -247,24 +276,18 @@ impl Client {
                 tick.tick().await;
                 let sent = Instant::now();
                 // A renewal still unanswered when the lease expires is too late.
-                let deadline = tokio::time::Instant::from_std(confirmed + expire_after);
-                match tokio::time::timeout_at(deadline, self.renew(&group, &member, epoch)).await {
-                    Ok(Ok(Renewed { primary: true, timeout_ms, .. })) => {
+                match self.renew_by(&group, &member, epoch, confirmed + expire_after).await {
+                    Ok(Renewed { primary: true, timeout_ms, .. }) => {
                         confirmed = sent;
                         if timeout_ms > 0 {
                             expire_after = Duration::from_millis(timeout_ms * 4 / 5);
                         }
                     }
-                    Ok(Ok(Renewed { epoch: now, .. })) => {
+                    Ok(Renewed { epoch: now, .. }) => {
                         let _ = tx.send(Lease::Lost { epoch: now });
                         return;
                     }
-                    Ok(Err(e)) => tracing::warn!(group, "could not renew the lease: {e}"),
-                    Err(_) => tracing::warn!(
-                        group,
-                        "no renewal of the lease was confirmed within {}",
-                        humantime::format_duration(expire_after)
-                    ),
+                    Err(e) => tracing::warn!(group, "could not renew the lease: {e}"),
                 }
                 if confirmed.elapsed() >= expire_after {
                     let _ = tx.send(Lease::Lost { epoch: epoch.next() });

@@ -186,21 +186,12 @@ pub fn keep(steering: &Steering, epoch: Epoch, fence: Arc<Fence>) {
                 return;
             }
             let sent = Instant::now();
-            let deadline = tokio::time::Instant::from_std(clock.deadline());
-            let renewal = steering.client.renew(&steering.group, &steering.member, epoch);
-            let outcome = match tokio::time::timeout_at(deadline, renewal).await {
-                Ok(Ok(Renewed { primary: true, timeout_ms, .. })) => Renewal::Confirmed { timeout_ms },
-                Ok(Ok(Renewed { epoch: now, .. })) => Renewal::Moved { epoch: now },
-                Ok(Err(e)) => {
+            let renewal = steering.client.renew_by(&steering.group, &steering.member, epoch, clock.deadline());
+            let outcome = match renewal.await {
+                Ok(Renewed { primary: true, timeout_ms, .. }) => Renewal::Confirmed { timeout_ms },
+                Ok(Renewed { epoch: now, .. }) => Renewal::Moved { epoch: now },
+                Err(e) => {
                     tracing::warn!(group = steering.group, "could not renew the lease: {e}");
-                    Renewal::Failed
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        group = steering.group,
-                        "no renewal of the lease was confirmed within {} ms",
-                        clock.fence_after().as_millis()
-                    );
                     Renewal::Failed
                 }
             };
