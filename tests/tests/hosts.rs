@@ -28,7 +28,9 @@ struct Cluster {
 
 impl Cluster {
     fn new(hosts: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
+        // TANDEM_TEST_KEEP=1 keeps the hosts' files (logs, state) for a look after a failure.
+        let keep = std::env::var_os("TANDEM_TEST_KEEP").is_some();
+        let dir = tempfile::Builder::new().disable_cleanup(keep).tempdir().unwrap();
         let members: Vec<&str> = hosts.iter().map(|h| if *h == "p" { "primary" } else { h }).collect();
         certs(&dir.path().join("certs"), &members);
         for h in hosts {
@@ -128,7 +130,7 @@ impl Cluster {
         Command::new("redis-benchmark")
             .args(["-h", &self.lan.host("p").addr.to_string(), "-p", &REDIS_PORT.to_string()])
             .args(["-c", "50", "-n", &requests.to_string(), "-r", "100000", "-t", "set,incr,lpush,sadd", "-q"])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
@@ -169,6 +171,22 @@ fn stderr_of(child: Child) -> (Output, String) {
     finish(child, Duration::from_secs(120))
 }
 
+/// Waits for redis-benchmark; if it failed, stops the agents and fails with what each said.
+fn benchmark_done(load: Child, agents: Vec<(&str, Child)>) -> Vec<Child> {
+    let (out, err) = stderr_of(load);
+    if out.status.success() {
+        return agents.into_iter().map(|(_, child)| child).collect();
+    }
+    let mut story = format!("redis-benchmark failed ({}): {err}{}", out.status, text(&out.stdout));
+    for (name, child) in agents {
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let (_, said) = finish(child, Duration::from_secs(5));
+        story.push_str(&format!("\n{name}:\n{said}"));
+    }
+    panic!("{story}");
+}
+
 fn redis_server() -> Vec<String> {
     let port = REDIS_PORT.to_string();
     ["redis-server", "--port", &port, "--save", "", "--protected-mode", "no", "--enable-debug-command", "yes"]
@@ -205,8 +223,11 @@ fn redis_on_every_backup(c: &Cluster, backups: &[&str], requests: u32, during: i
     c.wait_for_redis("p", Duration::from_secs(20));
     let load = c.benchmark(requests);
     during();
-    let (out, err) = stderr_of(load);
-    assert!(out.status.success(), "redis-benchmark: {err}");
+    let mut agents = vec![("primary", primary)];
+    agents.extend(running);
+    let mut agents = benchmark_done(load, agents).into_iter();
+    let primary = agents.next().expect("the primary was handed in");
+    let running: Vec<(&str, Child)> = backups.iter().copied().zip(agents).collect();
     assert_eq!(c.redis_cli("p", &["set", "last", "word"]), "OK");
     let digest = c.redis_cli("p", &["debug", "digest"]);
     assert_eq!(digest.len(), 40, "{digest}");
@@ -337,8 +358,8 @@ fn strangers_and_garbage_are_refused_while_the_good_backup_goes_on() {
     assert!(garbage.status.success(), "{}\n{}", text(&garbage.stdout), text(&garbage.stderr));
     assert!(text(&garbage.stdout).contains("bad frame"), "{}", text(&garbage.stdout));
 
-    let (out, err) = stderr_of(load);
-    assert!(out.status.success(), "{err}");
+    let [primary, good] = <[Child; 2]>::try_from(benchmark_done(load, vec![("primary", primary), ("b1", good)]))
+        .expect("two agents handed in");
     let digest = c.redis_cli("p", &["debug", "digest"]);
     kill_host(&c.lan.host("p").ns);
     let (_, perr) = stderr_of(primary);
@@ -419,8 +440,8 @@ fn the_coordinator_promotes_the_backup_when_the_primary_host_dies() {
     let (coordinator, at) = start_coordinator(&c, true);
     let (primary, backup) = steered_redis(&c, "sync", &at);
     let load = c.benchmark(5_000);
-    let (out, err) = stderr_of(load);
-    assert!(out.status.success(), "redis-benchmark: {err}");
+    let [primary, backup] = <[Child; 2]>::try_from(benchmark_done(load, vec![("primary", primary), ("b1", backup)]))
+        .expect("two agents handed in");
     assert_eq!(c.redis_cli("p", &["set", "last", "word"]), "OK");
     let digest = c.redis_cli("p", &["debug", "digest"]);
     let before = coordinator_group(&c, &at);
