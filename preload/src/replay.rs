@@ -44,6 +44,11 @@ const SPINS: u32 = 200;
 /// Waits (without taking it) until this thread's next event is the next to be delivered, or the
 /// program goes live.
 pub fn wait_until_next_is_mine(ctx: &'static ThreadCtx) {
+    wait_until_next_is_mine_by(ctx, u64::MAX);
+}
+
+/// [`wait_until_next_is_mine`], giving up at `deadline` (monotonic nanoseconds).
+fn wait_until_next_is_mine_by(ctx: &'static ThreadCtx, deadline: u64) {
     let Some(feed) = state::feed() else { return };
     let me = ctx.slot.get();
     if me == state::NO_SLOT {
@@ -56,7 +61,7 @@ pub fn wait_until_next_is_mine(ctx: &'static ThreadCtx) {
     slot.phase.store(PHASE_WAITING, Ordering::Relaxed);
     while !feed.is_live() {
         let seen = slot.wake.load(Ordering::SeqCst);
-        if feed.peek().filter(mine).is_some() {
+        if feed.peek().filter(mine).is_some() || (deadline != u64::MAX && sys::now_ns() >= deadline) {
             break;
         }
         pause(&feed, me, seen, &mut spins, mine);
@@ -281,6 +286,59 @@ impl Drop for Turn {
         }
         if self.feed.control().flag_count.load(Ordering::Relaxed) != 0 {
             hold_for_flag_mutexes(&self.feed, self.ctx);
+        }
+        hold_before_trylock(&self.feed, self.ctx, false);
+    }
+}
+
+/// A new thread, before it runs the program's start routine: its first read may come before a
+/// trylock too (see [`hold_before_trylock`]). Its first event may not be appended yet when it
+/// starts: it waits for that (a while at most) rather than run on blind.
+pub fn hold_new_thread(ctx: &'static ThreadCtx) {
+    if state::mode() == state::MODE_REPLAY {
+        if let Some(feed) = state::feed() {
+            hold_before_trylock(&feed, ctx, true);
+        }
+    }
+}
+
+/// How far ahead a thread looks for its next event after one of its own (see
+/// [`hold_before_trylock`]).
+const TRYLOCK_LOOK: usize = 1024;
+
+/// How long a thread waits for its trylock to be due before it runs on anyway: the events before
+/// it may wait on something the thread does first without a call (a flag it sets).
+const TRYLOCK_WAIT_NS: u64 = 20_000_000;
+
+/// Allocators read shared counters just before they take a lock, and take it with a trylock
+/// first: jemalloc's background thread reads how many dirty pages an arena holds, trylocks the
+/// arena's decay mutex, and sleeps for good if there were none. The other threads change those
+/// counters between their calls, so what the read sees depends on how far they got. On the
+/// primary the read fell just before the trylock; on a backup the thread would run on to it as
+/// soon as its previous event is consumed, ahead of the events between (a redis backup's
+/// background thread slept for a while where the primary's slept for good, 1 run in 20). So a
+/// thread whose next event is a trylock, with other threads' events before it, runs on only
+/// once the trylock is due. `appended`: wait for the thread's next event to be appended.
+fn hold_before_trylock(feed: &Feed, ctx: &'static ThreadCtx, appended: bool) {
+    if ctx.slot.get() == state::NO_SLOT {
+        return;
+    }
+    let (lpid, ltid) = (LogicalPid(LPID.load(Ordering::Relaxed)), LogicalTid(ctx.ltid.get()));
+    let deadline = sys::now_ns() + TRYLOCK_WAIT_NS;
+    let mut looks = 0u32;
+    while !feed.is_live() {
+        match feed.next_within(lpid, ltid, TRYLOCK_LOOK) {
+            Some(Some((next, before))) if before > 0 && next.header.call == Call::MutexTrylock as u16 => {
+                return wait_until_next_is_mine_by(ctx, deadline);
+            }
+            Some(_) => return,
+            None if !appended || feed.control().eof.load(Ordering::SeqCst) != 0 => return,
+            None if sys::now_ns() >= deadline => return,
+            None if looks < SPINS => {
+                looks += 1;
+                core::hint::spin_loop();
+            }
+            None => sys::sleep_ns(100_000),
         }
     }
 }

@@ -226,6 +226,20 @@ impl Feed {
         self.look_ahead(|n| (n.header.pid == pid && n.header.tid == tid).then_some(*n))
     }
 
+    /// The next event of thread `pid.tid` among the first `within` events from the read position,
+    /// with how many events of other threads come before it: `Some(None)` if it is not among
+    /// them, `None` if fewer than `within` are appended and it is not among those yet.
+    pub fn next_within(&self, pid: LogicalPid, tid: LogicalTid, within: usize) -> Option<Option<(Next, usize)>> {
+        let mut before = 0usize;
+        self.look_ahead(|n| {
+            if n.header.pid == pid && n.header.tid == tid {
+                return Some(Some((*n, before)));
+            }
+            before += 1;
+            (before >= within).then_some(None)
+        })
+    }
+
     /// Shows `visit` each appended event from the read position on, in order, until it returns
     /// something. The records before the one it looks at may be consumed, and their bytes
     /// refilled, meanwhile: it goes on from the new read position then (those events have

@@ -44,6 +44,7 @@ extern "C" fn trampoline(p: *mut c_void) -> *mut c_void {
     l.busy.store(0, Ordering::Release);
     let c = ctx();
     c.start(ltid);
+    crate::replay::hold_new_thread(c);
     // SAFETY: `start` is the program's start routine as it passed it to pthread_create.
     let f: StartRoutine = unsafe { core::mem::transmute(start) };
     let ret = f(arg as *mut c_void);
