@@ -61,7 +61,8 @@ fn wait_until_next_is_mine_by(ctx: &'static ThreadCtx, deadline: u64) {
     slot.phase.store(PHASE_WAITING, Ordering::Relaxed);
     while !feed.is_live() {
         let seen = slot.wake.load(Ordering::SeqCst);
-        if feed.peek().filter(mine).is_some() || (deadline != u64::MAX && sys::now_ns() >= deadline) {
+        // The clock is a system call: read only once spinning is over.
+        if feed.peek().filter(mine).is_some() || (deadline != u64::MAX && spins >= SPINS && sys::now_ns() >= deadline) {
             break;
         }
         pause(&feed, me, seen, &mut spins, mine);
@@ -324,20 +325,34 @@ fn hold_before_trylock(feed: &Feed, ctx: &'static ThreadCtx, appended: bool) {
         return;
     }
     let (lpid, ltid) = (LogicalPid(LPID.load(Ordering::Relaxed)), LogicalTid(ctx.ltid.get()));
-    let deadline = sys::now_ns() + TRYLOCK_WAIT_NS;
+    // Most often the thread's next event is next in line: nothing to wait for.
+    let mut end = ctx.known_end.get();
+    let own = feed.next_is_own(lpid, ltid, &mut end);
+    ctx.known_end.set(end);
+    if own {
+        return;
+    }
+    // Read the clock only when about to wait: it is a system call, and this runs after every event.
+    let mut deadline = 0;
+    let mut deadline = || {
+        if deadline == 0 {
+            deadline = sys::now_ns() + TRYLOCK_WAIT_NS;
+        }
+        deadline
+    };
     let mut looks = 0u32;
     while !feed.is_live() {
         match feed.next_within(lpid, ltid, TRYLOCK_LOOK) {
             Some(Some((next, before))) if before > 0 && next.header.call == Call::MutexTrylock as u16 => {
-                return wait_until_next_is_mine_by(ctx, deadline);
+                return wait_until_next_is_mine_by(ctx, deadline());
             }
             Some(_) => return,
             None if !appended || feed.control().eof.load(Ordering::SeqCst) != 0 => return,
-            None if sys::now_ns() >= deadline => return,
             None if looks < SPINS => {
                 looks += 1;
                 core::hint::spin_loop();
             }
+            None if sys::now_ns() >= deadline() => return,
             None => sys::sleep_ns(100_000),
         }
     }

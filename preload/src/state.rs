@@ -114,6 +114,8 @@ pub struct ThreadCtx {
     rng: Cell<u64>,
     /// The thread's OS id (0: not looked up yet), the holder's mark in a file's lock.
     os_tid: Cell<u32>,
+    /// A write position of the replay feed this thread has seen (see `Feed::next_is_own`).
+    pub known_end: Cell<u64>,
 }
 
 thread_local! {
@@ -128,6 +130,7 @@ thread_local! {
             pending_signals: AtomicU64::new(0),
             rng: Cell::new(0),
             os_tid: Cell::new(0),
+            known_end: Cell::new(0),
         }
     };
 }
@@ -159,6 +162,7 @@ impl ThreadCtx {
     pub fn start(&self, ltid: u32) {
         self.started.set(true);
         self.os_tid.set(0);
+        self.known_end.set(0);
         self.ltid.set(ltid);
         self.signal_after.set(0);
         // SAFETY: only this thread touches its producer, and not while a hook of its own is using

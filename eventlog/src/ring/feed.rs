@@ -226,6 +226,29 @@ impl Feed {
         self.look_ahead(|n| (n.header.pid == pid && n.header.tid == tid).then_some(*n))
     }
 
+    /// Whether the event at the read position is thread `pid.tid`'s. `known_end` is a write
+    /// position seen before (it only grows): while it covers the header, the agent's line is
+    /// not read, which another core writes as it appends.
+    pub fn next_is_own(&self, pid: LogicalPid, tid: LogicalTid, known_end: &mut u64) -> bool {
+        let c = self.control();
+        let pos = c.read_pos.load(Ordering::SeqCst);
+        if pos + HEADER_LEN as u64 > *known_end {
+            *known_end = c.write_pos.load(Ordering::SeqCst);
+            if pos + HEADER_LEN as u64 > *known_end {
+                return false;
+            }
+        }
+        let mut buf = [0u8; HEADER_LEN];
+        // SAFETY: below a write position seen; checked below against the turn moving past it.
+        unsafe { copy_from_circular(self.data, self.mask, pos, &mut buf) };
+        core::sync::atomic::fence(Ordering::Acquire);
+        if c.read_pos.load(Ordering::Relaxed) != pos {
+            return false;
+        }
+        let h: EventHeader = bytemuck::pod_read_unaligned(&buf);
+        h.pid == pid && h.tid == tid
+    }
+
     /// The next event of thread `pid.tid` among the first `within` events from the read position,
     /// with how many events of other threads come before it: `Some(None)` if it is not among
     /// them, `None` if fewer than `within` are appended and it is not among those yet.
