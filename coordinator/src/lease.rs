@@ -5,6 +5,7 @@
 use crate::server::ELECTION_MAX_MS;
 use eventlog::Epoch;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -104,6 +105,7 @@ pub const CONFIRMED_WITHIN: Duration = Duration::from_millis(200);
 #[derive(Debug, Default)]
 pub struct QuorumClock {
     seen: Mutex<Option<(Instant, Option<u64>)>>,
+    refusing: AtomicBool,
 }
 
 impl QuorumClock {
@@ -129,13 +131,24 @@ impl QuorumClock {
     }
 
     /// Whether a leader with `voters` voters, acknowledged by a majority at most `within` ago,
-    /// may confirm a renewal now.
-    pub fn confirms(&self, voters: usize, within: Duration) -> bool {
-        self.confirms_at(voters, within, Instant::now())
+    /// may confirm a renewal now; if not, how long ago a majority last acknowledged it (none:
+    /// not since it leads).
+    pub fn confirm(&self, voters: usize, within: Duration) -> Result<(), Option<Duration>> {
+        self.confirm_at(voters, within, Instant::now())
     }
 
-    fn confirms_at(&self, voters: usize, within: Duration, now: Instant) -> bool {
-        voters <= 1 || self.age_at(now).is_some_and(|age| age <= within)
+    fn confirm_at(&self, voters: usize, within: Duration, now: Instant) -> Result<(), Option<Duration>> {
+        match self.age_at(now) {
+            _ if voters <= 1 => Ok(()),
+            Some(age) if age <= within => Ok(()),
+            age => Err(age),
+        }
+    }
+
+    /// Notes whether renewals are being refused; true when that just changed (a refusal after
+    /// confirmations, or a confirmation after refusals), so that a stall is logged once each way.
+    pub fn refusing(&self, now: bool) -> bool {
+        self.refusing.swap(now, Ordering::Relaxed) != now
     }
 }
 
@@ -154,18 +167,28 @@ mod tests {
         const W: Duration = CONFIRMED_WITHIN;
         let clock = QuorumClock::default();
         let t0 = Instant::now();
-        assert!(!clock.confirms_at(3, W, t0), "nothing reported yet");
-        assert!(clock.confirms_at(1, W, t0), "a single member is its own majority");
+        assert_eq!(clock.confirm_at(3, W, t0), Err(None), "nothing reported yet");
+        assert_eq!(clock.confirm_at(1, W, t0), Ok(()), "a single member is its own majority");
         clock.saw_at(None, t0);
-        assert!(!clock.confirms_at(3, W, t0), "a new leader no majority acknowledged yet");
+        assert_eq!(clock.confirm_at(3, W, t0), Err(None), "a new leader no majority acknowledged yet");
         clock.saw_at(Some(40), t0);
-        assert!(clock.confirms_at(3, W, t0 + Duration::from_millis(160)));
-        assert!(
-            !clock.confirms_at(3, W, t0 + Duration::from_millis(161)),
+        assert_eq!(clock.confirm_at(3, W, t0 + Duration::from_millis(160)), Ok(()));
+        assert_eq!(
+            clock.confirm_at(3, W, t0 + Duration::from_millis(161)),
+            Err(Some(Duration::from_millis(201))),
             "no report since: the core is stalled, the age goes on growing"
         );
         clock.saw_at(Some(0), t0 + Duration::from_millis(500));
-        assert!(clock.confirms_at(3, W, t0 + Duration::from_millis(500)));
+        assert_eq!(clock.confirm_at(3, W, t0 + Duration::from_millis(500)), Ok(()));
+    }
+
+    #[test]
+    fn refusals_are_noted_once_each_way() {
+        let clock = QuorumClock::default();
+        assert!(!clock.refusing(false), "confirming from the start is no change");
+        assert!(clock.refusing(true));
+        assert!(!clock.refusing(true), "the second refusal in a row");
+        assert!(clock.refusing(false));
     }
 
     const T: Duration = Duration::from_millis(500);

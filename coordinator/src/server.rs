@@ -768,25 +768,33 @@ impl Member {
         // A leader cut off from the majority believes it leads until it hears of a new term
         // (openraft has no check-quorum), and so does a member restarted with a vote of its own.
         let within = self.leases.confirmed_within();
-        if !self.quorum.confirms(self.raft_view().voters, within) {
-            self.metrics.lease_unconfirmed.inc();
-            match self.quorum.age() {
-                // Just elected: its first heartbeats are on their way.
-                None => tracing::debug!(
-                    group = r.group,
-                    "not confirming a lease renewal: no majority acknowledged this leader yet"
-                ),
-                Some(age) => tracing::warn!(
-                    group = r.group,
-                    "not confirming a lease renewal: a majority last acknowledged this leader {} ago",
-                    humantime::format_duration(Duration::from_millis(age.as_millis() as u64))
-                ),
+        match self.quorum.confirm(self.raft_view().voters, within) {
+            Ok(()) if self.quorum.refusing(false) => {
+                tracing::info!("confirming lease renewals again: a majority acknowledges this leader")
             }
-            let why = format!(
-                "this member leads, but no majority acknowledged it within {}; retry",
-                humantime::format_duration(within)
-            );
-            return error_reply(StatusCode::SERVICE_UNAVAILABLE, "unconfirmed", &why);
+            Ok(()) => {}
+            Err(age) => {
+                self.metrics.lease_unconfirmed.inc();
+                if self.quorum.refusing(true) {
+                    match age {
+                        // Just elected: its first heartbeats are on their way.
+                        None => tracing::debug!(
+                            group = r.group,
+                            "not confirming lease renewals: no majority acknowledged this leader yet"
+                        ),
+                        Some(age) => tracing::warn!(
+                            group = r.group,
+                            "not confirming lease renewals until a majority acknowledges this leader: the last did {} ago",
+                            humantime::format_duration(Duration::from_millis(age.as_millis() as u64))
+                        ),
+                    }
+                }
+                let why = format!(
+                    "this member leads, but no majority acknowledged it within {}; retry",
+                    humantime::format_duration(within)
+                );
+                return error_reply(StatusCode::SERVICE_UNAVAILABLE, "unconfirmed", &why);
+            }
         }
         let standing =
             self.groups(|gs| gs.get(&r.group).map(|g| (g.epoch, g.primary.as_deref() == Some(r.member.as_str()))));
