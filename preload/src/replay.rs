@@ -327,7 +327,7 @@ fn hold_before_trylock(feed: &Feed, ctx: &'static ThreadCtx, appended: bool) {
     let (lpid, ltid) = (LogicalPid(LPID.load(Ordering::Relaxed)), LogicalTid(ctx.ltid.get()));
     // Most often the thread's next event is next in line: nothing to wait for.
     let mut end = ctx.known_end.get();
-    let own = feed.next_is_own(lpid, ltid, &mut end);
+    let own = feed.peek_seen(&mut end).is_some_and(|n| n.header.pid == lpid && n.header.tid == ltid);
     ctx.known_end.set(end);
     if own {
         return;

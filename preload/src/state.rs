@@ -114,7 +114,7 @@ pub struct ThreadCtx {
     rng: Cell<u64>,
     /// The thread's OS id (0: not looked up yet), the holder's mark in a file's lock.
     os_tid: Cell<u32>,
-    /// A write position of the replay feed this thread has seen (see `Feed::next_is_own`).
+    /// A write position of the replay feed this thread has seen (see `Feed::peek_seen`).
     pub known_end: Cell<u64>,
 }
 

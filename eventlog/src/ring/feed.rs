@@ -199,15 +199,24 @@ impl Feed {
     /// The event at the read position, if the agent has appended it.
     #[inline]
     pub fn peek(&self) -> Option<Next> {
+        self.peek_seen(&mut 0)
+    }
+
+    /// [`Feed::peek`], given `known_end`, a write position seen before (it only grows): while it
+    /// covers the header, the agent's line, which another core writes as it appends, is not read.
+    #[inline]
+    pub fn peek_seen(&self, known_end: &mut u64) -> Option<Next> {
         let c = self.control();
         let pos = c.read_pos.load(Ordering::SeqCst);
-        let end = c.write_pos.load(Ordering::SeqCst);
-        if end.saturating_sub(pos) < HEADER_LEN as u64 {
-            return None;
+        if pos + HEADER_LEN as u64 > *known_end {
+            *known_end = c.write_pos.load(Ordering::SeqCst);
+            if pos + HEADER_LEN as u64 > *known_end {
+                return None;
+            }
         }
         let mut buf = [0u8; HEADER_LEN];
-        // SAFETY: the record below `write_pos` was complete when `write_pos` was read; if the turn
-        // has moved on since, the agent may be refilling these bytes, which the check below sees.
+        // SAFETY: the record below a write position read was complete then; if the turn has
+        // moved on since, the agent may be refilling these bytes, which the check below sees.
         unsafe { copy_from_circular(self.data, self.mask, pos, &mut buf) };
         // A waiter's look may be overtaken: the turn moves on and the agent refills the freed
         // room with a later record at the same bytes. Only while `read_pos` has not moved is the
@@ -224,29 +233,6 @@ impl Feed {
     /// count from it).
     pub fn find_ahead(&self, pid: LogicalPid, tid: LogicalTid) -> Option<Next> {
         self.look_ahead(|n| (n.header.pid == pid && n.header.tid == tid).then_some(*n))
-    }
-
-    /// Whether the event at the read position is thread `pid.tid`'s. `known_end` is a write
-    /// position seen before (it only grows): while it covers the header, the agent's line is
-    /// not read, which another core writes as it appends.
-    pub fn next_is_own(&self, pid: LogicalPid, tid: LogicalTid, known_end: &mut u64) -> bool {
-        let c = self.control();
-        let pos = c.read_pos.load(Ordering::SeqCst);
-        if pos + HEADER_LEN as u64 > *known_end {
-            *known_end = c.write_pos.load(Ordering::SeqCst);
-            if pos + HEADER_LEN as u64 > *known_end {
-                return false;
-            }
-        }
-        let mut buf = [0u8; HEADER_LEN];
-        // SAFETY: below a write position seen; checked below against the turn moving past it.
-        unsafe { copy_from_circular(self.data, self.mask, pos, &mut buf) };
-        core::sync::atomic::fence(Ordering::Acquire);
-        if c.read_pos.load(Ordering::Relaxed) != pos {
-            return false;
-        }
-        let h: EventHeader = bytemuck::pod_read_unaligned(&buf);
-        h.pid == pid && h.tid == tid
     }
 
     /// The next event of thread `pid.tid` among the first `within` events from the read position,
