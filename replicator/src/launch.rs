@@ -142,7 +142,7 @@ impl Launch {
         env.push(entry(env::LPID, ids::FIRST_PID.to_string()));
         env.push(entry(env::LPID_OWNER, env::OWNER_NONE));
         env.sort();
-        let binaries = crate::binaries::of_program(&program)?;
+        let binaries = crate::binaries::of_launch(&program, &shim)?;
         let stdin = crate::stdin::worth_owning();
         Ok(Launch {
             program,

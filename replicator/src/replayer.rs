@@ -279,7 +279,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<Outcome> {
     // A backup runs the primary's build or nothing; `tandem replay` runs whatever it is given
     // (a different program shows as a divergence).
     if opts.follow.is_some() && opts.command.is_none() {
-        crate::binaries::check(&reader.launch().binaries)?;
+        crate::binaries::check(&reader.launch().binaries, &crate::launch::find_preload()?)?;
     }
     let view = match (&opts.view, launch.capture) {
         (Some(place), Some(capture)) => {

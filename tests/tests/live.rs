@@ -174,6 +174,34 @@ fn a_backup_with_another_build_of_the_program_is_refused() {
     primary.wait().unwrap();
 }
 
+/// A backup whose shim is another build than the primary's refuses to start, naming it: another
+/// build moves the program's addresses, and its replay would diverge where the program's
+/// allocator chooses by address.
+#[test]
+fn a_backup_with_another_build_of_the_shim_is_refused() {
+    let (dir, certs_dir, port) = cluster();
+    let mut primary = primary(&dir.path().join("p"), &certs_dir, port, &["/bin/sleep", "1"]);
+    let other = dir.path().join("libtandem.so");
+    std::fs::copy("/bin/true", &other).unwrap();
+    let b = dir.path().join("b");
+    std::fs::create_dir_all(&b).unwrap();
+    let refused = tandem()
+        .current_dir(&b)
+        .env("TANDEM_PRELOAD", &other)
+        .args(["backup", "--group", "g", "--primary", &format!("127.0.0.1:{port}"), "--name", "backup1", "--certs"])
+        .arg(&certs_dir)
+        .arg("--state-dir")
+        .arg(b.join("tandem-state"))
+        .output()
+        .unwrap();
+    let err = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(126), "{err}");
+    assert!(err.contains(&format!("{}: differs from the primary's", other.display())), "{err}");
+    assert!(err.contains("run the primary's tandem build on this host"), "{err}");
+    primary.kill().unwrap();
+    primary.wait().unwrap();
+}
+
 /// `--retain`: past the bound the primary drops the oldest events from its log once its
 /// connected backup holds them. A backup started then, which would need them, is refused with
 /// the reason; the one connected from the start follows to the end, and `tandem status` says
