@@ -44,11 +44,12 @@ const SPINS: u32 = 200;
 /// Waits (without taking it) until this thread's next event is the next to be delivered, or the
 /// program goes live.
 pub fn wait_until_next_is_mine(ctx: &'static ThreadCtx) {
-    wait_until_next_is_mine_by(ctx, u64::MAX);
+    wait_until_next_is_mine_or(ctx, u64::MAX);
 }
 
-/// [`wait_until_next_is_mine`], giving up at `deadline` (monotonic nanoseconds).
-fn wait_until_next_is_mine_by(ctx: &'static ThreadCtx, deadline: u64) {
+/// [`wait_until_next_is_mine`], giving up once no event at all has been consumed for `patience`
+/// nanoseconds: a replay that is slow (a loaded host) is still waited for.
+fn wait_until_next_is_mine_or(ctx: &'static ThreadCtx, patience: u64) {
     let Some(feed) = state::feed() else { return };
     let me = ctx.slot.get();
     if me == state::NO_SLOT {
@@ -58,12 +59,22 @@ fn wait_until_next_is_mine_by(ctx: &'static ThreadCtx, deadline: u64) {
     let (lpid, ltid) = (LogicalPid(LPID.load(Ordering::Relaxed)), LogicalTid(ctx.ltid.get()));
     let mine = |n: &Next| n.header.pid == lpid && n.header.tid == ltid;
     let mut spins = 0;
+    // The last event consumed, and when this thread first saw it so (0: not looked yet).
+    let (mut last, mut since) = (0u64, 0u64);
     slot.phase.store(PHASE_WAITING, Ordering::Relaxed);
     while !feed.is_live() {
         let seen = slot.wake.load(Ordering::SeqCst);
-        // The clock is a system call: read only once spinning is over.
-        if feed.peek().filter(mine).is_some() || (deadline != u64::MAX && spins >= SPINS && sys::now_ns() >= deadline) {
+        if feed.peek().filter(mine).is_some() {
             break;
+        }
+        // The clock is a system call: read only once spinning is over.
+        if patience != u64::MAX && spins >= SPINS {
+            let (delivered, now) = (feed.control().delivered.load(Ordering::Relaxed), sys::now_ns());
+            if delivered != last || since == 0 {
+                (last, since) = (delivered, now);
+            } else if now - since >= patience {
+                break;
+            }
         }
         pause(&feed, me, seen, &mut spins, mine);
     }
@@ -307,9 +318,10 @@ pub fn hold_new_thread(ctx: &'static ThreadCtx) {
 /// [`hold_before_trylock`]).
 const TRYLOCK_LOOK: usize = 1024;
 
-/// How long a thread waits for its trylock to be due before it runs on anyway: the events before
-/// it may wait on something the thread does first without a call (a flag it sets).
-const TRYLOCK_WAIT_NS: u64 = 20_000_000;
+/// How long a thread waiting for its trylock to be due waits with no event consumed at all
+/// before it runs on anyway: the events before it may wait on something the thread does first
+/// without a call (a flag it sets). Then nothing moves, while a loaded host only moves slowly.
+const TRYLOCK_PATIENCE_NS: u64 = 20_000_000;
 
 /// Allocators read shared counters just before they take a lock, and take it with a trylock
 /// first: jemalloc's background thread reads how many dirty pages an arena holds, trylocks the
@@ -336,7 +348,7 @@ fn hold_before_trylock(feed: &Feed, ctx: &'static ThreadCtx, appended: bool) {
     let mut deadline = 0;
     let mut deadline = || {
         if deadline == 0 {
-            deadline = sys::now_ns() + TRYLOCK_WAIT_NS;
+            deadline = sys::now_ns() + TRYLOCK_PATIENCE_NS;
         }
         deadline
     };
@@ -344,7 +356,7 @@ fn hold_before_trylock(feed: &Feed, ctx: &'static ThreadCtx, appended: bool) {
     while !feed.is_live() {
         match feed.next_within(lpid, ltid, TRYLOCK_LOOK) {
             Some(Some((next, before))) if before > 0 && next.header.call == Call::MutexTrylock as u16 => {
-                return wait_until_next_is_mine_by(ctx, deadline());
+                return wait_until_next_is_mine_or(ctx, TRYLOCK_PATIENCE_NS);
             }
             Some(_) => return,
             None if !appended || feed.control().eof.load(Ordering::SeqCst) != 0 => return,

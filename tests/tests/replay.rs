@@ -250,8 +250,9 @@ fn a_read_just_before_a_trylock_sees_what_the_primarys_saw() {
     let program = fixture("reads_before_trylock", &["-O2"]);
     for round in 0..8 {
         let run = record_then_replay(&program, &["20", "200000"], (0, 40));
+        // Two calls a round (trylock, a clock), three when the trylock took the lock.
         let calls = read_log(&run.log).unwrap().iter().filter(|e| e.header.tid.0 == 1).count();
-        assert!(calls >= 60, "round {round}: the reader made {calls} calls");
+        assert!(calls >= 40, "round {round}: the reader made {calls} calls");
     }
 }
 
