@@ -113,6 +113,10 @@ pub const HEARTBEAT_MS: u64 = 30;
 /// Leases).
 pub const ELECTION_MIN_MS: u64 = 90;
 pub const ELECTION_MAX_MS: u64 = 120;
+/// How long a member that comes back to its group (restarted with its state) waits before it
+/// may stand for election: long enough to hear a working leader, short next to a lease lost to
+/// a second election.
+const RETURN_QUIET: Duration = Duration::from_secs(1);
 
 fn raft_config() -> openraft::Config {
     openraft::Config {
@@ -232,6 +236,18 @@ impl Member {
             // A distributor whose incarnation is not formed yet starts Raft with every member
             // (after the cluster's first start or a reinit), once.
             Some(id) if id.distributor && !id.formed => member.initialize().await?,
+            // A member coming back to its group stands for election only after a while: it may
+            // not hear the leader's heartbeats before its election timeout (the leader tries an
+            // unreachable member again only every heartbeat), and its election would unseat a
+            // working leader; two elections within one lease fence the primary.
+            Some(_) if member.peers.len() > 1 => {
+                member.raft.runtime_config().elect(false);
+                let raft = member.raft.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(RETURN_QUIET).await;
+                    raft.runtime_config().elect(true);
+                });
+            }
             Some(_) => {}
             None => {
                 member.set_trouble(Some("this member holds no state yet: it is asking the others".into()));
