@@ -4,7 +4,7 @@
 
 use crate::call::Call;
 use crate::ids::Seq;
-use crate::record::{encode_into, EventHeader};
+use crate::record::{encode_into, EventHeader, HEADER_LEN};
 use crate::ring::{Region, SLOT_ACTIVE, SLOT_CLOSED, SLOT_FREE};
 
 pub struct Merger {
@@ -60,28 +60,40 @@ impl Merger {
     /// The seq of the record at slot `index`'s head, if there is one.
     fn head_seq(&mut self, index: u32) -> Option<Seq> {
         let c = &mut self.cursors[index as usize];
-        if c.tail - c.head < crate::record::HEADER_LEN as u64 {
+        if c.tail - c.head < HEADER_LEN as u64 {
             c.tail = self.region.published_tail(index);
         }
         self.region.peek_header(index, c.head, c.tail).map(|h| h.seq)
     }
 
-    /// Moves the run of consecutive events starting at `next_seq` out of slot `index`.
+    /// Moves the run of consecutive events starting at `next_seq` out of slot `index`: walks
+    /// their numbers and lengths, then copies the run in one piece.
     fn take_run(&mut self, index: u32, out: &mut Vec<u8>, max_bytes: usize) -> u32 {
+        let c = &mut self.cursors[index as usize];
+        let start = c.head;
+        let budget = max_bytes.saturating_sub(out.len()) as u64;
+        let mut end = start;
         let mut n = 0;
-        while out.len() < max_bytes && self.head_seq(index) == Some(self.next_seq) {
-            let c = &mut self.cursors[index as usize];
-            let Some(h) = self.region.peek_header(index, c.head, c.tail) else {
+        while end - start < budget {
+            if c.tail - end < HEADER_LEN as u64 {
+                c.tail = self.region.published_tail(index);
+                if c.tail - end < HEADER_LEN as u64 {
+                    break;
+                }
+            }
+            let (seq, len) = self.region.peek_seq_len(index, end);
+            // A record is published whole: one reaching past the tail has a damaged length.
+            if seq != self.next_seq.0 || end + len as u64 > c.tail {
                 break;
-            };
-            let len = h.record_len();
-            self.region.copy_record(index, c.head, len, out);
-            c.head += len as u64;
+            }
+            end += len as u64;
             self.next_seq = self.next_seq.next();
             n += 1;
         }
         if n > 0 {
-            self.region.advance_head(index, self.cursors[index as usize].head);
+            self.region.copy_records(index, start, (end - start) as usize, out);
+            c.head = end;
+            self.region.advance_head(index, end);
         }
         n
     }

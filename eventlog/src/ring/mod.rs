@@ -724,12 +724,43 @@ impl Region {
         Some(bytemuck::pod_read_unaligned(&buf))
     }
 
-    /// Appends the record of `len` bytes at `head` of ring `index` to `out`.
+    /// The sequence number and record length of the event at `head` of ring `index`, whose
+    /// header lies below the published tail. Reads the two fields alone: the merge walks every
+    /// event of a run this way and copies the run in one piece.
+    pub fn peek_seq_len(&self, index: u32, head: u64) -> (u64, usize) {
+        let mask = self.geometry.ring_bytes as u64 - 1;
+        let data = self.ring_data(index);
+        let field = |offset: usize| ((head + offset as u64) & mask) as usize;
+        // SAFETY: records start at multiples of 8 and the ring's length is a power of two of at
+        // least a header, so neither field wraps; both lie below the published tail, so the
+        // producer no longer writes them.
+        let (seq, payload_len) = unsafe {
+            (
+                core::ptr::read_unaligned(data.add(field(core::mem::offset_of!(EventHeader, seq))) as *const u64),
+                core::ptr::read_unaligned(
+                    data.add(field(core::mem::offset_of!(EventHeader, payload_len))) as *const u32
+                ),
+            )
+        };
+        (seq, record_len(payload_len as usize))
+    }
+
+    /// Appends the `len` bytes at `head` of ring `index` (whole records below the published
+    /// tail) to `out`.
     #[cfg(feature = "host")]
-    pub fn copy_record(&self, index: u32, head: u64, len: usize, out: &mut Vec<u8>) {
+    pub fn copy_records(&self, index: u32, head: u64, len: usize, out: &mut Vec<u8>) {
+        assert!(len <= self.geometry.ring_bytes as usize);
+        out.reserve(len);
         let at = out.len();
-        out.resize(at + len, 0);
-        self.copy_out(index, head, &mut out[at..]);
+        let mask = self.geometry.ring_bytes as u64 - 1;
+        // SAFETY: `reserve` made room for `len` more bytes after `at`; `len` fits in the ring and
+        // the bytes lie below the producer's published tail, so it no longer writes them. Every
+        // byte up to `at + len` is written before the length covers it.
+        unsafe {
+            let room = core::slice::from_raw_parts_mut(out.as_mut_ptr().add(at), len);
+            copy_from_circular(self.ring_data(index), mask, head, room);
+            out.set_len(at + len);
+        }
     }
 
     /// Marks `new_head` consumed on ring `index` and wakes its producer if it waits for room.

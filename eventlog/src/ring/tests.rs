@@ -25,7 +25,7 @@ fn drain(region: &Region, index: u32) -> Vec<(u64, Vec<u8>)> {
             break;
         };
         let mut buf = Vec::new();
-        region.copy_record(index, v.head, h.record_len(), &mut buf);
+        region.copy_records(index, v.head, h.record_len(), &mut buf);
         let (e, rest) = Event::parse(&buf).unwrap();
         assert!(rest.is_empty());
         out.push((e.header.seq.0, e.payload.to_vec()));
