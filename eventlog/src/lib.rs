@@ -13,6 +13,8 @@ pub mod ids;
 pub mod logfile;
 #[cfg(feature = "host")]
 pub mod merge;
+#[cfg(feature = "host")]
+pub mod pack;
 pub mod record;
 #[allow(unsafe_code)]
 pub mod ring;

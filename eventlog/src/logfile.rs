@@ -8,7 +8,7 @@
 //!                                        its data directories and the capture of them, and
 //!                                        its executable's and libraries' identities
 //! BatchHeader (40 bytes, magic "TBAT")  body: event records, body_len bytes
-//!   or, with flag BATCH_ZSTD: the records' length (u32) and the records zstd-compressed
+//!   or, with flag BATCH_PACKED: the records' length (u32) and the records packed (`pack`)
 //! ...
 //! BatchHeader (magic "TEND", no body)   written when the recording finished cleanly
 //! zero bytes                             space made ready for batches not yet written
@@ -21,19 +21,22 @@
 use crate::ids::{IncarnationToken, Seq};
 use crate::record::{Event, RecordError};
 use bytemuck::{Pod, Zeroable};
-use std::cell::RefCell;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 pub const FILE_MAGIC: [u8; 8] = *b"TNDMLOG\0";
 /// Bump whenever the file, batch or event layout changes.
-pub const FILE_VERSION: u32 = 5;
-/// The oldest version this reader still reads: version 4 differs only in naming no data
+pub const FILE_VERSION: u32 = 6;
+/// The oldest version this reader still reads: version 5 differs only in compressing batches
+/// without coding them (flag BATCH_ZSTD), version 4 also in naming no data
 /// directories or capture, version 3 also in never ending in zeros, version 2 also in having no
 /// batch flags.
 pub const MIN_FILE_VERSION: u32 = 2;
-/// Batch flag: the body is the events' length and the events zstd-compressed (a backup keeps
-/// batches as they crossed the network).
+/// Batch flag of logs up to version 5: the body is the events' length and the events
+/// zstd-compressed.
 pub const BATCH_ZSTD: u32 = 1;
+/// Batch flag: the body is the events' length and the events packed ([`crate::pack`]); a
+/// backup keeps batches as they crossed the network.
+pub const BATCH_PACKED: u32 = 2;
 pub const LAUNCH_MAGIC: u32 = u32::from_le_bytes(*b"TLCH");
 pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"TBAT");
 pub const END_MAGIC: u32 = u32::from_le_bytes(*b"TEND");
@@ -296,8 +299,9 @@ impl<W: Write> LogWriter<W> {
         self.append(&[body], 0, first_seq, event_count, wall_ns)
     }
 
-    /// Appends a batch whose `raw_len` bytes of events are given zstd-compressed (`packed`). The
-    /// caller has checked that they decompress to the events it names; a reader checks again.
+    /// Appends a batch whose `raw_len` bytes of events are given packed
+    /// ([`crate::pack::pack_events`]). The caller has checked that they unpack to the events it
+    /// names; a reader checks again.
     pub fn write_packed_batch(
         &mut self,
         packed: &[u8],
@@ -306,7 +310,7 @@ impl<W: Write> LogWriter<W> {
         event_count: u32,
         wall_ns: u64,
     ) -> io::Result<()> {
-        self.append(&[&raw_len.to_le_bytes(), packed], BATCH_ZSTD, first_seq, event_count, wall_ns)
+        self.append(&[&raw_len.to_le_bytes(), packed], BATCH_PACKED, first_seq, event_count, wall_ns)
     }
 
     fn append(&mut self, body: &[&[u8]], flags: u32, first_seq: Seq, event_count: u32, wall_ns: u64) -> io::Result<()> {
@@ -544,7 +548,7 @@ impl<R: Read> LogReader<R> {
         let corrupt = |detail: String| LogError::Corrupt { batch, offset, detail };
         let body = match header.flags {
             0 => body,
-            BATCH_ZSTD => unpack(&body).map_err(corrupt)?,
+            BATCH_ZSTD | BATCH_PACKED => unpack(header.flags, &body).map_err(corrupt)?,
             other => return Err(corrupt(format!("unknown batch flags {other:#x}"))),
         };
         verify_events(&body, header.first_seq, header.event_count).map_err(corrupt)?;
@@ -645,60 +649,14 @@ fn find_batch_header(mut input: impl Read) -> io::Result<Option<(u64, BatchHeade
     }
 }
 
-/// Smaller batches are kept (and sent) as they are: compressing them would save little.
-pub const PACK_MIN: usize = 16 << 10;
-/// zstd's level: one of its fast levels, which compresses at about a gigabyte a second.
-const ZSTD_LEVEL: i32 = -1;
-
-/// `events` compressed, when they are large enough to be worth it and come out at least an
-/// eighth smaller: what a [`BATCH_ZSTD`] batch or a compressed DATA frame carries.
-pub fn pack_events(events: &[u8]) -> Option<Vec<u8>> {
-    if events.len() < PACK_MIN {
-        return None;
-    }
-    let packed = with_zstd(&COMPRESSOR, || zstd::bulk::Compressor::new(ZSTD_LEVEL), |c| c.compress(events)).ok()?;
-    (packed.len() <= events.len() - events.len() / 8).then_some(packed)
-}
-
-thread_local! {
-    // A context per thread, kept: making one costs about as much as a batch's compression.
-    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
-    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` with this thread's context from `slot`, made by `make` on first use.
-fn with_zstd<C, T>(
-    slot: &'static std::thread::LocalKey<RefCell<Option<C>>>,
-    make: impl FnOnce() -> io::Result<C>,
-    f: impl FnOnce(&mut C) -> io::Result<T>,
-) -> io::Result<T> {
-    slot.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        let context = match cell.as_mut() {
-            Some(context) => context,
-            None => cell.insert(make()?),
-        };
-        f(context)
-    })
-}
-
-/// The `len` bytes of events that `packed` ([`pack_events`]) holds; why not, if it does not.
-pub fn unpack_events(len: u32, packed: &[u8]) -> Result<Vec<u8>, String> {
-    if len > MAX_BATCH_BODY {
-        return Err(format!("compressed events of {len} bytes are too large"));
-    }
-    let events = with_zstd(&DECOMPRESSOR, zstd::bulk::Decompressor::new, |d| d.decompress(packed, len as usize))
-        .map_err(|e| format!("events do not decompress: {e}"))?;
-    if events.len() != len as usize {
-        return Err(format!("{} bytes of events, the batch says {len}", events.len()));
-    }
-    Ok(events)
-}
-
-/// The events of a [`BATCH_ZSTD`] body: their length, then the events compressed.
-fn unpack(stored: &[u8]) -> Result<Vec<u8>, String> {
+/// The events of a packed batch body (flag `flags`): their length, then them packed.
+fn unpack(flags: u32, stored: &[u8]) -> Result<Vec<u8>, String> {
     let (len, packed) = stored.split_first_chunk::<4>().ok_or("a compressed batch without its length")?;
-    unpack_events(u32::from_le_bytes(*len), packed)
+    let len = u32::from_le_bytes(*len);
+    match flags {
+        BATCH_ZSTD => crate::pack::unpack_plain(len, packed),
+        _ => crate::pack::unpack_events(len, packed),
+    }
 }
 
 /// Reads the launch section after the file header; returns it and its body length.
@@ -825,6 +783,10 @@ mod tests {
 
     /// A log whose middle batch is kept compressed, as a backup keeps what arrived so.
     fn packed_log(packed: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
+        packed_log_as(BATCH_PACKED, packed)
+    }
+
+    fn packed_log_as(flags: u32, packed: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
         let mut w = LogWriter::create(Vec::new(), IncarnationToken::NONE, 1, &launch()).unwrap();
         let plain = sample_log();
         let mut r = LogReader::open(&plain[..]).unwrap();
@@ -832,7 +794,10 @@ mod tests {
             let compressed = (b.index == 2).then(|| packed(&b.body));
             let end = w.end_after(b.body.len(), compressed.as_deref());
             match &compressed {
-                Some(p) => w.write_packed_batch(p, b.body.len() as u32, b.first_seq, b.event_count, b.wall_ns),
+                Some(p) => {
+                    let len = (b.body.len() as u32).to_le_bytes();
+                    w.append(&[&len, p], flags, b.first_seq, b.event_count, b.wall_ns)
+                }
                 None => w.write_batch(&b.body, b.first_seq, b.event_count, b.wall_ns),
             }
             .unwrap();
@@ -923,7 +888,7 @@ mod tests {
 
     #[test]
     fn compressed_batches_read_as_their_events() {
-        let log = packed_log(|events| zstd::bulk::compress(events, 1).unwrap());
+        let log = packed_log(|events| crate::pack::pack(events).unwrap());
         assert_eq!(read_all(&log).unwrap(), (1..=15).collect::<Vec<_>>());
         let plain = sample_log();
         let (mut a, mut b) = (LogReader::open(&log[..]).unwrap(), LogReader::open(&plain[..]).unwrap());
@@ -934,13 +899,35 @@ mod tests {
     }
 
     #[test]
-    fn compressed_batches_that_do_not_decompress_are_corrupt() {
-        let log = packed_log(|_| vec![0x5a; 40]);
-        let msg = read_all(&log).unwrap_err().to_string();
-        assert!(msg.starts_with("batch 2 at offset") && msg.contains("events do not decompress"), "{msg}");
-        let short = packed_log(|events| zstd::bulk::compress(&events[..events.len() - 64], 1).unwrap());
+    fn version_5_compressed_batches_still_read() {
+        let log = packed_log_as(BATCH_ZSTD, |events| zstd::bulk::compress(events, 1).unwrap());
+        assert_eq!(read_all(&log).unwrap(), (1..=15).collect::<Vec<_>>());
+        let short = packed_log_as(BATCH_ZSTD, |events| zstd::bulk::compress(&events[..events.len() - 64], 1).unwrap());
         let msg = read_all(&short).unwrap_err().to_string();
         assert!(msg.contains("the batch says"), "{msg}");
+    }
+
+    #[test]
+    fn compressed_batches_that_do_not_decompress_are_corrupt() {
+        let log = packed_log(|events| {
+            let mut p = crate::pack::pack(events).unwrap();
+            p.truncate(4);
+            p.extend([0x5a; 40]);
+            p
+        });
+        let msg = read_all(&log).unwrap_err().to_string();
+        assert!(msg.starts_with("batch 2 at offset") && msg.contains("events do not decompress"), "{msg}");
+        let short = packed_log(|events| {
+            // Every record but the last.
+            let (mut rest, mut last) = (events, 0);
+            while !rest.is_empty() {
+                last = events.len() - rest.len();
+                rest = Event::parse(rest).unwrap().1;
+            }
+            crate::pack::pack(&events[..last]).unwrap()
+        });
+        let msg = read_all(&short).unwrap_err().to_string();
+        assert!(msg.contains("end inside"), "{msg}");
     }
 
     #[test]

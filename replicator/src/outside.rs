@@ -14,6 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// What a call followed by [`OutsideWrites::scan`] does to its map of open files.
+#[derive(Clone, Copy)]
 enum Step {
     Open,
     Duplicate,
@@ -21,14 +22,34 @@ enum Step {
     Write,
 }
 
+/// The step of each call id (a table: this runs on every event the agent takes).
+static STEPS: [Option<Step>; 1 << 9] = {
+    let mut steps = [None; 1 << 9];
+    let mut id = 0;
+    while id < steps.len() {
+        steps[id] = match Call::from_id(id as u16) {
+            Some(Call::Open | Call::Openat | Call::Creat | Call::Fopen) => Some(Step::Open),
+            Some(Call::Dup | Call::Dup2 | Call::Dup3) => Some(Step::Duplicate),
+            Some(Call::Close | Call::Fclose) => Some(Step::Close),
+            Some(Call::Write | Call::Writev | Call::Pwrite) => Some(Step::Write),
+            _ => None,
+        };
+        id += 1;
+    }
+    steps
+};
+
+// Every call has a row.
+const _: () = {
+    let mut i = 0;
+    while i < Call::ALL.len() {
+        assert!((Call::ALL[i] as usize) < STEPS.len());
+        i += 1;
+    }
+};
+
 fn step(id: u16) -> Option<Step> {
-    Some(match Call::from_id(id)? {
-        Call::Open | Call::Openat | Call::Creat | Call::Fopen => Step::Open,
-        Call::Dup | Call::Dup2 | Call::Dup3 => Step::Duplicate,
-        Call::Close | Call::Fclose => Step::Close,
-        Call::Write | Call::Writev | Call::Pwrite => Step::Write,
-        _ => return None,
-    })
+    STEPS.get(id as usize).copied().flatten()
 }
 
 const CALL_AT: usize = std::mem::offset_of!(EventHeader, call);

@@ -35,7 +35,7 @@ impl Storer {
     /// Stores one batch, compressed if that shrinks it, then cuts a bounded log.
     fn store(&mut self, g: &Gathered) -> std::io::Result<()> {
         let offset = self.writer.bytes_written();
-        match eventlog::logfile::pack_events(&g.events) {
+        match eventlog::pack::pack_events(&g.events) {
             Some(packed) => {
                 self.writer.write_packed_batch(&packed, g.events.len() as u32, g.first, g.count, g.wall_ns)?
             }

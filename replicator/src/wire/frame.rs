@@ -8,9 +8,9 @@
 //! body (kind-specific)
 //! ```
 //!
-//! The one flag, [`FLAG_ZSTD`], marks a DATA body whose events are compressed: event logs are
-//! repetitive (a tenth of their size or less with zstd's fastest levels), so a batch crosses the
-//! network, TLS and the receiver's socket at a fraction of its size.
+//! The one flag, [`FLAG_PACKED`], marks a DATA body whose events are packed
+//! ([`eventlog::pack`]): event logs are repetitive (a tenth of their size or less), so a batch
+//! crosses the network, TLS and the receiver's socket at a fraction of its size.
 //!
 //! Every frame names the group's incarnation and epoch, so a frame from another incarnation or an
 //! older epoch is refused before its body is looked at. Decoding never trusts a length it has not
@@ -18,15 +18,16 @@
 
 use bytes::Bytes;
 use eventlog::ids::{IncarnationToken, Seq};
-use eventlog::logfile::{unpack_events, verify_events, Launch};
+use eventlog::logfile::{verify_events, Launch};
+use eventlog::pack::unpack_events;
 
 pub const MAGIC: [u8; 4] = *b"TNDF";
-pub const VERSION: u8 = 6;
+pub const VERSION: u8 = 7;
 pub const HEADER_LEN: usize = 40;
 /// Larger bodies are refused as malformed rather than allocated (a log batch is at most 64 MiB).
 pub const MAX_BODY: u32 = 65 << 20;
 /// Header flag of a DATA frame: the events are zstd-compressed, after their length (u32).
-pub const FLAG_ZSTD: u16 = 1;
+pub const FLAG_PACKED: u16 = 1;
 /// Longest group or member name.
 pub const MAX_NAME: usize = 255;
 
@@ -158,7 +159,7 @@ impl Header {
             return Err(FrameError::Kind(kind));
         }
         let flags = u16::from_le_bytes([bytes[6], bytes[7]]);
-        if flags & !FLAG_ZSTD != 0 || (flags != 0 && kind != 3) {
+        if flags & !FLAG_PACKED != 0 || (flags != 0 && kind != 3) {
             return Err(FrameError::Flags(flags));
         }
         let mut incarnation = [0u8; 16];
@@ -192,7 +193,7 @@ impl Frame {
         let mut out = vec![0u8; HEADER_LEN];
         encode_body(&self.body, &mut out);
         let (events, flags) = match &self.body {
-            Body::Data { packed: Some(packed), .. } => (Some(packed.clone()), FLAG_ZSTD),
+            Body::Data { packed: Some(packed), .. } => (Some(packed.clone()), FLAG_PACKED),
             Body::Data { events, .. } => (Some(events.clone()), 0),
             _ => (None, 0),
         };
@@ -373,7 +374,7 @@ fn decode_body(kind: u8, flags: u16, body: Bytes) -> Result<Body, FrameError> {
             if count == 0 || first_seq == Seq::ZERO {
                 return Err(malformed(c.kind, "an empty batch or sequence number 0"));
             }
-            let (events, packed) = if flags & FLAG_ZSTD != 0 {
+            let (events, packed) = if flags & FLAG_PACKED != 0 {
                 let len = c.u32("the events' length")?;
                 let packed = body.slice(body.len() - c.rest.len()..);
                 let events = unpack_events(len, std::mem::take(&mut c.rest)).map_err(|e| malformed(c.kind, e))?;
@@ -412,7 +413,7 @@ mod tests {
     use super::*;
 
     use crate::wire::sample_events as events;
-    use eventlog::logfile::{pack_events, PACK_MIN};
+    use eventlog::pack::{pack_events, PACK_MIN};
 
     fn samples() -> Vec<Frame> {
         let token = IncarnationToken([7; 16]);
@@ -525,8 +526,10 @@ mod tests {
     #[test]
     fn compressed_events_that_do_not_decompress_are_malformed() {
         let events = events(1, 2000);
-        let garbage = Bytes::from(vec![0x5a; 300]);
-        let err = Frame::decode_prefix(&data(events.clone(), Some(garbage)).encode()).unwrap_err().to_string();
+        // A sound coded length before bytes that are not zstd's.
+        let mut garbage = pack_events(&events).unwrap()[..4].to_vec();
+        garbage.extend([0x5a; 300]);
+        let err = Frame::decode_prefix(&data(events.clone(), Some(garbage.into())).encode()).unwrap_err().to_string();
         assert!(err.contains("do not decompress"), "{err}");
         // The length before the compressed events does not match what they decompress to.
         let packed = Bytes::from(pack_events(&events).unwrap());
@@ -543,7 +546,7 @@ mod tests {
 
     #[test]
     fn unknown_flags_are_refused() {
-        for (kind, flags) in [(3u8, 2u16), (3, 0x8001), (4, FLAG_ZSTD)] {
+        for (kind, flags) in [(3u8, 2u16), (3, 0x8001), (4, FLAG_PACKED)] {
             let mut bytes = samples().into_iter().find(|f| f.body.kind() == kind).unwrap().encode();
             bytes[6..8].copy_from_slice(&flags.to_le_bytes());
             assert_eq!(Frame::decode_prefix(&bytes).unwrap_err(), FrameError::Flags(flags));
