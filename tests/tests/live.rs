@@ -211,7 +211,7 @@ fn a_bounded_log_refuses_a_late_backup_and_keeps_the_early_one() {
     let (dir, certs_dir, port) = cluster();
     let p = dir.path().join("p");
     // Some MiB of events, then a wait until the primary is stopped.
-    let program = "i=0; while [ $i -lt 4000 ]; do echo $i >> out; i=$((i+1)); done; touch looped; exec sleep 600";
+    let program = "i=0; while [ $i -lt 20000 ]; do echo $i >> out; i=$((i+1)); done; touch looped; exec sleep 600";
     let primary = tandem()
         .current_dir({
             std::fs::create_dir_all(&p).unwrap();
