@@ -364,7 +364,9 @@ stream() {
             took=$(( $(now_ns) - start ))
             wait "$pid"
             events=$("$tandem" log stats "$work/p/state/log.tlog" | awk '/^events/ {print $2}')
-            echo "$took $(size_of "$work/p/state/log.tlog") $events $(size_of "$work/b/state/log.tlog")"
+            # The events' bytes as logged, not the primary's file: it stores them packed.
+            logged=$("$tandem" log stats --json "$work/p/state/log.tlog" | jq -r .record_bytes)
+            echo "$took $logged $events $(size_of "$work/b/state/log.tlog")"
         done > "$work/stream.$mode.txt"
     done
     b=$(median_of 2 "$work/stream.zstd.txt")

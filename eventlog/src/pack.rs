@@ -29,6 +29,8 @@ const ZSTD_LEVEL: i32 = -1;
 const TABLE: usize = 256;
 
 type Words = [u64; 8];
+/// The most bytes a coded header takes: call, mask and every word.
+const CODED_HEADER_MAX: usize = 3 + HEADER_LEN;
 
 /// `events` packed, when they are large enough to be worth it and come out at least an eighth
 /// smaller; `None` when not, or when they are not whole records.
@@ -92,7 +94,8 @@ fn decompress(compressed: &[u8], len: usize) -> Result<Vec<u8>, String> {
 /// Codes `events` into `out`, which keeps its length between batches (so it is zeroed only as it
 /// grows); returns the coded length, `None` if they are not whole records.
 fn code(events: &[u8], out: &mut Vec<u8>) -> Option<usize> {
-    let most = events.len() + events.len() / HEADER_LEN * 3;
+    // Room for the last header's stores past what it keeps.
+    let most = events.len() + events.len() / HEADER_LEN * 3 + CODED_HEADER_MAX;
     if out.len() < most {
         out.resize(most, 0);
     }
@@ -100,32 +103,33 @@ fn code(events: &[u8], out: &mut Vec<u8>) -> Option<usize> {
     let mut prev_seq = 0u64;
     let mut rest = events;
     let mut at = 0;
-    while !rest.is_empty() {
-        let header: EventHeader = bytemuck::pod_read_unaligned(rest.get(..HEADER_LEN)?);
-        let payload = rest.get(HEADER_LEN..record_len(header.payload_len as usize))?;
-        let words: Words = bytemuck::cast(header);
+    while let Some(head) = rest.first_chunk::<HEADER_LEN>() {
+        let words: Words = bytemuck::pod_read_unaligned(head);
+        let header: EventHeader = bytemuck::cast(words);
+        let record = record_len(header.payload_len as usize);
+        let payload = rest.get(HEADER_LEN..record)?;
         let row = &mut table[header.call as usize % TABLE];
         row[0] = prev_seq.wrapping_add(1);
+        let slot: &mut [u8; CODED_HEADER_MAX] = out.get_mut(at..at + CODED_HEADER_MAX)?.try_into().ok()?;
+        slot[..2].copy_from_slice(&header.call.to_le_bytes());
+        // Every word is stored and only those that differ are kept: no branch per word.
         let mut mask = 0u8;
+        let mut len = 3;
         for (k, (w, p)) in words.iter().zip(row.iter()).enumerate() {
-            mask |= u8::from(w != p) << k;
+            let differs = w != p;
+            mask |= u8::from(differs) << k;
+            slot[len..len + 8].copy_from_slice(&w.to_ne_bytes());
+            len += 8 * usize::from(differs);
         }
-        out[at..at + 2].copy_from_slice(&header.call.to_le_bytes());
-        out[at + 2] = mask;
-        at += 3;
-        for (k, w) in words.iter().enumerate() {
-            if mask & (1 << k) != 0 {
-                out[at..at + 8].copy_from_slice(&w.to_ne_bytes());
-                at += 8;
-            }
-        }
-        out[at..at + payload.len()].copy_from_slice(payload);
+        slot[2] = mask;
+        at += len;
+        out.get_mut(at..at + payload.len())?.copy_from_slice(payload);
         at += payload.len();
         *row = words;
         prev_seq = header.seq.0;
-        rest = &rest[HEADER_LEN + payload.len()..];
+        rest = &rest[record..];
     }
-    Some(at)
+    rest.is_empty().then_some(at)
 }
 
 /// The `len` bytes of events that `coded` holds; why not, if it does not hold exactly them.
