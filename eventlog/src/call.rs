@@ -716,3 +716,28 @@ mod tests {
         assert_eq!(Call::from_id(0), None);
     }
 }
+
+/// A set of call ids, one bit each (ids are taken modulo 512: a set may hold an id it was not
+/// given, never lack one it was).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct CallSet([u64; 8]);
+
+impl CallSet {
+    pub const EMPTY: CallSet = CallSet([0; 8]);
+
+    /// The set with `id` added.
+    pub const fn with(mut self, id: u16) -> CallSet {
+        let bit = id as usize % 512;
+        self.0[bit / 64] |= 1 << (bit % 64);
+        self
+    }
+
+    pub fn add(&mut self, id: u16) {
+        *self = self.with(id);
+    }
+
+    /// Whether the two sets share an id.
+    pub fn meets(&self, other: &CallSet) -> bool {
+        self.0.iter().zip(&other.0).any(|(a, b)| a & b != 0)
+    }
+}

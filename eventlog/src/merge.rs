@@ -2,7 +2,7 @@
 //! the merger hands them out strictly by sequence number, waiting when the next one has been
 //! taken by a thread that has not finished writing it.
 
-use crate::call::Call;
+use crate::call::{Call, CallSet};
 use crate::ids::Seq;
 use crate::record::{encode_into, EventHeader, HEADER_LEN};
 use crate::ring::{Region, SLOT_ACTIVE, SLOT_CLOSED, SLOT_FREE};
@@ -18,6 +18,8 @@ pub struct Merger {
     live: Vec<u32>,
     /// The slot the previous event came from (threads write in bursts).
     last: Option<u32>,
+    /// The calls of the events the last drain took.
+    taken: CallSet,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -40,7 +42,7 @@ impl Merger {
                 Cursor { head: v.head, tail: v.head }
             })
             .collect();
-        Merger { region, next_seq: first, cursors, live: Vec::new(), last: None }
+        Merger { region, next_seq: first, cursors, live: Vec::new(), last: None, taken: CallSet::EMPTY }
     }
 
     /// The sequence number the merge is waiting for.
@@ -81,12 +83,13 @@ impl Merger {
                     break;
                 }
             }
-            let (seq, len) = self.region.peek_seq_len(index, end);
+            let (seq, call, len) = self.region.peek_seq_call_len(index, end);
             // A record is published whole: one reaching past the tail has a damaged length.
             if seq != self.next_seq.0 || end + len as u64 > c.tail {
                 break;
             }
             end += len as u64;
+            self.taken.add(call);
             self.next_seq = self.next_seq.next();
             n += 1;
         }
@@ -102,6 +105,7 @@ impl Merger {
     /// not available yet. Returns how many events were appended.
     pub fn drain(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> u32 {
         self.refresh();
+        self.taken = CallSet::EMPTY;
         let mut n = 0;
         'runs: while out.len() < max_bytes {
             if let Some(last) = self.last {
@@ -121,6 +125,12 @@ impl Merger {
             break;
         }
         n
+    }
+
+    /// The calls of the events the last [`Merger::drain`] took (so a reader that follows only
+    /// some calls can skip a batch without them).
+    pub fn calls_taken(&self) -> CallSet {
+        self.taken
     }
 
     /// Closes every active slot whose owner `is_alive` says is gone, and frees drained closed
@@ -247,6 +257,24 @@ mod tests {
         assert_eq!(all, (1..=80_000).collect::<Vec<_>>());
         merger.reap(|_, _| true);
         assert!(!merger.pending());
+    }
+
+    #[test]
+    fn a_drain_names_the_calls_it_took() {
+        let shared = SharedRegion::create(Geometry::record(2, MIN_RING_BYTES), Mode::Record).unwrap();
+        let region = shared.region();
+        let mut p = Producer::claim(region, 1, 1, 1, 0).unwrap();
+        let mut merger = Merger::new(region);
+        let mut out = Vec::new();
+        for call in [Call::MutexLock, Call::Write] {
+            let seq = p.take_seq();
+            p.write(&EventHeader::new(Seq(seq), call), &[]);
+        }
+        assert_eq!(merger.drain(&mut out, 1 << 20), 2);
+        let taken = merger.calls_taken();
+        assert_eq!(taken, CallSet::EMPTY.with(Call::MutexLock as u16).with(Call::Write as u16));
+        assert_eq!(merger.drain(&mut out, 1 << 20), 0);
+        assert_eq!(merger.calls_taken(), CallSet::EMPTY, "each drain starts afresh");
     }
 
     #[test]

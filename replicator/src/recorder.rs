@@ -203,7 +203,9 @@ impl Taker {
     pub fn take(&mut self) -> std::io::Result<u32> {
         let start = self.sink.batch_start();
         let n = self.merger.drain(&mut self.sink.pending, start + BATCH_BYTES);
-        for path in self.outside.scan(&self.sink.pending[start..]) {
+        let followed = self.merger.calls_taken().meets(&crate::outside::OutsideWrites::CALLS);
+        let written = if followed { self.outside.scan(&self.sink.pending[start..]) } else { Vec::new() };
+        for path in written {
             crate::notes::line(&format!(
                 "tandem: warning: the program writes {} outside its data: a backup's program does not find it there when it takes over (name its directory with --data to replicate it)",
                 path.display()

@@ -724,25 +724,26 @@ impl Region {
         Some(bytemuck::pod_read_unaligned(&buf))
     }
 
-    /// The sequence number and record length of the event at `head` of ring `index`, whose
-    /// header lies below the published tail. Reads the two fields alone: the merge walks every
-    /// event of a run this way and copies the run in one piece.
-    pub fn peek_seq_len(&self, index: u32, head: u64) -> (u64, usize) {
+    /// The sequence number, call id and record length of the event at `head` of ring `index`,
+    /// whose header lies below the published tail. Reads those fields alone: the merge walks
+    /// every event of a run this way and copies the run in one piece.
+    pub fn peek_seq_call_len(&self, index: u32, head: u64) -> (u64, u16, usize) {
         let mask = self.geometry.ring_bytes as u64 - 1;
         let data = self.ring_data(index);
         let field = |offset: usize| ((head + offset as u64) & mask) as usize;
         // SAFETY: records start at multiples of 8 and the ring's length is a power of two of at
-        // least a header, so neither field wraps; both lie below the published tail, so the
-        // producer no longer writes them.
-        let (seq, payload_len) = unsafe {
+        // least a header, so no field wraps; all lie below the published tail, so the producer
+        // no longer writes them.
+        let (seq, call, payload_len) = unsafe {
             (
                 core::ptr::read_unaligned(data.add(field(core::mem::offset_of!(EventHeader, seq))) as *const u64),
+                core::ptr::read_unaligned(data.add(field(core::mem::offset_of!(EventHeader, call))) as *const u16),
                 core::ptr::read_unaligned(
                     data.add(field(core::mem::offset_of!(EventHeader, payload_len))) as *const u32
                 ),
             )
         };
-        (seq, record_len(payload_len as usize))
+        (seq, call, record_len(payload_len as usize))
     }
 
     /// Appends the `len` bytes at `head` of ring `index` (whole records below the published
