@@ -100,6 +100,9 @@ fn remember_own_path() {
 extern "C" fn construct(_argc: c_int, _argv: *const *const c_char, envp: *const *const c_char) {
     // SAFETY: the loader passes the process environment to init_array functions.
     unsafe { start(envp) };
+    // Here, not in `start`: a lookup that fails allocates (dlerror's text), which `start` must
+    // not, as it can run inside an allocator's first call.
+    crate::hooks::alloc::resolve();
 }
 
 extern "C" {

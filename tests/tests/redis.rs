@@ -99,6 +99,52 @@ fn redis_under_benchmark_load_is_recorded() {
     assert!(!events.iter().any(|e| e.call() == eventlog::Call::Lost));
 }
 
+/// How many background threads redis's jemalloc runs (`MEMORY MALLOC-STATS`).
+fn background_threads(port: u16) -> String {
+    let stats = cli(port, &["memory", "malloc-stats"]);
+    let line = stats.lines().find(|l| l.starts_with("Background threads:")).unwrap_or_else(|| panic!("{stats}"));
+    line.trim_start_matches("Background threads:").split(',').next().unwrap().trim().to_string()
+}
+
+/// jemalloc's background thread purges from counters no call orders, so a backup's copy decides
+/// otherwise: redis asks for it (`jemalloc-bg-thread yes`, its default) and runs without it
+/// under tandem, and the agent says so once.
+#[test]
+fn jemallocs_background_thread_stays_off() {
+    require("redis-server");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let args = redis_args(port, &[]);
+    let mut native =
+        Command::new(&args[0]).args(&args[1..]).current_dir(dir.path()).stdout(Stdio::null()).spawn().unwrap();
+    wait_for_ping(port, Duration::from_secs(20));
+    let natively = background_threads(port);
+    cli(port, &["shutdown", "nosave"]);
+    native.wait().unwrap();
+    assert_eq!(natively, "1", "this redis starts no background thread of its own: the test proves nothing");
+
+    let log = dir.path().join("redis.tlog");
+    let server = tandem()
+        .current_dir(dir.path())
+        .arg("record")
+        .arg("--out")
+        .arg(&log)
+        .arg("--")
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_ping(port, Duration::from_secs(20));
+    assert_eq!(background_threads(port), "0");
+    assert_eq!(cli(port, &["set", "k", "v"]), "OK");
+    cli(port, &["shutdown", "nosave"]);
+    let out = server.wait_with_output().unwrap();
+    let notes = text(&out.stderr);
+    assert!(out.status.success(), "{notes}");
+    assert_eq!(notes.matches("jemalloc's background thread").count(), 1, "{notes}");
+}
+
 /// Records redis under load, kills it, replays the log with --go-live in another directory, and
 /// returns (primary's digest, backup's digest, primary dir, backup dir).
 fn fail_over(extra: &[&str]) -> (String, String, tempfile::TempDir) {

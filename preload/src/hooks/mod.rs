@@ -3,6 +3,7 @@
 //! resource it orders is still held: after an acquisition (lock, open, wait), before a release
 //! (unlock, close, post, thread or process creation).
 
+pub mod alloc;
 pub mod dir;
 pub mod fd;
 pub mod identity;
