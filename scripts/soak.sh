@@ -594,8 +594,15 @@ case_coordinator_leader() {
             echo "kill $k (member $leader): the primary fenced itself: $(grep -h "held for good" "$dir/primary.state/agent.log" "$dir/primary.out" | tail -1)"
             cleanup; return 1
         fi
-        if [ "$(group "$new" | grep -o '"epoch":[0-9]*' | head -1)" != "$epoch" ]; then
-            echo "kill $k (member $leader): the group left its $epoch: $(group "$new")"
+        # Any member answers for the group; one may not for a moment (a returning member's
+        # election), which is not what this checks.
+        local now="" m
+        for _ in $(seq 40); do
+            for m in 1 2 3; do now=$(group "$m" | grep -o '"epoch":[0-9]*' | head -1) && [ -n "$now" ] && break 2; done
+            sleep 0.1
+        done
+        if [ "$now" != "$epoch" ]; then
+            echo "kill $k (member $leader): the group left its $epoch: ${now:-no member answered for it}"
             cleanup; return 1
         fi
     done
