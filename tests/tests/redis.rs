@@ -34,16 +34,14 @@ fn redis_args(port: u16, extra: &[&str]) -> Vec<String> {
 
 /// `tandem record` of redis-server in `dir`.
 fn start_recorded(dir: &Path, log: &Path, args: &[String]) -> Child {
-    tandem()
-        .current_dir(dir)
-        .arg("record")
-        .arg("--out")
-        .arg(log)
-        .arg("--")
-        .args(args)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
+    recording(dir, log, args).spawn().unwrap()
+}
+
+/// The `tandem record` command of redis-server in `dir`, its output (redis's log) discarded.
+fn recording(dir: &Path, log: &Path, args: &[String]) -> Command {
+    let mut c = tandem();
+    c.current_dir(dir).arg("record").arg("--out").arg(log).arg("--").args(args).stdout(Stdio::null());
+    c
 }
 
 /// The program tandem runs: the only child of its keeper, the agent's only child.
@@ -124,17 +122,7 @@ fn jemallocs_background_thread_stays_off() {
     assert_eq!(natively, "1", "this redis starts no background thread of its own: the test proves nothing");
 
     let log = dir.path().join("redis.tlog");
-    let server = tandem()
-        .current_dir(dir.path())
-        .arg("record")
-        .arg("--out")
-        .arg(&log)
-        .arg("--")
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let server = recording(dir.path(), &log, &args).stderr(Stdio::piped()).spawn().unwrap();
     wait_for_ping(port, Duration::from_secs(20));
     assert_eq!(background_threads(port), "0");
     assert_eq!(cli(port, &["set", "k", "v"]), "OK");
