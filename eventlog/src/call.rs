@@ -693,8 +693,9 @@ calls! {
 }
 
 /// Exported symbols of the shim that are not calls of their own: they set up what the calls
-/// need (handler wrapping, the generic `syscall(2)` router, `main`'s wrapper, `dlsym` lookups).
-pub const SUPPORT_ENTRIES: &[&str] = &["__libc_start_main", "dlsym", "sigaction", "signal", "syscall"];
+/// need (handler wrapping, the generic `syscall(2)` router, `main`'s wrapper, `dlsym` lookups)
+/// or keep a program away from what no call can order (`mallctl`: jemalloc's background thread).
+pub const SUPPORT_ENTRIES: &[&str] = &["__libc_start_main", "dlsym", "mallctl", "sigaction", "signal", "syscall"];
 
 impl core::fmt::Display for Call {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
